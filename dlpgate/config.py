@@ -1,0 +1,301 @@
+"""TOML configuration -> frozen dataclasses.
+
+Every key has a default so the gateway runs with no file at all (`make run`). Unknown keys and
+wrong types are errors naming the key: a typo in a DLP policy must never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_rules() -> str:
+    return str(REPO_ROOT / "rules")
+
+
+def parse_hostport(value: str, key: str) -> tuple[str, int]:
+    """'127.0.0.1:10025' / '[::1]:25' -> (host, port)."""
+    v = value.strip()
+    if v.startswith("["):
+        host, _, rest = v[1:].partition("]")
+        port_s = rest.lstrip(":")
+    else:
+        host, _, port_s = v.rpartition(":")
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ConfigError(f"{key}: expected HOST:PORT, got {value!r}") from None
+    if not host or not 0 <= port <= 65535:
+        raise ConfigError(f"{key}: expected HOST:PORT, got {value!r}")
+    return host, port
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    listen: str = "127.0.0.1:10025"
+    allowed_clients: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    max_message_bytes: int = 52_428_800
+    tls_cert: str = ""
+    tls_key: str = ""
+    hostname: str = ""  # name in the banner and Received: header; "" = the machine's FQDN
+    max_recipients: int = 1000
+    max_connections: int = 200
+    max_connections_per_client: int = 50
+    timeout: float = 300.0  # idle/command timeout (RFC 5321 4.5.3.2 minimum is 5 minutes)
+    scan_timeout: float = 120.0  # budget for judging one message before 250; over it: held as unscannable
+    auth_users_file: str = ""  # file of "user:salt:hash" lines; "" = no AUTH offered
+    allowed_sender_domains: tuple[str, ...] = ()  # MAIL FROM restriction; empty = any
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    upstream: str = "127.0.0.1:10026"
+    tls: str = "opportunistic"  # "required" | "opportunistic" | "off"
+    tls_verify: bool = True
+    tls_ca_file: str = ""
+    concurrency: int = 8  # connections to the upstream at once
+    timeout: float = 60.0
+    retry_initial: float = 60.0
+    retry_max: float = 3600.0
+    give_up_after: float = 5 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class DelayConfig:
+    seconds: float = 300.0
+    # per recipient class; None = `seconds`. The longest class among a message's recipients applies.
+    internal: float | None = None
+    external: float | None = None
+    personal_mail: float | None = None
+
+    def for_class(self, cls: str) -> float:
+        v = getattr(self, cls, None)
+        return self.seconds if v is None else float(v)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = "quarantine"
+    retention_days: float = 30.0  # spool files of finished messages
+    sendlog_retention_days: float = 366.0
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = "127.0.0.1:9325"  # "" disables the exporter
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    internal_domains: tuple[str, ...] = ()
+    rules: str = field(default_factory=_default_rules)
+    first_contact_scope: str = "sender"  # "sender" | "organisation"
+
+
+@dataclass(frozen=True)
+class ApproverRoute:
+    senders: tuple[str, ...]
+    approvers: tuple[str, ...]
+    deputies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QuarantineConfig:
+    expire_after: float = 7 * 24 * 3600.0
+    expire_action: str = "reject"  # "reject" | "release"
+    remind_every: float = 24 * 3600.0  # 0 = no reminders
+    language: str = "ja"  # "ja" | "en" for notices
+    notify: bool = True
+    notice_from: str = ""  # envelope/header sender of notices; "" = postmaster@<hostname>
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    max_total_bytes: int = 200 * 1024 * 1024
+    max_zip_depth: int = 5
+    max_zip_members: int = 10_000
+    max_compression_ratio: float = 100.0
+    part_seconds: float = 30.0
+    max_pdf_pages: int = 500
+    max_parts: int = 1000
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    format: str = "text"  # "text" | "json"
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Config:
+    smtp: SmtpConfig = SmtpConfig()
+    relay: RelayConfig = RelayConfig()
+    delay: DelayConfig = DelayConfig()
+    store: StoreConfig = StoreConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    policy: PolicyConfig = PolicyConfig()
+    approvers: tuple[ApproverRoute, ...] = ()
+    quarantine: QuarantineConfig = QuarantineConfig()
+    extract: ExtractConfig = ExtractConfig()
+    log: LogConfig = LogConfig()
+    source: str = ""  # the file it came from ("" = embedded defaults)
+
+    @property
+    def store_path(self) -> Path:
+        p = Path(self.store.path)
+        if not p.is_absolute() and self.source:
+            p = Path(self.source).resolve().parent / p
+        return p
+
+    @property
+    def rules_path(self) -> Path:
+        p = Path(self.policy.rules)
+        if not p.is_absolute() and self.source:
+            cand = Path(self.source).resolve().parent / p
+            if cand.exists():
+                return cand
+        if not p.is_absolute() and not p.exists():
+            return REPO_ROOT / p
+        return p
+
+
+_SECTIONS: dict[str, type] = {
+    "smtp": SmtpConfig,
+    "relay": RelayConfig,
+    "delay": DelayConfig,
+    "store": StoreConfig,
+    "metrics": MetricsConfig,
+    "policy": PolicyConfig,
+    "quarantine": QuarantineConfig,
+    "extract": ExtractConfig,
+    "log": LogConfig,
+}
+
+_CHOICES = {
+    "relay.tls": ("required", "opportunistic", "off"),
+    "quarantine.expire_action": ("reject", "release"),
+    "quarantine.language": ("ja", "en"),
+    "log.format": ("text", "json"),
+    "policy.first_contact_scope": ("sender", "organisation"),
+}
+
+
+def _coerce(key: str, value: Any, default: Any, annotation: str) -> Any:
+    """Check one value against the type of its default; name the key on mismatch."""
+    if "tuple" in annotation:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings")
+        return tuple(value)
+    if "float" in annotation:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if value < 0:
+            raise ConfigError(f"{key}: must not be negative")
+        return float(value)
+    if annotation == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if value < 0:
+            raise ConfigError(f"{key}: must not be negative")
+        return value
+    if annotation == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if annotation == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ConfigError(f"{key}: must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type")  # pragma: no cover
+
+
+def _section(name: str, cls: type, data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{name}]: expected a table")
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        if k not in known:
+            raise ConfigError(f"{name}.{k}: unknown key")
+        f = known[k]
+        kwargs[k] = _coerce(f"{name}.{k}", v, None, str(f.type))
+    return cls(**kwargs)
+
+
+def _approvers(data: Any) -> tuple[ApproverRoute, ...]:
+    if not isinstance(data, list):
+        raise ConfigError("approvers: expected [[approvers]] tables")
+    routes = []
+    for i, item in enumerate(data):
+        key = f"approvers[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{key}: expected a table")
+        for k in item:
+            if k not in ("senders", "approvers", "deputies"):
+                raise ConfigError(f"{key}.{k}: unknown key")
+        for k in ("senders", "approvers"):
+            if k not in item:
+                raise ConfigError(f"{key}.{k}: missing")
+        vals = {k: _coerce(f"{key}.{k}", item.get(k, []), None, "tuple") for k in ("senders", "approvers", "deputies")}
+        routes.append(ApproverRoute(**{k: tuple(s.lower() for s in v) for k, v in vals.items()}))
+    return tuple(routes)
+
+
+def _validate(cfg: Config) -> None:
+    parse_hostport(cfg.smtp.listen, "smtp.listen")
+    parse_hostport(cfg.relay.upstream, "relay.upstream")
+    if cfg.metrics.listen:
+        parse_hostport(cfg.metrics.listen, "metrics.listen")
+    for i, net in enumerate(cfg.smtp.allowed_clients):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"smtp.allowed_clients[{i}]: not a CIDR network: {net!r}") from None
+    if bool(cfg.smtp.tls_cert) != bool(cfg.smtp.tls_key):
+        raise ConfigError("smtp.tls_cert: tls_cert and tls_key must be set together")
+    if cfg.relay.concurrency < 1:
+        raise ConfigError("relay.concurrency: must be at least 1")
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load a TOML file (or the embedded defaults when path is None)."""
+    if path is None:
+        cfg = Config()
+        _validate(cfg)
+        return cfg
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {p}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    kwargs: dict[str, Any] = {"source": str(p)}
+    for name, value in raw.items():
+        if name in _SECTIONS:
+            kwargs[name] = _section(name, _SECTIONS[name], value)
+        elif name == "approvers":
+            kwargs["approvers"] = _approvers(value)
+        else:
+            raise ConfigError(f"{name}: unknown section")
+    cfg = Config(**kwargs)
+    _validate(cfg)
+    return cfg
+
+
+def with_overrides(cfg: Config, **sections: Any) -> Config:
+    """Return a copy with whole sections replaced (tests and benchmarks use it)."""
+    return replace(cfg, **sections)

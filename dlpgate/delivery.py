@@ -1,0 +1,246 @@
+"""The delay scheduler and upstream delivery.
+
+One scheduler task sleeps until the earliest `due_at` in the store (woken early by new arrivals)
+and claims due messages in batches; a fixed number of delivery workers, each holding one reused
+aiosmtplib connection, send them. Nothing is per message: 100k queued messages are rows, not tasks.
+A message is marked delivered for a recipient only after the upstream's 250 for DATA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from collections.abc import Sequence
+
+import aiosmtplib
+
+from . import metrics
+from .config import Config, parse_hostport
+from .notices import queue_dsn
+from .store import AsyncStore, Claimed, NewMessage, RcptOutcome, Store
+
+log = logging.getLogger("dlpgate.delivery")
+
+IDLE_POLL = 5.0  # re-read the queue head at least this often: the CLI (another process) may release
+
+
+def backoff(attempts: int, initial: float, maximum: float) -> float:
+    """Seconds before retry number `attempts` (1-based): initial doubling up to maximum."""
+    return float(min(maximum, initial * (2 ** max(0, attempts - 1))))
+
+
+def received_header(c: Claimed, hostname: str) -> bytes:
+    helo = c.helo or "unknown"
+    client = c.client or "unknown"
+    line = f"Received: from {helo} ({client} [{client}])\r\n\tby {hostname} (dlpgate) with ESMTP id {c.id}"
+    if len(c.recipients) == 1:
+        line += f"\r\n\tfor <{c.recipients[0]}>"
+    line += f"; {email.utils.formatdate(c.arrived, localtime=True)}\r\n"
+    return line.encode("utf-8", "replace")
+
+
+class Delivery:
+    def __init__(self, config: Config, store: AsyncStore, hostname: str) -> None:
+        self.config = config
+        self.store = store
+        self.hostname = hostname
+        self.host, self.port = parse_hostport(config.relay.upstream, "relay.upstream")
+        self.concurrency = config.relay.concurrency
+        self.queue: asyncio.Queue[Claimed] = asyncio.Queue()
+        self.inflight = 0
+        self._wake = asyncio.Event()
+        self._sleep_until = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.alive = False
+
+    # -------------------------------------------------------------- scheduling
+    def poke(self, due_at: float) -> None:
+        """A message became due at `due_at`: wake the scheduler if it sleeps past that."""
+        if due_at < self._sleep_until or self._sleep_until == 0.0:
+            self._wake.set()
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._scheduler(), name="scheduler"))
+        for i in range(self.concurrency):
+            self._tasks.append(asyncio.create_task(self._worker(i), name=f"delivery-{i}"))
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
+        self._wake.set()
+        sched = self._tasks[0] if self._tasks else None
+        if sched is not None:
+            sched.cancel()
+        # let in-flight deliveries finish (bounded); unfinished ones stay `delivering` -> recovered
+        deadline = time.monotonic() + timeout
+        while self.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # claimed but not started: hand them back so they do not sit in `delivering`
+        left = []
+        while not self.queue.empty():
+            left.append(self.queue.get_nowait().id)
+        if left:
+            await self.store.run(lambda s: s.recover())
+
+    async def _scheduler(self) -> None:
+        self.alive = True
+        try:
+            while not self._stopping:
+                free = self.concurrency * 2 - self.inflight - self.queue.qsize()
+                if free > 0:
+                    claimed = await self.store.run(lambda s: s.claim_due(free))
+                    for c in claimed:
+                        self.queue.put_nowait(c)
+                    if len(claimed) == free:
+                        await asyncio.sleep(0)
+                        continue
+                    nd = await self.store.run(lambda s: s.next_due())
+                    wait = IDLE_POLL if nd is None else min(IDLE_POLL, max(0.0, nd - time.time()))
+                else:
+                    wait = IDLE_POLL  # a worker finishing wakes us
+                self._sleep_until = time.time() + wait
+                self._wake.clear()
+                if wait > 0:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                    except TimeoutError:
+                        pass
+                self._sleep_until = 0.0
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("scheduler failed", extra={"event": "scheduler_error"})
+            self.alive = False
+            raise
+
+    # -------------------------------------------------------------- delivery
+    def _client(self) -> aiosmtplib.SMTP:
+        r = self.config.relay
+        start_tls: bool | None = {"required": True, "opportunistic": None, "off": False}[r.tls]
+        return aiosmtplib.SMTP(hostname=self.host, port=self.port, timeout=r.timeout,
+                               local_hostname=self.hostname, start_tls=start_tls,
+                               validate_certs=(r.tls == "required" and r.tls_verify),
+                               cert_bundle=r.tls_ca_file or None)
+
+    async def _worker(self, n: int) -> None:
+        client: aiosmtplib.SMTP | None = None
+        while True:
+            try:
+                c = await asyncio.wait_for(self.queue.get(), timeout=30.0)
+            except TimeoutError:
+                if client is not None:  # idle: let the upstream free the connection
+                    await _quit(client)
+                    client = None
+                continue
+            self.inflight += 1
+            try:
+                client, outcomes = await self._attempt(client, c)
+                await self._finish(c, outcomes)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery bookkeeping failed", extra={"event": "delivery_error", "msg_id": c.id})
+            finally:
+                self.inflight -= 1
+                self._wake.set()
+
+    async def _attempt(self, client: aiosmtplib.SMTP | None,
+                       c: Claimed) -> tuple[aiosmtplib.SMTP | None, list[RcptOutcome]]:
+        try:
+            data = await asyncio.get_running_loop().run_in_executor(None, c.spool.read_bytes)
+        except OSError as e:
+            return client, [RcptOutcome(r, 0, f"local spool unreadable: {e.strerror}") for r in c.recipients]
+        data = received_header(c, self.hostname) + data
+        for fresh_try in (False, True):
+            try:
+                if client is None or not client.is_connected:
+                    client = self._client()
+                    await client.connect()
+                elif fresh_try:
+                    pass
+                errors, _ = await client.sendmail(c.sender, list(c.recipients), data)
+                return client, [RcptOutcome(r, errors[r].code, errors[r].message) if r in errors
+                                else RcptOutcome(r, 250, "ok") for r in c.recipients]
+            except aiosmtplib.SMTPRecipientsRefused as e:
+                refused = {x.recipient: x for x in e.recipients}
+                await _reset(client)
+                return client, [RcptOutcome(r, refused[r].code, refused[r].message) if r in refused
+                                else RcptOutcome(r, 451, "not attempted") for r in c.recipients]
+            except aiosmtplib.SMTPResponseException as e:
+                # sender refused, DATA refused, 421...: the same answer for every recipient
+                if isinstance(e, aiosmtplib.SMTPServerDisconnected) and not fresh_try and client is not None:
+                    client = None  # a reused connection the upstream had closed: one fresh try
+                    continue
+                await _reset(client)
+                if e.code == 421 or not 400 <= e.code < 600:
+                    client = await _drop(client)
+                return client, [RcptOutcome(r, e.code, e.message) for r in c.recipients]
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
+                client = await _drop(client)
+                if not fresh_try and isinstance(e, aiosmtplib.SMTPServerDisconnected):
+                    continue
+                return None, [RcptOutcome(r, 0, f"upstream unavailable: {type(e).__name__}: {e}"[:300])
+                              for r in c.recipients]
+        return client, [RcptOutcome(r, 0, "upstream unavailable") for r in c.recipients]
+
+    async def _finish(self, c: Claimed, outcomes: Sequence[RcptOutcome]) -> None:
+        r = self.config.relay
+        now = time.time()
+        attempts = c.attempts + 1
+        give_up = now - c.first_attempt >= r.give_up_after
+        retry_at = now + backoff(attempts, r.retry_initial, r.retry_max)
+        hard = [o for o in outcomes if 500 <= o.code < 600 or (give_up and not 200 <= o.code < 300)]
+        hostname = self.hostname
+
+        def job(s: Store) -> object:
+            notices: list[NewMessage] = []
+            if hard and c.sender and c.kind == "mail":
+                original = c.spool.read_bytes()
+                notices.append(queue_dsn(s, hostname=hostname, msg_id=c.id, sender=c.sender,
+                                         arrived=c.arrived, original=original, bounced=hard))
+            return s.finish_attempt(c.id, outcomes, retry_at=retry_at, give_up=give_up, notices=notices)
+
+        res = await self.store.run(job)
+        for o in outcomes:
+            if 200 <= o.code < 300:
+                metrics.DELIVERIES.labels(result="delivered").inc()
+            elif o in hard:
+                metrics.DELIVERIES.labels(result="bounced").inc()
+            else:
+                metrics.DELIVERIES.labels(result="deferred").inc()
+        if res.delivered:  # type: ignore[attr-defined]
+            metrics.DELIVERY_LATENCY.observe(now - c.arrived)
+        if hard and c.sender:
+            self.poke(now)
+        log.info("delivery attempt", extra={"event": "delivery", "msg_id": c.id,
+                                            "state": res.state,  # type: ignore[attr-defined]
+                                            "attempt": attempts})
+
+
+async def _reset(client: aiosmtplib.SMTP | None) -> None:
+    if client is not None and client.is_connected:
+        try:
+            await client.rset()
+        except Exception:  # noqa: BLE001
+            await _drop(client)
+
+
+async def _drop(client: aiosmtplib.SMTP | None) -> None:
+    if client is not None:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001
+            pass
+    return None
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    try:
+        await asyncio.wait_for(client.quit(), timeout=5)
+    except Exception:  # noqa: BLE001
+        client.close()

@@ -1,0 +1,40 @@
+"""Prometheus metrics. Label values are bounded sets: never an address, subject or identifier."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+FAILURE_REASONS = ("encrypted", "corrupt", "limit", "unsupported")
+
+RECEIVED = Counter("dlpgate_messages_received_total", "SMTP messages by accept outcome",
+                   ["result"], registry=REGISTRY)
+REFUSED = Counter("dlpgate_smtp_refused_total", "SMTP connections/commands refused, by reason",
+                  ["reason"], registry=REGISTRY)
+VERDICTS = Counter("dlpgate_verdicts_total", "Verdicts (clean, hold, reject, log)", ["verdict"], registry=REGISTRY)
+FINDINGS = Counter("dlpgate_findings_total", "Findings by detector and severity", ["detector", "severity"],
+                   registry=REGISTRY)
+DELIVERIES = Counter("dlpgate_deliveries_total", "Per-recipient delivery results", ["result"], registry=REGISTRY)
+DECISIONS = Counter("dlpgate_decisions_total", "Releases, rejections, expiries and recalls", ["decision"],
+                    registry=REGISTRY)
+EXTRACT_FAILURES = Counter("dlpgate_extraction_failures_total", "Unscannable parts by reason", ["reason"],
+                           registry=REGISTRY)
+BYTES_RECEIVED = Counter("dlpgate_bytes_received_total", "Message bytes accepted", registry=REGISTRY)
+BYTES_SCANNED = Counter("dlpgate_bytes_scanned_total", "Characters of extracted text scanned", registry=REGISTRY)
+
+SCAN_SECONDS = Histogram("dlpgate_scan_seconds", "Scan + policy time per message", registry=REGISTRY,
+                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+EXTRACT_SECONDS = Histogram("dlpgate_extract_seconds", "Extraction time by format", ["format"], registry=REGISTRY,
+                            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+ACCEPT_LATENCY = Histogram("dlpgate_accept_latency_seconds", "End of DATA to final reply", registry=REGISTRY,
+                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30))
+DELIVERY_LATENCY = Histogram("dlpgate_delivery_latency_seconds", "Arrival to upstream 250", registry=REGISTRY,
+                             buckets=(0.1, 0.5, 1, 5, 30, 60, 300, 600, 1800, 3600, 86400))
+
+QUEUE = Gauge("dlpgate_messages", "Messages per state", ["state"], registry=REGISTRY)
+OLDEST_HELD = Gauge("dlpgate_oldest_held_age_seconds", "Age of the oldest held message (0 if none)",
+                    registry=REGISTRY)
+SESSIONS = Gauge("dlpgate_smtp_sessions", "SMTP sessions open", registry=REGISTRY)
+WORKERS_BUSY = Gauge("dlpgate_workers_busy", "Messages being judged in the worker pool", registry=REGISTRY)
+UP = Gauge("dlpgate_up", "1 while listener, store and scheduler are alive", registry=REGISTRY)

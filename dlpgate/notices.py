@@ -1,0 +1,120 @@
+"""Messages the gateway writes itself: delivery status notifications and the human notices.
+
+They are queued like any other mail (kind "notice", null envelope sender so they can never
+bounce back into a loop) and go through the upstream relay without being scanned. They never
+carry the flagged content: a DSN returns only the original headers, a notice only the message id,
+subject (masked), rule names and counts.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from typing import Any
+
+from .store import DELAYED, NewMessage, RcptOutcome, Store, new_id
+
+SpoolWriter = Callable[[str, bytes], str]
+
+
+def _headers_only(raw: bytes) -> bytes:
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        end = raw.find(b"\n\n")
+    return raw[: end if end >= 0 else min(len(raw), 65536)][:65536]
+
+
+def build_dsn(*, hostname: str, msg_id: str, sender: str, arrived: float, original: bytes,
+              bounced: Sequence[RcptOutcome]) -> bytes:
+    """RFC 3464 multipart/report: a human part, message/delivery-status, the original headers."""
+    boundary = f"dsn-{new_id()}"
+    human = ["This is the mail system at {h} (dlpgate).".format(h=hostname), "",
+             "Your message could not be delivered to one or more recipients.",
+             "あなたのメールは一部の宛先に配送できませんでした。", ""]
+    for o in bounced:
+        human.append(f"<{o.rcpt}>: {o.code} {o.response}")
+    status_fields = [f"Reporting-MTA: dns; {hostname}", f"X-Dlpgate-Queue-ID: {msg_id}",
+                     f"Arrival-Date: {email.utils.formatdate(arrived)}", ""]
+    for o in bounced:
+        code = o.code if o.code else 554
+        status = f"{code // 100}.0.0"
+        resp = o.response.replace("\r", " ").replace("\n", " ")
+        for token in resp.split():
+            parts = token.split(".")
+            if len(parts) == 3 and all(p.isdigit() for p in parts) and parts[0] in "245":
+                status = token
+                break
+        status_fields += [f"Final-Recipient: rfc822; {o.rcpt}", "Action: failed", f"Status: {status}",
+                          f"Diagnostic-Code: smtp; {code} {resp}"[:990], ""]
+    headers = [
+        f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>",
+        f"To: <{sender}>",
+        "Subject: Undelivered Mail Returned to Sender",
+        f"Date: {email.utils.formatdate(localtime=True)}",
+        f"Message-ID: <{new_id()}@{hostname}>",
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+    ]
+    body = [
+        "", f"--{boundary}", "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit", "",
+        *human, "", f"--{boundary}", "Content-Type: message/delivery-status", "", *status_fields,
+        f"--{boundary}", "Content-Type: text/rfc822-headers", "",
+    ]
+    out = "\r\n".join(headers + body).encode("utf-8") + b"\r\n"
+    out += _headers_only(original).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    out += f"\r\n\r\n--{boundary}--\r\n".encode()
+    return out
+
+
+def build_notice(*, hostname: str, sender: str, to: Sequence[str], subject: str, text: str) -> bytes:
+    m = EmailMessage(policy=SMTP_POLICY)
+    m["From"] = sender
+    m["To"] = ", ".join(to)
+    m["Subject"] = subject
+    m["Date"] = email.utils.formatdate(localtime=True)
+    m["Message-ID"] = f"<{new_id()}@{hostname}>"
+    m["Auto-Submitted"] = "auto-generated"
+    m.set_content(text, charset="utf-8")
+    return m.as_bytes()
+
+
+@dataclass(frozen=True)
+class Notice:
+    to: tuple[str, ...]
+    subject: str
+    text: str
+
+
+def queue_notice(write_spool: SpoolWriter, *, hostname: str, notice_from: str, notice: Notice,
+                 audit: dict[str, Any] | None = None, now: float | None = None) -> NewMessage:
+    """Write a notice's spool file and return its row, due at once, from the null sender."""
+    now = time.time() if now is None else now
+    raw = build_notice(hostname=hostname, sender=notice_from, to=notice.to, subject=notice.subject,
+                       text=notice.text)
+    mid = new_id()
+    rel = write_spool(mid, raw)
+    import hashlib
+
+    return NewMessage(id=mid, sender="", recipients=notice.to, spool=rel, size=len(raw),
+                      sha256=hashlib.sha256(raw).hexdigest(), arrived=now, state=DELAYED, due_at=now,
+                      kind="notice", subject=notice.subject, audit_detail=audit or {})
+
+
+def queue_dsn(store: Store, *, hostname: str, msg_id: str, sender: str, arrived: float, original: bytes,
+              bounced: Sequence[RcptOutcome]) -> NewMessage:
+    raw = build_dsn(hostname=hostname, msg_id=msg_id, sender=sender, arrived=arrived, original=original,
+                    bounced=bounced)
+    mid = new_id()
+    rel = store.write_spool(mid, raw)
+    import hashlib
+
+    now = time.time()
+    return NewMessage(id=mid, sender="", recipients=(sender,), spool=rel, size=len(raw),
+                      sha256=hashlib.sha256(raw).hexdigest(), arrived=now, state=DELAYED, due_at=now,
+                      kind="notice", subject="Undelivered Mail Returned to Sender",
+                      audit_detail={"dsn_for": msg_id})

@@ -1,0 +1,353 @@
+"""Stored message -> extract -> scan -> policy -> next state.
+
+The judging runs in worker processes (a pool sized to the cores): extraction and scanning are
+CPU-heavy and parse hostile files with C libraries, so they stay out of the SMTP process's event
+loop and address space. Each worker compiles the rules once (`Engine`), at start-up and on reload.
+
+`Pipeline.receive` is the whole accept path the SMTP handler calls: spool durably, judge, commit
+the message in its first state with its audit trail, and only then answer 250.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import metrics
+from .config import Config
+from .errors import StoreError
+from .masking import mask_text
+from .store import DELAYED, HELD, REJECTED, AsyncStore, NewMessage, new_id
+
+log = logging.getLogger("dlpgate.pipeline")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    sender: str
+    recipients: tuple[str, ...]
+    client: str = ""
+    helo: str = ""
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What the worker decided about one message. Plain values only: it crosses a process boundary."""
+
+    verdict: str = "clean"  # clean | hold | reject
+    rules: tuple[str, ...] = ()
+    reason: str = ""
+    findings: tuple[dict[str, Any], ...] = ()  # Finding.to_json(), samples masked
+    records: int = 0
+    parts: tuple[dict[str, Any], ...] = ()  # path, chars, unscannable: for `quarantine show`
+    attachments: tuple[dict[str, Any], ...] = ()
+    subject: str = ""
+    approvals_required: int = 1
+    logged: tuple[str, ...] = ()
+    recipient_classes: tuple[str, ...] = ()
+    rewritten: bytes | None = None  # new message bytes when a rule rewrote headers (issue 8)
+    rewrite_note: str = ""
+    scan_seconds: float = 0.0
+    extract_seconds: dict[str, float] = field(default_factory=dict)
+    bytes_scanned: int = 0
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    text: str
+    msg_id: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+# ------------------------------------------------------------------------------ worker side
+class Engine:
+    """Compiled scanner + policy + extraction limits. Built once per worker process."""
+
+    def __init__(self, rules_dir: str, internal_domains: Sequence[str], limits: dict[str, Any]) -> None:
+        from .extract.model import ExtractLimits
+
+        self.limits = ExtractLimits(**limits)
+        self.scanner: Any = None
+        self.policy: Any = None
+        try:
+            from .policy import Policy
+            from .scan.scanner import Scanner
+        except ImportError:  # scanner not built into this tree: everything is clean
+            return
+        self.scanner = Scanner.load(rules_dir)
+        self.policy = Policy.load(rules_dir, internal_domains)
+
+    def recipient_class(self, rcpt: str) -> str:
+        if self.policy is None:
+            return "external"
+        return str(self.policy.recipient_class(rcpt))
+
+    def judge(self, raw: bytes, env: Envelope, first_contact_domains: Sequence[str] = ()) -> Judgement:
+        classes = tuple(sorted({self.recipient_class(r) for r in env.recipients}))
+        try:
+            from .extract import extract_message
+        except ImportError:
+            return Judgement(recipient_classes=classes)
+        t0 = time.perf_counter()
+        ex = extract_message(raw, self.limits)
+        t1 = time.perf_counter()
+        parts = tuple({"path": p.path, "chars": len(p.text), "tables": len(p.tables),
+                       "unscannable": p.unscannable or "", "detail": p.detail} for p in ex.parts)
+        attachments = tuple(asdict(a) for a in ex.attachments)
+        subject = mask_text(ex.subject)
+        scanned = sum(len(p.text) for p in ex.parts)
+        if self.scanner is None:
+            return Judgement(parts=parts, attachments=attachments, subject=subject, recipient_classes=classes)
+        from .policy import MessageFacts
+
+        result = self.scanner.scan_extraction(ex)
+        facts = MessageFacts(sender=env.sender, recipients=env.recipients, subject=ex.subject,
+                             header_to=ex.header_to, header_cc=ex.header_cc, attachments=ex.attachments,
+                             first_contact_domains=tuple(first_contact_domains))
+        v = self.policy.decide(result, facts)
+        t2 = time.perf_counter()
+        findings = tuple(f.to_json() for f in (*result.findings, *getattr(v, "extra_findings", ())))
+        rewritten = None
+        note = ""
+        if getattr(v, "rewrite_recipients", False):
+            from .rewrite import hide_recipients
+
+            rewritten, note = hide_recipients(raw, self.recipient_class)
+        return Judgement(
+            verdict=v.action, rules=tuple(v.rules), reason=v.reason, findings=findings,
+            records=result.records, parts=parts, attachments=attachments, subject=subject,
+            approvals_required=int(getattr(v, "approvals_required", 1)), logged=tuple(getattr(v, "logged", ())),
+            recipient_classes=classes, rewritten=rewritten, rewrite_note=note,
+            scan_seconds=t2 - t1, extract_seconds={"message": t1 - t0}, bytes_scanned=scanned)
+
+
+_ENGINE: Engine | None = None
+
+
+def _init_worker(rules_dir: str, internal_domains: Sequence[str], limits: dict[str, Any]) -> None:
+    global _ENGINE
+    _ENGINE = Engine(rules_dir, internal_domains, limits)
+
+
+def _judge_in_worker(spool: str, env: Envelope, first_contact: Sequence[str]) -> Judgement:
+    assert _ENGINE is not None
+    raw = Path(spool).read_bytes()
+    return _ENGINE.judge(raw, env, first_contact)
+
+
+def _ping() -> int:
+    return os.getpid()
+
+
+# ------------------------------------------------------------------------------ server side
+class Pipeline:
+    def __init__(self, config: Config, store: AsyncStore, *, workers: int | None = None,
+                 notices: Any = None, on_new_due: Any = None) -> None:
+        self.config = config
+        self.store = store
+        self.workers = workers or max(1, os.cpu_count() or 1)
+        self.notices = notices  # approvals.Notices or None
+        self.on_new_due = on_new_due  # callback(due_at) that wakes the scheduler
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._pool_args: tuple[Any, ...] = ()
+        self.hostname = ""
+        self.busy = 0
+
+    # ---- pool
+    def _limits(self) -> dict[str, Any]:
+        return asdict(self.config.extract)
+
+    def start(self) -> None:
+        self._pool_args = (str(self.config.rules_path), tuple(self.config.policy.internal_domains), self._limits())
+        self._pool = self._new_pool(self._pool_args)
+        # fail fast: compiling the rules in a worker surfaces a bad rule file at start-up
+        self._pool.submit(_ping).result(timeout=120)
+
+    def _new_pool(self, args: tuple[Any, ...]) -> concurrent.futures.ProcessPoolExecutor:
+        ctx = multiprocessing.get_context("forkserver")
+        return concurrent.futures.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
+                                                      initializer=_init_worker, initargs=args)
+
+    def reload(self, config: Config) -> None:
+        """Swap in a pool compiled from new rules; the old pool finishes its in-flight work."""
+        args = (str(config.rules_path), tuple(config.policy.internal_domains), asdict(config.extract))
+        pool = self._new_pool(args)
+        pool.submit(_ping).result(timeout=120)
+        old, self._pool, self._pool_args, self.config = self._pool, pool, args, config
+        if old is not None:
+            old.shutdown(wait=False)
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _restart_pool(self) -> None:
+        old = self._pool
+        if old is not None:
+            for p in list(getattr(old, "_processes", {}).values()):
+                try:
+                    p.kill()
+                except Exception:  # noqa: BLE001
+                    pass
+            old.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._new_pool(self._pool_args)
+
+    async def judge(self, spool: Path, env: Envelope, first_contact: Sequence[str] = ()) -> Judgement:
+        """Judge in a worker; over budget or a crashed worker fails closed (held as unscannable)."""
+        assert self._pool is not None, "pipeline not started"
+        loop = asyncio.get_running_loop()
+        self.busy += 1
+        metrics.WORKERS_BUSY.set(self.busy)
+        try:
+            fut = loop.run_in_executor(self._pool, _judge_in_worker, str(spool), env, tuple(first_contact))
+            return await asyncio.wait_for(fut, timeout=self.config.smtp.scan_timeout)
+        except TimeoutError:
+            log.error("scan budget exceeded; restarting workers", extra={"event": "scan_timeout"})
+            self._restart_pool()
+            return _fail_closed("limit", "scan time budget exceeded")
+        except BrokenProcessPool:
+            log.error("scan worker died; restarting workers", extra={"event": "worker_crash"})
+            self._restart_pool()
+            return _fail_closed("corrupt", "scan worker crashed on this message")
+        finally:
+            self.busy -= 1
+            metrics.WORKERS_BUSY.set(self.busy)
+
+    def delay_for(self, classes: Sequence[str]) -> float:
+        d = self.config.delay
+        if not classes:
+            return d.seconds
+        return max(d.for_class(c) for c in classes)
+
+    async def _first_contact(self, env: Envelope) -> tuple[str, ...]:
+        domains = sorted({r.rpartition("@")[2].lower() for r in env.recipients})
+        scope = self._contact_scope(env)
+        known = await self.store.run(lambda s: s.known_domains(scope, domains))
+        return tuple(d for d in domains if d not in known)
+
+    def _contact_scope(self, env: Envelope) -> str:
+        if self.config.policy.first_contact_scope == "organisation":
+            return "*"
+        return env.sender.lower()
+
+    # ---- the accept path
+    async def receive(self, env: Envelope, data: bytes) -> Reply:
+        t0 = time.perf_counter()
+        msg_id = new_id()
+        try:
+            rel = await self.store.write_spool(msg_id, data)
+        except OSError as e:
+            log.error("spool write failed: %s", e, extra={"event": "store_error", "msg_id": msg_id})
+            metrics.RECEIVED.labels(result="store_error").inc()
+            return Reply(451, "4.3.0 Temporary storage failure, try again later")
+        spool = self.store.spool_path(rel)
+        try:
+            first_contact = await self._first_contact(env) if env.sender else ()
+            j = await self.judge(spool, env, first_contact)
+            if j.rewritten is not None:
+                await asyncio.get_running_loop().run_in_executor(None, _replace_file, spool, j.rewritten)
+            m = self._new_message(msg_id, rel, env, data, j)
+            notices = self.notices.for_accept(m) if (self.notices is not None and m.state == HELD) else ()
+            await self.store.run(lambda s: s.accept(m, notices))
+        except (StoreError, OSError) as e:
+            log.error("store commit failed: %s", e, extra={"event": "store_error", "msg_id": msg_id})
+            await asyncio.get_running_loop().run_in_executor(None, _unlink, spool)
+            metrics.RECEIVED.labels(result="store_error").inc()
+            return Reply(451, "4.3.0 Temporary storage failure, try again later")
+        except Exception:
+            log.exception("judging failed", extra={"event": "pipeline_error", "msg_id": msg_id})
+            await asyncio.get_running_loop().run_in_executor(None, _unlink, spool)
+            metrics.RECEIVED.labels(result="error").inc()
+            return Reply(451, "4.3.0 Temporary local problem, try again later")
+        elapsed = time.perf_counter() - t0
+        self._observe(m, j, elapsed, len(data))
+        log.info("accepted", extra={"event": "accepted", "msg_id": msg_id, "state": m.state,
+                                    "verdict": j.verdict, "rules": list(j.rules), "size": len(data)})
+        if m.state == DELAYED and self.on_new_due is not None and m.due_at is not None:
+            self.on_new_due(m.due_at)
+        if m.state == REJECTED:
+            return Reply(550, f"5.7.1 Message refused by data-loss policy ({', '.join(j.rules)}): "
+                              f"{j.reason or 'rule matched'} [id {msg_id}]", msg_id)
+        if m.state == HELD:
+            return Reply(250, f"2.0.0 Ok: queued as {msg_id}, held for approval", msg_id)
+        return Reply(250, f"2.0.0 Ok: queued as {msg_id}", msg_id)
+
+    def _new_message(self, msg_id: str, rel: str, env: Envelope, data: bytes, j: Judgement) -> NewMessage:
+        now = time.time()
+        if j.verdict == "reject":
+            state, due, expires = REJECTED, None, None
+        elif j.verdict == "hold":
+            state, due = HELD, None
+            expires = now + self.config.quarantine.expire_after
+        else:
+            state, due, expires = DELAYED, now + self.delay_for(j.recipient_classes), None
+        content = j.rewritten if j.rewritten is not None else data
+        scope = self._contact_scope(env)
+        audit: dict[str, Any] = {}
+        if j.logged:
+            audit["logged_rules"] = list(j.logged)
+        if j.rewritten is not None:
+            audit["rewrite"] = j.rewrite_note
+            audit["original_sha256"] = hashlib.sha256(data).hexdigest()
+        return NewMessage(
+            id=msg_id, sender=env.sender, recipients=env.recipients, spool=rel, size=len(content),
+            sha256=hashlib.sha256(content).hexdigest(), arrived=now, state=state, due_at=due,
+            client=env.client, helo=env.helo, subject=j.subject, verdict=j.verdict, rules=j.rules,
+            reason=j.reason, findings=j.findings, records=j.records, parts=j.parts,
+            approvals_required=j.approvals_required, expires_at=expires, attachments=j.attachments,
+            contact_scopes=(scope, "*") if scope != "*" else ("*",), audit_detail=audit)
+
+    def _observe(self, m: NewMessage, j: Judgement, elapsed: float, size: int) -> None:
+        metrics.RECEIVED.labels(result="accepted" if m.state != REJECTED else "rejected").inc()
+        metrics.BYTES_RECEIVED.inc(size)
+        metrics.BYTES_SCANNED.inc(j.bytes_scanned)
+        metrics.VERDICTS.labels(verdict=j.verdict).inc()
+        if j.logged:
+            metrics.VERDICTS.labels(verdict="log").inc()
+        for f in j.findings:
+            metrics.FINDINGS.labels(detector=str(f.get("detector")), severity=str(f.get("severity"))).inc()
+            if f.get("detector") == "unscannable":
+                reason = str(f.get("sample") or "corrupt").split(":")[0]
+                metrics.EXTRACT_FAILURES.labels(reason=reason if reason in metrics.FAILURE_REASONS else "other").inc()
+        metrics.SCAN_SECONDS.observe(j.scan_seconds)
+        for fmt, sec in j.extract_seconds.items():
+            metrics.EXTRACT_SECONDS.labels(format=fmt).observe(sec)
+        metrics.ACCEPT_LATENCY.observe(elapsed)
+
+
+def _fail_closed(reason: str, detail: str) -> Judgement:
+    f = {"rule": "unscannable", "detector": "unscannable", "count": 1, "severity": "medium",
+         "part": "message", "sample": reason}
+    return Judgement(verdict="hold", rules=("unscannable",), reason=detail, findings=(f,),
+                     parts=({"path": "message", "chars": 0, "tables": 0, "unscannable": reason, "detail": detail},))
+
+
+def _unlink(p: Path) -> None:
+    try:
+        p.unlink()
+    except OSError:
+        pass
+
+
+def _replace_file(p: Path, data: bytes) -> None:
+    tmp = p.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)

@@ -1,0 +1,197 @@
+"""`dlpgate serve`: wires store, pipeline, SMTP listener, delivery, housekeeping and metrics.
+
+Start-up order matters for "never lose": recover `delivering` rows and remove spool files that
+were never acknowledged before the listener opens. Shutdown (SIGTERM) is the reverse: stop
+accepting, let in-flight SMTP transactions and deliveries finish (bounded), then close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from typing import Any
+
+from . import metrics
+from .config import Config, load_config, parse_hostport
+from .delivery import Delivery
+from .http import MetricsServer
+from .pipeline import Pipeline
+from .smtp import GatewaySMTP, Handler, tls_context
+from .store import AsyncStore
+
+log = logging.getLogger("dlpgate.server")
+
+HOUSEKEEPING_EVERY = 30.0
+
+
+class Gateway:
+    def __init__(self, config: Config, *, workers: int | None = None) -> None:
+        self.config = config
+        self.hostname = config.smtp.hostname or socket.getfqdn() or "localhost"
+        self.store: AsyncStore | None = None
+        self.pipeline: Pipeline | None = None
+        self.delivery: Delivery | None = None
+        self.handler: Handler | None = None
+        self.server: asyncio.base_events.Server | None = None
+        self.metrics_server: MetricsServer | None = None
+        self.workers = workers
+        self.approvals: Any = None
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self.last_housekeeping = 0.0
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.store = AsyncStore(cfg.store_path)
+        recovered = await self.store.run(lambda s: s.recover())
+        orphans = await self.store.run(lambda s: s.orphan_spool_files())
+        for p in orphans:
+            p.unlink(missing_ok=True)
+        if recovered or orphans:
+            log.info("recovered %d in-flight messages, removed %d unacknowledged spool files", recovered,
+                     len(orphans), extra={"event": "recovery"})
+        try:
+            from .approvals import Notices
+        except ImportError:  # pragma: no cover - approvals not built into this tree
+            Notices = None  # type: ignore[assignment,misc]
+        self.delivery = Delivery(cfg, self.store, self.hostname)
+        notices = Notices(cfg, self.hostname) if Notices is not None else None
+        self.approvals = notices
+        self.pipeline = Pipeline(cfg, self.store, workers=self.workers, notices=notices,
+                                 on_new_due=self.delivery.poke)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.pipeline.start)
+        await self.delivery.start()
+        self.handler = Handler(cfg, self.pipeline)
+        host, port = parse_hostport(cfg.smtp.listen, "smtp.listen")
+        tls = tls_context(cfg)
+        handler = self.handler
+
+        def factory() -> GatewaySMTP:
+            kwargs: dict[str, Any] = dict(hostname=self.hostname, data_size_limit=cfg.smtp.max_message_bytes,
+                                          enable_SMTPUTF8=True, decode_data=False, timeout=cfg.smtp.timeout,
+                                          ident="dlpgate ESMTP")
+            if tls is not None:
+                kwargs.update(tls_context=tls, require_starttls=False)
+            auth = _authenticator(cfg)
+            if auth is not None:
+                kwargs.update(authenticator=auth, auth_required=False, auth_require_tls=True)
+            return GatewaySMTP(handler, **kwargs)
+
+        self.server = await loop.create_server(factory, host=host, port=port, reuse_address=True)
+        if cfg.metrics.listen:
+            mh, mp = parse_hostport(cfg.metrics.listen, "metrics.listen")
+            self.metrics_server = MetricsServer(mh, mp, self.healthy)
+            await self.metrics_server.start()
+        self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")
+        metrics.UP.set(1)
+        log.info("listening on %s", cfg.smtp.listen, extra={"event": "started"})
+
+    @property
+    def smtp_port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def healthy(self) -> bool:
+        ok = (self.server is not None and self.server.is_serving() and self.delivery is not None
+              and self.delivery.alive and self.store is not None and self.store._thread.is_alive()
+              and time.time() - self.last_housekeeping < HOUSEKEEPING_EVERY * 3)
+        if ok and self.store is not None:
+            try:
+                probe = self.store.root / ".healthz"
+                probe.write_bytes(b"ok")
+                probe.unlink()
+            except OSError:
+                ok = False
+        metrics.UP.set(1 if ok else 0)
+        return ok
+
+    async def _housekeep(self) -> None:
+        assert self.store is not None
+        while True:
+            try:
+                await self.housekeep_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("housekeeping failed", extra={"event": "housekeeping_error"})
+            await asyncio.sleep(HOUSEKEEPING_EVERY)
+
+    async def housekeep_once(self) -> None:
+        """Expiry, reminders, retention, gauges. Safe to call any time (tests call it directly)."""
+        assert self.store is not None
+        cfg = self.config
+        if self.approvals is not None:
+            await self.approvals.housekeep(self.store, self.delivery)
+        await self.store.run(lambda s: s.purge(cfg.store.retention_days * 86400,
+                                               cfg.store.sendlog_retention_days * 86400))
+        counts = await self.store.run(lambda s: s.count_by_state())
+        for st in ("delayed", "held", "deferred", "delivering", "released"):
+            metrics.QUEUE.labels(state=st).set(counts.get(st, 0))
+        oldest = await self.store.run(lambda s: s.oldest_held())
+        metrics.OLDEST_HELD.set(0 if oldest is None else max(0.0, time.time() - oldest))
+        self.last_housekeeping = time.time()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read config and rules; a broken file keeps the old ones running."""
+        if self.pipeline is None:
+            return
+        try:
+            new = load_config(self.config.source) if self.config.source else self.config
+            self.pipeline.reload(new)
+        except Exception as e:  # noqa: BLE001
+            log.error("reload failed, keeping the previous rules: %s", e, extra={"event": "reload_failed"})
+            return
+        self.config = new
+        if self.handler is not None:
+            self.handler.config = new
+        if self.approvals is not None:
+            self.approvals.config = new
+        log.info("rules and approvers reloaded", extra={"event": "reloaded"})
+
+    async def stop(self, grace: float = 10.0) -> None:
+        metrics.UP.set(0)
+        if self.handler is not None:
+            self.handler.accepting = False
+        if self.server is not None:
+            self.server.close()
+            # in-flight SMTP transactions may still finish their DATA (bounded)
+            deadline = time.monotonic() + grace
+            while self.handler is not None and self.handler.total and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+        if self.delivery is not None:
+            await self.delivery.stop(timeout=grace)
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+        if self.pipeline is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.pipeline.stop)
+        if self.store is not None:
+            self.store.close()
+        self._stopped.set()
+
+
+def _authenticator(cfg: Config) -> Any:
+    if not cfg.smtp.auth_users_file:
+        return None
+    from .auth import FileAuthenticator
+
+    return FileAuthenticator(cfg.smtp.auth_users_file)
+
+
+async def serve(config: Config) -> int:
+    gw = Gateway(config)
+    await gw.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, gw.reload)
+    await stop.wait()
+    log.info("stopping", extra={"event": "stopping"})
+    await gw.stop()
+    return 0

@@ -1,0 +1,801 @@
+"""The message store: one row per message in exactly one named state, spool files beside it.
+
+Modelled on Postfix's queue: every move between states is one SQLite transaction (WAL,
+synchronous=FULL) that also appends its hash-chained audit entry, so a crash leaves each message
+where it was and the audit log never disagrees with the queue. Only this module touches SQLite
+and the spool directory; its interface is a handful of transitions so that another backend
+(PostgreSQL for several gateways) can sit beside it.
+
+`AsyncStore` runs the transitions on one writer thread and commits whatever arrives together in
+one transaction (group commit): 250 is still only sent after the commit that holds the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import hashlib
+import json
+import os
+import queue
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import NotFound, PermissionDenied, StateError, StoreError
+
+T = TypeVar("T")
+
+# Message states (contract, DESIGN.md)
+DELAYED = "delayed"
+DELIVERING = "delivering"
+DELIVERED = "delivered"
+DEFERRED = "deferred"
+BOUNCED = "bounced"
+HELD = "held"
+RELEASED = "released"
+REJECTED = "rejected"
+EXPIRED = "expired"
+RECALLED = "recalled"
+STATES = (DELAYED, DELIVERING, DELIVERED, DEFERRED, BOUNCED, HELD, RELEASED, REJECTED, EXPIRED, RECALLED)
+QUEUED = (DELAYED, DEFERRED, RELEASED)  # states the scheduler takes when due
+FINAL = (DELIVERED, BOUNCED, REJECTED, EXPIRED, RECALLED)
+
+GENESIS = "0" * 64
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+  id TEXT PRIMARY KEY,
+  state TEXT NOT NULL,
+  prev_state TEXT,
+  kind TEXT NOT NULL DEFAULT 'mail',
+  sender TEXT NOT NULL,
+  client TEXT NOT NULL DEFAULT '',
+  helo TEXT NOT NULL DEFAULT '',
+  arrived REAL NOT NULL,
+  due_at REAL,
+  size INTEGER NOT NULL DEFAULT 0,
+  sha256 TEXT NOT NULL DEFAULT '',
+  spool TEXT,
+  subject TEXT NOT NULL DEFAULT '',
+  verdict TEXT NOT NULL DEFAULT 'clean',
+  rules TEXT NOT NULL DEFAULT '[]',
+  reason TEXT NOT NULL DEFAULT '',
+  findings TEXT NOT NULL DEFAULT '[]',
+  records INTEGER NOT NULL DEFAULT 0,
+  parts TEXT NOT NULL DEFAULT '[]',
+  approvals_required INTEGER NOT NULL DEFAULT 1,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  first_attempt REAL,
+  last_error TEXT NOT NULL DEFAULT '',
+  expires_at REAL,
+  reminded_at REAL,
+  updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_due ON messages(due_at) WHERE state IN ('delayed','deferred','released');
+CREATE INDEX IF NOT EXISTS messages_state ON messages(state, arrived);
+CREATE INDEX IF NOT EXISTS messages_sender ON messages(sender);
+CREATE TABLE IF NOT EXISTS recipients (
+  msg_id TEXT NOT NULL,
+  rcpt TEXT NOT NULL,
+  state TEXT NOT NULL DEFAULT 'pending',
+  code INTEGER,
+  response TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (msg_id, rcpt)
+);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY,
+  ts REAL NOT NULL,
+  msg_id TEXT NOT NULL,
+  event TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  os_user TEXT NOT NULL,
+  detail TEXT NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_msg ON audit(msg_id);
+CREATE TABLE IF NOT EXISTS approvals (
+  msg_id TEXT NOT NULL,
+  approver TEXT NOT NULL,
+  decision TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  os_user TEXT NOT NULL,
+  ts REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS approvals_msg ON approvals(msg_id);
+CREATE TABLE IF NOT EXISTS sendlog (
+  msg_id TEXT PRIMARY KEY,
+  ts REAL NOT NULL,
+  sender TEXT NOT NULL,
+  recipients TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  attachments TEXT NOT NULL,
+  verdict TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sendlog_ts ON sendlog(ts);
+CREATE INDEX IF NOT EXISTS sendlog_sender ON sendlog(sender);
+CREATE TABLE IF NOT EXISTS attachment_hashes (
+  sha256 TEXT NOT NULL,
+  msg_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attachment_hashes_h ON attachment_hashes(sha256);
+CREATE TABLE IF NOT EXISTS contacts (
+  scope TEXT NOT NULL,
+  domain TEXT NOT NULL,
+  count INTEGER NOT NULL,
+  first_seen REAL NOT NULL,
+  PRIMARY KEY (scope, domain)
+);
+"""
+
+
+def new_id() -> str:
+    """Sortable, unguessable message id: milliseconds (hex) + 32 random bits."""
+    return f"{int(time.time() * 1000):011x}{secrets.token_hex(4)}"
+
+
+def os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in a container
+        return str(os.getuid())
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message about to be committed: spool file already written and fsync'd."""
+
+    id: str
+    sender: str
+    recipients: tuple[str, ...]
+    spool: str  # path relative to the store's root
+    size: int
+    sha256: str
+    arrived: float
+    state: str  # DELAYED, HELD or REJECTED
+    due_at: float | None = None
+    kind: str = "mail"  # "mail" | "notice" (generated by the gateway: DSN, notices)
+    client: str = ""
+    helo: str = ""
+    subject: str = ""  # already masked
+    verdict: str = "clean"
+    rules: tuple[str, ...] = ()
+    reason: str = ""
+    findings: tuple[dict[str, Any], ...] = ()
+    records: int = 0
+    parts: tuple[dict[str, Any], ...] = ()
+    approvals_required: int = 1
+    expires_at: float | None = None
+    attachments: tuple[dict[str, Any], ...] = ()  # send log: filename, content_type, size, sha256
+    contact_scopes: tuple[str, ...] = ()  # first-contact history keys to count the recipients under
+    audit_detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A message taken for a delivery attempt (state delivering)."""
+
+    id: str
+    sender: str
+    recipients: tuple[str, ...]  # those still pending
+    spool: Path
+    client: str
+    helo: str
+    arrived: float
+    attempts: int
+    first_attempt: float
+    kind: str
+
+
+@dataclass(frozen=True)
+class RcptOutcome:
+    rcpt: str
+    code: int  # SMTP reply code; 0 = no reply (connection failure)
+    response: str
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    state: str
+    bounced: tuple[RcptOutcome, ...]
+    delivered: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    ts: float
+    msg_id: str
+    event: str
+    actor: str
+    os_user: str
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+def _entry_hash(prev_hash: str, seq: int, ts: float, msg_id: str, event: str, actor: str, user: str,
+                detail_json: str) -> str:
+    body = json.dumps([seq, repr(ts), msg_id, event, actor, user, detail_json, prev_hash],
+                      ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def _dumps(v: Any) -> str:
+    return json.dumps(v, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+class Store:
+    """Synchronous store. One instance per thread; every public transition is one transaction."""
+
+    def __init__(self, root: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
+        self.root = Path(root)
+        self.clock = clock
+        self.spool_dir = self.root / "spool"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.spool_dir.mkdir(exist_ok=True, mode=0o700)
+            db = self.root / "dlpgate.db"
+            created = not db.exists()
+            self.conn = sqlite3.connect(db, isolation_level=None, timeout=30.0, check_same_thread=False)
+            if created:
+                os.chmod(db, 0o600)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot open store at {self.root}: {e}") from e
+        self._depth = 0
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ---------------------------------------------------------------- transactions
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic step. Nested calls become savepoints of the enclosing batch."""
+        c = self.conn
+        if self._depth:
+            name = f"sp{self._depth}"
+            c.execute(f"SAVEPOINT {name}")
+            self._depth += 1
+            try:
+                yield c
+            except BaseException:
+                c.execute(f"ROLLBACK TO {name}")
+                c.execute(f"RELEASE {name}")
+                raise
+            else:
+                c.execute(f"RELEASE {name}")
+            finally:
+                self._depth -= 1
+            return
+        try:
+            c.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise StoreError(f"store busy or unwritable: {e}") from e
+        self._depth = 1
+        try:
+            yield c
+        except BaseException:
+            self._depth = 0
+            with contextlib.suppress(sqlite3.Error):
+                c.execute("ROLLBACK")
+            raise
+        try:
+            c.execute("COMMIT")
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                c.execute("ROLLBACK")
+            raise StoreError(f"commit failed: {e}") from e
+        finally:
+            self._depth = 0
+
+    def run_batch(self, jobs: Sequence[Callable[[Store], Any]]) -> list[tuple[bool, Any]]:
+        """Run jobs in one transaction (each in its own savepoint); one fsync for all of them."""
+        results: list[tuple[bool, Any]] = []
+        with self.transaction():
+            for job in jobs:
+                try:
+                    results.append((True, job(self)))
+                except Exception as e:  # noqa: BLE001 - handed back to the job's caller
+                    results.append((False, e))
+        return results
+
+    # ---------------------------------------------------------------- spool
+    def spool_path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def write_spool(self, msg_id: str, data: bytes) -> str:
+        """Write the bytes durably (fsync file and directory, mode 0600); return the relative path."""
+        sub = self.spool_dir / msg_id[-2:]
+        sub.mkdir(exist_ok=True, mode=0o700)
+        path = sub / f"{msg_id}.eml"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        os.close(fd)
+        dfd = os.open(sub, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return str(path.relative_to(self.root))
+
+    def discard_spool(self, rel: str) -> None:
+        with contextlib.suppress(OSError):
+            (self.root / rel).unlink()
+
+    def read_spool(self, msg_id: str) -> bytes:
+        row = self._row(msg_id)
+        if not row["spool"]:
+            raise StateError(f"message {msg_id}: its content is no longer kept (retention)")
+        return (self.root / row["spool"]).read_bytes()
+
+    # ---------------------------------------------------------------- audit
+    def _audit(self, c: sqlite3.Connection, msg_id: str, event: str, actor: str = "dlpgate",
+               detail: dict[str, Any] | None = None, user: str | None = None) -> None:
+        last = c.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (last["seq"] + 1, last["hash"]) if last else (1, GENESIS)
+        ts = self.clock()
+        user = user if user is not None else os_user()
+        dj = _dumps(detail or {})
+        h = _entry_hash(prev, seq, ts, msg_id, event, actor, user, dj)
+        c.execute("INSERT INTO audit(seq, ts, msg_id, event, actor, os_user, detail, prev_hash, hash)"
+                  " VALUES (?,?,?,?,?,?,?,?,?)", (seq, ts, msg_id, event, actor, user, dj, prev, h))
+
+    def audit_entries(self, *, since: float | None = None, until: float | None = None,
+                      msg_id: str | None = None) -> list[AuditEntry]:
+        q, args = "SELECT * FROM audit WHERE 1=1", []
+        if since is not None:
+            q += " AND ts >= ?"
+            args.append(since)
+        if until is not None:
+            q += " AND ts < ?"
+            args.append(until)
+        if msg_id is not None:
+            q += " AND msg_id = ?"
+            args.append(msg_id)
+        rows = self.conn.execute(q + " ORDER BY seq", args).fetchall()
+        return [AuditEntry(r["seq"], r["ts"], r["msg_id"], r["event"], r["actor"], r["os_user"],
+                           json.loads(r["detail"]), r["prev_hash"], r["hash"]) for r in rows]
+
+    def verify_audit(self) -> tuple[bool, str]:
+        """Walk the chain: (True, summary) or (False, the first broken entry and why)."""
+        prev, expect_seq, n = GENESIS, 1, 0
+        for r in self.conn.execute("SELECT * FROM audit ORDER BY seq"):
+            n += 1
+            if r["seq"] != expect_seq:
+                return False, f"entry {expect_seq} is missing (next is {r['seq']})"
+            if r["prev_hash"] != prev:
+                return False, f"entry {r['seq']}: does not follow entry {r['seq'] - 1} (removed or reordered)"
+            h = _entry_hash(r["prev_hash"], r["seq"], r["ts"], r["msg_id"], r["event"], r["actor"],
+                            r["os_user"], r["detail"])
+            if h != r["hash"]:
+                return False, f"entry {r['seq']}: content does not match its hash (edited)"
+            prev, expect_seq = r["hash"], expect_seq + 1
+        return True, f"{n} entries, chain intact"
+
+    # ---------------------------------------------------------------- transitions
+    def accept(self, m: NewMessage, notices: Sequence[NewMessage] = ()) -> None:
+        """Commit a judged message (delayed / held / rejected) with its audit trail."""
+        now = self.clock()
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO messages(id, state, kind, sender, client, helo, arrived, due_at, size, sha256,"
+                " spool, subject, verdict, rules, reason, findings, records, parts, approvals_required,"
+                " expires_at, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (m.id, m.state, m.kind, m.sender, m.client, m.helo, m.arrived, m.due_at, m.size, m.sha256,
+                 m.spool, m.subject, m.verdict, _dumps(list(m.rules)), m.reason, _dumps(list(m.findings)),
+                 m.records, _dumps(list(m.parts)), m.approvals_required, m.expires_at, now))
+            c.executemany("INSERT OR IGNORE INTO recipients(msg_id, rcpt) VALUES (?,?)",
+                          [(m.id, r) for r in m.recipients])
+            detail = {"sender": m.sender, "recipients": list(m.recipients), "size": m.size,
+                      "sha256": m.sha256, "client": m.client, "kind": m.kind, **m.audit_detail}
+            self._audit(c, m.id, "accepted", detail=detail)
+            if m.kind == "mail":
+                self._audit(c, m.id, "verdict", detail={
+                    "verdict": m.verdict, "rules": list(m.rules), "reason": m.reason,
+                    "findings": [{k: f.get(k) for k in ("rule", "detector", "count", "severity", "part")}
+                                 for f in m.findings],
+                    "records": m.records})
+            if m.state != DELAYED:
+                self._audit(c, m.id, m.state, detail={"reason": m.reason})
+            if m.attachments:
+                c.execute("INSERT OR REPLACE INTO sendlog(msg_id, ts, sender, recipients, subject, attachments,"
+                          " verdict) VALUES (?,?,?,?,?,?,?)",
+                          (m.id, m.arrived, m.sender, _dumps(list(m.recipients)), m.subject,
+                           _dumps(list(m.attachments)), m.verdict))
+                c.executemany("INSERT INTO attachment_hashes(sha256, msg_id) VALUES (?,?)",
+                              [(a["sha256"], m.id) for a in m.attachments])
+            if m.contact_scopes:
+                doms = {r.rpartition("@")[2].lower() for r in m.recipients}
+                for scope in m.contact_scopes:
+                    for d in doms:
+                        c.execute("INSERT INTO contacts(scope, domain, count, first_seen) VALUES (?,?,1,?)"
+                                  " ON CONFLICT(scope, domain) DO UPDATE SET count = count + 1",
+                                  (scope, d, now))
+            for n in notices:
+                self.accept(n)
+
+    def known_domains(self, scope: str, domains: Sequence[str]) -> set[str]:
+        if not domains:
+            return set()
+        qs = ",".join("?" * len(domains))
+        rows = self.conn.execute(f"SELECT domain FROM contacts WHERE scope = ? AND domain IN ({qs})",
+                                 [scope, *domains]).fetchall()
+        return {r["domain"] for r in rows}
+
+    def next_due(self) -> float | None:
+        r = self.conn.execute("SELECT min(due_at) AS d FROM messages WHERE state IN ('delayed','deferred',"
+                              "'released')").fetchone()
+        return None if r["d"] is None else float(r["d"])
+
+    def claim_due(self, limit: int) -> list[Claimed]:
+        """Move up to `limit` due messages to delivering, earliest first."""
+        now = self.clock()
+        out: list[Claimed] = []
+        with self.transaction() as c:
+            rows = c.execute("SELECT * FROM messages WHERE state IN ('delayed','deferred','released')"
+                             " AND due_at <= ? ORDER BY due_at LIMIT ?", (now, limit)).fetchall()
+            for r in rows:
+                rcpts = tuple(x["rcpt"] for x in c.execute(
+                    "SELECT rcpt FROM recipients WHERE msg_id = ? AND state = 'pending' ORDER BY rowid",
+                    (r["id"],)))
+                first = r["first_attempt"] if r["first_attempt"] is not None else now
+                c.execute("UPDATE messages SET state='delivering', prev_state=?, first_attempt=?, updated=?"
+                          " WHERE id=?", (r["state"], first, now, r["id"]))
+                out.append(Claimed(r["id"], r["sender"], rcpts, self.root / r["spool"], r["client"], r["helo"],
+                                   r["arrived"], r["attempts"], first, r["kind"]))
+        return out
+
+    def finish_attempt(self, msg_id: str, outcomes: Sequence[RcptOutcome], *, retry_at: float | None,
+                       give_up: bool, notices: Sequence[NewMessage] = ()) -> AttemptResult:
+        """Record one delivery attempt's per-recipient outcomes and move the message on.
+
+        2xx -> delivered, 5xx -> bounced, anything else stays pending: deferred until `retry_at`,
+        or bounced when `give_up` (the retry window is over).
+        """
+        now = self.clock()
+        with self.transaction() as c:
+            r = self._row(msg_id, c)
+            if r["state"] != DELIVERING:
+                raise StateError(f"message {msg_id} is {r['state']}, not delivering")
+            delivered, bounced = [], []
+            for o in outcomes:
+                if 200 <= o.code < 300:
+                    st = "delivered"
+                    delivered.append(o.rcpt)
+                elif 500 <= o.code < 600 or give_up:
+                    st = "bounced"
+                    bounced.append(o)
+                else:
+                    st = "pending"
+                c.execute("UPDATE recipients SET state=?, code=?, response=? WHERE msg_id=? AND rcpt=?",
+                          (st, o.code, o.response[:500], msg_id, o.rcpt))
+            counts = {x["state"]: x["n"] for x in c.execute(
+                "SELECT state, count(*) AS n FROM recipients WHERE msg_id=? GROUP BY state", (msg_id,))}
+            errors = "; ".join(f"{o.code} {o.response}"[:200] for o in outcomes if not 200 <= o.code < 300)
+            if counts.get("pending"):
+                state, due = DEFERRED, retry_at
+            elif counts.get("delivered"):
+                state, due = DELIVERED, None
+            else:
+                state, due = BOUNCED, None
+            c.execute("UPDATE messages SET state=?, prev_state=NULL, due_at=?, attempts=attempts+1, last_error=?,"
+                      " updated=? WHERE id=?", (state, due, errors[:1000], now, msg_id))
+            if delivered:
+                self._audit(c, msg_id, "delivered", detail={"recipients": delivered})
+            if bounced:
+                self._audit(c, msg_id, "bounced", detail={
+                    "recipients": [{"rcpt": o.rcpt, "code": o.code, "response": o.response[:200]}
+                                   for o in bounced]})
+            if state == DEFERRED:
+                self._audit(c, msg_id, "deferred", detail={"error": errors[:300], "retry_at": retry_at})
+            for n in notices:
+                self.accept(n)
+        return AttemptResult(state, tuple(bounced), tuple(delivered))
+
+    def recover(self) -> int:
+        """After a crash: every delivering row goes back to the state it was claimed from."""
+        now = self.clock()
+        with self.transaction() as c:
+            rows = c.execute("SELECT id, prev_state FROM messages WHERE state='delivering'").fetchall()
+            for r in rows:
+                back = r["prev_state"] if r["prev_state"] in QUEUED else DEFERRED
+                c.execute("UPDATE messages SET state=?, prev_state=NULL, due_at=min(coalesce(due_at, ?), ?),"
+                          " updated=? WHERE id=?", (back, now, now, now, r["id"]))
+                self._audit(c, r["id"], "recovered", detail={"state": back})
+        return len(rows)
+
+    def orphan_spool_files(self) -> list[Path]:
+        """Spool files with no row: written, but never acknowledged (crash before commit)."""
+        known = {r[0] for r in self.conn.execute("SELECT spool FROM messages WHERE spool IS NOT NULL")}
+        out = []
+        for p in self.spool_dir.glob("*/*.eml"):
+            if str(p.relative_to(self.root)) not in known:
+                out.append(p)
+        return out
+
+    def recall(self, msg_id: str, sender: str) -> None:
+        with self.transaction() as c:
+            r = self._row(msg_id, c)
+            if r["sender"].lower() != sender.lower() or r["kind"] != "mail":
+                raise PermissionDenied(f"message {msg_id}: only its sender may recall it")
+            if r["state"] != DELAYED:
+                raise StateError(f"message {msg_id} is {r['state']}: only a delayed message can be recalled")
+            c.execute("UPDATE messages SET state='recalled', due_at=NULL, updated=? WHERE id=?",
+                      (self.clock(), msg_id))
+            self._audit(c, msg_id, "recalled", actor=sender)
+
+    def decide(self, msg_id: str, approver: str, decision: str, reason: str,
+               notices: Callable[[sqlite3.Row, str], Sequence[NewMessage]] | None = None) -> str:
+        """Record a supervisor's release/reject of a held message; return the new state.
+
+        A release counts distinct approvers; the message is released only when their number reaches
+        approvals_required. Permission checks (routing, self-approval) are the caller's
+        (approvals.py); the state check and the write are here, in one transaction.
+        """
+        now = self.clock()
+        with self.transaction() as c:
+            r = self._row(msg_id, c)
+            if r["state"] != HELD:
+                raise StateError(f"message {msg_id} is {r['state']}: already decided" if r["state"] != DELAYED
+                                 else f"message {msg_id} is not held")
+            prior = {x["approver"] for x in c.execute(
+                "SELECT approver FROM approvals WHERE msg_id=? AND decision='release'", (msg_id,))}
+            if decision == "release" and approver in prior:
+                raise StateError(f"message {msg_id}: {approver} has already approved it; a second approver"
+                                 " is needed")
+            c.execute("INSERT INTO approvals(msg_id, approver, decision, reason, os_user, ts) VALUES (?,?,?,?,?,?)",
+                      (msg_id, approver, decision, reason, os_user(), now))
+            if decision == "reject":
+                state = REJECTED
+                c.execute("UPDATE messages SET state=?, due_at=NULL, updated=? WHERE id=?", (state, now, msg_id))
+                self._audit(c, msg_id, "rejected", actor=approver, detail={"reason": reason})
+            else:
+                have = len(prior) + 1
+                if have >= r["approvals_required"]:
+                    state = RELEASED
+                    c.execute("UPDATE messages SET state=?, due_at=?, updated=? WHERE id=?",
+                              (state, now, now, msg_id))
+                    self._audit(c, msg_id, "released", actor=approver,
+                                detail={"reason": reason, "approvals": have})
+                else:
+                    state = HELD
+                    self._audit(c, msg_id, "approved", actor=approver, detail={
+                        "reason": reason, "approvals": have, "required": r["approvals_required"]})
+            if notices is not None:
+                for n in notices(r, state):
+                    self.accept(n)
+        return state
+
+    def expire_due(self, action: str, make_notices: Callable[[sqlite3.Row, str], Sequence[NewMessage]]
+                   | None = None) -> list[str]:
+        """Held messages past expires_at end as expired (or released when action == 'release')."""
+        now = self.clock()
+        done = []
+        with self.transaction() as c:
+            rows = c.execute("SELECT * FROM messages WHERE state='held' AND expires_at IS NOT NULL"
+                             " AND expires_at <= ?", (now,)).fetchall()
+            for r in rows:
+                if action == "release":
+                    state = RELEASED
+                    c.execute("UPDATE messages SET state=?, due_at=?, updated=? WHERE id=?",
+                              (state, now, now, r["id"]))
+                    self._audit(c, r["id"], "released", detail={"reason": "expired: auto-release"})
+                else:
+                    state = EXPIRED
+                    c.execute("UPDATE messages SET state=?, due_at=NULL, updated=? WHERE id=?",
+                              (state, now, r["id"]))
+                    self._audit(c, r["id"], "expired")
+                if make_notices is not None:
+                    for n in make_notices(r, state):
+                        self.accept(n)
+                done.append(r["id"])
+        return done
+
+    def due_reminders(self, every: float) -> list[sqlite3.Row]:
+        """Held messages whose approvers should be reminded now; marks them reminded."""
+        now = self.clock()
+        with self.transaction() as c:
+            rows = c.execute("SELECT * FROM messages WHERE state='held' AND coalesce(reminded_at, arrived) <= ?",
+                             (now - every,)).fetchall()
+            for r in rows:
+                c.execute("UPDATE messages SET reminded_at=? WHERE id=?", (now, r["id"]))
+        return rows
+
+    def purge(self, retention_seconds: float, sendlog_retention_seconds: float) -> int:
+        """Remove spool files of finished messages past retention; rows and audit stay."""
+        now = self.clock()
+        states = ",".join(f"'{s}'" for s in (DELIVERED, BOUNCED, REJECTED, EXPIRED, RECALLED))
+        with self.transaction() as c:
+            rows = c.execute(f"SELECT id, spool FROM messages WHERE state IN ({states}) AND spool IS NOT NULL"
+                             " AND updated <= ?", (now - retention_seconds,)).fetchall()
+            for r in rows:
+                c.execute("UPDATE messages SET spool=NULL WHERE id=?", (r["id"],))
+                self._audit(c, r["id"], "purged")
+            c.execute("DELETE FROM attachment_hashes WHERE msg_id IN (SELECT msg_id FROM sendlog WHERE ts <= ?)",
+                      (now - sendlog_retention_seconds,))
+            c.execute("DELETE FROM sendlog WHERE ts <= ?", (now - sendlog_retention_seconds,))
+        for r in rows:
+            self.discard_spool(r["spool"])
+        return len(rows)
+
+    # ---------------------------------------------------------------- reads
+    def _row(self, msg_id: str, c: sqlite3.Connection | None = None) -> sqlite3.Row:
+        r = (c or self.conn).execute("SELECT * FROM messages WHERE id=?", (msg_id,)).fetchone()
+        if r is None:
+            raise NotFound(f"no message with id {msg_id!r}")
+        return r
+
+    def get(self, msg_id: str) -> dict[str, Any]:
+        r = self._row(msg_id)
+        d = dict(r)
+        for k in ("rules", "findings", "parts"):
+            d[k] = json.loads(d[k])
+        d["recipients"] = [dict(x) for x in self.conn.execute(
+            "SELECT rcpt, state, code, response FROM recipients WHERE msg_id=? ORDER BY rowid", (msg_id,))]
+        d["approvals"] = [dict(x) for x in self.conn.execute(
+            "SELECT approver, decision, reason, os_user, ts FROM approvals WHERE msg_id=? ORDER BY rowid",
+            (msg_id,))]
+        return d
+
+    def list(self, *, states: Sequence[str] = (), sender: str | None = None, kind: str | None = "mail",
+             limit: int = 10_000) -> list[dict[str, Any]]:
+        q, args = "SELECT * FROM messages WHERE 1=1", []
+        if states:
+            q += f" AND state IN ({','.join('?' * len(states))})"
+            args += list(states)
+        if sender is not None:
+            q += " AND lower(sender) = lower(?)"
+            args.append(sender)
+        if kind is not None:
+            q += " AND kind = ?"
+            args.append(kind)
+        q += " ORDER BY arrived LIMIT ?"
+        args.append(limit)
+        out = []
+        for r in self.conn.execute(q, args).fetchall():
+            d = dict(r)
+            for k in ("rules", "findings", "parts"):
+                d[k] = json.loads(d[k])
+            d["recipients"] = [x[0] for x in self.conn.execute(
+                "SELECT rcpt FROM recipients WHERE msg_id=? ORDER BY rowid", (r["id"],))]
+            out.append(d)
+        return out
+
+    def count_by_state(self) -> dict[str, int]:
+        return {r["state"]: r["n"] for r in self.conn.execute(
+            "SELECT state, count(*) AS n FROM messages GROUP BY state")}
+
+    def oldest_held(self) -> float | None:
+        r = self.conn.execute("SELECT min(arrived) AS a FROM messages WHERE state='held'").fetchone()
+        return None if r["a"] is None else float(r["a"])
+
+    def sendlog(self, *, sender: str | None = None, since: float | None = None, until: float | None = None,
+                attachment_hash: str | None = None) -> list[dict[str, Any]]:
+        q, args = "SELECT s.* FROM sendlog s WHERE 1=1", []
+        if sender:
+            q += " AND lower(s.sender) = lower(?)"
+            args.append(sender)
+        if since is not None:
+            q += " AND s.ts >= ?"
+            args.append(since)
+        if until is not None:
+            q += " AND s.ts < ?"
+            args.append(until)
+        if attachment_hash:
+            q += " AND s.msg_id IN (SELECT msg_id FROM attachment_hashes WHERE sha256 = ?)"
+            args.append(attachment_hash.lower())
+        out = []
+        for r in self.conn.execute(q + " ORDER BY s.ts", args):
+            d = dict(r)
+            d["recipients"] = json.loads(d["recipients"])
+            d["attachments"] = json.loads(d["attachments"])
+            out.append(d)
+        return out
+
+
+class AsyncStore:
+    """Runs store transitions on one writer thread, committing concurrent ones together.
+
+    Every caller still gets its own result (or exception) only after the commit that holds its
+    change: group commit keeps "250 only after durable" while paying one WAL fsync per batch.
+    """
+
+    MAX_BATCH = 256
+
+    def __init__(self, root: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
+        self.root = Path(root)
+        self._clock = clock
+        self._q: queue.SimpleQueue[tuple[Callable[[Store], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
+                                   | None] = queue.SimpleQueue()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.store: Store | None = None
+        self._thread = threading.Thread(target=self._run, name="dlpgate-store", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            self.store = Store(self.root, clock=self._clock)
+        except BaseException as e:  # noqa: BLE001
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        st = self.store
+        while True:
+            item = self._q.get()
+            if item is None:
+                break
+            batch = [item]
+            stop = False
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            try:
+                results = st.run_batch([b[0] for b in batch])
+            except BaseException as e:  # noqa: BLE001 - commit failed: every job in the batch fails
+                err = e if isinstance(e, StoreError) else StoreError(str(e))
+                results = [(False, err)] * len(batch)
+            for (_, fut, loop), (ok, val) in zip(batch, results, strict=True):
+                loop.call_soon_threadsafe(_settle, fut, ok, val)
+            if stop:
+                break
+        st.close()
+
+    async def run(self, job: Callable[[Store], T]) -> T:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._q.put((job, fut, loop))
+        return await fut
+
+    async def write_spool(self, msg_id: str, data: bytes) -> str:
+        """Spool writes run in the default executor: file fsyncs overlap, the DB commit batches."""
+        assert self.store is not None
+        return await asyncio.get_running_loop().run_in_executor(None, self.store.write_spool, msg_id, data)
+
+    def spool_path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join(timeout=30)
+
+
+def _settle(fut: asyncio.Future[Any], ok: bool, val: Any) -> None:
+    if fut.cancelled():
+        return
+    if ok:
+        fut.set_result(val)
+    else:
+        fut.set_exception(val)

@@ -1,0 +1,113 @@
+"""Shared fixtures: a real aiosmtpd sink on loopback and an in-process gateway on a temp store."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from dlpgate.config import Config, DelayConfig, MetricsConfig, PolicyConfig, RelayConfig, SmtpConfig, StoreConfig
+from dlpgate.server import Gateway
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+
+@dataclass
+class SinkHandler:
+    """Records what it receives. `rcpt_codes` maps an address to a reply for RCPT ("550 ...")."""
+
+    messages: list[Received] = field(default_factory=list)
+    rcpt_codes: dict[str, str] = field(default_factory=dict)
+    data_reply: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    event: threading.Condition = field(default_factory=threading.Condition)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
+        if address in self.rcpt_codes:
+            return self.rcpt_codes[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+        if self.data_reply:
+            return self.data_reply
+        with self.event:
+            self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+            self.event.notify_all()
+        return "250 OK sink"
+
+    def wait_for(self, n: int, timeout: float = 10.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        with self.event:
+            while len(self.messages) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.event.wait(left)
+            return list(self.messages)
+
+    def to(self, rcpt: str) -> list[Received]:
+        return [m for m in self.messages if rcpt in m.rcpt_tos]
+
+
+class Sink:
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.handler = SinkHandler()
+        self.controller: Controller | None = None
+
+    def start(self) -> None:
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=True)
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    s = Sink()
+    s.start()
+    yield s
+    s.stop()
+
+
+def make_config(tmp_path: Path, upstream_port: int, **overrides: object) -> Config:
+    cfg = Config(
+        smtp=SmtpConfig(listen="127.0.0.1:0", hostname="gw.test"),
+        relay=RelayConfig(upstream=f"127.0.0.1:{upstream_port}", tls="off", retry_initial=0.5, retry_max=2.0,
+                          timeout=10.0),
+        delay=DelayConfig(seconds=0),
+        store=StoreConfig(path=str(tmp_path / "store")),
+        metrics=MetricsConfig(listen=""),
+        policy=PolicyConfig(internal_domains=("example.jp",)),
+    )
+    return replace(cfg, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, sink: Sink) -> AsyncIterator[Gateway]:
+    gw = Gateway(make_config(tmp_path, sink.port), workers=1)
+    await gw.start()
+    yield gw
+    await gw.stop(grace=2)
