@@ -1,0 +1,68 @@
+"""Check digits, card brands and masking. Pure functions on ASCII digit strings."""
+
+from __future__ import annotations
+
+_MY_NUMBER_WEIGHTS = (6, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
+
+
+def my_number_check_digit(first11: str) -> int:
+    """Check digit of a My Number (個人番号) from its first 11 digits.
+
+    Weights 6,5,4,3,2,7,6,5,4,3,2 from the left; r = sum mod 11; check = 0 if r <= 1 else 11 - r.
+    """
+    r = sum(int(d) * w for d, w in zip(first11, _MY_NUMBER_WEIGHTS, strict=True)) % 11
+    return 0 if r <= 1 else 11 - r
+
+
+def is_valid_my_number(digits: str) -> bool:
+    return len(digits) == 12 and digits.isascii() and digits.isdigit() and (
+        my_number_check_digit(digits[:11]) == int(digits[11])
+    )
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+# (prefix range low, high, number of prefix digits, allowed lengths)
+_BRANDS: tuple[tuple[str, int, int, int, frozenset[int]], ...] = (
+    ("visa", 4, 4, 1, frozenset({16, 19})),
+    ("mastercard", 51, 55, 2, frozenset({16})),
+    ("mastercard", 2221, 2720, 4, frozenset({16})),
+    ("amex", 34, 34, 2, frozenset({15})),
+    ("amex", 37, 37, 2, frozenset({15})),
+    ("jcb", 3528, 3589, 4, frozenset({16, 17, 18, 19})),
+    ("diners", 300, 305, 3, frozenset({14, 16})),
+    ("diners", 36, 36, 2, frozenset({14, 16})),
+    ("diners", 38, 39, 2, frozenset({14, 16})),
+    ("discover", 6011, 6011, 4, frozenset({16, 19})),
+    ("discover", 644, 649, 3, frozenset({16, 19})),
+    ("discover", 65, 65, 2, frozenset({16, 19})),
+    ("unionpay", 62, 62, 2, frozenset({16, 17, 18, 19})),
+)
+
+
+def card_brand(digits: str) -> str | None:
+    """The card brand whose prefix and length fit `digits`, or None."""
+    n = len(digits)
+    for brand, low, high, width, lengths in _BRANDS:
+        if n in lengths and low <= int(digits[:width]) <= high:
+            return brand
+    return None
+
+
+def is_card_number(digits: str) -> bool:
+    return 13 <= len(digits) <= 19 and card_brand(digits) is not None and luhn_valid(digits)
+
+
+def mask(digits: str, keep: int = 4) -> str:
+    """First `keep` digits then one `*` per remaining digit: `6214********`."""
+    return digits[:keep] + "*" * max(0, len(digits) - keep)

@@ -1,0 +1,76 @@
+"""Cheap, length-preserving normalisation for matching.
+
+One `str.translate` table maps full-width ASCII to ASCII, upper case to lower case, the ideographic
+space to a space and every dash look-alike (including the katakana long mark `ー`, which IMEs put
+between digit groups) to `-`. Each character maps to exactly one character, so a position in the
+normalised text is the same position in the raw text: findings and proximity need no offset map.
+
+Keywords go through the same table, so `マイナンバー` is stored as `マイナンバ-`; that is harmless
+because text is normalised identically. `raw_variants()` inverts the table so that the gates, which
+run on raw text, can match every spelling a normalised keyword stands for.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+# Separators allowed between digit groups (after normalisation): space, hyphen, full stop.
+SEPARATORS = "- ."
+DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u30fc\uff70\ufe63\uff0d"  # ‐ ‑ ‒ – — ― − ー ｰ ﹣ －
+
+
+def _build_table() -> dict[int, int]:
+    table: dict[int, int] = {}
+    for cp in range(0xFF01, 0xFF5F):  # full-width ASCII block
+        table[cp] = cp - 0xFEE0
+    for cp in range(ord("A"), ord("Z") + 1):
+        table[cp] = cp + 32
+    for cp in range(0xFF21, 0xFF3B):  # full-width A-Z -> a-z directly
+        table[cp] = cp - 0xFEE0 + 32
+    table[0x3000] = ord(" ")
+    for ch in DASHES:
+        table[ord(ch)] = ord("-")
+    return table
+
+
+NORMALISE_TABLE: dict[int, int] = _build_table()
+
+
+def normalise(text: str) -> str:
+    """Normalise `text` for matching; len(result) == len(text)."""
+    return text.translate(NORMALISE_TABLE)
+
+
+def _inverse() -> dict[str, tuple[str, ...]]:
+    inverse: dict[str, list[str]] = {}
+    for src, dst in NORMALISE_TABLE.items():
+        inverse.setdefault(chr(dst), [chr(dst)]).append(chr(src))
+    return {k: tuple(sorted(set(v))) for k, v in inverse.items()}
+
+
+_INVERSE = _inverse()
+
+
+def raw_variants(normalised_char: str) -> tuple[str, ...]:
+    """Every raw character that normalises to `normalised_char` (itself included)."""
+    return _INVERSE.get(normalised_char, (normalised_char,))
+
+
+# Raw characters that normalise to a digit / to a digit-group separator.
+RAW_DIGITS = "".join(sorted({c for d in "0123456789" for c in raw_variants(d)}))
+RAW_SEPARATORS = "".join(sorted({c for s in SEPARATORS for c in raw_variants(s)}))
+DIGITISH = frozenset(RAW_DIGITS + RAW_SEPARATORS)
+
+
+def char_class(chars: Iterable[str]) -> str:
+    """A `re` character class (or single escaped char) matching any of `chars`."""
+    chars = sorted(set(chars))
+    if len(chars) == 1:
+        return re.escape(chars[0])
+    return "[" + "".join(re.escape(c) for c in chars) + "]"
+
+
+def raw_keyword_regex(normalised_keyword: str) -> str:
+    """A `re` pattern that matches every raw spelling of a normalised keyword."""
+    return "".join(char_class(raw_variants(c)) for c in normalised_keyword)

@@ -1,0 +1,216 @@
+"""Loading and validating the detector rule file (`rules/detectors.toml`).
+
+Everything is validated at load: an unknown key, a wrong type or an empty keyword list is a
+`RuleError` naming the file and the dotted key, so `dlpgate rules check` can point at it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlpgate.errors import RuleError
+from dlpgate.scan.model import SEVERITIES
+from dlpgate.scan.normalize import normalise
+
+DETECTORS_FILE = "detectors.toml"
+
+
+def default_rules_dir() -> Path:
+    """The `rules/` directory shipped with the package (editable install: the repo's)."""
+    return Path(__file__).parent.parent.parent / "rules"
+
+
+class TomlReader:
+    """Typed access to one TOML table that remembers which keys were read, to reject the rest."""
+
+    def __init__(self, data: Mapping[str, Any], file: str, path: str = "") -> None:
+        self.data = data
+        self.file = file
+        self.path = path
+        self._seen: set[str] = set()
+
+    def _key(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, why: str) -> RuleError:
+        return RuleError(f"{self.file}: {self._key(key)}: {why}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        self._seen.add(key)
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) and kind in (int, float):
+            raise self.error(key, f"expected {getattr(kind, '__name__', kind)}, got a boolean")
+        if not isinstance(value, kind):
+            raise self.error(key, f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+        return value
+
+    def integer(self, key: str, default: int, minimum: int = 0) -> int:
+        value = self.get(key, int, default)
+        if value < minimum:
+            raise self.error(key, f"must be >= {minimum}")
+        return int(value)
+
+    def text(self, key: str, default: str, choices: tuple[str, ...] | None = None) -> str:
+        value = self.get(key, str, default)
+        if choices is not None and value not in choices:
+            raise self.error(key, f"must be one of {', '.join(choices)}")
+        return str(value)
+
+    def str_list(self, key: str, default: tuple[str, ...] = (), non_empty: bool = False) -> tuple[str, ...]:
+        value = self.get(key, list, list(default))
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                raise self.error(f"{key}[{i}]", "expected a non-empty string")
+        if non_empty and not value:
+            raise self.error(key, "must not be empty")
+        return tuple(value)
+
+    def table(self, key: str, required: bool = False) -> TomlReader:
+        value = self.get(key, dict, None)
+        if value is None:
+            if required:
+                raise self.error(key, "missing table")
+            value = {}
+        return TomlReader(value, self.file, self._key(key))
+
+    def tables(self, key: str) -> list[TomlReader]:
+        value = self.get(key, list, [])
+        out = []
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise self.error(f"{key}[{i}]", "expected a table")
+            out.append(TomlReader(item, self.file, f"{self._key(key)}[{i}]"))
+        return out
+
+    def finish(self) -> None:
+        """Raise on the first key that no reader asked for (a typo or an unsupported option)."""
+        for key in self.data:
+            if key not in self._seen:
+                raise self.error(key, "unknown key")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise RuleError(f"{path}: file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise RuleError(f"{path}: invalid TOML: {exc}") from exc
+    except OSError as exc:
+        raise RuleError(f"{path}: cannot read: {exc.strerror}") from exc
+
+
+def _keywords(reader: TomlReader, key: str, non_empty: bool = True) -> tuple[str, ...]:
+    """Keyword list, normalised once here so matching never normalises a keyword again."""
+    return tuple(dict.fromkeys(normalise(k.strip()) for k in reader.str_list(key, non_empty=non_empty)))
+
+
+@dataclass(frozen=True)
+class FieldGroup:
+    name: str
+    keywords: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LabelGroup:
+    severity: str
+    keywords: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DetectorRules:
+    """Compiled-free description of every detector; `Scanner` compiles it."""
+
+    proximity: int
+    negative_window: int
+    my_number_keywords: tuple[str, ...]
+    negative_labels: tuple[str, ...]
+    distinct_high: int
+    resident_keywords: tuple[str, ...]
+    card_keywords: tuple[str, ...]
+    licence_keywords: tuple[str, ...]
+    record_fields: tuple[FieldGroup, ...]
+    min_fields: int
+    records_high: int
+    records_medium: int
+    records_low: int
+    header_rows: int
+    max_header_cell: int
+    labels: tuple[LabelGroup, ...]
+
+
+def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
+    path = Path(rules_dir) / DETECTORS_FILE
+    root = TomlReader(read_toml(path), str(path))
+    proximity = root.integer("proximity", 100, minimum=1)
+    negative_window = root.integer("negative_window", 20, minimum=0)
+
+    mn = root.table("my_number", required=True)
+    my_number_keywords = _keywords(mn, "keywords")
+    negative = _keywords(mn, "negative", non_empty=False)
+    distinct_high = mn.integer("distinct_high", 3, minimum=1)
+    mn.finish()
+
+    rc = root.table("resident_code", required=True)
+    resident = _keywords(rc, "keywords")
+    rc.finish()
+    cc = root.table("credit_card", required=True)
+    card = _keywords(cc, "keywords")
+    cc.finish()
+    dl = root.table("drivers_licence", required=True)
+    licence = _keywords(dl, "keywords")
+    dl.finish()
+
+    pr = root.table("personal_records", required=True)
+    min_fields = pr.integer("min_fields", 2, minimum=1)
+    high = pr.integer("high", 100, minimum=1)
+    medium = pr.integer("medium", 10, minimum=1)
+    low = pr.integer("low", 1, minimum=1)
+    if not low <= medium <= high:
+        raise pr.error("medium", "thresholds must satisfy low <= medium <= high")
+    header_rows = pr.integer("header_rows", 20, minimum=1)
+    max_header_cell = pr.integer("max_header_cell", 30, minimum=1)
+    fields = []
+    for fr in pr.tables("field"):
+        name = fr.text("name", "")
+        if not name:
+            raise fr.error("name", "missing")
+        fields.append(FieldGroup(name, _keywords(fr, "keywords")))
+        fr.finish()
+    if len(fields) < min_fields:
+        raise pr.error("field", f"needs at least min_fields ({min_fields}) field groups")
+    pr.finish()
+
+    labels = []
+    for lr in root.tables("label"):
+        severity = lr.text("severity", "", choices=SEVERITIES)
+        labels.append(LabelGroup(severity, _keywords(lr, "keywords")))
+        lr.finish()
+    root.finish()
+
+    return DetectorRules(
+        proximity=proximity,
+        negative_window=negative_window,
+        my_number_keywords=my_number_keywords,
+        negative_labels=negative,
+        distinct_high=distinct_high,
+        resident_keywords=resident,
+        card_keywords=card,
+        licence_keywords=licence,
+        record_fields=tuple(fields),
+        min_fields=min_fields,
+        records_high=high,
+        records_medium=medium,
+        records_low=low,
+        header_rows=header_rows,
+        max_header_cell=max_header_cell,
+        labels=tuple(labels),
+    )

@@ -1,0 +1,134 @@
+"""Tables of personal records: header detection, record counts and column context.
+
+A table is personal records when one of its first rows (title rows and blank rows above it are
+skipped) names at least `min_fields` distinct field groups (氏名, 住所, 生年月日 ...). A header may
+span two rows (merged cells: `氏名` merged down, `電話番号` under a merged `連絡先`). Records are
+the non-empty rows below the header.
+
+A header cell that names an identifier (個人番号, 住民票コード, カード番号, 免許証番号) gives every
+value in its column that keyword as context, however far down the sheet it is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dlpgate.extract.model import Table
+from dlpgate.scan.normalize import normalise
+from dlpgate.scan.rules import DetectorRules
+
+# An identifier-looking cell after normalisation: digits with single separators.
+_CELL_NUMBER = re.compile(r"[0-9](?:[-. ]?[0-9]){10,}")
+_STRIP_SEPARATORS = str.maketrans("", "", "-. ")
+
+
+@dataclass(frozen=True)
+class TableFacts:
+    name: str
+    records: int
+    fields: tuple[str, ...]  # field groups named by the header, in rule order
+    header_row: int  # index of the (last) header row
+    column_context: tuple[tuple[str, frozenset[str]], ...]  # (digits, categories) from keyword columns
+
+
+class TableAnalyser:
+    """Header detection for one rule set; instances are immutable after construction."""
+
+    def __init__(self, rules: DetectorRules) -> None:
+        self._rules = rules
+        self._column_keywords: tuple[tuple[str, tuple[str, ...]], ...] = (
+            ("my_number", rules.my_number_keywords),
+            ("resident", rules.resident_keywords),
+            ("card", rules.card_keywords),
+            ("licence", rules.licence_keywords),
+        )
+
+    def cell_fields(self, cell: str) -> set[str]:
+        text = normalise(cell).strip()
+        if not text or len(text) > self._rules.max_header_cell:
+            return set()
+        return {g.name for g in self._rules.record_fields if any(k in text for k in g.keywords)}
+
+    def row_fields(self, row: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for cell in row:
+            found |= self.cell_fields(cell)
+        return found
+
+    def find_header(self, rows: Sequence[Sequence[str]]) -> tuple[int, int] | None:
+        """(first, last) header row indexes, or None when no header names enough fields."""
+        need = self._rules.min_fields
+        limit = min(len(rows), self._rules.header_rows)
+        for i in range(limit):
+            here = self.row_fields(rows[i])
+            if len(here) >= need:
+                return i, i
+            if here and i + 1 < len(rows) and len(here | self.row_fields(rows[i + 1])) >= need:
+                return i, i + 1
+        return None
+
+    def analyse(self, table: Table) -> TableFacts | None:
+        rows = table.rows
+        header = self.find_header(rows)
+        if header is None:
+            return None
+        first, last = header
+        fields = self.row_fields(rows[first]) | self.row_fields(rows[last])
+        records = sum(1 for row in rows[last + 1 :] if any(cell.strip() for cell in row))
+        return TableFacts(
+            name=table.name,
+            records=records,
+            fields=tuple(g.name for g in self._rules.record_fields if g.name in fields),
+            header_row=last,
+            column_context=self._column_context(rows, first, last),
+        )
+
+    def _column_context(self, rows: Sequence[Sequence[str]], first: int, last: int) -> tuple:
+        columns: dict[int, set[str]] = {}
+        for r in range(first, last + 1):
+            for i, cell in enumerate(rows[r]):
+                text = normalise(cell)
+                for category, keywords in self._column_keywords:
+                    if any(k in text for k in keywords):
+                        columns.setdefault(i, set()).add(category)
+        if not columns:
+            return ()
+        context: dict[str, set[str]] = {}
+        for row in rows[last + 1 :]:
+            for i, categories in columns.items():
+                if i < len(row) and row[i]:
+                    cell = normalise(row[i]).strip()
+                    if _CELL_NUMBER.fullmatch(cell):
+                        context.setdefault(cell.translate(_STRIP_SEPARATORS), set()).update(categories)
+        return tuple((digits, frozenset(cats)) for digits, cats in sorted(context.items()))
+
+
+def body_table_at(text: str, position: int, name: str) -> tuple[Table, int] | None:
+    """The tab- or comma-separated block whose first line holds `position`, and its end offset.
+
+    The line at `position` must contain a delimiter; the block runs over the following lines that
+    are non-empty and contain the same delimiter. Header judgement is the caller's.
+    """
+    start = text.rfind("\n", 0, position) + 1
+    end = text.find("\n", position)
+    if end < 0:
+        end = len(text)
+    line = text[start:end].rstrip("\r")
+    delimiter = "\t" if "\t" in line else "," if "," in line else None
+    if delimiter is None:
+        return None
+    rows = [tuple(line.split(delimiter))]
+    pos = end + 1
+    n = len(text)
+    while pos < n:
+        nxt = text.find("\n", pos)
+        if nxt < 0:
+            nxt = n
+        row = text[pos:nxt].rstrip("\r")
+        if not row.strip() or delimiter not in row:
+            break
+        rows.append(tuple(row.split(delimiter)))
+        pos = nxt + 1
+    return Table(name=name, rows=tuple(rows)), min(pos, n)
