@@ -232,6 +232,37 @@ def _dumps(v: Any) -> str:
     return json.dumps(v, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
+def write_spool_file(root: Path, msg_id: str, data: bytes) -> str:
+    """Write a spool file under `root` durably (fsync file and directory, mode 0600).
+
+    A free function so that code holding only the store's root (the notices built on the accept
+    path, before the message's row is committed) writes the same layout as `Store.write_spool`.
+    Returns the path relative to `root`.
+    """
+    sub = root / "spool" / msg_id[-2:]
+    sub.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = sub / f"{msg_id}.eml"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise
+    os.close(fd)
+    dfd = os.open(sub, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return str(path.relative_to(root))
+
+
 class Store:
     """Synchronous store. One instance per thread; every public transition is one transaction."""
 
@@ -317,28 +348,7 @@ class Store:
 
     def write_spool(self, msg_id: str, data: bytes) -> str:
         """Write the bytes durably (fsync file and directory, mode 0600); return the relative path."""
-        sub = self.spool_dir / msg_id[-2:]
-        sub.mkdir(exist_ok=True, mode=0o700)
-        path = sub / f"{msg_id}.eml"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                path.unlink()
-            raise
-        os.close(fd)
-        dfd = os.open(sub, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-        return str(path.relative_to(self.root))
+        return write_spool_file(self.root, msg_id, data)
 
     def discard_spool(self, rel: str) -> None:
         with contextlib.suppress(OSError):
