@@ -32,6 +32,7 @@ class Part:
     tables: tuple[Table, ...] = ()
     unscannable: str | None = None  # one of ENCRYPTED, CORRUPT, LIMIT, UNSUPPORTED
     detail: str = ""  # human reason for unscannable ("zip nesting depth > 5"); never content
+    kind: str = ""  # sniffed format of the file the part came from ("xlsx", "pdf", "text", "image"...)
 
 
 @dataclass(frozen=True)

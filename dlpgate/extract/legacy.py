@@ -1,0 +1,38 @@
+"""Compound File (CFB/OLE2) containers: password-protected OOXML, legacy .xls/.doc/.ppt, Outlook .msg.
+
+A password-protected xlsx/docx/pptx is a CFB holding an `EncryptedPackage` stream: `encrypted`.
+Legacy .xls (BIFF) is read by python-calamine; an encrypted one is `encrypted`. Legacy .doc/.ppt and
+.msg have no well-kept reader in our dependency set: `unsupported`, never a silent pass. Stream names
+sit in the CFB directory as UTF-16LE, which is what is looked for here.
+"""
+
+from __future__ import annotations
+
+from .budget import Budget, Unreadable
+from .model import ENCRYPTED, UNSUPPORTED, Part
+from .spreadsheet import extract_with_calamine
+
+
+def _u16(name: str) -> bytes:
+    return name.encode("utf-16-le")
+
+
+_ENCRYPTED_PACKAGE = _u16("EncryptedPackage")
+_WORKBOOK = (_u16("Workbook"), _u16("Book\x00"))
+_WORD = _u16("WordDocument")
+_PPT = _u16("PowerPoint Document")
+_MSG = _u16("__substg1.0_")
+
+
+def extract_cfb(path: str, data: bytes, budget: Budget) -> list[Part]:
+    if _ENCRYPTED_PACKAGE in data:
+        raise Unreadable(ENCRYPTED, "password-protected Office document")
+    if any(marker in data for marker in _WORKBOOK):
+        return extract_with_calamine(path, data, budget, kind="xls")
+    if _WORD in data:
+        raise Unreadable(UNSUPPORTED, "legacy Word .doc (no text reader)")
+    if _PPT in data:
+        raise Unreadable(UNSUPPORTED, "legacy PowerPoint .ppt (no text reader)")
+    if _MSG in data:
+        raise Unreadable(UNSUPPORTED, "Outlook .msg (no reader)")
+    raise Unreadable(UNSUPPORTED, "unknown OLE2 compound file")

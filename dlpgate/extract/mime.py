@@ -1,0 +1,276 @@
+"""MIME: one message -> body parts, attachments (each through files.extract_blob) and decoded headers.
+
+CPython's `email` with policy.default parses; this module decides what is a body and what is an
+attachment, names parts (`body`, `body.html`, `名簿.xlsx`, `fwd.eml/body`), decodes every charset
+Japanese mailers use (textdecode) and enforces the MIME-part limit. Headers and filenames are decoded
+here rather than by `email` when they carry raw 8-bit CP932 or NEC characters `email` would mangle.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import quopri
+import re
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from email.utils import getaddresses
+
+from .budget import Budget
+from .files import enter_container, extract_blob, text_parts
+from .htmltext import html_to_text
+from .model import CORRUPT, ENCRYPTED, LIMIT, Attachment, Extraction, Part
+from .sniff import sniff
+from .textdecode import decode_text
+
+_ENCRYPTED_TYPES = frozenset(("application/pkcs7-mime", "application/x-pkcs7-mime", "application/pgp-encrypted"))
+_SIGNATURE_TYPES = frozenset(("application/pkcs7-signature", "application/x-pkcs7-signature",
+                              "application/pgp-signature"))
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+_BETWEEN_WORDS = re.compile(r"\?=[ \t\r\n]+=\?")
+
+
+def parse(raw: bytes) -> EmailMessage:
+    return BytesParser(policy=default_policy).parsebytes(raw)  # type: ignore[return-value]
+
+
+def extract_message(raw: bytes, budget: Budget) -> Extraction:
+    attachments: list[Attachment] = []
+    try:
+        msg = parse(raw)
+    except RecursionError:
+        return Extraction(parts=(Part(path="message", kind="eml", unscannable=LIMIT, detail="MIME nested too deeply"),))
+    except Exception as exc:
+        return Extraction(parts=(Part(path="message", kind="eml", unscannable=CORRUPT,
+                                      detail=f"unparseable message ({type(exc).__name__})"),))
+    parts = walk_parsed(msg, "", budget, 0, attachments)
+    return Extraction(
+        parts=tuple(parts),
+        attachments=tuple(attachments),
+        subject=header_text(msg, "subject"),
+        header_from=", ".join(addresses(msg, "from")),
+        header_to=tuple(addresses(msg, "to")),
+        header_cc=tuple(addresses(msg, "cc")),
+    )
+
+
+def walk_message(raw: bytes, prefix: str, budget: Budget, depth: int,
+                 attachments: list[Attachment] | None) -> list[Part]:
+    """Parts of an attached or forwarded message, paths under `prefix` (e.g. `fwd.eml/`)."""
+    try:
+        msg = parse(raw)
+    except RecursionError:
+        return [Part(path=prefix.rstrip("/"), kind="eml", unscannable=LIMIT, detail="MIME nested too deeply")]
+    return walk_parsed(msg, prefix, budget, depth, attachments)
+
+
+def walk_parsed(msg: Message, prefix: str, budget: Budget, depth: int,
+                attachments: list[Attachment] | None) -> list[Part]:
+    parts: list[Part] = []
+    subject = header_text(msg, "subject")
+    if subject:
+        parts.append(Part(path=f"{prefix}subject", text=subject, kind="header"))
+    used: set[str] = set()
+    bodies = 0
+    stack: list[Message] = [msg]
+    while stack:
+        part = stack.pop()
+        budget.parts += 1
+        if budget.parts > budget.limits.max_parts:
+            parts.append(Part(path=prefix + "message", kind="eml", unscannable=LIMIT,
+                              detail=f"more than {budget.limits.max_parts} MIME parts"))
+            break
+        try:
+            if part.is_multipart():
+                children = part.get_payload()
+                if isinstance(children, list):
+                    stack.extend(c for c in reversed(children) if isinstance(c, Message))
+                continue
+            ctype = part.get_content_type()
+            filename = filename_of(part)
+            disposition = part.get_content_disposition()
+            budget.start_part()
+            if ctype in ("message/rfc822", "message/global"):
+                parts.extend(_attached_message(part, prefix, filename, used, budget, depth, attachments))
+                continue
+            payload = payload_bytes(part)
+            if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
+                bodies += 1
+                base = "body" if bodies == 1 else f"body{bodies}"
+                parts.extend(_body(part, payload, prefix + base, ctype == "text/html", budget))
+                continue
+            name = _unique(filename or f"part{budget.parts}", used)
+            path = prefix + name
+            kind = sniff(payload, name)
+            if attachments is not None:
+                attachments.append(Attachment(filename=path, content_type=kind, size=len(payload),
+                                              sha256=hashlib.sha256(payload).hexdigest()))
+            if ctype in _SIGNATURE_TYPES:
+                continue
+            if ctype in _ENCRYPTED_TYPES or ctype == "multipart/encrypted":
+                parts.append(Part(path=path, kind=kind, unscannable=ENCRYPTED, detail=f"encrypted mail ({ctype})"))
+                continue
+            parts.extend(extract_blob(path, payload, budget, depth))
+        except RecursionError:
+            parts.append(Part(path=prefix + "message", kind="eml", unscannable=LIMIT, detail="MIME nested too deeply"))
+        except Exception as exc:  # a part email cannot even describe: fail closed for that part only
+            parts.append(Part(path=prefix + f"part{budget.parts}", kind="eml", unscannable=CORRUPT,
+                              detail=f"unreadable MIME part ({type(exc).__name__})"))
+    return parts
+
+
+def _body(part: Message, payload: bytes, path: str, is_html: bool, budget: Budget) -> list[Part]:
+    text = decode_text(payload, part.get_content_charset())
+    if is_html:
+        text, tables = html_to_text(text, budget, path + ".html")
+        budget.charge(len(text))
+        return [Part(path=path + ".html", text=text, tables=tables, kind="html")]
+    budget.charge(len(text))
+    return text_parts(path, text, "text")
+
+
+def _attached_message(part: Message, prefix: str, filename: str, used: set[str], budget: Budget, depth: int,
+                      attachments: list[Attachment] | None) -> list[Part]:
+    name = _unique(filename or f"attached{budget.parts}.eml", used)
+    path = prefix + name
+    inner = part.get_payload()
+    inner_msg = inner[0] if isinstance(inner, list) and inner else None
+    if not isinstance(inner_msg, Message):
+        return [Part(path=path, kind="eml", unscannable=CORRUPT, detail="empty attached message")]
+    if attachments is not None:
+        try:
+            raw = inner_msg.as_bytes(policy=default_policy)
+        except Exception:
+            raw = b""
+        attachments.append(Attachment(filename=path, content_type="eml", size=len(raw),
+                                      sha256=hashlib.sha256(raw).hexdigest()))
+    try:
+        enter_container("eml", depth, budget)
+    except Exception as exc:
+        return [Part(path=path, kind="eml", unscannable=LIMIT, detail=str(exc).split(": ", 1)[-1])]
+    return walk_parsed(inner_msg, path + "/", budget, depth + 1, attachments)
+
+
+def payload_bytes(part: Message) -> bytes:
+    """The decoded content. `email` already undoes base64/QP; 8-bit bodies come back as their raw bytes."""
+    data = part.get_payload(decode=True)
+    if isinstance(data, bytes):
+        return data
+    raw = part.get_payload()
+    if isinstance(raw, str):
+        cte = str(part.get("content-transfer-encoding", "")).lower()
+        blob = raw.encode("ascii", "surrogateescape")
+        try:
+            if cte == "base64":
+                return base64.b64decode(blob + b"===", validate=False)
+            if cte == "quoted-printable":
+                return quopri.decodestring(blob)
+        except (binascii.Error, ValueError):
+            pass
+        return blob
+    return b""
+
+
+def _unique(name: str, used: set[str]) -> str:
+    name = name.replace("/", "_").replace("\\", "_").strip() or "unnamed"
+    candidate = name
+    n = 2
+    while candidate in used:
+        candidate = f"{name} ({n})"
+        n += 1
+    used.add(candidate)
+    return candidate
+
+
+def filename_of(part: Message) -> str:
+    try:
+        name = part.get_filename() or ""
+    except Exception:
+        name = ""
+    return fix_header(str(name)) if name else ""
+
+
+def header_text(msg: Message, name: str) -> str:
+    try:
+        raw = _raw_header(msg, name)
+        if raw is not None:
+            return fix_header(decode_words(raw))
+        value = msg.get(name)
+    except Exception:
+        return ""
+    return fix_header(str(value)) if value is not None else ""
+
+
+def addresses(msg: Message, name: str) -> list[str]:
+    """addr-specs of an address header; never raises on a malformed header."""
+    try:
+        values = msg.get_all(name) or []
+    except Exception:
+        values = []
+    out: list[str] = []
+    for value in values:
+        try:
+            addrs = getattr(value, "addresses", None)
+            if addrs is not None:
+                out.extend(a.addr_spec for a in addrs if a.addr_spec and a.addr_spec != "<>")
+                continue
+        except Exception:
+            pass
+        out.extend(addr for _, addr in getaddresses([str(value)]) if addr)
+    return out
+
+
+def _raw_header(msg: Message, name: str) -> str | None:
+    for key, value in msg.raw_items():
+        if key.lower() == name:
+            return str(value)
+    return None
+
+
+def fix_header(text: str) -> str:
+    """Undo surrogate-escaped 8-bit header bytes (raw CP932 / UTF-8 names) by decoding them properly."""
+    if any("\udc80" <= ch <= "\udcff" for ch in text):
+        try:
+            return decode_text(text.encode("utf-8", "surrogateescape"))
+        except UnicodeError:
+            return text.encode("utf-8", "replace").decode("utf-8", "replace")
+    return text
+
+
+def decode_words(raw: str) -> str:
+    """RFC 2047 encoded words, adjacent words joined first (mailers split ISO-2022-JP mid-character)."""
+    raw = re.sub(r"\r?\n[ \t]", " ", raw).strip()
+    raw = _BETWEEN_WORDS.sub("?==?", raw)
+    out: list[str] = []
+    pos = 0
+    pending: list[bytes] = []
+    pending_charset = ""
+    for m in _ENCODED_WORD.finditer(raw):
+        if m.start() > pos:
+            if pending:
+                out.append(decode_text(b"".join(pending), pending_charset))
+                pending = []
+            out.append(raw[pos:m.start()])
+        charset = m.group(1).split("*", 1)[0]
+        data = _word_bytes(m.group(2), m.group(3))
+        if pending and charset.lower() != pending_charset.lower():
+            out.append(decode_text(b"".join(pending), pending_charset))
+            pending = []
+        pending.append(data)
+        pending_charset = charset
+        pos = m.end()
+    if pending:
+        out.append(decode_text(b"".join(pending), pending_charset))
+    out.append(raw[pos:])
+    return "".join(out)
+
+
+def _word_bytes(encoding: str, text: str) -> bytes:
+    try:
+        if encoding in "bB":
+            return base64.b64decode(text + "=" * (-len(text) % 4))
+        return quopri.decodestring(text.replace("_", " ").encode("ascii", "surrogateescape"), header=True)
+    except (binascii.Error, ValueError, UnicodeError):
+        return text.encode("ascii", "replace")

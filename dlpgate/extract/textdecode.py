@@ -1,0 +1,188 @@
+"""Bytes -> str for Japanese mail: the declared charset when it is right, detection when it is not.
+
+Shift_JIS is always read as CP932 (NEC/IBM extensions: ①, ㈱, ～ are what offices type).
+ISO-2022-JP falls back to a CP50220-style decoder (JIS X 0208 rows mapped through CP932, half-width
+katakana) because Python's iso2022_jp codecs refuse the NEC row-13 characters Windows mailers send.
+A wrong or missing label (Shift_JIS labelled ISO-2022-JP is common) is detected; a part is never dropped:
+the last resort decodes CP932 with replacement characters.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+
+_ALIASES = {
+    "shift_jis": "cp932", "shift-jis": "cp932", "sjis": "cp932", "x-sjis": "cp932", "ms_kanji": "cp932",
+    "csshiftjis": "cp932", "windows-31j": "cp932", "cp932": "cp932", "ms932": "cp932", "x-ms-cp932": "cp932",
+    "iso-2022-jp": "iso2022_jp", "csiso2022jp": "iso2022_jp", "iso-2022-jp-1": "iso2022_jp_1",
+    "iso-2022-jp-2": "iso2022_jp_2", "iso-2022-jp-3": "iso2022_jp_3", "iso-2022-jp-2004": "iso2022_jp_2004",
+    "cp50220": "iso2022_jp", "cp50221": "iso2022_jp", "cp50222": "iso2022_jp",
+    "euc-jp": "euc_jp", "x-euc-jp": "euc_jp", "eucjp": "euc_jp", "cseucpkdfmtjapanese": "euc_jp",
+    "utf-8": "utf-8", "utf8": "utf-8", "us-ascii": "ascii", "ascii": "ascii",
+}
+_ESC_JIS = re.compile(rb"\x1b[$(][@BJIDQ]|\x1b\$\([BDQ]")
+
+
+def decode_text(data: bytes, declared: str | None = None) -> str:
+    """Decode `data`, trusting `declared` only if it decodes cleanly."""
+    if data.startswith(codecs.BOM_UTF8):
+        return data[3:].decode("utf-8", "replace")
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16", "replace")
+    codec = _codec(declared)
+    if codec is not None:
+        text = _strict(data, codec)
+        if text is not None:
+            return text
+    return detect_and_decode(data)
+
+
+def detect_and_decode(data: bytes) -> str:
+    """Pick among the encodings Japanese mail really uses: ASCII/UTF-8, ISO-2022-JP, CP932, EUC-JP."""
+    if _ESC_JIS.search(data):
+        text = _strict(data, "iso2022_jp")
+        if text is not None:
+            return text
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    as_cp932 = _strict(data, "cp932")
+    as_euc = _strict(data, "euc_jp")
+    if as_cp932 is not None and as_euc is not None:
+        return as_cp932 if _japanese_score(as_cp932) >= _japanese_score(as_euc) else as_euc
+    if as_cp932 is not None:
+        return as_cp932
+    if as_euc is not None:
+        return as_euc
+    best = _normalizer_guess(data)
+    if best is not None:
+        return best
+    return data.decode("cp932", "replace")
+
+
+def _codec(declared: str | None) -> str | None:
+    if not declared:
+        return None
+    name = declared.strip().strip('"').lower()
+    name = _ALIASES.get(name, name)
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+def _strict(data: bytes, codec: str) -> str | None:
+    if codec.startswith("iso2022_jp"):
+        return _iso2022(data, codec)
+    try:
+        return data.decode(codec)
+    except (UnicodeDecodeError, LookupError):
+        return None
+
+
+def _iso2022(data: bytes, codec: str) -> str | None:
+    for attempt in (codec, "iso2022_jp_ext", "iso2022_jp_2"):
+        try:
+            return data.decode(attempt)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return _cp50220(data)
+
+
+_JIS_STATES = {b"\x1b(B": "ascii", b"\x1b(J": "ascii", b"\x1b$@": "jis", b"\x1b$B": "jis",
+               b"\x1b(I": "kana", b"\x1b$(Q": "jis", b"\x1b$(O": "jis"}
+
+
+def _cp50220(data: bytes) -> str | None:
+    """ISO-2022-JP as Windows writes it: JIS X 0208 pairs (with NEC row 13 and IBM extensions) mapped
+    to Shift_JIS and decoded as CP932; SO/SI and ESC ( I half-width katakana. None if malformed."""
+    out: list[str] = []
+    state = "ascii"
+    i = 0
+    n = len(data)
+    while i < n:
+        b = data[i]
+        if b == 0x1B:
+            for esc, new_state in _JIS_STATES.items():
+                if data.startswith(esc, i):
+                    state = new_state
+                    i += len(esc)
+                    break
+            else:
+                return None
+            continue
+        if b == 0x0E:
+            state = "kana"
+            i += 1
+            continue
+        if b == 0x0F:
+            state = "ascii"
+            i += 1
+            continue
+        if b in (0x0A, 0x0D):
+            out.append(chr(b))
+            i += 1
+            continue
+        if state == "jis":
+            if i + 1 >= n:
+                return None
+            sj = _jis_to_sjis(b, data[i + 1])
+            if sj is None:
+                return None
+            try:
+                out.append(sj.decode("cp932"))
+            except UnicodeDecodeError:
+                out.append("\ufffd")
+            i += 2
+        elif state == "kana":
+            if 0x21 <= b <= 0x5F:
+                out.append(chr(0xFF61 + b - 0x21))
+            else:
+                out.append(chr(b))
+            i += 1
+        else:
+            if b > 0x7F:
+                return None
+            out.append(chr(b))
+            i += 1
+    return "".join(out)
+
+
+def _jis_to_sjis(j1: int, j2: int) -> bytes | None:
+    if not (0x21 <= j1 <= 0x7E and 0x21 <= j2 <= 0x7E):
+        return None
+    s1 = (j1 + 1) // 2 + (0x70 if j1 <= 0x5E else 0xB0)
+    s2 = j2 + (0x1F if j1 % 2 else 0x7E)
+    if j1 % 2 and s2 >= 0x7F:
+        s2 += 1
+    return bytes((s1, s2))
+
+
+def _japanese_score(text: str) -> int:
+    """How much `text` looks like Japanese: hiragana, katakana and common kanji count; odd symbols do not."""
+    score = 0
+    for ch in text:
+        o = ord(ch)
+        if 0x3041 <= o <= 0x30FF or 0x4E00 <= o <= 0x9FFF or 0x3000 <= o <= 0x3003:
+            score += 1
+        elif 0xFF61 <= o <= 0xFF9F:  # half-width katakana: rare in EUC-JP misreads of CP932 text
+            score += 0
+        elif o > 0x7F:
+            score -= 1
+    return score
+
+
+def _normalizer_guess(data: bytes) -> str | None:
+    try:
+        from charset_normalizer import from_bytes
+    except ImportError:  # pragma: no cover - charset-normalizer is a dependency
+        return None
+    best = from_bytes(data[: 256 * 1024], cp_isolation=["cp932", "euc_jp", "utf_8", "iso2022_jp", "utf_16"]).best()
+    if best is None:
+        return None
+    try:
+        return data.decode(best.encoding, "replace")
+    except LookupError:
+        return None
