@@ -77,7 +77,7 @@ class Handler:
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
                           mail_options: list[str]) -> str:
         allowed = self.config.smtp.allowed_sender_domains
-        if allowed and address:
+        if allowed and address and address != "<>":
             dom = address.rpartition("@")[2].lower()
             if dom not in {d.lower() for d in allowed}:
                 metrics.REFUSED.labels(reason="sender_domain").inc()
@@ -108,7 +108,10 @@ class Handler:
             metrics.RECEIVED.labels(result="too_big").inc()
             return "552 5.3.4 Message too big"
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
-        env = Envelope(sender=envelope.mail_from or "", recipients=tuple(envelope.rcpt_tos), client=peer,
+        sender = envelope.mail_from or ""
+        if sender == "<>":  # aiosmtpd keeps the null reverse-path as "<>"
+            sender = ""
+        env = Envelope(sender=sender, recipients=tuple(envelope.rcpt_tos), client=peer,
                        helo=session.host_name or "")
         reply = await self.pipeline.receive(env, data)
         return str(reply)

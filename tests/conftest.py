@@ -111,3 +111,25 @@ async def gateway(tmp_path: Path, sink: Sink) -> AsyncIterator[Gateway]:
     await gw.start()
     yield gw
     await gw.stop(grace=2)
+
+
+async def wait_until(pred: Callable[[], object], timeout: float = 10.0, every: float = 0.05) -> object:
+    """Poll `pred` until it returns something truthy (bounded); return that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(every)
+
+
+def states(store_path: Path, kind: str | None = "mail") -> list[str]:
+    from dlpgate.store import Store
+
+    st = Store(store_path)
+    try:
+        return [r["state"] for r in st.list(kind=kind)]
+    finally:
+        st.close()
