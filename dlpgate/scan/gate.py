@@ -4,8 +4,9 @@ Most mail holds no identifier at all, so the scanner first asks a gate for *trig
 (character offsets in the raw text):
 
 * digit triggers — inside every run that could be an identifier: 4 digits, an optional
-  separator, 4 digits (every accepted shape — 12 contiguous, 4-4-4, 11 contiguous, 13-19 in card
-  groupings — contains one);
+  separator, 4 digits, then an optional separator and 3 digits or 2 more digits (every accepted
+  shape — 12 contiguous, 4-4-4, 11 contiguous, 13-19 in card groupings 4-4-4-4 / 4-6-5 — holds
+  one; a phone number 03-1234-5678 does not);
 * keyword triggers — on every occurrence of a trigger keyword (confidentiality labels and table
   header fields), in any raw spelling that normalises to the keyword.
 
@@ -44,7 +45,7 @@ class Gate(Protocol):
 def digit_gate_regex() -> str:
     d = char_class(RAW_DIGITS)
     s = char_class(RAW_SEPARATORS)
-    return d * 4 + s + "?" + d * 4
+    return d * 4 + s + "?" + d * 4 + "(?:" + s + "?" + d * 3 + "|" + d * 2 + ")"
 
 
 class ReGate:
@@ -92,7 +93,7 @@ class HyperscanGate:
         d = _utf8_class(RAW_DIGITS)
         s = _utf8_class(RAW_SEPARATORS)
         self._keywords = sorted(set(keywords))
-        expressions = [d * 4 + s + b"?" + d * 4] + [_utf8_keyword(k) for k in self._keywords]
+        expressions = [d * 4 + s + b"?" + d * 4 + b"(?:" + s + b"?" + d * 3 + b"|" + d * 2 + b")"] + [_utf8_keyword(k) for k in self._keywords]
         self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         self._db.compile(expressions=expressions, ids=list(range(len(expressions))), flags=0)
         self._local = threading.local()

@@ -21,7 +21,7 @@ from dlpgate.extract.model import Extraction, Table
 from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask
 from dlpgate.scan.gate import Gate, make_gate
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
-from dlpgate.scan.normalize import DIGITISH, NORMALISE_TABLE
+from dlpgate.scan.normalize import DIGITISH, normalise
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
 from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at
 
@@ -35,14 +35,6 @@ _CARD_GROUPS = frozenset({(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 4), (4, 6, 5), (
 MY_NUMBER, LICENCE, RESIDENT, CARD, NEGATIVE = "my_number", "licence", "resident", "card", "negative"
 _POSITIVE = (MY_NUMBER, LICENCE, RESIDENT, CARD)
 _DETECTOR_ORDER = ("my_number", "resident_code", "credit_card", "drivers_licence")
-
-
-@dataclass(frozen=True)
-class _Hit:
-    start: int
-    end: int
-    categories: frozenset[str]
-    keyword: str
 
 
 @dataclass
@@ -204,26 +196,33 @@ class Scanner:
         occurrences: list[_Occurrence],
         labels: list[str],
     ) -> None:
-        norm = text[start:end].translate(NORMALISE_TABLE)
-        hits: list[_Hit] = []
+        norm = normalise(text[start:end])
+        # (start, end, categories) per keyword hit; the automaton reports in order of end.
+        hits: list[tuple[int, int, frozenset[str]]] = []
         for last, (length, cats, word) in self._automaton.iter(norm):
             if "label" in cats:
                 labels.append(word)
-            if len(cats) > 1 or "label" not in cats:
-                hits.append(_Hit(start + last - length + 1, start + last + 1, cats, word))
-        hits_by_end = hits  # automaton reports in order of end position
-        ends = [h.end for h in hits_by_end]
-        hits_by_start = sorted(hits, key=lambda h: h.start)
-        starts = [h.start for h in hits_by_start]
+                if len(cats) == 1:
+                    continue
+            hits.append((start + last - length + 1, start + last + 1, cats))
+        if not hits:
+            ends: list[int] = []
+            by_start: list[tuple[int, int, frozenset[str]]] = []
+            starts: list[int] = []
+        else:
+            ends = [h[1] for h in hits]
+            by_start = sorted(hits)
+            starts = [h[0] for h in by_start]
         prox = self.rules.proximity
         for m in _RUN.finditer(norm):
-            run = m.group()
+            cs = start + m.start()
+            ce = start + m.end()
             occ = self._classify(
-                run,
-                start + m.start(),
-                start + m.end(),
-                hits_by_end[bisect_left(ends, start + m.start() - prox) : bisect_right(ends, start + m.start())],
-                hits_by_start[bisect_left(starts, start + m.end()) : bisect_right(starts, start + m.end() + prox)],
+                m.group(),
+                cs,
+                ce,
+                hits[bisect_left(ends, cs - prox) : bisect_right(ends, cs)],
+                by_start[bisect_left(starts, ce) : bisect_right(starts, ce + prox)],
                 column_context,
             )
             if occ is not None:
@@ -234,8 +233,8 @@ class Scanner:
         run: str,
         cs: int,
         ce: int,
-        before: list[_Hit],
-        after: list[_Hit],
+        before: list[tuple[int, int, frozenset[str]]],
+        after: list[tuple[int, int, frozenset[str]]],
         column_context: dict[str, set[str]],
     ) -> _Occurrence | None:
         groups = _SPLIT.split(run)
@@ -256,18 +255,18 @@ class Scanner:
         distance: dict[str, int] = {}
         negative_end = -1
         positive_end = -1
-        for h in before:
-            d = cs - h.end
-            if NEGATIVE in h.categories and d <= self.rules.negative_window:
-                negative_end = max(negative_end, h.end)
-            for c in h.categories:
+        for _hs, he, cats in before:
+            d = cs - he
+            if NEGATIVE in cats and d <= self.rules.negative_window:
+                negative_end = max(negative_end, he)
+            for c in cats:
                 if c in _POSITIVE:
-                    positive_end = max(positive_end, h.end)
+                    positive_end = max(positive_end, he)
                     if d < distance.get(c, d + 1):
                         distance[c] = d
-        for h in after:
-            d = h.start - ce
-            for c in h.categories:
+        for hs, _he, cats in after:
+            d = hs - ce
+            for c in cats:
                 if c in _POSITIVE and d < distance.get(c, d + 1):
                     distance[c] = d
         for c in column_context.get(digits, ()):
