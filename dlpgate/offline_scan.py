@@ -1,0 +1,123 @@
+"""`dlpgate scan`: judge files offline with the same scanner and policy the gateway runs.
+
+`.eml` files are judged against their header recipients (To, Cc, Bcc); any other file as one
+attachment sent to an external address. Exit 0 when nothing was found, 1 when any file has a
+finding, 2 on a usage or input error (a missing or unreadable file, a bad rules directory).
+Output never holds a full identifier: samples are masked by the scanner.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import sys
+from collections.abc import Sequence
+from email.utils import getaddresses
+from pathlib import Path
+from typing import TextIO
+
+from dlpgate.errors import DlpgateError
+from dlpgate.policy import MessageFacts, Policy
+from dlpgate.scan.scanner import Scanner
+
+EXTERNAL_PLACEHOLDER = "recipient@external.invalid"
+
+
+def _header_recipients(raw: bytes) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str]:
+    """(to, cc, bcc, from) addr-specs of an .eml's headers."""
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+
+    def addrs(name: str) -> tuple[str, ...]:
+        values = [str(v) for v in msg.get_all(name, [])]
+        return tuple(a for _, a in getaddresses(values) if "@" in a)
+
+    sender = addrs("From")
+    return addrs("To"), addrs("Cc"), addrs("Bcc"), sender[0] if sender else ""
+
+
+def _judge(path: str, scanner: Scanner, policy: Policy) -> tuple[dict[str, object], list[str]]:
+    from dlpgate.extract import extract_file, extract_message  # lazily: extract/ is heavy
+
+    data = Path(path).read_bytes()
+    if path.lower().endswith(".eml"):
+        extraction = extract_message(data)
+        to, cc, bcc, sender = _header_recipients(data)
+        recipients = tuple(dict.fromkeys(to + cc + bcc)) or (EXTERNAL_PLACEHOLDER,)
+        facts = MessageFacts(
+            sender=sender,
+            recipients=recipients,
+            subject=extraction.subject,
+            header_to=extraction.header_to or to,
+            header_cc=extraction.header_cc or cc,
+            attachments=extraction.attachments,
+        )
+    else:
+        extraction = extract_file(Path(path).name, data)
+        facts = MessageFacts(sender="", recipients=(EXTERNAL_PLACEHOLDER,), attachments=extraction.attachments)
+    result = scanner.scan_extraction(extraction)
+    verdict = policy.decide(result, facts)
+    findings = result.findings + verdict.extra_findings
+    record: dict[str, object] = {
+        "path": path,
+        "verdict": verdict.action,
+        "findings": [f.to_json() for f in findings],
+        "records": result.records,
+    }
+    explanation = [
+        f"  {'FIRED' if c.matched else 'no   '} {c.rule} [{c.action}]: {c.why}" for c in policy.explain(result, facts)
+    ]
+    if verdict.reason:
+        explanation.append(f"  reason: {verdict.reason}")
+    return record, explanation
+
+
+def _human(record: dict[str, object]) -> str:
+    lines = [f"{record['path']}: {record['verdict']} (records: {record['records']})"]
+    findings = record["findings"]
+    assert isinstance(findings, list)
+    for f in findings:
+        lines.append(f"  {f['severity']:6s} {f['rule']} x{f['count']} in {f['part']}" + (f" [{f['sample']}]" if f["sample"] else ""))
+    return "\n".join(lines)
+
+
+def run(
+    paths: list[str],
+    *,
+    as_json: bool,
+    rules_dir: str | None,
+    explain: bool = False,
+    internal_domains: Sequence[str] = (),
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    if not paths:
+        print("dlpgate scan: no PATH given", file=err)
+        return 2
+    try:
+        scanner = Scanner.load(rules_dir)
+        policy = Policy.load(rules_dir, internal_domains)
+    except DlpgateError as exc:
+        print(f"dlpgate scan: {exc}", file=err)
+        return 2
+    status = 0
+    for path in paths:
+        try:
+            record, explanation = _judge(path, scanner, policy)
+        except OSError as exc:
+            print(f"dlpgate scan: {path}: {exc.strerror or exc}", file=err)
+            status = 2
+            continue
+        except DlpgateError as exc:
+            print(f"dlpgate scan: {path}: {exc}", file=err)
+            status = 2
+            continue
+        if as_json:
+            print(json.dumps(record, ensure_ascii=False), file=out)
+        else:
+            print(_human(record), file=out)
+        if explain:
+            print("\n".join(explanation), file=err if as_json else out)
+        if record["findings"] and status == 0:
+            status = 1
+    return status
