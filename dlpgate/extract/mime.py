@@ -73,7 +73,7 @@ def walk_parsed(msg: Message, prefix: str, budget: Budget, depth: int,
     if subject:
         parts.append(Part(path=f"{prefix}subject", text=subject, kind="header"))
     used: set[str] = set()
-    bodies = 0
+    bodies = [0, 0]  # plain, html: `body`, `body.html`, then `body2`, `body2.html`...
     stack: list[Message] = [msg]
     while stack:
         part = stack.pop()
@@ -83,23 +83,25 @@ def walk_parsed(msg: Message, prefix: str, budget: Budget, depth: int,
                               detail=f"more than {budget.limits.max_parts} MIME parts"))
             break
         try:
-            if part.is_multipart():
+            ctype = part.get_content_type()
+            filename = filename_of(part)
+            if ctype in ("message/rfc822", "message/global") and part is not msg:
+                budget.start_part()
+                parts.extend(_attached_message(part, prefix, filename, used, budget, depth, attachments))
+                continue
+            if part.is_multipart():  # multipart/* (and a top-level message/rfc822 wrapper)
                 children = part.get_payload()
                 if isinstance(children, list):
                     stack.extend(c for c in reversed(children) if isinstance(c, Message))
                 continue
-            ctype = part.get_content_type()
-            filename = filename_of(part)
             disposition = part.get_content_disposition()
             budget.start_part()
-            if ctype in ("message/rfc822", "message/global"):
-                parts.extend(_attached_message(part, prefix, filename, used, budget, depth, attachments))
-                continue
             payload = payload_bytes(part)
             if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
-                bodies += 1
-                base = "body" if bodies == 1 else f"body{bodies}"
-                parts.extend(_body(part, payload, prefix + base, ctype == "text/html", budget))
+                is_html = ctype == "text/html"
+                bodies[is_html] += 1
+                base = "body" if bodies[is_html] == 1 else f"body{bodies[is_html]}"
+                parts.extend(_body(part, payload, prefix + base, is_html, budget))
                 continue
             name = _unique(filename or f"part{budget.parts}", used)
             path = prefix + name
