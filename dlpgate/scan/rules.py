@@ -89,6 +89,12 @@ class TomlReader:
             out.append(TomlReader(item, self.file, f"{self._key(key)}[{i}]"))
         return out
 
+    def only(self, keys: tuple[str, ...]) -> None:
+        """Reject unknown keys up front, so a misspelt table is named rather than reported missing."""
+        for key in self.data:
+            if key not in keys:
+                raise self.error(key, "unknown key")
+
     def finish(self) -> None:
         """Raise on the first key that no reader asked for (a typo or an unsupported option)."""
         for key in self.data:
@@ -150,6 +156,8 @@ class DetectorRules:
 def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
     path = Path(rules_dir) / DETECTORS_FILE
     root = TomlReader(read_toml(path), str(path))
+    root.only(("proximity", "negative_window", "my_number", "resident_code", "credit_card", "drivers_licence",
+               "personal_records", "label"))
     proximity = root.integer("proximity", 100, minimum=1)
     negative_window = root.integer("negative_window", 20, minimum=0)
 

@@ -1,0 +1,56 @@
+"""Check digits, card numbers and masking."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dlpgate.scan.checks import card_brand, is_card_number, is_valid_my_number, luhn_valid, mask, my_number_check_digit
+
+eleven = st.text(alphabet="0123456789", min_size=11, max_size=11)
+
+
+def test_known_valid_number() -> None:
+    assert is_valid_my_number("621498320257")
+    assert my_number_check_digit("62149832025") == 7
+
+
+@given(eleven)
+def test_generated_numbers_are_valid(body: str) -> None:
+    assert is_valid_my_number(body + str(my_number_check_digit(body)))
+
+
+def _remainder(first11: str) -> int:
+    return sum(int(d) * w for d, w in zip(first11, (6, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2), strict=True)) % 11
+
+
+@given(eleven, st.integers(0, 11), st.integers(1, 9))
+def test_any_single_digit_change_fails(body: str, index: int, delta: int) -> None:
+    """A changed digit always changes the remainder (weights 2..7, 11 prime); the only blind spot
+    of the official algorithm is a move between remainders 0 and 1, which both give check 0."""
+    number = body + str(my_number_check_digit(body))
+    changed = number[:index] + str((int(number[index]) + delta) % 10) + number[index + 1 :]
+    if index < 11 and {_remainder(body), _remainder(changed[:11])} == {0, 1}:
+        assert is_valid_my_number(changed)  # documented collision, not a scanner bug
+    else:
+        assert not is_valid_my_number(changed)
+
+
+def test_wrong_lengths_and_non_ascii() -> None:
+    assert not is_valid_my_number("62149832025")
+    assert not is_valid_my_number("6214983202570")
+    assert not is_valid_my_number("６２１４９８３２０２５７")
+
+
+def test_luhn_and_brands() -> None:
+    assert luhn_valid("4111111111111111") and card_brand("4111111111111111") == "visa"
+    assert is_card_number("378282246310005")  # amex test number
+    assert is_card_number("3530111333300000")  # jcb test number
+    assert not is_card_number("4111111111111112")
+    assert not is_card_number("9111111111111111")
+    assert not is_card_number("4111111111111")  # 13-digit visa is not accepted (JAN codes start with 49)
+
+
+def test_mask_keeps_four() -> None:
+    assert mask("621498320257") == "6214********"
+    assert mask("123") == "123"
