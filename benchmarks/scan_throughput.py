@@ -220,7 +220,7 @@ def main() -> None:
     b = ours_re.scan("body", big)
     print(f"findings identical across engines: {a == b}; {[(f.detector, f.count, f.severity) for f in a.findings]}")
     for mode, run in (("one text", lambda f: f(big)), ("messages", lambda f: [f(m) for m in messages])):
-        speeds = {name: mb / timed(lambda f=f: run(f)) for name, f in contenders}
+        speeds = {name: mb / timed(lambda f=f, run=run: run(f)) for name, f in contenders}
         print(f"\n[{mode}]")
         for name, v in speeds.items():
             print(f"  {name:15s} {v:8.1f} MB/s")

@@ -5,7 +5,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dlpgate.scan.checks import card_brand, is_card_number, is_valid_my_number, luhn_valid, mask, my_number_check_digit
+from dlpgate.scan.checks import (
+    card_brand,
+    is_card_number,
+    is_valid_my_number,
+    luhn_valid,
+    mask,
+    my_number_check_digit,
+)
 
 eleven = st.text(alphabet="0123456789", min_size=11, max_size=11)
 
