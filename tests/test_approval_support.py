@@ -1,0 +1,148 @@
+"""Helpers for the approval / audit / outbox / admin CLI tests (no tests of its own).
+
+All identifiers are synthetic: generated My Numbers with a valid check digit from fixed seeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from pathlib import Path
+
+from dlpgate.approvals import Notices
+from dlpgate.cli import main
+from dlpgate.config import Config, load_config
+from dlpgate.masking import mask_number
+from dlpgate.store import HELD, NewMessage, Store, new_id
+
+WEIGHTS = (6, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
+
+
+def my_number(first11: str) -> str:
+    """11 digits + the My Number check digit."""
+    r = sum(int(d) * w for d, w in zip(first11, WEIGHTS, strict=True)) % 11
+    return first11 + str(0 if r <= 1 else 11 - r)
+
+
+def synthetic_numbers(n: int, seed: int = 7) -> list[str]:
+    rnd = random.Random(seed)
+    return [my_number("".join(str(rnd.randrange(10)) for _ in range(11))) for _ in range(n)]
+
+
+def config_toml(tmp_path: Path, *, language: str = "en", extra: str = "", upstream_port: int = 10026) -> Path:
+    """A config file the CLI reads: same store as the test's, two routes, a deputy."""
+    p = tmp_path / "dlpgate.toml"
+    p.write_text(f"""
+[smtp]
+listen = "127.0.0.1:0"
+hostname = "gw.test"
+[relay]
+upstream = "127.0.0.1:{upstream_port}"
+tls = "off"
+[store]
+path = "{(tmp_path / 'store').as_posix()}"
+[metrics]
+listen = ""
+[policy]
+internal_domains = ["example.jp"]
+[quarantine]
+language = "{language}"
+{extra}
+[[approvers]]
+senders = ["*@soumu.example.jp"]
+approvers = ["kacho@example.jp", "bucho@example.jp"]
+deputies = ["dairi@example.jp"]
+
+[[approvers]]
+senders = ["kacho@example.jp", "jinji.example.jp"]
+approvers = ["bucho@example.jp", "kacho@example.jp"]
+""", encoding="utf-8")
+    return p
+
+
+def load(tmp_path: Path, **kw: object) -> Config:
+    return load_config(config_toml(tmp_path, **kw))  # type: ignore[arg-type]
+
+
+def csv_bytes(numbers: Sequence[str]) -> bytes:
+    return ("氏名,個人番号\n" + "".join(f"住民{i},{n}\n" for i, n in enumerate(numbers))).encode("utf-8")
+
+
+def mail_with_numbers(sender: str, rcpts: Sequence[str], numbers: Sequence[str], subject: str = "名簿の送付") -> bytes:
+    """A message whose body and CSV attachment carry the numbers next to the keyword 個人番号."""
+    m = EmailMessage(policy=SMTP_POLICY)
+    m["From"] = sender
+    m["To"] = ", ".join(rcpts)
+    m["Subject"] = subject
+    m.set_content("お世話になっております。\n" + "\n".join(f"個人番号: {n}" for n in numbers) + "\n", charset="utf-8")
+    m.add_attachment(csv_bytes(numbers), maintype="text", subtype="csv", filename="meibo.csv")
+    return m.as_bytes()
+
+
+@dataclass(frozen=True)
+class Held:
+    id: str
+    raw: bytes
+    numbers: tuple[str, ...]
+
+
+def put_held(store: Store, config: Config, *, sender: str = "tanaka@soumu.example.jp",
+             rcpts: Sequence[str] = ("partner@example.com",), n: int = 3, required: int = 1,
+             expires_in: float = 7 * 86400, with_notices: bool = True, seed: int = 7) -> Held:
+    """Commit a held message the way the pipeline would, with its held notices."""
+    numbers = tuple(synthetic_numbers(n, seed))
+    raw = mail_with_numbers(sender, rcpts, numbers)
+    mid = new_id()
+    rel = store.write_spool(mid, raw)
+    now = store.clock()
+    csv = csv_bytes(numbers)
+    m = NewMessage(
+        id=mid, sender=sender, recipients=tuple(rcpts), spool=rel, size=len(raw),
+        sha256=hashlib.sha256(raw).hexdigest(), arrived=now, state=HELD, subject="名簿の送付", verdict="hold",
+        rules=("my_number",), reason=f"My Number x{n} with keyword",
+        findings=({"rule": "my_number", "detector": "my_number", "count": n, "severity": "high",
+                   "part": "meibo.csv", "sample": mask_number(numbers[0])},),
+        records=n, parts=({"path": "body", "chars": 100, "tables": 0, "unscannable": "", "detail": ""},),
+        approvals_required=required, expires_at=now + expires_in,
+        attachments=({"filename": "meibo.csv", "content_type": "text/csv", "size": len(csv),
+                      "sha256": hashlib.sha256(csv).hexdigest()},))
+    notices = Notices(config, "gw.test").for_accept(m) if with_notices else ()
+    store.accept(m, notices)
+    return Held(mid, raw, numbers)
+
+
+def run_cli(argv: Sequence[str]) -> tuple[int, str, str]:
+    """dlpgate.cli.main in-process; (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as e:  # argparse usage errors
+            code = int(e.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def notices_in(store: Store) -> list[dict[str, object]]:
+    """Queued notice rows, with their text, oldest first."""
+    import email
+
+    out = []
+    for d in store.list(kind="notice"):
+        raw = store.read_spool(d["id"])
+        msg = email.message_from_bytes(raw, policy=SMTP_POLICY)
+        body = msg.get_body(("plain",))
+        out.append({"id": d["id"], "to": d["recipients"], "subject": str(msg["Subject"]),
+                    "text": body.get_content() if body is not None else "", "raw": raw, "from": str(msg["From"])})
+    return out
+
+
+def assert_no_identifier(text: str | bytes, numbers: Sequence[str]) -> None:
+    s = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    for n in numbers:
+        assert n not in s, f"unmasked identifier {mask_number(n)} in output"
