@@ -18,7 +18,7 @@ from email.parser import BytesParser
 from email.policy import default as default_policy
 from email.utils import getaddresses
 
-from .budget import Budget
+from .budget import Budget, Unreadable
 from .files import enter_container, extract_blob, text_parts
 from .htmltext import html_to_text
 from .model import CORRUPT, ENCRYPTED, LIMIT, Attachment, Extraction, Part
@@ -85,11 +85,11 @@ def walk_parsed(msg: Message, prefix: str, budget: Budget, depth: int,
         try:
             ctype = part.get_content_type()
             filename = filename_of(part)
-            if ctype in ("message/rfc822", "message/global") and part is not msg:
+            if ctype in ("message/rfc822", "message/global"):
                 budget.start_part()
                 parts.extend(_attached_message(part, prefix, filename, used, budget, depth, attachments))
                 continue
-            if part.is_multipart():  # multipart/* (and a top-level message/rfc822 wrapper)
+            if part.is_multipart():
                 children = part.get_payload()
                 if isinstance(children, list):
                     stack.extend(c for c in reversed(children) if isinstance(c, Message))
@@ -115,6 +115,8 @@ def walk_parsed(msg: Message, prefix: str, budget: Budget, depth: int,
                 parts.append(Part(path=path, kind=kind, unscannable=ENCRYPTED, detail=f"encrypted mail ({ctype})"))
                 continue
             parts.extend(extract_blob(path, payload, budget, depth))
+        except Unreadable as exc:
+            parts.append(Part(path=prefix + f"part{budget.parts}", kind="eml", unscannable=exc.reason, detail=exc.detail))
         except RecursionError:
             parts.append(Part(path=prefix + "message", kind="eml", unscannable=LIMIT, detail="MIME nested too deeply"))
         except Exception as exc:  # a part email cannot even describe: fail closed for that part only
@@ -124,12 +126,17 @@ def walk_parsed(msg: Message, prefix: str, budget: Budget, depth: int,
 
 
 def _body(part: Message, payload: bytes, path: str, is_html: bool, budget: Budget) -> list[Part]:
-    text = decode_text(payload, part.get_content_charset())
     if is_html:
-        text, tables = html_to_text(text, budget, path + ".html")
+        path += ".html"
+    try:
+        text = decode_text(payload, part.get_content_charset())
+        if is_html:
+            text, tables = html_to_text(text, budget, path)
+            budget.charge(len(text))
+            return [Part(path=path, text=text, tables=tables, kind="html")]
         budget.charge(len(text))
-        return [Part(path=path + ".html", text=text, tables=tables, kind="html")]
-    budget.charge(len(text))
+    except Unreadable as exc:
+        return [Part(path=path, kind="html" if is_html else "text", unscannable=exc.reason, detail=exc.detail)]
     return text_parts(path, text, "text")
 
 

@@ -77,7 +77,7 @@ def pdfminer_in_child(data: bytes, budget: Budget) -> tuple[list[str], int]:
     remaining = budget.deadline - time.monotonic()
     if remaining <= 0:
         budget.check_time()
-    cmd = [sys.executable, "-m", "dlpgate.extract.pdfminer_child", str(budget.limits.max_pdf_pages)]
+    cmd = child_command(budget.limits.max_pdf_pages)
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "PYTHONPATH", "HOME", "LANG", "LC_ALL")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in [_package_root(), env.get("PYTHONPATH", "")] if p)
     try:
@@ -97,6 +97,10 @@ def pdfminer_in_child(data: bytes, budget: Budget) -> tuple[list[str], int]:
     except ValueError:
         raise corrupt("unreadable PDF") from None
     return pages, n_pages
+
+
+def child_command(max_pages: int) -> list[str]:
+    return [sys.executable, "-m", "dlpgate.extract.pdfminer_child", str(max_pages)]
 
 
 def _package_root() -> str:
