@@ -237,7 +237,8 @@ def _states(arg: str) -> tuple[str, ...]:
     out = tuple(s.strip().lower() for s in arg.split(",") if s.strip())
     bad = [s for s in out if s not in STATES]
     if bad or not out:
-        raise InputError(f"--state: unknown state {', '.join(bad) or arg!r}; use all or one of {', '.join(STATES)}")
+        named = ", ".join(bad) if bad else repr(arg)
+        raise InputError(f"--state: unknown state {named}; use all or one of {', '.join(STATES)}")
     return out
 
 
@@ -357,6 +358,9 @@ def cmd_quarantine_show(args: argparse.Namespace, config: Config) -> int:
               f"records:     {m['records']}",
               f"approvers:   {', '.join(who.approvers) or '(none configured)'}"
               + (f"; deputies {', '.join(who.deputies)}" if who.deputies else "")]
+    if d["state"] == HELD and len(who.everyone) < d["approvals_required"]:
+        lines.append(f"warning:     only {len(who.everyone)} approver(s) may act on mail from this sender but"
+                     f" {d['approvals_required']} approvals are needed; fix [[approvers]]")
     lines += ["", "headers:"] + ([f"  {k}: {v}" for k, v in m["headers"].items()] or
                                  ["  (content no longer kept: retention)"])
     if parts:

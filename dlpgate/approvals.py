@@ -153,6 +153,8 @@ _TEXTS: dict[str, dict[str, str]] = {
         "finding": "  - {rule} ({detector}): {count}件 [{severity}] {part}",
         "expires.reject": "{when}（それまでに判断がなければ送信せずに破棄）",
         "expires.release": "{when}（それまでに判断がなければ自動的に送信）",
+        "short": "注意: 承認できる人が {n} 人しかいないため、必要な承認数 {required} に届きません。"
+                 "承認者の設定が直るまで送信できません（却下または期限切れになります）。",
         "none": "なし",
         "footer": "この通知には保留されたメールの内容は含まれていません。\n-- dlpgate",
         "age.d": "{n}日", "age.h": "{n}時間", "age.m": "{n}分",
@@ -185,6 +187,8 @@ _TEXTS: dict[str, dict[str, str]] = {
         "finding": "  - {rule} ({detector}): {count} [{severity}] {part}",
         "expires.reject": "{when} (discarded unless decided by then)",
         "expires.release": "{when} (sent automatically unless decided by then)",
+        "short": "Note: only {n} approver(s) may act on this message but {required} approvals are needed; it cannot"
+                 " be sent until the approver configuration is fixed (it can still be rejected or expire).",
         "none": "none",
         "footer": "This notice does not contain the held message's content.\n-- dlpgate",
         "age.d": "{n} days", "age.h": "{n} hours", "age.m": "{n} minutes",
@@ -285,6 +289,8 @@ class Notices:
             if with_approvers.deputies:
                 lines.append(f"{t('f.deputies')}: {', '.join(with_approvers.deputies)}")
             lines.append(f"{t('f.required')}: {f.required}")
+            if len(with_approvers.everyone) < f.required:
+                lines.append(t("short", n=len(with_approvers.everyone), required=f.required))
         if with_expiry and f.expires_at is not None:
             action = self.config.quarantine.expire_action
             lines.append(f"{t('f.expires')}: {t('expires.' + action, when=self._when(f.expires_at))}")

@@ -79,6 +79,14 @@ def test_no_route_tells_the_sender_nobody_can_approve(tmp_path: Path, store: Sto
     assert "Nobody is configured to approve" in ns[0]["text"]
 
 
+def test_unreachable_approval_count_is_announced(tmp_path: Path, store: Store) -> None:
+    cfg = load(tmp_path)
+    put_held(store, cfg, sender="kacho@example.jp", required=2)  # only bucho may approve kacho's mail
+    ns = notices_in(store)
+    assert [n["to"] for n in ns] == [["kacho@example.jp"], ["bucho@example.jp"]]
+    assert all("only 1 approver(s) may act" in str(n["text"]) for n in ns)
+
+
 def test_notify_off_queues_nothing(tmp_path: Path, store: Store) -> None:
     cfg = load(tmp_path)
     cfg = replace(cfg, quarantine=replace(cfg.quarantine, notify=False))
