@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from operator import mul
+
 _MY_NUMBER_WEIGHTS = (6, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
+_ASCII_ZERO_SUM = 48 * sum(_MY_NUMBER_WEIGHTS)  # the weighted sum of eleven b"0" bytes
 
 
 def my_number_check_digit(first11: str) -> int:
@@ -10,13 +13,18 @@ def my_number_check_digit(first11: str) -> int:
 
     Weights 6,5,4,3,2,7,6,5,4,3,2 from the left; r = sum mod 11; check = 0 if r <= 1 else 11 - r.
     """
-    r = sum(int(d) * w for d, w in zip(first11, _MY_NUMBER_WEIGHTS, strict=True)) % 11
+    if len(first11) != 11 or not (first11.isascii() and first11.isdigit()):
+        raise ValueError("expected 11 ASCII digits")
+    r = (sum(map(mul, first11.encode(), _MY_NUMBER_WEIGHTS)) - _ASCII_ZERO_SUM) % 11
     return 0 if r <= 1 else 11 - r
 
 
 def is_valid_my_number(digits: str) -> bool:
-    return len(digits) == 12 and digits.isascii() and digits.isdigit() and (
-        my_number_check_digit(digits[:11]) == int(digits[11])
+    return (
+        len(digits) == 12
+        and digits.isascii()
+        and digits.isdigit()
+        and my_number_check_digit(digits[:11]) == ord(digits[11]) - 48
     )
 
 

@@ -19,10 +19,13 @@ an occurrence the trigger sits (see `Scanner._windows`).
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
+
+import ahocorasick
 
 from dlpgate.scan.normalize import (
     RAW_DIGITS,
@@ -49,21 +52,51 @@ def digit_gate_regex() -> str:
 
 
 class ReGate:
-    """Pure-Python gate: two compiled `re` passes (digits, then every keyword alternation)."""
+    """Pure-Python gate: one `re` pass for digits, one Aho-Corasick pass for keywords.
+
+    Keywords are matched on `text.lower()` (a fast C loop that keeps positions when the length
+    does not change) against every lower-cased raw spelling of each keyword (a few hundred at
+    most: `ー` has eleven look-alikes, an ASCII letter two). A keyword with too many spellings, or
+    a text whose lower-casing changes its length (U+0130), uses a character-class regex instead.
+    """
 
     name = "re"
+    MAX_SPELLINGS = 5000
 
     def __init__(self, keywords: Sequence[str]) -> None:
         self._digits = re.compile(digit_gate_regex())
-        # Longest first so that an alternation prefers the longer keyword at the same start.
+        self._automaton = ahocorasick.Automaton()
+        rare: list[str] = []
+        for keyword in sorted(set(keywords)):
+            choices = [sorted({v.lower() for v in raw_variants(c) if len(v.lower()) == 1}) for c in keyword]
+            count = 1
+            for c in choices:
+                count *= len(c)
+            if count > self.MAX_SPELLINGS:
+                rare.append(keyword)
+                continue
+            for spelling in itertools.product(*choices):
+                self._automaton.add_word("".join(spelling), (len(keyword), keyword))
+        self._has_words = len(self._automaton) > 0
+        if self._has_words:
+            self._automaton.make_automaton()
         alts = sorted(set(keywords), key=lambda k: (-len(k), k))
-        self._keywords = re.compile("|".join(raw_keyword_regex(k) for k in alts)) if alts else None
+        self._all_regex = re.compile("|".join(raw_keyword_regex(k) for k in alts)) if alts else None
+        self._rare_regex = re.compile("|".join(raw_keyword_regex(k) for k in rare)) if rare else None
 
     def triggers(self, text: str) -> tuple[list[int], list[tuple[int, str]]]:
         digits = [m.start() for m in self._digits.finditer(text)]
-        hits: list[tuple[int, str]] = []
-        if self._keywords is not None:
-            hits = [(m.start(), normalise(m.group())) for m in self._keywords.finditer(text)]
+        lowered = text.lower()
+        if len(lowered) != len(text):
+            rx = self._all_regex
+            hits = [(m.start(), normalise(m.group())) for m in rx.finditer(text)] if rx is not None else []
+            return digits, hits
+        hits = []
+        if self._has_words:
+            hits = [(end - length + 1, keyword) for end, (length, keyword) in self._automaton.iter(lowered)]
+        if self._rare_regex is not None:
+            hits.extend((m.start(), normalise(m.group())) for m in self._rare_regex.finditer(text))
+            hits.sort()
         return digits, hits
 
 

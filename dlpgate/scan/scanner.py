@@ -37,6 +37,22 @@ _POSITIVE = (MY_NUMBER, LICENCE, RESIDENT, CARD)
 _DETECTOR_ORDER = ("my_number", "resident_code", "credit_card", "drivers_licence")
 
 
+def _shape(run: str) -> tuple[str, str, bool]:
+    """(kind, digits, separated) of a digit run; kind "" when no detector accepts its shape."""
+    groups = _SPLIT.split(run)
+    digits = "".join(groups)
+    n = len(digits)
+    separated = len(groups) > 1
+    lengths = tuple(len(g) for g in groups)
+    if n == 12 and (not separated or lengths == (4, 4, 4)):
+        return "twelve", digits, separated
+    if n == 11 and not separated:
+        return "eleven", digits, separated
+    if 13 <= n <= 19 and "." not in run and (not separated or lengths in _CARD_GROUPS):
+        return "card", digits, separated
+    return "", digits, separated
+
+
 @dataclass
 class _Occurrence:
     detector: str
@@ -113,7 +129,8 @@ class Scanner:
         occurrences: list[_Occurrence] = []
         labels: list[str] = []
         for start, end in self._windows(text, triggers):
-            self._scan_window(text, start, end, column_context, occurrences, labels)
+            has_label = bool(label_triggers) and bisect_left(label_triggers, start) < bisect_left(label_triggers, end)
+            self._scan_window(text, start, end, has_label, column_context, occurrences, labels)
         return ScanResult(
             findings=self._findings(part, occurrences, labels, facts),
             records=max((f.records for f in facts), default=0),
@@ -192,11 +209,15 @@ class Scanner:
         text: str,
         start: int,
         end: int,
+        has_label: bool,
         column_context: dict[str, set[str]],
         occurrences: list[_Occurrence],
         labels: list[str],
     ) -> None:
         norm = normalise(text[start:end])
+        runs = [(m.start(), m.end(), _shape(m.group())) for m in _RUN.finditer(norm)]
+        if not has_label and not self._needs_context(norm, runs, column_context):
+            return  # e.g. 注文番号 with a failing check digit: no keyword can make it a finding
         # (start, end, categories) per keyword hit; the automaton reports in order of end.
         hits: list[tuple[int, int, frozenset[str]]] = []
         for last, (length, cats, word) in self._automaton.iter(norm):
@@ -214,11 +235,11 @@ class Scanner:
             by_start = sorted(hits)
             starts = [h[0] for h in by_start]
         prox = self.rules.proximity
-        for m in _RUN.finditer(norm):
-            cs = start + m.start()
-            ce = start + m.end()
+        for rs, re_, shape in runs:
+            cs = start + rs
+            ce = start + re_
             occ = self._classify(
-                m.group(),
+                shape,
                 cs,
                 ce,
                 hits[bisect_left(ends, cs - prox) : bisect_right(ends, cs)],
@@ -228,27 +249,34 @@ class Scanner:
             if occ is not None:
                 occurrences.append(occ)
 
+    def _needs_context(
+        self, norm: str, runs: list[tuple[int, int, tuple[str, str, bool]]], column_context: dict[str, set[str]]
+    ) -> bool:
+        """Whether any run in the window can become a finding; only then are keywords located."""
+        for _s, _e, (kind, digits, _sep) in runs:
+            if kind == "twelve":
+                if is_valid_my_number(digits) or digits in column_context:
+                    return True
+                if any(k in norm for k in self.rules.licence_keywords):
+                    return True
+            elif kind == "eleven":
+                if digits in column_context or any(k in norm for k in self.rules.resident_keywords):
+                    return True
+            elif kind == "card" and is_card_number(digits):
+                return True
+        return False
+
     def _classify(
         self,
-        run: str,
+        shape: tuple[str, str, bool],
         cs: int,
         ce: int,
         before: list[tuple[int, int, frozenset[str]]],
         after: list[tuple[int, int, frozenset[str]]],
         column_context: dict[str, set[str]],
     ) -> _Occurrence | None:
-        groups = _SPLIT.split(run)
-        digits = "".join(groups)
-        n = len(digits)
-        shape = tuple(len(g) for g in groups)
-        separated = len(groups) > 1
-        if n == 12 and (not separated or shape == (4, 4, 4)):
-            kind = "twelve"
-        elif n == 11 and not separated:
-            kind = "eleven"
-        elif 13 <= n <= 19 and "." not in run and (not separated or shape in _CARD_GROUPS):
-            kind = "card"
-        else:
+        kind, digits, separated = shape
+        if not kind:
             return None
 
         # Nearest distance per positive category; the last negative label before the number.
