@@ -1,0 +1,128 @@
+"""`audit verify` catches edits, removals and reordering; `audit export` answers who sent / approved."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from dlpgate.approvals import decide
+from dlpgate.store import Store
+from tests.test_approval_support import assert_no_identifier, config_toml, load, put_held, run_cli
+
+
+@pytest.fixture
+def env(tmp_path: Path):  # noqa: ANN201
+    cfg_path = str(config_toml(tmp_path))
+    cfg = load(tmp_path)
+    st = Store(tmp_path / "store")
+    a = put_held(st, cfg, seed=11)
+    b = put_held(st, cfg, sender="kacho@example.jp", seed=12)
+    decide(st, cfg, "gw.test", a.id, "kacho@example.jp", "release", "confirmed with the recipient")
+    decide(st, cfg, "gw.test", b.id, "bucho@example.jp", "reject", "use the secure transfer service")
+    st.close()
+    return {"cfg": cfg_path, "db": tmp_path / "store" / "dlpgate.db", "a": a, "b": b,
+            "numbers": a.numbers + b.numbers}
+
+
+def _sql(db: Path, q: str, *args: object) -> None:
+    c = sqlite3.connect(db)
+    try:
+        c.execute(q, args)
+        c.commit()
+    finally:
+        c.close()
+
+
+def _verify(env) -> tuple[int, str]:  # noqa: ANN001
+    code, out, err = run_cli(["audit", "verify", "--config", env["cfg"]])
+    assert err == ""
+    return code, out
+
+
+def test_intact_chain_verifies(env) -> None:  # noqa: ANN001
+    code, out = _verify(env)
+    assert code == 0 and "chain intact" in out
+
+
+def test_edited_entry_is_named(env) -> None:  # noqa: ANN001
+    # someone rewrites who approved the release
+    _sql(env["db"], "UPDATE audit SET actor='bucho@example.jp' WHERE event='released'")
+    code, out = _verify(env)
+    seq = _seq(env["db"], "released")
+    assert code == 1 and f"entry {seq}: content does not match its hash (edited)" in out
+
+
+def test_edited_detail_is_named(env) -> None:  # noqa: ANN001
+    _sql(env["db"], "UPDATE audit SET detail=replace(detail, 'secure transfer', 'usual') WHERE event='rejected'")
+    code, out = _verify(env)
+    assert code == 1 and f"entry {_seq(env['db'], 'rejected')}:" in out
+
+
+def test_removed_entry_is_named(env) -> None:  # noqa: ANN001
+    seq = _seq(env["db"], "rejected")
+    _sql(env["db"], "DELETE FROM audit WHERE seq=?", seq)
+    code, out = _verify(env)
+    assert code == 1 and f"entry {seq} is missing" in out
+
+
+def test_removed_tail_entry_renumbered_is_caught(env) -> None:  # noqa: ANN001
+    # delete an entry and renumber the rest to hide the gap: the next entry no longer follows
+    seq = _seq(env["db"], "released")
+    _sql(env["db"], "DELETE FROM audit WHERE seq=?", seq)
+    _sql(env["db"], "UPDATE audit SET seq=seq-1 WHERE seq>?", seq)
+    code, out = _verify(env)
+    assert code == 1 and f"entry {seq}:" in out
+
+
+def test_reordered_entries_are_caught(env) -> None:  # noqa: ANN001
+    c = sqlite3.connect(env["db"])
+    try:
+        n = c.execute("SELECT max(seq) FROM audit").fetchone()[0]
+        c.execute("UPDATE audit SET seq=-1 WHERE seq=?", (n - 1,))
+        c.execute("UPDATE audit SET seq=? WHERE seq=?", (n - 1, n))
+        c.execute("UPDATE audit SET seq=? WHERE seq=-1", (n,))
+        c.commit()
+    finally:
+        c.close()
+    code, out = _verify(env)
+    assert code == 1 and f"entry {n - 1}:" in out
+
+
+def _seq(db: Path, event: str) -> int:
+    c = sqlite3.connect(db)
+    try:
+        return int(c.execute("SELECT min(seq) FROM audit WHERE event=?", (event,)).fetchone()[0])
+    finally:
+        c.close()
+
+
+def test_export_who_sent_what_who_approved(env) -> None:  # noqa: ANN001
+    code, out, err = run_cli(["audit", "export", "--json", "--since", "1d", "--config", env["cfg"]])
+    assert code == 0, err
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert all("id" in r and "seq" in r for r in rows)
+    assert [r["seq"] for r in rows] == sorted(r["seq"] for r in rows)
+    a_rows = [r for r in rows if r["id"] == env["a"].id]
+    assert [r["event"] for r in a_rows] == ["accepted", "verdict", "held", "released"]
+    assert a_rows[0]["detail"]["sender"] == "tanaka@soumu.example.jp"
+    assert a_rows[0]["subject"] == "名簿の送付"
+    assert a_rows[1]["detail"]["rules"] == ["my_number"]
+    rel = a_rows[-1]
+    assert rel["actor"] == "kacho@example.jp" and rel["os_user"] and rel["detail"]["reason"].startswith("confirmed")
+    rej = next(r for r in rows if r["id"] == env["b"].id and r["event"] == "rejected")
+    assert rej["actor"] == "bucho@example.jp"
+    # the notices are in the log too, as their own messages
+    assert any(r["event"] == "accepted" and r["detail"].get("notice") == "released" for r in rows)
+    assert_no_identifier(out, env["numbers"])
+
+    code, out, _ = run_cli(["audit", "export", "--config", env["cfg"]])
+    assert code == 0 and "by kacho@example.jp (os user" in out and "hold: my_number, 3 records" in out
+    assert_no_identifier(out, env["numbers"])
+
+    code, out, _ = run_cli(["audit", "export", "--json", "--id", env["b"].id, "--config", env["cfg"]])
+    assert {json.loads(x)["id"] for x in out.splitlines()} == {env["b"].id}
+    code, out, _ = run_cli(["audit", "export", "--until", "2001-01-01T00:00", "--config", env["cfg"]])
+    assert code == 0 and out.strip() == "no audit entries in that range"
