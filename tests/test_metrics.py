@@ -21,16 +21,10 @@ from dlpgate.extract import extract_message
 from dlpgate.extract.model import ExtractLimits
 from dlpgate.server import Gateway
 from tests.conftest import Sink, make_config
+from tests.test_deploy_support import my_number
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
 BOUNCING = "nobody@example.com"
-
-
-def my_number(rng: random.Random) -> str:
-    """A synthetic, check-digit-valid 12-digit My Number (weights per the MIC ordinance)."""
-    d = "".join(str(rng.randrange(10)) for _ in range(11))
-    s = sum(int(d[11 - n]) * (n + 1 if n <= 6 else n - 5) for n in range(1, 12))
-    return d + str(0 if s % 11 <= 1 else 11 - s % 11)
 
 
 def message(sender: str, to: str, subject: str, body: str) -> bytes:
