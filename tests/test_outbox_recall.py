@@ -1,0 +1,110 @@
+"""Sender recall during the send delay: only the sender, only while `delayed`."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import smtplib
+import time
+from pathlib import Path
+
+from dlpgate.config import DelayConfig
+from dlpgate.server import Gateway
+from dlpgate.store import DELAYED, NewMessage, RcptOutcome, Store, new_id
+from tests.conftest import Sink, make_config
+from tests.test_approval_support import config_toml, run_cli
+
+SENDER = "suzuki@soumu.example.jp"
+
+
+def _send(port: int, sender: str, rcpts: list[str], data: bytes) -> str:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as c:
+        c.ehlo("client.test")
+        c.mail(sender)
+        for r in rcpts:
+            c.rcpt(r)
+        code, text = c.data(data)
+        assert code == 250
+        return text.decode().split("queued as ", 1)[1].split(",")[0].strip()
+
+
+async def test_recall_within_the_window_over_smtp(tmp_path: Path, sink: Sink) -> None:
+    cli_cfg = str(config_toml(tmp_path, upstream_port=sink.port))
+    cfg = make_config(tmp_path, sink.port, delay=DelayConfig(seconds=5))
+    gw = Gateway(cfg, workers=1)
+    await gw.start()
+    try:
+        body = b"From: suzuki@soumu.example.jp\r\nTo: x@example.com\r\nSubject: minutes\r\n\r\nsee you\r\n"
+        keep = await asyncio.to_thread(_send, gw.smtp_port, SENDER, ["x@example.com"], body)
+        drop = await asyncio.to_thread(_send, gw.smtp_port, SENDER, ["y@example.com"], body)
+        other = await asyncio.to_thread(_send, gw.smtp_port, "yamada@soumu.example.jp", ["z@example.com"], body)
+
+        code, out, _ = await asyncio.to_thread(run_cli, ["outbox", "list", "--sender", SENDER, "--json",
+                                                         "--config", cli_cfg])
+        objs = [json.loads(x) for x in out.splitlines()]
+        assert code == 0 and [o["id"] for o in objs] == [keep, drop]
+        assert all(0 < o["sends_in_seconds"] <= 5 for o in objs)
+        code, out, _ = await asyncio.to_thread(run_cli, ["outbox", "list", "--config", cli_cfg])
+        assert code == 0 and other in out and "SENDS IN" in out.splitlines()[0]
+
+        code, out, err = await asyncio.to_thread(run_cli, ["outbox", "recall", drop, "--sender",
+                                                           "yamada@soumu.example.jp", "--config", cli_cfg])
+        assert code == 2 and "only its sender may recall it" in err and err.count("\n") == 1
+        code, out, err = await asyncio.to_thread(run_cli, ["outbox", "recall", drop, "--sender",
+                                                           SENDER.upper(), "--config", cli_cfg])
+        assert code == 0 and out.strip() == f"recalled {drop}: it will not be sent"
+
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not (sink.handler.to("x@example.com")
+                                                   and sink.handler.to("z@example.com")):
+            await asyncio.sleep(0.1)
+        assert len(sink.handler.to("x@example.com")) == 1 and len(sink.handler.to("z@example.com")) == 1
+        await asyncio.sleep(0.3)
+        assert sink.handler.to("y@example.com") == []
+        # a delivered message can no longer be recalled
+        code, _, err = await asyncio.to_thread(run_cli, ["outbox", "recall", keep, "--sender", SENDER,
+                                                         "--config", cli_cfg])
+        assert code == 2 and f"message {keep} is delivered" in err
+        code, _, err = await asyncio.to_thread(run_cli, ["outbox", "recall", drop, "--sender", SENDER,
+                                                         "--config", cli_cfg])
+        assert code == 2 and "is recalled" in err
+        code, out, _ = await asyncio.to_thread(run_cli, ["audit", "export", "--json", "--id", drop,
+                                                         "--config", cli_cfg])
+        rec = [json.loads(x) for x in out.splitlines() if json.loads(x)["event"] == "recalled"]
+        assert len(rec) == 1 and rec[0]["actor"] == SENDER.upper() and rec[0]["os_user"]
+    finally:
+        await gw.stop(grace=2)
+
+
+def _delayed(st: Store, sender: str, rcpt: str) -> str:
+    raw = b"Subject: x\r\n\r\nbody\r\n"
+    mid = new_id()
+    rel = st.write_spool(mid, raw)
+    now = st.clock()
+    st.accept(NewMessage(id=mid, sender=sender, recipients=(rcpt,), spool=rel, size=len(raw),
+                         sha256=hashlib.sha256(raw).hexdigest(), arrived=now, state=DELAYED, due_at=now + 300))
+    return mid
+
+
+def test_delivering_and_held_cannot_be_recalled(tmp_path: Path) -> None:
+    cli_cfg = str(config_toml(tmp_path))
+    t = [1_800_000_000.0]
+    st = Store(tmp_path / "store", clock=lambda: t[0])
+    try:
+        a = _delayed(st, SENDER, "a@example.com")
+        b = _delayed(st, SENDER, "b@example.com")
+        t[0] += 301
+        claimed = st.claim_due(1)
+        assert [c.id for c in claimed] == [a]
+        code, _, err = run_cli(["outbox", "recall", a, "--sender", SENDER, "--config", cli_cfg])
+        assert code == 2 and f"message {a} is delivering" in err
+        st.finish_attempt(a, [RcptOutcome("a@example.com", 451, "try later")], retry_at=t[0] + 60, give_up=False)
+        code, _, err = run_cli(["outbox", "recall", a, "--sender", SENDER, "--config", cli_cfg])
+        assert code == 2 and "is deferred" in err  # already handed to the upstream once
+        code, _, err = run_cli(["outbox", "recall", "nosuch", "--sender", SENDER, "--config", cli_cfg])
+        assert code == 2 and "no message with id" in err
+        code, out, _ = run_cli(["outbox", "list", "--json", "--config", cli_cfg])
+        assert [json.loads(x)["id"] for x in out.splitlines()] == [b]
+    finally:
+        st.close()
