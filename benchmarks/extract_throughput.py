@@ -151,11 +151,37 @@ def bench_csv_and_message(rows: int, repeat: int) -> None:
     print(f"  extract_message: {secs / n * 1000:.1f} ms/message, {n / secs:.1f} messages/s on one core")
 
 
+def bench_memory(rows: int) -> None:
+    """Peak RSS of a fresh process extracting one large xlsx, against the file's size (issue: <= ~10x)."""
+    import subprocess
+    import tempfile
+
+    data = fx.resident_xlsx(rows)
+    with tempfile.NamedTemporaryFile(suffix=".xlsx") as f:
+        f.write(data)
+        f.flush()
+        code = ("import sys; sys.path.insert(0, sys.argv[2]); from dlpgate.extract import extract_file\n"
+                "def hwm():\n"
+                "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+                "data = open(sys.argv[1], 'rb').read(); base = hwm()\n"
+                "ex = extract_file('a.xlsx', data)\n"
+                "print(base, hwm(), len(ex.parts[0].tables[0].rows))\n")
+        out = subprocess.run([sys.executable, "-c", code, f.name, str(ROOT)], capture_output=True, text=True,
+                             check=True).stdout.split()
+    base, peak, n = (int(x) for x in out)
+    grown = (peak - base) * 1024
+    print(f"\nmemory: {rows:,}-row xlsx of {len(data) / 1e6:.1f} MB -> {n:,} rows; peak RSS (VmHWM) growth "
+          f"{grown / 1e6:.0f} MB = {grown / len(data):.1f}x the file (interpreter baseline {base / 1024:.0f} MB)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--memory-rows", type=int, default=0, help="also measure peak RSS on an xlsx this long")
     args = ap.parse_args()
+    if args.memory_rows:
+        bench_memory(args.memory_rows)
     bench_xlsx(args.rows, args.repeat)
     bench_docx(args.repeat)
     bench_pptx(args.repeat)

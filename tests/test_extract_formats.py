@@ -205,3 +205,13 @@ def test_extraction_lists_the_file_as_attachment() -> None:
     data = fx.csv_bytes(ROWS[:3])
     (att,) = extract_file("dir/名簿.csv", data).attachments
     assert (att.filename, att.content_type, att.size) == ("名簿.csv", "csv", len(data))
+
+
+def test_big_workbooks_take_the_streaming_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dlpgate.extract import spreadsheet
+
+    data = handmade()
+    fast = extract_file("a.xlsx", data).parts
+    monkeypatch.setattr(spreadsheet, "STREAM_ABOVE_SHEET_XML_BYTES", 0)
+    monkeypatch.setattr(spreadsheet, "extract_with_calamine", None)  # would raise if called
+    assert [(p.path, p.tables) for p in extract_file("a.xlsx", data).parts] == [(p.path, p.tables) for p in fast]
