@@ -117,18 +117,37 @@ class ServeProcess:
     def log_text(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
-    def log_events(self) -> list[dict[str, Any]]:
-        """Every line of the JSON log, parsed (a line that is not JSON fails the test)."""
+    def log_events(self, strict: bool = True) -> list[dict[str, Any]]:
+        """The JSON log, parsed. strict: a line that is not a JSON object fails; else it is skipped."""
         text = self.log_text()
         lines = text.splitlines()
         if lines and not text.endswith("\n"):
             lines.pop()  # being written right now
-        return [json.loads(line) for line in lines if line.strip()]
+        out = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                if strict:
+                    raise AssertionError(f"not a JSON log line: {line[:200]!r}") from None
+        return out
 
-    def wait_for_event(self, event: str, count: int = 1, timeout: float = 30.0) -> list[dict[str, Any]]:
+    def non_json_lines(self) -> list[str]:
+        out = []
+        for line in self.log_text().splitlines():
+            try:
+                json.loads(line)
+            except ValueError:
+                out.append(line)
+        return out
+
+    def wait_for_event(self, event: str, count: int = 1, timeout: float = 30.0,
+                       strict: bool = True) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while True:
-            found = [e for e in self.log_events() if e.get("event") == event]
+            found = [e for e in self.log_events(strict) if e.get("event") == event]
             if len(found) >= count or time.monotonic() > deadline:
                 return found
             time.sleep(0.1)
