@@ -126,3 +126,17 @@ def test_export_who_sent_what_who_approved(env) -> None:  # noqa: ANN001
     assert {json.loads(x)["id"] for x in out.splitlines()} == {env["b"].id}
     code, out, _ = run_cli(["audit", "export", "--until", "2001-01-01T00:00", "--config", env["cfg"]])
     assert code == 0 and out.strip() == "no audit entries in that range"
+
+
+def test_masking_spares_hashes_and_ids_only() -> None:
+    from dlpgate.audit import masked
+
+    h = "12345678" * 8
+    d = masked({"sha256": h, "id": "0190000000012345", "time": "2026-04-01T09:00:00+0900",
+                "reason": "sent 621498320257 by mistake", "recipients": ["1234567890123@example.com"],
+                "nested": {"response": "550 user 621498320257 unknown", "hash": h}})
+    assert d["sha256"] == h and d["nested"]["hash"] == h and d["id"] == "0190000000012345"
+    assert d["time"] == "2026-04-01T09:00:00+0900"
+    assert d["reason"] == "sent 6214******** by mistake"
+    assert d["recipients"] == ["1234*********@example.com"]
+    assert d["nested"]["response"] == "550 user 6214******** unknown"
