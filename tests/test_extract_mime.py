@@ -165,3 +165,14 @@ def test_garbage_is_never_an_exception() -> None:
                 b"Subject: =?bogus?Q?=ZZ?=\r\nContent-Type: text/plain; charset=no-such\r\n\r\n\xff\xfe"):
         ex = extract_message(raw)
         assert all(isinstance(p, Part) for p in ex.parts)
+
+
+@pytest.mark.parametrize(("text", "encoding"), [
+    ("ｱｲｳｴｵ ｶﾀｶﾅ ﾃｽﾄ", "cp932"), ("個人番号のお知らせ", "euc_jp"), ("個人番号のお知らせ", "cp932"),
+    ("住所 例市 佐藤 太郎 ﾌﾘｶﾞﾅ", "cp932"), ("住所 例市 佐藤 太郎 ﾌﾘｶﾞﾅ", "euc_jp"), ("氏名", "euc_jp"),
+])
+def test_unlabelled_cp932_or_euc_jp(text: str, encoding: str) -> None:
+    from dlpgate.extract.textdecode import decode_text
+
+    assert decode_text(text.encode(encoding)) == text
+    assert decode_text((text + "\n") .encode(encoding) * 20000) == (text + "\n") * 20000

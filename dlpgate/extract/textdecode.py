@@ -21,6 +21,7 @@ _ALIASES = {
     "euc-jp": "euc_jp", "x-euc-jp": "euc_jp", "eucjp": "euc_jp", "cseucpkdfmtjapanese": "euc_jp",
     "utf-8": "utf-8", "utf8": "utf-8", "us-ascii": "ascii", "ascii": "ascii",
 }
+_SCORE_SAMPLE = 64 * 1024
 _ESC_JIS = re.compile(rb"\x1b[$(][@BJIDQ]|\x1b\$\([BDQ]")
 
 
@@ -51,7 +52,7 @@ def detect_and_decode(data: bytes) -> str:
     as_cp932 = _strict(data, "cp932")
     as_euc = _strict(data, "euc_jp")
     if as_cp932 is not None and as_euc is not None:
-        return as_cp932 if _japanese_score(as_cp932) >= _japanese_score(as_euc) else as_euc
+        return as_cp932 if _prefer_cp932(data, as_cp932, as_euc) else as_euc
     if as_cp932 is not None:
         return as_cp932
     if as_euc is not None:
@@ -158,6 +159,23 @@ def _jis_to_sjis(j1: int, j2: int) -> bytes | None:
     if j1 % 2 and s2 >= 0x7F:
         s2 += 1
     return bytes((s1, s2))
+
+
+def _prefer_cp932(data: bytes, as_cp932: str, as_euc: str) -> bool:
+    """Both decode: ask charset-normalizer about a prefix (cut at a line end), else count Japanese."""
+    sample = data[:_SCORE_SAMPLE]
+    if len(data) > _SCORE_SAMPLE and b"\n" in sample:
+        sample = sample.rsplit(b"\n", 1)[0]
+    try:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(sample, cp_isolation=["cp932", "euc_jp"]).best()
+    except ImportError:  # pragma: no cover - charset-normalizer is a dependency
+        best = None
+    if best is not None and best.encoding in ("cp932", "euc_jp"):
+        return best.encoding == "cp932"
+    n = _SCORE_SAMPLE
+    return _japanese_score(as_cp932[:n]) >= _japanese_score(as_euc[:n])
 
 
 def _japanese_score(text: str) -> int:
