@@ -37,6 +37,9 @@ _POSITIVE = (MY_NUMBER, LICENCE, RESIDENT, CARD)
 _DETECTOR_ORDER = ("my_number", "resident_code", "credit_card", "drivers_licence")
 
 
+_EMPTY = ScanResult(findings=(), records=0)
+
+
 def _shape(run: str) -> tuple[str, str, bool]:
     """(kind, digits, separated) of a digit run; kind "" when no detector accepts its shape."""
     groups = _SPLIT.split(run)
@@ -113,6 +116,8 @@ class Scanner:
         if not text and tables:
             text = "\n".join("\t".join(row) for table in tables for row in table.rows)
         digit_triggers, keyword_hits = self.gate.triggers(text) if text else ([], [])
+        if not digit_triggers and not keyword_hits and not tables:
+            return _EMPTY  # the common case: nothing the gate could see
 
         facts = [f for f in (self._tables.analyse(t) for t in tables) if f is not None]
         if not tables and keyword_hits:

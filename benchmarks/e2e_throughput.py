@@ -1,0 +1,210 @@
+"""End-to-end SMTP throughput: clients -> dlpgate (durable accept, delay 0) -> sink, versus
+the same clients straight to the same sink, measured in one run (the machine is shared and noisy:
+read the ratio, not the absolute figure).
+
+    .venv/bin/python benchmarks/e2e_throughput.py [--messages 5000] [--clients 20] [--size 10000]
+
+Prints msg/s for both paths, their ratio, p50/p99 accept latency (end of DATA -> 250 as the client
+sees it, including the durable commit), and the time until the sink had every message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiosmtplib
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_sink(port: int, counter: multiprocessing.Value) -> None:  # type: ignore[valid-type]
+    from aiosmtpd.controller import Controller
+
+    class H:
+        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+            with counter.get_lock():
+                counter.value += 1
+            return "250 OK"
+
+    c = Controller(H(), hostname="127.0.0.1", port=port)
+    c.start()
+    while True:
+        time.sleep(3600)
+
+
+def make_message(n: int, size: int) -> bytes:
+    line = "本日の会議資料を送付いたします。ご確認のほどよろしくお願いいたします。Meeting notes follow.\r\n"
+    body = (line * (size // len(line.encode()) + 1)).encode()[:size]
+    body = body.decode("utf-8", "ignore").encode()
+    head = (f"From: sender{n % 50}@example.jp\r\nTo: partner{n % 97}@example.com\r\nSubject: report {n}\r\n"
+            f"Message-ID: <bench{n}@example.jp>\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n")
+    return head.encode() + body
+
+
+async def load(port: int, total: int, clients: int, size: int) -> tuple[float, list[float]]:
+    msgs = [make_message(i, size) for i in range(total)]
+    latencies: list[float] = []
+    it = iter(range(total))
+
+    async def client() -> None:
+        c = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=60)
+        await c.connect()
+        for i in it:
+            t = time.perf_counter()
+            await c.sendmail(f"sender{i % 50}@example.jp", [f"partner{i % 97}@example.com"], msgs[i])
+            latencies.append(time.perf_counter() - t)
+        await c.quit()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return time.perf_counter() - t0, latencies
+
+
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, to tell CPU-bound from waiting."""
+    try:
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    except OSError:
+        return 0, 1
+    idle = f[3] + f[4]
+    return sum(f) - idle, sum(f)
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by a process and all its descendants (the gateway and its workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                st = (d / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(st.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(d.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            f = (Path("/proc") / str(p) / "stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(f[11]) + int(f[12])) / tick
+        except OSError:
+            pass
+        todo += children.get(p, [])
+    return total
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p))]
+
+
+def wait_count(counter: multiprocessing.Value, n: int, timeout: float) -> float:  # type: ignore[valid-type]
+    t0 = time.perf_counter()
+    while counter.value < n and time.perf_counter() - t0 < timeout:
+        time.sleep(0.01)
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=5000)
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--size", type=int, default=10_000)
+    ap.add_argument("--keep", action="store_true", help="keep the temp store")
+    a = ap.parse_args()
+
+    sink_port, gw_port = free_port(), free_port()
+    counter = multiprocessing.Value("q", 0)
+    sink = multiprocessing.Process(target=run_sink, args=(sink_port, counter), daemon=True)
+    sink.start()
+    time.sleep(0.5)
+    tmp = Path(tempfile.mkdtemp(prefix="dlpgate-bench-"))
+    cfg = tmp / "bench.toml"
+    cfg.write_text(f"""
+[smtp]
+listen = "127.0.0.1:{gw_port}"
+hostname = "gw.bench"
+[relay]
+upstream = "127.0.0.1:{sink_port}"
+tls = "off"
+[delay]
+seconds = 0
+[store]
+path = "{tmp / 'store'}"
+[metrics]
+listen = ""
+[log]
+level = "WARNING"
+""")
+    gw = subprocess.Popen([sys.executable, "-m", "dlpgate.cli", "serve", "--config", str(cfg)], cwd=ROOT)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", gw_port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        # warm-up (worker pool, page cache)
+        asyncio.run(load(gw_port, 100, 5, a.size))
+        wait_count(counter, 100, 30)
+
+        base = counter.value
+        t_direct, lat_direct = asyncio.run(load(sink_port, a.messages, a.clients, a.size))
+        wait_count(counter, base + a.messages, 60)
+
+        base = counter.value
+        c0 = cpu_times()
+        g0 = tree_cpu(gw.pid)
+        t_gw, lat_gw = asyncio.run(load(gw_port, a.messages, a.clients, a.size))
+        c1 = cpu_times()
+        drain = wait_count(counter, base + a.messages, 300)
+        g1 = tree_cpu(gw.pid)
+        delivered = counter.value - base
+
+        r_direct = a.messages / t_direct
+        r_gw = a.messages / t_gw
+        print(f"messages={a.messages} clients={a.clients} size={a.size}B cores={os.cpu_count()}")
+        print(f"straight to sink : {r_direct:8.0f} msg/s   p50 {pct(lat_direct, .5) * 1000:6.1f} ms"
+              f"   p99 {pct(lat_direct, .99) * 1000:6.1f} ms")
+        print(f"through dlpgate  : {r_gw:8.0f} msg/s   p50 {pct(lat_gw, .5) * 1000:6.1f} ms"
+              f"   p99 {pct(lat_gw, .99) * 1000:6.1f} ms   (durable accept, scan, delay 0)")
+        print(f"ratio gateway/straight: {r_gw / r_direct:.2f}x")
+        print(f"delivered to sink: {delivered}/{a.messages}; sink had all {drain:.1f} s after the last 250;"
+              f" end-to-end {a.messages / (t_gw + drain):.0f} msg/s")
+        print(f"machine CPU busy during the gateway run: {100 * (c1[0] - c0[0]) / max(1, c1[1] - c0[1]):.0f}%")
+        print(f"gateway CPU (main + workers) per message: {(g1 - g0) / a.messages * 1000:.2f} ms")
+        print(f"mean accept latency {statistics.mean(lat_gw) * 1000:.1f} ms")
+    finally:
+        gw.terminate()
+        try:
+            gw.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            gw.kill()
+        sink.terminate()
+        if not a.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
