@@ -71,9 +71,7 @@ alias_database =
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
-# "the Internet" is the aiosmtpd sink
-relayhost = [127.0.0.1]:{sink}
-smtp_host_lookup = native
+{relayhost}smtp_host_lookup = native
 maillog_file = {root}/maillog
 maillog_file_prefixes = {root}
 minimal_backoff_time = 1s
@@ -112,7 +110,10 @@ def substitute(text: str, old: str, new: str) -> str:
 
 
 class PostfixInstance:
-    def __init__(self, gateway_port: int, sink_port: int) -> None:
+    """setup "content-filter": deploy/postfix/content-filter, the sink as relayhost (the Internet).
+    setup "relayhost": deploy/postfix/relayhost; dlpgate itself delivers to the sink."""
+
+    def __init__(self, gateway_port: int, sink_port: int, setup: str = "content-filter") -> None:
         # not under pytest's tmp_path: that is 0700 root, and Postfix's daemons run as `postfix`
         self.root = Path(tempfile.mkdtemp(prefix="dlpgate-postfix-"))
         self.root.chmod(0o755)
@@ -123,11 +124,15 @@ class PostfixInstance:
         for d in ("spool", "data"):
             (self.root / d).mkdir(mode=0o755)
         shutil.chown(self.root / "data", user="postfix")
-        main = BASE_MAIN.format(root=self.root, sink=sink_port) + "\n# --- deploy/postfix/content-filter/main.cf\n"
-        main += substitute((SNIPPETS / "main.cf").read_text(), "[127.0.0.1]:10025", f"[127.0.0.1]:{gateway_port}")
+        snippets = SNIPPETS.parent / setup
+        relay = f"# the Internet is the aiosmtpd sink\nrelayhost = [127.0.0.1]:{sink_port}\n"
+        main = BASE_MAIN.format(root=self.root, relayhost=relay if setup == "content-filter" else "")
+        main += f"\n# --- deploy/postfix/{setup}/main.cf\n"
+        main += substitute((snippets / "main.cf").read_text(), "[127.0.0.1]:10025", f"[127.0.0.1]:{gateway_port}")
         master = BASE_MASTER.format(inbound=f"127.0.0.1:{self.inbound}") + "\n"
-        master += substitute((SNIPPETS / "master.cf").read_text(), "127.0.0.1:10026",
-                             f"127.0.0.1:{self.reinject}")
+        if setup == "content-filter":
+            master += substitute((snippets / "master.cf").read_text(), "127.0.0.1:10026",
+                                 f"127.0.0.1:{self.reinject}")
         (self.etc / "main.cf").write_text(main)
         (self.etc / "master.cf").write_text(master)
         (self.root / "maillog").touch()
@@ -254,3 +259,38 @@ def test_clean_is_delivered_after_the_delay_and_my_numbers_wait_for_release(chai
     log = gw.log_text()
     assert not any(n in log for n in numbers)
     assert "status=sent" in pf.maillog()
+
+
+def test_relayhost_setup_sends_everything_through_dlpgate(tmp_path: Path, sink: Sink) -> None:
+    """deploy/postfix/relayhost: Postfix relays to dlpgate, whose upstream is the Internet (the sink)."""
+    why = _can_run()
+    assert why is None, f"CI=true: the Postfix test may not skip: {why}"
+    gw = ServeProcess(tmp_path, upstream_port=sink.port, delay=DELAY)
+    pf = PostfixInstance(gw.smtp_port, sink.port, setup="relayhost")
+    try:
+        pf.start()
+        gw.start()
+        assert pf.postconf("relayhost") == f"[127.0.0.1]:{gw.smtp_port}"
+        t0 = time.monotonic()
+        send(pf.inbound, "a@example.jp", ["b@example.com"], mail("a@example.jp", "b@example.com", "hi", "no PII"))
+        held, numbers = my_number_mail("a@example.jp", "x@example.com", seed=12)
+        send(pf.inbound, "a@example.jp", ["x@example.com"], held)
+        arrived = wait_for_rcpt(sink, "b@example.com", DELAY + 20)
+        assert arrived is not None, gw.log_text()[-3000:] + pf.maillog()
+        assert arrived - t0 >= DELAY
+        data = sink.handler.to("b@example.com")[0].data
+        assert b"by gw.test (dlpgate)" in data and data.count(b"(Postfix) with ESMTP") == 1
+        held_events = [e for e in gw.wait_for_event("accepted", 2) if e.get("state") == "held"]
+        assert len(held_events) == 1, gw.log_text()[-3000:] + pf.maillog()
+        assert not sink.handler.to("x@example.com")
+        # Postfix saw dlpgate's 250 for both and handed them over: nothing left in its queue
+        deadline = time.monotonic() + 10
+        while pf.maillog().count("status=sent") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pf.maillog().count("status=sent") == 2, pf.maillog()
+        assert not any(n in gw.log_text() for n in numbers)
+    finally:
+        try:
+            gw.stop()
+        finally:
+            pf.stop()
