@@ -115,7 +115,7 @@ class PostfixInstance:
 
     def __init__(self, gateway_port: int, sink_port: int, setup: str = "content-filter") -> None:
         # not under pytest's tmp_path: that is 0700 root, and Postfix's daemons run as `postfix`
-        self.root = Path(tempfile.mkdtemp(prefix="dlpgate-postfix-"))
+        self.root = Path(tempfile.mkdtemp(prefix="dlpgate-postfix-", dir="/tmp"))  # TMPDIR may be 0700
         self.root.chmod(0o755)
         self.etc = self.root / "etc"
         self.inbound = free_port()
