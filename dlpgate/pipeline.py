@@ -11,14 +11,11 @@ the message in its first state with its audit trail, and only then answer 250.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import hashlib
 import logging
-import multiprocessing
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,8 @@ from . import metrics
 from .config import Config
 from .errors import StoreError
 from .masking import mask_text
-from .store import DELAYED, HELD, REJECTED, AsyncStore, NewMessage, new_id
+from .workers import WorkerCrashed, WorkerPool
+from .store import DELAYED, HELD, REJECTED, AsyncStore, NewMessage, Store, new_id
 
 log = logging.getLogger("dlpgate.pipeline")
 
@@ -148,10 +146,6 @@ def _judge_in_worker(spool: str, env: Envelope, first_contact: Sequence[str]) ->
     return _ENGINE.judge(raw, env, first_contact)
 
 
-def _ping() -> int:
-    return os.getpid()
-
-
 # ------------------------------------------------------------------------------ server side
 class Pipeline:
     def __init__(self, config: Config, store: AsyncStore, *, workers: int | None = None,
@@ -161,71 +155,52 @@ class Pipeline:
         self.workers = workers or max(1, os.cpu_count() or 1)
         self.notices = notices  # approvals.Notices or None
         self.on_new_due = on_new_due  # callback(due_at) that wakes the scheduler
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-        self._pool_args: tuple[Any, ...] = ()
+        self._pool: WorkerPool | None = None
         self.hostname = ""
-        self.busy = 0
 
     # ---- pool
-    def _limits(self) -> dict[str, Any]:
-        return asdict(self.config.extract)
+    def _pool_args_for(self, config: Config) -> tuple[Any, ...]:
+        return (str(config.rules_path), tuple(config.policy.internal_domains), asdict(config.extract))
 
-    def start(self) -> None:
-        self._pool_args = (str(self.config.rules_path), tuple(self.config.policy.internal_domains), self._limits())
-        self._pool = self._new_pool(self._pool_args)
-        # fail fast: compiling the rules in a worker surfaces a bad rule file at start-up
-        self._pool.submit(_ping).result(timeout=120)
+    async def start(self) -> None:
+        """Start the workers; a rule file that does not compile fails here (WorkerInitError)."""
+        self._pool = WorkerPool(self.workers, _init_worker, self._pool_args_for(self.config))
+        await self._pool.start()
 
-    def _new_pool(self, args: tuple[Any, ...]) -> concurrent.futures.ProcessPoolExecutor:
-        ctx = multiprocessing.get_context("forkserver")
-        return concurrent.futures.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
-                                                      initializer=_init_worker, initargs=args)
-
-    def reload(self, config: Config) -> None:
-        """Swap in a pool compiled from new rules; the old pool finishes its in-flight work."""
-        args = (str(config.rules_path), tuple(config.policy.internal_domains), asdict(config.extract))
-        pool = self._new_pool(args)
-        pool.submit(_ping).result(timeout=120)
-        old, self._pool, self._pool_args, self.config = self._pool, pool, args, config
+    async def reload(self, config: Config) -> None:
+        """Swap in workers compiled from new rules; the old ones finish their in-flight work."""
+        pool = WorkerPool(self.workers, _init_worker, self._pool_args_for(config))
+        await pool.start()  # raises on broken rules: the old pool keeps running
+        old, self._pool, self.config = self._pool, pool, config
         if old is not None:
-            old.shutdown(wait=False)
+            await old.close()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            await self._pool.close()
             self._pool = None
 
-    def _restart_pool(self) -> None:
-        old = self._pool
-        if old is not None:
-            for p in list(getattr(old, "_processes", {}).values()):
-                try:
-                    p.kill()
-                except Exception:  # noqa: BLE001
-                    pass
-            old.shutdown(wait=False, cancel_futures=True)
-        self._pool = self._new_pool(self._pool_args)
+    @property
+    def busy(self) -> int:
+        return self._pool.busy if self._pool is not None else 0
 
     async def judge(self, spool: Path, env: Envelope, first_contact: Sequence[str] = ()) -> Judgement:
         """Judge in a worker; over budget or a crashed worker fails closed (held as unscannable)."""
         assert self._pool is not None, "pipeline not started"
-        loop = asyncio.get_running_loop()
-        self.busy += 1
-        metrics.WORKERS_BUSY.set(self.busy)
+        pool = self._pool
+        metrics.WORKERS_BUSY.set(pool.busy + 1)
         try:
-            fut = loop.run_in_executor(self._pool, _judge_in_worker, str(spool), env, tuple(first_contact))
-            return await asyncio.wait_for(fut, timeout=self.config.smtp.scan_timeout)
+            j: Judgement = await pool.call(_judge_in_worker, str(spool), env, tuple(first_contact),
+                                           timeout=self.config.smtp.scan_timeout)
+            return j
         except TimeoutError:
-            log.error("scan budget exceeded; restarting workers", extra={"event": "scan_timeout"})
-            self._restart_pool()
+            log.error("scan budget exceeded; worker replaced", extra={"event": "scan_timeout"})
             return _fail_closed("limit", "scan time budget exceeded")
-        except BrokenProcessPool:
-            log.error("scan worker died; restarting workers", extra={"event": "worker_crash"})
-            self._restart_pool()
+        except WorkerCrashed:
+            log.error("scan worker died; worker replaced", extra={"event": "worker_crash"})
             return _fail_closed("corrupt", "scan worker crashed on this message")
         finally:
-            self.busy -= 1
-            metrics.WORKERS_BUSY.set(self.busy)
+            metrics.WORKERS_BUSY.set(pool.busy)
 
     def delay_for(self, classes: Sequence[str]) -> float:
         d = self.config.delay
@@ -261,8 +236,14 @@ class Pipeline:
             if j.rewritten is not None:
                 await asyncio.get_running_loop().run_in_executor(None, _replace_file, spool, j.rewritten)
             m = self._new_message(msg_id, rel, env, data, j)
-            notices = self.notices.for_accept(m) if (self.notices is not None and m.state == HELD) else ()
-            await self.store.run(lambda s: s.accept(m, notices))
+            notices: Sequence[NewMessage] = ()
+            if self.notices is not None and m.state == HELD:  # notice spool files fsync: off the loop
+                notices = await asyncio.get_running_loop().run_in_executor(None, self.notices.for_accept, m)
+            def commit(s: Store) -> None:
+                s.sync_spool([rel])  # fsync file + directory, then the row: durable before 250
+                s.accept(m, notices)
+
+            await self.store.run(commit)
         except (StoreError, OSError) as e:
             log.error("store commit failed: %s", e, extra={"event": "store_error", "msg_id": msg_id})
             await asyncio.get_running_loop().run_in_executor(None, _unlink, spool)
@@ -277,8 +258,11 @@ class Pipeline:
         self._observe(m, j, elapsed, len(data))
         log.info("accepted", extra={"event": "accepted", "msg_id": msg_id, "state": m.state,
                                     "verdict": j.verdict, "rules": list(j.rules), "size": len(data)})
-        if m.state == DELAYED and self.on_new_due is not None and m.due_at is not None:
-            self.on_new_due(m.due_at)
+        if self.on_new_due is not None:
+            if m.state == DELAYED and m.due_at is not None:
+                self.on_new_due(m.due_at)
+            elif notices:
+                self.on_new_due(time.time())
         if m.state == REJECTED:
             return Reply(550, f"5.7.1 Message refused by data-loss policy ({', '.join(j.rules)}): "
                               f"{j.reason or 'rule matched'} [id {msg_id}]", msg_id)

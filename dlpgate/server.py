@@ -42,6 +42,7 @@ class Gateway:
         self._housekeeping: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.last_housekeeping = 0.0
+        self._reload_task: asyncio.Future[bool] | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -63,7 +64,7 @@ class Gateway:
         self.pipeline = Pipeline(cfg, self.store, workers=self.workers, notices=notices,
                                  on_new_due=self.delivery.poke)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.pipeline.start)
+        await self.pipeline.start()
         await self.delivery.start()
         self.handler = Handler(cfg, self.pipeline)
         host, port = parse_hostport(cfg.smtp.listen, "smtp.listen")
@@ -136,21 +137,26 @@ class Gateway:
         self.last_housekeeping = time.time()
 
     def reload(self) -> None:
-        """SIGHUP: re-read config and rules; a broken file keeps the old ones running."""
+        """SIGHUP handler: reload in a task (compiling rules in fresh workers takes a moment)."""
+        self._reload_task = asyncio.ensure_future(self.reload_now())
+
+    async def reload_now(self) -> bool:
+        """Re-read config and rules; a broken file keeps the old ones running. True on success."""
         if self.pipeline is None:
-            return
+            return False
         try:
             new = load_config(self.config.source) if self.config.source else self.config
-            self.pipeline.reload(new)
+            await self.pipeline.reload(new)
         except Exception as e:  # noqa: BLE001
             log.error("reload failed, keeping the previous rules: %s", e, extra={"event": "reload_failed"})
-            return
+            return False
         self.config = new
         if self.handler is not None:
             self.handler.config = new
         if self.approvals is not None:
             self.approvals.config = new
         log.info("rules and approvers reloaded", extra={"event": "reloaded"})
+        return True
 
     async def stop(self, grace: float = 10.0) -> None:
         metrics.UP.set(0)
@@ -169,7 +175,7 @@ class Gateway:
         if self.metrics_server is not None:
             await self.metrics_server.stop()
         if self.pipeline is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.pipeline.stop)
+            await self.pipeline.stop()
         if self.store is not None:
             self.store.close()
         self._stopped.set()
@@ -184,6 +190,10 @@ def _authenticator(cfg: Config) -> Any:
 
 
 async def serve(config: Config) -> int:
+    import os
+    import sys
+
+    sys.setswitchinterval(float(os.environ.get("DLPGATE_SWITCH", "0.005")))
     gw = Gateway(config)
     await gw.start()
     loop = asyncio.get_running_loop()

@@ -161,21 +161,30 @@ async def test_oversize_refused(tmp_path: Path, sink: Sink) -> None:
         await gw.stop(grace=2)
 
 
-async def test_storage_failure_answers_451_and_keeps_nothing(tmp_path: Path, sink: Sink) -> None:
+async def test_storage_failure_answers_451_and_keeps_nothing(tmp_path: Path, sink: Sink, monkeypatch) -> None:  # noqa: ANN001
     gw = await start(make_config(tmp_path, sink.port))
     try:
         spool = tmp_path / "store" / "spool"
 
-        def broken(msg_id: str, data: bytes) -> str:
+        import dlpgate.store as store_mod
+
+        def broken(root: Path, msg_id: str, data: bytes, sync: bool = True) -> str:
             raise OSError(28, "No space left on device")
 
-        assert gw.store is not None and gw.store.store is not None
-        orig = gw.store.store.write_spool
-        gw.store.store.write_spool = broken  # type: ignore[method-assign]
+        def broken_sync(self: Store, rels: list[str]) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(store_mod, "write_spool_file", broken)
         with pytest.raises(smtplib.SMTPDataError) as ei:
             await asyncio.to_thread(send, gw.smtp_port, "a@example.jp", ["b@example.com"])
         assert ei.value.smtp_code == 451
-        gw.store.store.write_spool = orig  # type: ignore[method-assign]
+        monkeypatch.undo()
+        # the file was written but the fsync before the commit fails: 451, file and row gone
+        monkeypatch.setattr(store_mod.Store, "sync_spool", broken_sync)
+        with pytest.raises(smtplib.SMTPDataError) as ei:
+            await asyncio.to_thread(send, gw.smtp_port, "a@example.jp", ["b@example.com"])
+        assert ei.value.smtp_code == 451
+        monkeypatch.undo()
         assert Store(tmp_path / "store").list() == []
         assert list(spool.glob("*/*.eml")) == []
         # space comes back: the same client succeeds
