@@ -42,6 +42,9 @@ _EMPTY = ScanResult(findings=(), records=0)
 
 def _shape(run: str) -> tuple[str, str, bool]:
     """(kind, digits, separated) of a digit run; kind "" when no detector accepts its shape."""
+    if run.isdigit():  # contiguous: the common case, no split needed
+        n = len(run)
+        return ("twelve" if n == 12 else "eleven" if n == 11 else "card" if 13 <= n <= 19 else ""), run, False
     groups = _SPLIT.split(run)
     digits = "".join(groups)
     n = len(digits)

@@ -99,7 +99,12 @@ class TableAnalyser:
         for row in rows[last + 1 :]:
             for i, categories in columns.items():
                 if i < len(row) and row[i]:
-                    cell = normalise(row[i]).strip()
+                    cell = row[i]
+                    if cell.isascii() and cell.isdigit():
+                        if len(cell) >= 11:
+                            context.setdefault(cell, set()).update(categories)
+                        continue
+                    cell = normalise(cell).strip()
                     if _CELL_NUMBER.fullmatch(cell):
                         context.setdefault(cell.translate(_STRIP_SEPARATORS), set()).update(categories)
         return tuple((digits, frozenset(cats)) for digits, cats in sorted(context.items()))
