@@ -19,7 +19,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _default_rules() -> str:
-    return str(REPO_ROOT / "rules")
+    """The checkout's rules/ (editable install), else the copy installed under <prefix>/share."""
+    import sys
+
+    here = REPO_ROOT / "rules"
+    if here.is_dir():
+        return str(here)
+    shared = Path(sys.prefix) / "share" / "dlpgate" / "rules"
+    return str(shared if shared.is_dir() else here)
 
 
 def parse_hostport(value: str, key: str) -> tuple[str, int]:

@@ -18,6 +18,7 @@ import aiosmtplib
 
 from . import metrics
 from .config import Config, parse_hostport
+from .masking import mask_text
 from .notices import queue_dsn
 from .store import AsyncStore, Claimed, NewMessage, RcptOutcome, Store
 
@@ -93,7 +94,7 @@ class Delivery:
             while not self._stopping:
                 free = self.concurrency * 2 - self.inflight - self.queue.qsize()
                 if free > 0:
-                    claimed = await self.store.run(lambda s: s.claim_due(free))
+                    claimed = await self.store.run(lambda s, n=free: s.claim_due(n))
                     for c in claimed:
                         self.queue.put_nowait(c)
                     if len(claimed) == free:
@@ -220,9 +221,9 @@ class Delivery:
             metrics.DELIVERY_LATENCY.observe(now - c.arrived)
         if hard and c.sender:
             self.poke(now)
-        log.info("delivery attempt", extra={"event": "delivery", "msg_id": c.id,
-                                            "state": res.state,  # type: ignore[attr-defined]
-                                            "attempt": attempts})
+        log.info("delivery attempt", extra={
+            "event": "delivery", "msg_id": c.id, "state": res.state,  # type: ignore[attr-defined]
+            "attempt": attempts, "replies": sorted({mask_text(f"{o.code} {o.response}")[:120] for o in outcomes})})
 
 
 async def _reset(client: aiosmtplib.SMTP | None) -> None:

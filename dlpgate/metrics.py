@@ -16,8 +16,30 @@ VERDICTS = Counter("dlpgate_verdicts_total", "Verdicts (clean, hold, reject, log
 FINDINGS = Counter("dlpgate_findings_total", "Findings by detector and severity", ["detector", "severity"],
                    registry=REGISTRY)
 DELIVERIES = Counter("dlpgate_deliveries_total", "Per-recipient delivery results", ["result"], registry=REGISTRY)
-DECISIONS = Counter("dlpgate_decisions_total", "Releases, rejections, expiries and recalls", ["decision"],
-                    registry=REGISTRY)
+
+
+class _DecisionCollector:
+    """Releases, rejections, expiries and recalls, counted from the audit log.
+
+    Supervisors decide from the CLI, in another process, so an in-process counter would miss
+    them; the gateway's housekeeping folds new audit entries into `counts` instead.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[str, float] = {"released": 0.0, "rejected": 0.0, "expired": 0.0, "recalled": 0.0}
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        from prometheus_client.core import CounterMetricFamily
+
+        fam = CounterMetricFamily("dlpgate_decisions", "Releases, rejections, expiries and recalls",
+                                  labels=["decision"])
+        for k, v in sorted(self.counts.items()):
+            fam.add_metric([k], v)
+        yield fam
+
+
+DECISIONS = _DecisionCollector()
+REGISTRY.register(DECISIONS)
 EXTRACT_FAILURES = Counter("dlpgate_extraction_failures_total", "Unscannable parts by reason", ["reason"],
                            registry=REGISTRY)
 BYTES_RECEIVED = Counter("dlpgate_bytes_received_total", "Message bytes accepted", registry=REGISTRY)

@@ -32,7 +32,7 @@ def build_dsn(*, hostname: str, msg_id: str, sender: str, arrived: float, origin
               bounced: Sequence[RcptOutcome]) -> bytes:
     """RFC 3464 multipart/report: a human part, message/delivery-status, the original headers."""
     boundary = f"dsn-{new_id()}"
-    human = ["This is the mail system at {h} (dlpgate).".format(h=hostname), "",
+    human = [f"This is the mail system at {hostname} (dlpgate).", "",
              "Your message could not be delivered to one or more recipients.",
              "あなたのメールは一部の宛先に配送できませんでした。", ""]
     for o in bounced:

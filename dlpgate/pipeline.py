@@ -24,8 +24,8 @@ from . import metrics
 from .config import Config
 from .errors import StoreError
 from .masking import mask_text
-from .workers import WorkerCrashed, WorkerPool
 from .store import DELAYED, HELD, REJECTED, AsyncStore, NewMessage, Store, new_id
+from .workers import WorkerCrashed, WorkerPool
 
 log = logging.getLogger("dlpgate.pipeline")
 

@@ -42,6 +42,7 @@ class Gateway:
         self._housekeeping: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.last_housekeeping = 0.0
+        self._decision_seq = 0  # audit entries already folded into dlpgate_decisions_total
         self._reload_task: asyncio.Future[bool] | None = None
 
     async def start(self) -> None:
@@ -87,6 +88,7 @@ class Gateway:
             mh, mp = parse_hostport(cfg.metrics.listen, "metrics.listen")
             self.metrics_server = MetricsServer(mh, mp, self.healthy)
             await self.metrics_server.start()
+        await self.housekeep_once()  # gauges and health are meaningful from the first scrape
         self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")
         metrics.UP.set(1)
         log.info("listening on %s", cfg.smtp.listen, extra={"event": "started"})
@@ -126,12 +128,22 @@ class Gateway:
         assert self.store is not None
         cfg = self.config
         if self.approvals is not None:
-            await self.approvals.housekeep(self.store, self.delivery)
+            expired, reminded = await self.approvals.housekeep(self.store, self.delivery)
+            for mid in expired:
+                log.info("held message expired", extra={"event": "expired", "msg_id": mid,
+                                                        "action": cfg.quarantine.expire_action})
+            if reminded:
+                log.info("approvers reminded", extra={"event": "reminded", "count": len(reminded)})
         await self.store.run(lambda s: s.purge(cfg.store.retention_days * 86400,
                                                cfg.store.sendlog_retention_days * 86400))
         counts = await self.store.run(lambda s: s.count_by_state())
         for st in ("delayed", "held", "deferred", "delivering", "released"):
             metrics.QUEUE.labels(state=st).set(counts.get(st, 0))
+        seen = self._decision_seq
+        new, top = await self.store.run(lambda s: s.decision_counts(seen))
+        for k, n in new.items():
+            metrics.DECISIONS.counts[k] = metrics.DECISIONS.counts.get(k, 0.0) + n
+        self._decision_seq = top
         oldest = await self.store.run(lambda s: s.oldest_held())
         metrics.OLDEST_HELD.set(0 if oldest is None else max(0.0, time.time() - oldest))
         self.last_housekeeping = time.time()
@@ -152,7 +164,7 @@ class Gateway:
             return False
         self.config = new
         if self.handler is not None:
-            self.handler.config = new
+            self.handler.reconfigure(new)
         if self.approvals is not None:
             self.approvals.config = new
         log.info("rules and approvers reloaded", extra={"event": "reloaded"})

@@ -12,7 +12,8 @@ import ssl
 from collections import Counter
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from . import metrics
 from .config import Config
@@ -29,6 +30,11 @@ class Handler:
         self.accepting = True
         self.sessions: Counter[str] = Counter()
         self.total = 0
+
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: new limits and allow-list apply to new connections and commands."""
+        self.config = config
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in config.smtp.allowed_clients]
 
     def client_allowed(self, host: str) -> bool:
         try:

@@ -13,6 +13,7 @@ one transaction (group commit): 250 is still only sent after the commit that hol
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import functools
 import getpass
@@ -230,6 +231,11 @@ def _entry_hash(prev_hash: str, seq: int, ts: float, msg_id: str, event: str, ac
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
+def _args() -> list[Any]:
+    """An empty, loosely typed list of SQL parameters."""
+    return []
+
+
 def _dumps(v: Any) -> str:
     return json.dumps(v, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
@@ -401,7 +407,7 @@ class Store:
 
     def audit_entries(self, *, since: float | None = None, until: float | None = None,
                       msg_id: str | None = None) -> list[AuditEntry]:
-        q, args = "SELECT * FROM audit WHERE 1=1", []
+        q, args = "SELECT * FROM audit WHERE 1=1", _args()
         if since is not None:
             q += " AND ts >= ?"
             args.append(since)
@@ -698,7 +704,7 @@ class Store:
 
     def list(self, *, states: Sequence[str] = (), sender: str | None = None, kind: str | None = "mail",
              limit: int = 10_000) -> list[dict[str, Any]]:
-        q, args = "SELECT * FROM messages WHERE 1=1", []
+        q, args = "SELECT * FROM messages WHERE 1=1", _args()
         if states:
             q += f" AND state IN ({','.join('?' * len(states))})"
             args += list(states)
@@ -724,13 +730,21 @@ class Store:
         return {r["state"]: r["n"] for r in self.conn.execute(
             "SELECT state, count(*) AS n FROM messages GROUP BY state")}
 
+    def decision_counts(self, after_seq: int) -> tuple[dict[str, int], int]:
+        """Decisions recorded in the audit log after `after_seq`, and the last seq seen."""
+        rows = self.conn.execute("SELECT event, count(*) AS n, max(seq) AS m FROM audit WHERE seq > ? AND event IN"
+                                 " ('released','rejected','expired','recalled') GROUP BY event",
+                                 (after_seq,)).fetchall()
+        top = self.conn.execute("SELECT max(seq) AS m FROM audit").fetchone()["m"] or after_seq
+        return {r["event"]: r["n"] for r in rows}, int(top)
+
     def oldest_held(self) -> float | None:
         r = self.conn.execute("SELECT min(arrived) AS a FROM messages WHERE state='held'").fetchone()
         return None if r["a"] is None else float(r["a"])
 
     def sendlog(self, *, sender: str | None = None, since: float | None = None, until: float | None = None,
-                attachment_hash: str | None = None) -> list[dict[str, Any]]:
-        q, args = "SELECT s.* FROM sendlog s WHERE 1=1", []
+                attachment_hash: str | None = None) -> builtins.list[dict[str, Any]]:
+        q, args = "SELECT s.* FROM sendlog s WHERE 1=1", _args()
         if sender:
             q += " AND lower(s.sender) = lower(?)"
             args.append(sender)

@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from dlpgate.config import Config, DelayConfig, MetricsConfig, PolicyConfig, RelayConfig, SmtpConfig, StoreConfig
+from dlpgate.config import (
+    Config,
+    DelayConfig,
+    MetricsConfig,
+    PolicyConfig,
+    RelayConfig,
+    SmtpConfig,
+    StoreConfig,
+)
 from dlpgate.server import Gateway
 
 

@@ -150,7 +150,7 @@ def test_kill9_loses_nothing(tmp_path: Path) -> None:
         by_hash = {hashlib.sha256(msg(n)).hexdigest(): n for n in dups}
         dup_ids = {r["id"] for r in st.list(limit=100_000) if r["sha256"] in by_hash}
         assert dup_ids <= recovered, f"{len(dups)} duplicates not explained by a crash mid-delivery"
-        assert len(dups) <= 2
+        assert len(dups) <= 8  # at most the deliveries in flight at the kill ([relay] concurrency)
     finally:
         for p in procs:
             if p.poll() is None:

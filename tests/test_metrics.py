@@ -172,8 +172,6 @@ async def test_counters_move_by_the_traffic_mix(metered: Gateway, sink: Sink) ->
     assert label_values and not any(re.search(r"\d{5}", v) for v in label_values)
 
 
-@pytest.mark.xfail(strict=True, reason="dlpgate_decisions_total is defined in metrics.py but nothing increments "
-                                       "it; releases happen in the CLI process (reported to the lead)")
 async def test_release_from_the_cli_is_counted(metered: Gateway, sink: Sink) -> None:
     from dlpgate.cli import main as cli_main
 
