@@ -265,7 +265,7 @@ class Pipeline:
                 self.on_new_due(time.time())
         if m.state == REJECTED:
             return Reply(550, f"5.7.1 Message refused by data-loss policy ({', '.join(j.rules)}): "
-                              f"{j.reason or 'rule matched'} [id {msg_id}]", msg_id)
+                              f"{_ascii_reason(j.reason)} [id {msg_id}]", msg_id)
         if m.state == HELD:
             return Reply(250, f"2.0.0 Ok: queued as {msg_id}, held for approval", msg_id)
         return Reply(250, f"2.0.0 Ok: queued as {msg_id}", msg_id)
@@ -311,6 +311,12 @@ class Pipeline:
         for fmt, sec in j.extract_seconds.items():
             metrics.EXTRACT_SECONDS.labels(format=fmt).observe(sec)
         metrics.ACCEPT_LATENCY.observe(elapsed)
+
+
+def _ascii_reason(reason: str) -> str:
+    """SMTP replies are ASCII: rule reasons read "日本語 / English", so take the English half."""
+    text = reason.rsplit(" / ", 1)[-1] if reason else "rule matched"
+    return text.encode("ascii", "replace").decode("ascii").replace("\r", " ").replace("\n", " ")[:300]
 
 
 def _fail_closed(reason: str, detail: str) -> Judgement:

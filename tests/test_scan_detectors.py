@@ -170,3 +170,15 @@ def test_scan_extraction(scanner: Scanner) -> None:
     assert ("secret.zip", "unscannable", "medium", "encrypted") in got
     assert ("名簿.xlsx/Sheet1", "personal_records", "medium", "name,address,birth_date,my_number") in got
     assert result.records == 12
+
+
+def test_image_parts_are_low_unscannable_other_failures_medium() -> None:
+    from dlpgate.extract.model import Extraction, Part
+    from dlpgate.scan.rules import default_rules_dir
+    from dlpgate.scan.scanner import Scanner
+
+    sc = Scanner.load(default_rules_dir())
+    ex = Extraction(parts=(Part("logo.png", unscannable="unsupported", detail="image", kind="image"),
+                           Part("scan.pdf", unscannable="unsupported", detail="no text layer", kind="pdf")))
+    got = {(f.part, f.severity, f.sample) for f in sc.scan_extraction(ex).findings}
+    assert got == {("logo.png", "low", "image"), ("scan.pdf", "medium", "unsupported")}

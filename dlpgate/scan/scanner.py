@@ -149,7 +149,13 @@ class Scanner:
         records = 0
         for part in extraction.parts:
             if part.unscannable:
-                findings.append(Finding("unscannable", "unscannable", 1, "medium", part.path, part.unscannable))
+                # A picture (a logo in an HTML signature, a photo) has no text to read: note it at
+                # low severity so it holds only mail to personal addresses, not every HTML mail.
+                # Everything else unreadable (encrypted, corrupt, over a limit, a scan without a
+                # text layer) fails closed at medium.
+                image = part.kind == "image"
+                findings.append(Finding("unscannable", "unscannable", 1, "low" if image else "medium", part.path,
+                                        "image" if image else part.unscannable))
             if part.text or part.tables:
                 result = self.scan(part.path, part.text, part.tables)
                 findings.extend(result.findings)
