@@ -61,6 +61,8 @@ class SmtpConfig:
     scan_timeout: float = 120.0  # budget for judging one message before 250; over it: held as unscannable
     auth_users_file: str = ""  # file of "user:salt:hash" lines; "" = no AUTH offered
     allowed_sender_domains: tuple[str, ...] = ()  # MAIL FROM restriction; empty = any
+    max_header_count: int = 1000  # header fields per message; more: 552 (hostile or looping mail)
+    data_timeout: float = 600.0  # whole DATA phase, first line to final dot (RFC 5321 4.5.3.2.6)
 
 
 @dataclass(frozen=True)

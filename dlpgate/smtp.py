@@ -2,17 +2,26 @@
 
 The handler only checks who may talk to us and hands complete messages to the pipeline, which
 answers 250 only once the message is durably stored.
+
+Hardening that lives here (issue 7): the connection gate (allow-list with IPv4-mapped addresses
+folded to IPv4, connections in total and per client), AUTH verified off the event loop with a
+tarpit and a per-session failure limit, the sender an authenticated address may use, a whole-DATA
+time budget (aiosmtpd's own timer is per command, and is not reset by a trickle of bytes), a
+header-field count limit, and an accept that completes even if the client vanishes mid-way (no
+half-stored message; the client, without a 250, will retry: at-least-once, never lost).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+import re
 import ssl
 from collections import Counter
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from . import metrics
@@ -21,12 +30,45 @@ from .pipeline import Envelope, Pipeline
 
 log = logging.getLogger("dlpgate.smtp")
 
+AUTH_FAILURE_DELAY = 1.0  # seconds before answering a failed AUTH (slows guessing; tests lower it)
+MAX_AUTH_FAILURES = 3  # per session; then 421 and the connection is closed
+ACCEPT_MARGIN = 60.0  # seconds on top of the scan budget that the client waits for its 250
+
+_FIELD_START = re.compile(rb"^[^ \t\r\n]", re.M)  # a header line that is not a continuation
+
+
+def header_field_count(data: bytes, stop_after: int) -> int:
+    """Header fields before the first empty line, counting at most `stop_after` + 1."""
+    ends = [i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0]
+    head = data[:min(ends)] if ends else data
+    n = 0
+    for _ in _FIELD_START.finditer(head):
+        n += 1
+        if n > stop_after:
+            break
+    return n
+
+
+def client_networks(specs: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """CIDRs from the config; an IPv4-mapped IPv6 network (::ffff:a.b.c.d/N) becomes its IPv4 form,
+    because peer addresses are folded the same way before matching."""
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for spec in specs:
+        net = ipaddress.ip_network(spec, strict=False)
+        mapped = ipaddress.IPv6Network("::ffff:0:0/96")
+        if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96 and net.subnet_of(mapped):
+            v4 = net.network_address.ipv4_mapped
+            assert v4 is not None
+            net = ipaddress.ip_network(f"{v4}/{net.prefixlen - 96}", strict=False)
+        nets.append(net)
+    return nets
+
 
 class Handler:
     def __init__(self, config: Config, pipeline: Pipeline) -> None:
         self.config = config
         self.pipeline = pipeline
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in config.smtp.allowed_clients]
+        self.networks = client_networks(config.smtp.allowed_clients)
         self.accepting = True
         self.sessions: Counter[str] = Counter()
         self.total = 0
@@ -34,7 +76,7 @@ class Handler:
     def reconfigure(self, config: Config) -> None:
         """SIGHUP: new limits and allow-list apply to new connections and commands."""
         self.config = config
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in config.smtp.allowed_clients]
+        self.networks = client_networks(config.smtp.allowed_clients)
 
     def client_allowed(self, host: str) -> bool:
         try:
@@ -82,14 +124,20 @@ class Handler:
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
                           mail_options: list[str]) -> str:
+        if self.config.smtp.auth_users_file and not session.authenticated:
+            metrics.REFUSED.labels(reason="auth_required").inc()
+            return "530 5.7.0 Authentication required"
+        login = session.auth_data if session.authenticated and isinstance(session.auth_data, str) else ""
+        if "@" in login and address.lower() != login:
+            # an authenticated address sends as itself: approvals and recalls are routed by sender
+            metrics.REFUSED.labels(reason="sender_not_owned").inc()
+            return "553 5.7.1 Sender address not owned by the authenticated user"
         allowed = self.config.smtp.allowed_sender_domains
         if allowed and address and address != "<>":
             dom = address.rpartition("@")[2].lower()
             if dom not in {d.lower() for d in allowed}:
                 metrics.REFUSED.labels(reason="sender_domain").inc()
                 return "553 5.7.1 Sender address not allowed here"
-        if self.config.smtp.auth_users_file and not session.authenticated:
-            return "530 5.7.0 Authentication required"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
@@ -113,14 +161,30 @@ class Handler:
         if len(data) > self.config.smtp.max_message_bytes:
             metrics.RECEIVED.labels(result="too_big").inc()
             return "552 5.3.4 Message too big"
+        limit = self.config.smtp.max_header_count
+        if limit and header_field_count(data, limit) > limit:
+            metrics.RECEIVED.labels(result="too_many_headers").inc()
+            return f"552 5.3.4 Too many header fields (limit {limit})"
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
         sender = envelope.mail_from or ""
         if sender == "<>":  # aiosmtpd keeps the null reverse-path as "<>"
             sender = ""
         env = Envelope(sender=sender, recipients=tuple(envelope.rcpt_tos), client=peer,
                        helo=session.host_name or "")
-        reply = await self.pipeline.receive(env, data)
+        if isinstance(server, GatewaySMTP):  # the idle timer must not cut the accept short
+            server.hold_timer(self.config.smtp.scan_timeout + ACCEPT_MARGIN)
+        accept = asyncio.ensure_future(self.pipeline.receive(env, data))
+        try:
+            reply = await asyncio.shield(accept)
+        except asyncio.CancelledError:
+            # the client went away mid-accept: finish it, so no message is left half-stored;
+            # the session stays counted until then (a graceful stop waits for it)
+            await asyncio.wait({accept})
+            raise
         return str(reply)
+
+
+_PENDING = AuthResult(success=False, handled=True, message="pending")
 
 
 class GatewaySMTP(SMTP):
@@ -130,6 +194,54 @@ class GatewaySMTP(SMTP):
         super().__init__(handler, **kwargs)
         self._gate = handler
         self._counted: str | None = None
+        self._auth_failures = 0
+        self._pending_auth: LoginPassword | None = None
+
+    def hold_timer(self, seconds: float) -> None:
+        """Give the current step `seconds` before the connection is dropped for inactivity."""
+        self._reset_timeout(seconds)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        # aiosmtpd's timer runs from the DATA command; give the whole transfer its own budget,
+        # then count idle time from our reply
+        self._reset_timeout(self._gate.config.smtp.data_timeout or None)
+        await super().smtp_DATA(arg)
+        if self.transport is not None:
+            self._reset_timeout()
+
+    # ---- AUTH: aiosmtpd parses PLAIN/LOGIN and calls the synchronous `_authenticate`; we capture
+    # the credentials there and verify them in a thread (scrypt is slow on purpose).
+    def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
+        if hasattr(self._authenticator, "verify_async") and isinstance(auth_data, LoginPassword):
+            self._pending_auth = auth_data
+            return _PENDING
+        return super()._authenticate(mechanism, auth_data)
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._finish_auth(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._finish_auth(await super().auth_LOGIN(_, args))
+
+    async def _finish_auth(self, result: AuthResult) -> AuthResult:
+        if result is not _PENDING:
+            return result
+        creds, self._pending_auth = self._pending_auth, None
+        assert creds is not None
+        user = await self._authenticator.verify_async(creds.login, creds.password)  # type: ignore[union-attr]
+        if user is not None:
+            log.info("client authenticated", extra={"event": "auth_ok"})
+            return AuthResult(success=True, auth_data=user)
+        self._auth_failures += 1
+        metrics.REFUSED.labels(reason="auth_failed").inc()
+        log.warning("authentication failed", extra={"event": "auth_failed"})
+        await asyncio.sleep(AUTH_FAILURE_DELAY)
+        if self._auth_failures >= MAX_AUTH_FAILURES:
+            await self.push("421 4.7.0 Too many authentication failures, closing connection")
+            if self.transport is not None:
+                self.transport.close()
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=False, handled=False)
 
     async def _handle_client(self) -> None:
         assert self.session is not None
