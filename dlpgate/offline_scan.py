@@ -88,9 +88,11 @@ def run(
     rules_dir: str | None,
     explain: bool = False,
     internal_domains: Sequence[str] = (),
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
+    out = out if out is not None else sys.stdout  # looked up per call: callers may redirect stdout
+    err = err if err is not None else sys.stderr
     if not paths:
         print("dlpgate scan: no PATH given", file=err)
         return 2

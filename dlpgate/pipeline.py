@@ -15,7 +15,8 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,7 @@ class Pipeline:
         self.on_new_due = on_new_due  # callback(due_at) that wakes the scheduler
         self._pool: WorkerPool | None = None
         self.hostname = ""
+        self._known: OrderedDict[str, set[str]] = OrderedDict()  # first-contact cache: scope -> domains
 
     # ---- pool
     def _pool_args_for(self, config: Config) -> tuple[Any, ...]:
@@ -209,10 +211,26 @@ class Pipeline:
         return max(d.for_class(c) for c in classes)
 
     async def _first_contact(self, env: Envelope) -> tuple[str, ...]:
+        """Recipient domains this scope never mailed. A bounded in-memory cache of what the store
+        already knows saves a store round trip per message for regular correspondents."""
         domains = sorted({r.rpartition("@")[2].lower() for r in env.recipients})
         scope = self._contact_scope(env)
-        known = await self.store.run(lambda s: s.known_domains(scope, domains))
-        return tuple(d for d in domains if d not in known)
+        cached = self._known.get(scope)
+        if cached is not None:
+            self._known.move_to_end(scope)
+        unknown = [d for d in domains if cached is None or d not in cached]
+        if not unknown:
+            return ()
+        known = await self.store.run(lambda s: s.known_domains(scope, unknown))
+        self._remember(scope, known)
+        return tuple(d for d in unknown if d not in known)
+
+    def _remember(self, scope: str, domains: Iterable[str]) -> None:
+        got = self._known.setdefault(scope, set())
+        got.update(domains)
+        self._known.move_to_end(scope)
+        while len(self._known) > 10_000:
+            self._known.popitem(last=False)
 
     def _contact_scope(self, env: Envelope) -> str:
         if self.config.policy.first_contact_scope == "organisation":
@@ -244,6 +262,7 @@ class Pipeline:
                 s.accept(m, notices)
 
             await self.store.run(commit)
+            self._remember(self._contact_scope(env), (r.rpartition("@")[2].lower() for r in env.recipients))
         except (StoreError, OSError) as e:
             log.error("store commit failed: %s", e, extra={"event": "store_error", "msg_id": msg_id})
             await asyncio.get_running_loop().run_in_executor(None, _unlink, spool)
