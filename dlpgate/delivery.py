@@ -4,13 +4,20 @@ One scheduler task sleeps until the earliest `due_at` in the store (woken early 
 and claims due messages in batches; a fixed number of delivery workers, each holding one reused
 aiosmtplib connection, send them. Nothing is per message: 100k queued messages are rows, not tasks.
 A message is marked delivered for a recipient only after the upstream's 250 for DATA.
+
+STARTTLS to the upstream is negotiated here, not inside aiosmtplib's connect, so that a TLS
+failure is told apart from other faults: with `[relay] tls = "required"` it (or an upstream that
+does not offer STARTTLS) defers the message, never sends it in clear; with "opportunistic" it
+falls back to a clear connection, as RFC 7435 opportunistic security does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import logging
+import ssl
 import time
 from collections.abc import Sequence
 
@@ -23,6 +30,10 @@ from .notices import queue_dsn
 from .store import AsyncStore, Claimed, NewMessage, RcptOutcome, Store
 
 log = logging.getLogger("dlpgate.delivery")
+
+class UpstreamTLSError(aiosmtplib.SMTPException):
+    """TLS was required and could not be had; the attempt is deferred."""
+
 
 IDLE_POLL = 5.0  # re-read the queue head at least this often: the CLI (another process) may release
 
@@ -94,7 +105,7 @@ class Delivery:
             while not self._stopping:
                 free = self.concurrency * 2 - self.inflight - self.queue.qsize()
                 if free > 0:
-                    claimed = await self.store.run(lambda s, n=free: s.claim_due(n))
+                    claimed = await self.store.run(functools.partial(Store.claim_due, limit=free))
                     for c in claimed:
                         self.queue.put_nowait(c)
                     if len(claimed) == free:
@@ -122,11 +133,36 @@ class Delivery:
     # -------------------------------------------------------------- delivery
     def _client(self) -> aiosmtplib.SMTP:
         r = self.config.relay
-        start_tls: bool | None = {"required": True, "opportunistic": None, "off": False}[r.tls]
         return aiosmtplib.SMTP(hostname=self.host, port=self.port, timeout=r.timeout,
-                               local_hostname=self.hostname, start_tls=start_tls,
+                               local_hostname=self.hostname, start_tls=False,
                                validate_certs=(r.tls == "required" and r.tls_verify),
                                cert_bundle=r.tls_ca_file or None)
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        """A connected client, upgraded with STARTTLS as `[relay] tls` says."""
+        mode = self.config.relay.tls
+        client = self._client()
+        await client.connect()
+        if mode == "off":
+            return client
+        try:
+            await client.ehlo()
+            if not client.supports_extension("starttls"):
+                raise UpstreamTLSError("upstream does not offer STARTTLS")
+            await client.starttls()
+            return client
+        except (ssl.SSLError, aiosmtplib.SMTPException, OSError, TimeoutError) as e:
+            client.close()
+            if mode == "required":
+                if isinstance(e, UpstreamTLSError):
+                    raise
+                raise UpstreamTLSError(f"STARTTLS failed: {type(e).__name__}: {e}"[:200]) from e
+            if not isinstance(e, UpstreamTLSError):
+                log.warning("STARTTLS to upstream failed, sending in clear (tls = opportunistic)",
+                            extra={"event": "upstream_tls_fallback"})
+        client = self._client()
+        await client.connect()
+        return client
 
     async def _worker(self, n: int) -> None:
         client: aiosmtplib.SMTP | None = None
@@ -163,10 +199,7 @@ class Delivery:
         for fresh_try in (False, True):
             try:
                 if client is None or not client.is_connected:
-                    client = self._client()
-                    await client.connect()
-                elif fresh_try:
-                    pass
+                    client = await self._connect()
                 errors, _ = await client.sendmail(c.sender, list(c.recipients), data)
                 return client, [RcptOutcome(r, errors[r].code, errors[r].message) if r in errors
                                 else RcptOutcome(r, 250, "ok") for r in c.recipients]
@@ -182,10 +215,12 @@ class Delivery:
                     continue
                 await _reset(client)
                 if e.code == 421 or not 400 <= e.code < 600:
-                    client = await _drop(client)
+                    await _drop(client)
+                    client = None
                 return client, [RcptOutcome(r, e.code, e.message) for r in c.recipients]
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
-                client = await _drop(client)
+                await _drop(client)
+                client = None
                 if not fresh_try and isinstance(e, aiosmtplib.SMTPServerDisconnected):
                     continue
                 return None, [RcptOutcome(r, 0, f"upstream unavailable: {type(e).__name__}: {e}"[:300])
