@@ -240,6 +240,9 @@ def _dumps(v: Any) -> str:
     return json.dumps(v, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
+_MADE_DIRS: set[Path] = set()  # spool subdirectories known to exist (saves a mkdir per message)
+
+
 def write_spool_file(root: Path, msg_id: str, data: bytes, *, sync: bool = True) -> str:
     """Write a spool file under `root` durably (fsync file and directory, mode 0600).
 
@@ -248,9 +251,16 @@ def write_spool_file(root: Path, msg_id: str, data: bytes, *, sync: bool = True)
     Returns the path relative to `root`.
     """
     sub = root / "spool" / msg_id[-2:]
-    sub.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if sub not in _MADE_DIRS:
+        sub.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _MADE_DIRS.add(sub)
     path = sub / f"{msg_id}.eml"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileNotFoundError:  # the directory went away under us (cleanup, restore): make it again
+        _MADE_DIRS.discard(sub)
+        sub.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         view = memoryview(data)
         while view:

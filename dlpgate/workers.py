@@ -82,6 +82,7 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         slot.fut = fut
+        # watched for the worker's whole life: one epoll registration, not two syscalls per call
         loop.add_reader(slot.conn.fileno(), self._readable, slot)
         try:
             kind, val = await asyncio.wait_for(fut, timeout)
@@ -145,13 +146,13 @@ class WorkerPool:
 
     # ---------------------------------------------------------------- calls
     def _readable(self, slot: _Slot) -> None:
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(slot.conn.fileno())
         fut, slot.fut = slot.fut, None
         try:
             msg = slot.conn.recv()
         except (EOFError, OSError):
             slot.dead = True
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(slot.conn.fileno())
             if fut is not None and not fut.done():
                 fut.set_exception(WorkerCrashed("worker process died"))
             return
@@ -169,7 +170,6 @@ class WorkerPool:
         self.busy += 1
         try:
             slot.conn.send((fn, args))
-            loop.add_reader(slot.conn.fileno(), self._readable, slot)
             kind, val = await asyncio.wait_for(fut, timeout)
         except (TimeoutError, WorkerCrashed, OSError, asyncio.CancelledError) as e:
             slot.dead = True
