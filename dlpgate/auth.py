@@ -122,7 +122,7 @@ _DUMMY = ScryptHash(DEFAULT_N, DEFAULT_R, DEFAULT_P, b"dlpgate-dummy-salt", b"\0
 class FileAuthenticator:
     """aiosmtpd `authenticator=` callable backed by a users file; `verify_async` for the event loop."""
 
-    _cache: dict[str, tuple[tuple[int, int], dict[str, ScryptHash]]] = {}
+    _cache: dict[str, tuple[tuple[int, int, int], dict[str, ScryptHash]]] = {}
     _cache_lock = threading.Lock()
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -135,7 +135,7 @@ class FileAuthenticator:
             st = self.path.stat()
         except OSError as e:
             raise ConfigError(f"smtp.auth_users_file: cannot read {self.path}: {e.strerror}") from None
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         with self._cache_lock:
             hit = self._cache.get(key)
             if hit is not None and hit[0] == stamp:
