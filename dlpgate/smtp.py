@@ -27,6 +27,7 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from . import metrics
 from .config import Config
 from .pipeline import Envelope, Pipeline
+from .smtp_addr import simple_address
 
 log = logging.getLogger("dlpgate.smtp")
 
@@ -242,6 +243,15 @@ class GatewaySMTP(SMTP):
                 self.transport.close()
             return AuthResult(success=False, handled=True)
         return AuthResult(success=False, handled=False)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        fast = simple_address(arg) if arg else None
+        if fast is None:
+            return super()._getaddr(arg)  # type: ignore[no-any-return]
+        local = fast[0].rpartition("@")[0]
+        if self.local_part_limit and len(local) > self.local_part_limit:
+            return None, None
+        return fast
 
     async def _handle_client(self) -> None:
         assert self.session is not None
