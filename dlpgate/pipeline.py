@@ -201,6 +201,10 @@ class Pipeline:
         except WorkerCrashed:
             log.error("scan worker died; worker replaced", extra={"event": "worker_crash"})
             return _fail_closed("corrupt", "scan worker crashed on this message")
+        except RuntimeError as e:  # the judging code raised: fail closed for this message, keep serving
+            log.error("judging raised %s; message held as unscannable", str(e).split(":")[0],
+                      extra={"event": "judge_error"})
+            return _fail_closed("corrupt", "the scanner could not read this message")
         finally:
             metrics.WORKERS_BUSY.set(pool.busy)
 

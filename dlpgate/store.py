@@ -498,8 +498,8 @@ class Store:
         return {r["domain"] for r in rows}
 
     def next_due(self) -> float | None:
-        r = self.conn.execute("SELECT min(due_at) AS d FROM messages WHERE state IN ('delayed','deferred',"
-                              "'released')").fetchone()
+        r = self.conn.execute("SELECT min(due_at) AS d FROM messages INDEXED BY messages_due"
+                              " WHERE state IN ('delayed','deferred','released')").fetchone()
         return None if r["d"] is None else float(r["d"])
 
     def claim_due(self, limit: int) -> list[Claimed]:
@@ -507,8 +507,9 @@ class Store:
         now = self.clock()
         out: list[Claimed] = []
         with self.transaction() as c:
-            rows = c.execute("SELECT * FROM messages WHERE state IN ('delayed','deferred','released')"
-                             " AND due_at <= ? ORDER BY due_at LIMIT ?", (now, limit)).fetchall()
+            # INDEXED BY: the partial index on due_at keeps this O(batch) with 100k rows queued
+            rows = c.execute("SELECT * FROM messages INDEXED BY messages_due WHERE state IN ('delayed','deferred',"
+                             "'released') AND due_at <= ? ORDER BY due_at LIMIT ?", (now, limit)).fetchall()
             for r in rows:
                 rcpts = tuple(x["rcpt"] for x in c.execute(
                     "SELECT rcpt FROM recipients WHERE msg_id = ? AND state = 'pending' ORDER BY rowid",
