@@ -38,6 +38,9 @@ def _worker_main(conn: Connection, initializer: Callable[..., None], initargs: t
             req = conn.recv()
         except (EOFError, OSError):
             return
+        except Exception as e:  # noqa: BLE001 - a request that does not unpickle
+            conn.send(("exc", f"{type(e).__name__}: {e}"))
+            continue
         if req is None:
             return
         fn, args = req
@@ -137,7 +140,9 @@ class WorkerPool:
             self._kill(s)
         if not self._slots:
             return
-        for _ in range(200):  # busy ones: bounded wait
+        for _ in range(200):  # busy ones: bounded wait; others (starting up) go at once
+            for s in [s for s in self._slots if s.fut is None or s.fut.done()]:
+                self._kill(s)
             if not self._slots:
                 return
             await asyncio.sleep(0.05)
@@ -174,7 +179,7 @@ class WorkerPool:
         except (TimeoutError, WorkerCrashed, OSError, asyncio.CancelledError) as e:
             slot.dead = True
             asyncio.ensure_future(self._replace(slot))
-            if isinstance(e, OSError):
+            if isinstance(e, OSError) and not isinstance(e, TimeoutError):  # TimeoutError is an OSError
                 raise WorkerCrashed(str(e)) from None
             raise
         finally:

@@ -1,0 +1,87 @@
+"""The worker pool: a stuck or dying worker is replaced alone; the gateway fails closed on it."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from dlpgate.pipeline import Envelope
+from dlpgate.server import Gateway
+from dlpgate.workers import WorkerCrashed, WorkerInitError, WorkerPool
+
+
+def _noop() -> None:
+    pass
+
+
+def _bad_init() -> None:
+    raise ValueError("rules/policy.toml: rule[1].when.min_severty: unknown key")
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def sleepy(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def die() -> None:
+    os._exit(3)
+
+
+def boom() -> None:
+    raise KeyError("x")
+
+
+async def test_timeout_replaces_only_that_worker() -> None:
+    pool = WorkerPool(2, _noop, ())
+    await pool.start()
+    try:
+        with pytest.raises(TimeoutError):
+            await pool.call(sleepy, 30, timeout=0.5)
+        pids = {await pool.call(pid, timeout=10) for _ in range(6)}
+        assert len(pids) >= 1
+        assert await pool.call(sleepy, 0, timeout=10) in pids | {await pool.call(pid, timeout=10)}
+    finally:
+        await pool.close()
+
+
+async def test_crash_is_reported_and_pool_recovers() -> None:
+    pool = WorkerPool(1, _noop, ())
+    await pool.start()
+    try:
+        first = await pool.call(pid, timeout=10)
+        with pytest.raises(WorkerCrashed):
+            await pool.call(die, timeout=10)
+        second = await pool.call(pid, timeout=30)
+        assert second != first
+        with pytest.raises(RuntimeError, match="KeyError"):
+            await pool.call(boom, timeout=10)
+        assert await pool.call(pid, timeout=10) == second  # an exception does not cost the worker
+    finally:
+        await pool.close()
+
+
+async def test_init_error_names_the_problem() -> None:
+    pool = WorkerPool(1, _bad_init, ())
+    with pytest.raises(WorkerInitError, match="min_severty"):
+        await pool.start()
+
+
+@pytest.mark.parametrize("exc", [TimeoutError(), WorkerCrashed("died"), RuntimeError("KeyError: x")])
+async def test_pipeline_fails_closed(gateway: Gateway, tmp_path: Path, exc: Exception) -> None:
+    assert gateway.pipeline is not None and gateway.pipeline._pool is not None
+
+    async def broken(*a: object, **k: object) -> object:
+        raise exc
+
+    gateway.pipeline._pool.call = broken  # type: ignore[method-assign]
+    spool = tmp_path / "m.eml"
+    spool.write_bytes(b"Subject: x\r\n\r\nbody\r\n")
+    j = await gateway.pipeline.judge(spool, Envelope("a@example.jp", ("b@example.com",)))
+    assert j.verdict == "hold" and j.findings[0]["detector"] == "unscannable"
