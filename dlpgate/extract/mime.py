@@ -213,21 +213,24 @@ def header_text(msg: Message, name: str) -> str:
 
 
 def addresses(msg: Message, name: str) -> list[str]:
-    """addr-specs of an address header; never raises on a malformed header."""
-    try:
-        values = msg.get_all(name) or []
-    except Exception:
-        values = []
+    """addr-specs of an address header; never raises on a malformed header.
+
+    Reads the raw header with `email.utils.getaddresses` rather than through policy.default's
+    header registry: only the addr-specs are needed here, and the registry's parser was a fifth of
+    the judging time of a small message.
+    """
     out: list[str] = []
-    for value in values:
+    try:
+        raws = [str(v) for k, v in msg.raw_items() if k.lower() == name]
+    except Exception:
+        return out
+    for raw in raws:
+        unfolded = raw.replace("\r\n", " ").replace("\n", " ")
         try:
-            addrs = getattr(value, "addresses", None)
-            if addrs is not None:
-                out.extend(a.addr_spec for a in addrs if a.addr_spec and a.addr_spec != "<>")
-                continue
+            pairs = getaddresses([unfolded])
         except Exception:
-            pass
-        out.extend(addr for _, addr in getaddresses([str(value)]) if addr)
+            continue
+        out.extend(addr for _, addr in pairs if addr and "@" in addr and addr != "<>")
     return out
 
 
