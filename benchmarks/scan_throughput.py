@@ -142,15 +142,20 @@ class HsCallback:
     def __init__(self, scanner: Scanner) -> None:
         import hyperscan
 
-        from dlpgate.scan.gate import _utf8_class, _utf8_keyword
-        from dlpgate.scan.normalize import RAW_DIGITS, RAW_SEPARATORS
+        from dlpgate.scan.normalize import RAW_DIGITS, RAW_SEPARATORS, raw_variants
+
+        def utf8_class(chars: str) -> bytes:  # any one of `chars` as UTF-8
+            return b"(?:" + b"|".join(sorted(b"".join(b"\\x%02x" % b for b in c.encode()) for c in set(chars))) + b")"
+
+        def utf8_keyword(keyword: str) -> bytes:  # every raw spelling of a normalised keyword
+            return b"".join(utf8_class("".join(raw_variants(c))) for c in keyword)
 
         r = scanner.rules
-        d, s = _utf8_class(RAW_DIGITS), _utf8_class(RAW_SEPARATORS)
+        d, s = utf8_class(RAW_DIGITS), utf8_class(RAW_SEPARATORS)
         pats = [d * 12, d * 4 + s + d * 4 + s + d * 4, d * 11, d * 4 + s + d * 4 + s + d * 4 + s + d * 4]
         words = set(r.my_number_keywords + r.negative_labels + r.card_keywords + r.licence_keywords
                     + r.resident_keywords + tuple(k for g in r.labels for k in g.keywords))
-        pats += [_utf8_keyword(w) for w in sorted(words)]
+        pats += [utf8_keyword(w) for w in sorted(words)]
         self.db = hyperscan.Database()
         self.db.compile(expressions=pats, ids=list(range(len(pats))), flags=0)
         self.scratch = hyperscan.Scratch(self.db)

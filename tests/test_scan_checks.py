@@ -61,3 +61,17 @@ def test_luhn_and_brands() -> None:
 def test_mask_keeps_four() -> None:
     assert mask("621498320257") == "6214********"
     assert mask("123") == "123"
+
+
+@given(st.text(alphabet="0123456789", min_size=12, max_size=12))
+def test_validity_matches_the_check_digit_definition(number: str) -> None:
+    """is_valid_my_number folds the check digit into one weighted sum; it must agree with the
+    definition (check digit of the first 11) on every 12-digit string, valid or not."""
+    assert is_valid_my_number(number) == (my_number_check_digit(number[:11]) == int(number[11]))
+
+
+def test_validity_on_every_check_digit_of_many_bodies() -> None:
+    for i in range(2000):
+        body = f"{i * 48271 % 10**11:011d}"
+        for check in "0123456789":
+            assert is_valid_my_number(body + check) == (my_number_check_digit(body) == int(check))

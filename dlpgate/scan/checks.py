@@ -19,13 +19,21 @@ def my_number_check_digit(first11: str) -> int:
     return 0 if r <= 1 else 11 - r
 
 
+_WEIGHTS_WITH_CHECK = (*_MY_NUMBER_WEIGHTS, 1)
+
+
 def is_valid_my_number(digits: str) -> bool:
-    return (
-        len(digits) == 12
-        and digits.isascii()
-        and digits.isdigit()
-        and my_number_check_digit(digits[:11]) == ord(digits[11]) - 48
-    )
+    """Whether 12 ASCII digits end in the right check digit, in one weighted sum.
+
+    With S the weighted sum of the first 11 and c the check digit, S + c = 0 (mod 11) exactly
+    when c = 11 - (S mod 11) or S = 0 (mod 11) and c = 0; the one other valid case,
+    S = 1 (mod 11) and c = 0, leaves 1. (S + c = 1 otherwise means c = 12 - (S mod 11) or
+    S = 0 and c = 1: both invalid.) The hypothesis tests compare it with the definition.
+    """
+    if len(digits) != 12 or not (digits.isascii() and digits.isdigit()):
+        return False
+    r = (sum(map(mul, digits.encode(), _WEIGHTS_WITH_CHECK)) - _ASCII_ZERO_SUM - 48) % 11
+    return r == 0 or (r == 1 and digits[11] == "0")
 
 
 def luhn_valid(digits: str) -> bool:

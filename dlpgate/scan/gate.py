@@ -1,121 +1,253 @@
-"""Gates: one cheap pass over raw text that says where the exact detectors must look.
+"""Gates: the one pass over raw text that finds everything the detectors look at.
 
-Most mail holds no identifier at all, so the scanner first asks a gate for *trigger positions*
-(character offsets in the raw text):
+A gate returns, in character offsets of the raw text:
 
-* digit triggers — inside every run that could be an identifier: 4 digits, an optional
-  separator, 4 digits, then an optional separator and 3 digits or 2 more digits (every accepted
-  shape — 12 contiguous, 4-4-4, 11 contiguous, 13-19 in card groupings 4-4-4-4 / 4-6-5 — holds
-  one; a phone number 03-1234-5678 does not);
-* keyword triggers — on every occurrence of a trigger keyword (confidentiality labels and table
-  header fields), in any raw spelling that normalises to the keyword.
+* digit triggers — one inside every digit run that could be an identifier. The trigger pattern
+  is a run start (text start or a character that is not a digit), 4 digits, an optional
+  separator, 4 digits, an optional separator, 2 digits: every accepted shape (12 contiguous,
+  4-4-4, 11 contiguous, 13-19 contiguous or in card groupings 4-4-4-4 / 4-6-5 ...) starts that way,
+  and a phone number 03-1234-5678 does not. The scanner recovers the whole run around a trigger,
+  so the findings do not depend on where inside the run a gate puts it;
+* keyword hits — every occurrence (overlapping ones too) of every keyword of the rule set, in any
+  raw spelling that normalises to it (`ＭＹ　ＮＵＭＢＥＲ` for `my number`), as the sorted end
+  offsets of each keyword found. Grouped by keyword, a text full of one keyword (`TEL` on every
+  line) costs the scanner one list, not a Python step per hit.
 
-Two interchangeable implementations: `HyperscanGate` (one hyperscan pass over UTF-8) and
-`ReGate` (CPython `re`, used when the hyperscan wheel is missing). Positions may differ between
-them (hyperscan reports match ends, `re` match starts) but both put a trigger inside every
-occurrence; the scanner's windows are built so that the findings do not depend on where inside
-an occurrence the trigger sits (see `Scanner._windows`).
+Two interchangeable implementations: `HyperscanGate` and `ReGate` (CPython `re` plus
+pyahocorasick, used when the hyperscan wheel is missing). Their keyword hits are identical; their
+triggers may differ in number (hyperscan reports overlapping trigger matches, `re` does not) but
+both put one in every candidate run. Property tests hold them to both.
+
+Hyperscan works on bytes, so the text is encoded in a fixed-width form whose byte offsets are
+character offsets times the width: ASCII text as is (a copy), other text as UTF-16-LE (about
+twice as fast to produce as UTF-8 and no offset map needed), text with characters beyond the
+BMP as UTF-32-LE. Each width has its own database; a match that ends off a character boundary
+(bytes straddling two characters) is dropped.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import threading
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import ahocorasick
 
 from dlpgate.scan.normalize import (
+    NORMALISE_TABLE,
     RAW_DIGITS,
     RAW_SEPARATORS,
     char_class,
-    normalise,
-    raw_keyword_regex,
     raw_variants,
 )
+
+# (digit trigger positions ascending, {keyword index: end offsets ascending}); keywords absent
+# from the text have no entry.
+Matches = tuple[list[int], dict[int, list[int]]]
+
+# Digit groups of the trigger: 4, optional separator, 4, optional separator, 2.
+_TRIGGER_GROUPS = (4, 4, 2)
 
 
 class Gate(Protocol):
     name: str
 
-    def triggers(self, text: str) -> tuple[list[int], list[tuple[int, str]]]:
-        """(digit trigger positions, [(position, normalised keyword)]) for `text`, positions ascending."""
+    def matches(self, text: str) -> Matches:
+        """Digit triggers (offset of a digit inside each candidate run) and every keyword hit."""
         ...
 
 
-def digit_gate_regex() -> str:
+def digit_trigger_regex() -> str:
+    """The trigger as a `re` pattern on raw text, without hyperscan's run-start condition: `re`
+    matches do not overlap and are taken from the left, so each run's first match starts at the
+    run's first digit anyway (a lookbehind would also cost `re` its fast first-character scan)."""
     d = char_class(RAW_DIGITS)
     s = char_class(RAW_SEPARATORS)
-    return d * 4 + s + "?" + d * 4 + "(?:" + s + "?" + d * 3 + "|" + d * 2 + ")"
+    return (s + "?").join(d * n for n in _TRIGGER_GROUPS)
+
+
+def _has_case(keyword: str) -> bool:
+    return any(c.lower() != c or c.upper() != c for c in keyword)
+
+
+def _full_width_letter(c: str) -> bool:
+    return "\uff21" <= c <= "\uff3a" or "\uff41" <= c <= "\uff5a"
+
+
+_FULL_WIDTH_LETTERS = re.compile("[\uff21-\uff3a\uff41-\uff5a]")
+
+
+def _half_width(m: re.Match[str]) -> str:
+    return chr(ord(m.group()) - 0xFEE0)
 
 
 class ReGate:
-    """Pure-Python gate: one `re` pass for digits, one Aho-Corasick pass for keywords.
+    """Pure-Python gate: one `re` pass for digit triggers, one Aho-Corasick pass for keywords.
 
-    Keywords are matched on `text.lower()` (a fast C loop that keeps positions when the length
-    does not change) against every lower-cased raw spelling of each keyword (a few hundred at
-    most: `ー` has eleven look-alikes, an ASCII letter two). A keyword with too many spellings, or
-    a text whose lower-casing changes its length (U+0130), uses a character-class regex instead.
+    Keywords are matched on a folded copy of the text with the same offsets: full-width letters
+    made half-width (rare in real text, so a regex replaces the few there are), then `lower()`
+    (a fast C loop; U+0130 is the only character whose lower case is longer, and it is blanked
+    first). The automaton holds every spelling of each keyword over that folded alphabet — a
+    handful per keyword (dash and space look-alikes, full-width digits), where raw spellings
+    would be 4 ** letters. Folding is coarser than normalisation (`K` KELVIN SIGN lowers to `k`),
+    so a hit on a keyword with cased letters is confirmed on the raw text. A keyword with more
+    than MAX_SPELLINGS spellings is found by its own character-class regex instead.
     """
 
     name = "re"
     MAX_SPELLINGS = 5000
 
     def __init__(self, keywords: Sequence[str]) -> None:
-        self._digits = re.compile(digit_gate_regex())
+        self._digits = re.compile(digit_trigger_regex())
+        self._keywords = tuple(keywords)
         self._automaton = ahocorasick.Automaton()
-        rare: list[str] = []
-        for keyword in sorted(set(keywords)):
-            choices = [sorted({v.lower() for v in raw_variants(c) if len(v.lower()) == 1}) for c in keyword]
+        self._confirm = [_has_case(k) for k in keywords]
+        spellings: dict[str, list[int]] = {}
+        rare: list[tuple[int, re.Pattern[str]]] = []
+        for index, keyword in enumerate(keywords):
+            choices = [
+                sorted({v.lower() for v in raw_variants(c) if len(v.lower()) == 1 and not _full_width_letter(v)})
+                for c in keyword
+            ]
             count = 1
             for c in choices:
                 count *= len(c)
-            if count > self.MAX_SPELLINGS:
-                rare.append(keyword)
+            if count > self.MAX_SPELLINGS or count == 0:
+                rare.append((index, re.compile("".join(char_class(raw_variants(c)) for c in keyword))))
                 continue
-            for spelling in itertools.product(*choices):
-                self._automaton.add_word("".join(spelling), (len(keyword), keyword))
+            for letters in itertools.product(*choices):
+                spellings.setdefault("".join(letters), []).append(index)
+        for spelling, indexes in spellings.items():
+            self._automaton.add_word(spelling, (len(spelling), tuple(indexes)))
         self._has_words = len(self._automaton) > 0
         if self._has_words:
             self._automaton.make_automaton()
-        alts = sorted(set(keywords), key=lambda k: (-len(k), k))
-        self._all_regex = re.compile("|".join(raw_keyword_regex(k) for k in alts)) if alts else None
-        self._rare_regex = re.compile("|".join(raw_keyword_regex(k) for k in rare)) if rare else None
+        self._rare = rare
 
-    def triggers(self, text: str) -> tuple[list[int], list[tuple[int, str]]]:
-        digits = [m.start() for m in self._digits.finditer(text)]
-        lowered = text.lower()
-        if len(lowered) != len(text):
-            rx = self._all_regex
-            hits = [(m.start(), normalise(m.group())) for m in rx.finditer(text)] if rx is not None else []
-            return digits, hits
-        hits = []
+    def matches(self, text: str) -> Matches:
+        triggers = [m.end() - 1 for m in self._digits.finditer(text)]
+        hits: dict[int, list[int]] = {}
         if self._has_words:
-            hits = [(end - length + 1, keyword) for end, (length, keyword) in self._automaton.iter(lowered)]
-        if self._rare_regex is not None:
-            hits.extend((m.start(), normalise(m.group())) for m in self._rare_regex.finditer(text))
-            hits.sort()
-        return digits, hits
+            folded = text
+            if "\u0130" in folded:
+                folded = folded.replace("\u0130", "\ufffe")
+            if _FULL_WIDTH_LETTERS.search(folded):
+                folded = _FULL_WIDTH_LETTERS.sub(_half_width, folded)
+            keywords = self._keywords
+            confirm = self._confirm
+            for last, (length, indexes) in self._automaton.iter(folded.lower()):
+                end = last + 1
+                for k in indexes:
+                    if not confirm[k] or text[end - length : end].translate(NORMALISE_TABLE) == keywords[k]:
+                        hits.setdefault(k, []).append(end)
+        for k, rx in self._rare:
+            length = len(self._keywords[k])
+            ends = []
+            m = rx.search(text)
+            while m is not None:  # overlapping occurrences too (ーー in ーーー)
+                ends.append(m.start() + length)
+                m = rx.search(text, m.start() + 1)
+            if ends:
+                hits[k] = ends
+        return triggers, hits
 
 
-def _escape_bytes(data: bytes) -> bytes:
+def _escape(data: bytes) -> bytes:
     return b"".join(b"\\x%02x" % b for b in data)
 
 
-def _utf8_class(chars: str) -> bytes:
-    """A hyperscan byte-level alternation matching any one of `chars` encoded as UTF-8."""
-    return b"(?:" + b"|".join(sorted(_escape_bytes(c.encode()) for c in set(chars))) + b")"
+def _units(chars: str, encoding: str) -> list[bytes]:
+    """The encoded forms of `chars` that exist in `encoding` (ASCII drops the others)."""
+    out = set()
+    for c in chars:
+        try:
+            out.add(c.encode(encoding, "surrogatepass"))
+        except UnicodeEncodeError:
+            continue
+    return sorted(out)
 
 
-def _utf8_keyword(keyword: str) -> bytes:
-    """Every raw spelling of a normalised keyword, as a hyperscan pattern over UTF-8 bytes."""
-    return b"".join(_utf8_class("".join(raw_variants(c))) for c in keyword)
+def _alternation(units: Sequence[bytes]) -> bytes:
+    """Any one of `units`, those that differ only in their first byte merged into a class."""
+    by_rest: dict[bytes, list[int]] = {}
+    for u in units:
+        by_rest.setdefault(u[1:], []).append(u[0])
+    alternatives = [
+        (_byte_class(firsts) if len(firsts) > 1 else b"\\x%02x" % firsts[0]) + _escape(rest)
+        for rest, firsts in sorted(by_rest.items())
+    ]
+    return alternatives[0] if len(alternatives) == 1 else b"(?:" + b"|".join(alternatives) + b")"
+
+
+def _byte_class(values: Sequence[int]) -> bytes:
+    return b"[" + b"".join(b"\\x%02x" % v for v in sorted(values)) + b"]"
+
+
+def _not_units(units: Sequence[bytes], width: int) -> bytes:
+    """A pattern for any `width`-byte unit that is not one of `units` (all `width` bytes long)."""
+    if width == 1:
+        return _byte_class([b for b in range(256) if bytes([b]) not in set(units)])
+    by_first: dict[int, set[bytes]] = {}
+    for u in units:
+        by_first.setdefault(u[0], set()).add(u[1:])
+    free = [b for b in range(256) if b not in by_first]
+    alternatives = [_byte_class(free) + b"[\\x00-\\xff]" * (width - 1)] if free else []
+    by_suffixes: dict[frozenset[bytes], list[int]] = {}
+    for first, rests in by_first.items():
+        by_suffixes.setdefault(frozenset(rests), []).append(first)
+    for group, firsts in sorted(by_suffixes.items(), key=lambda kv: kv[1]):
+        alternatives.append(_byte_class(firsts) + _not_units(sorted(group), width - 1))
+    return b"(?:" + b"|".join(alternatives) + b")"
+
+
+def hyperscan_patterns(keywords: Sequence[str], encoding: str, width: int) -> tuple[list[bytes], list[int]]:
+    """(expressions, ids) over text encoded as `encoding`: id k keyword k, id len(keywords) the trigger.
+
+    A keyword with a character that has no spelling in `encoding` cannot occur in such text and
+    is left out.
+    """
+    digits = _units(RAW_DIGITS, encoding)
+    d = _alternation(digits)
+    s = _alternation(_units(RAW_SEPARATORS, encoding)) + b"?"
+    trigger = b"(?:^|" + _not_units(digits, width) + b")" + s.join(d * n for n in _TRIGGER_GROUPS)
+    expressions = [trigger]
+    ids = [len(keywords)]
+    for index, keyword in enumerate(keywords):
+        parts = [_units("".join(raw_variants(c)), encoding) for c in keyword]
+        if all(parts):
+            expressions.append(b"".join(_alternation(p) for p in parts))
+            ids.append(index)
+    return expressions, ids
+
+
+_ENCODINGS = {1: "ascii", 2: "utf-16-le", 4: "utf-32-le"}
+
+
+@functools.lru_cache(maxsize=32)
+def _database(keywords: tuple[str, ...], width: int) -> Any:
+    """The compiled database for one keyword set and width, shared by every gate in the process.
+
+    Compiling takes a good part of a second; a rule reload, a test or a CLI run that builds
+    another scanner for the same keywords reuses it (a database is read-only while scanning).
+    """
+    import hyperscan  # noqa: PLC0415 - optional dependency, imported where used
+
+    expressions, ids = hyperscan_patterns(keywords, _ENCODINGS[width], width)
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    db.compile(expressions=expressions, ids=ids, flags=0)
+    return db
 
 
 class HyperscanGate:
-    """One hyperscan block-mode pass over the UTF-8 text; match ends are mapped back to str offsets."""
+    """One hyperscan block-mode pass over the text in a fixed-width encoding (see module doc).
+
+    The ASCII and UTF-16 databases are compiled up front; the UTF-32 one (text with characters
+    beyond the BMP, such as emoji) on first use. Scratch space is per thread.
+    """
 
     name = "hyperscan"
 
@@ -123,53 +255,70 @@ class HyperscanGate:
         import hyperscan  # noqa: PLC0415 - optional dependency, imported where used
 
         self._hs = hyperscan
-        d = _utf8_class(RAW_DIGITS)
-        s = _utf8_class(RAW_SEPARATORS)
-        self._keywords = sorted(set(keywords))
-        expressions = [d * 4 + s + b"?" + d * 4 + b"(?:" + s + b"?" + d * 3 + b"|" + d * 2 + b")"] + [_utf8_keyword(k) for k in self._keywords]
-        self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        self._db.compile(expressions=expressions, ids=list(range(len(expressions))), flags=0)
+        self._keywords = tuple(keywords)
+        self._trigger = len(self._keywords)
+        self._databases: dict[int, Any] = {width: _database(self._keywords, width) for width in (1, 2)}
+        self._lock = threading.Lock()
         self._local = threading.local()
 
-    def _scratch(self) -> Any:
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = self._hs.Scratch(self._db)
-            self._local.scratch = scratch
-        return scratch
+    def _engine(self, width: int) -> tuple[Any, Any]:
+        """(database, this thread's scratch for it), made on first use."""
+        engines: dict[int, tuple[Any, Any]] | None = getattr(self._local, "engines", None)
+        if engines is None:
+            engines = self._local.engines = {}
+        with self._lock:
+            db = self._databases.get(width)
+            if db is None:
+                db = self._databases[width] = _database(self._keywords, width)
+        engine = engines[width] = (db, self._hs.Scratch(db))
+        return engine
 
-    def triggers(self, text: str) -> tuple[list[int], list[tuple[int, str]]]:
-        data = text.encode("utf-8", "surrogatepass")
-        found: list[tuple[int, int]] = []
-        append = found.append
-
-        def on_match(ident: int, start: int, end: int, flags: int, ctx: object) -> None:
-            append((end, ident))
-
-        self._db.scan(data, match_event_handler=on_match, scratch=self._scratch())
+    def matches(self, text: str) -> Matches:
+        if text.isascii():
+            data = text.encode("ascii")
+            width = 1
+        else:
+            data = text.encode("utf-16-le", "surrogatepass")
+            width = 2
+            if len(data) != 2 * len(text):  # characters beyond the BMP: surrogate pairs
+                data = text.encode("utf-32-le", "surrogatepass")
+                width = 4
+        try:
+            db, scratch = self._local.engines[width]
+        except (AttributeError, KeyError):
+            db, scratch = self._engine(width)
+        found: defaultdict[int, list[int]] = defaultdict(list)
+        db.scan(data, _collect, 0, found, scratch)
         if not found:
-            return [], []
-        found.sort()
-        ascii_only = len(data) == len(text)
-        digits: list[int] = []
-        hits: list[tuple[int, str]] = []
-        pos_b = 0
-        pos_c = 0
-        last_end = -1
-        for end, ident in found:
-            if ascii_only:
-                pos_c = end
-            elif end != pos_b:
-                pos_c += len(data[pos_b:end].decode("utf-8", "surrogatepass"))
-                pos_b = end
-            char_pos = pos_c - 1  # the last character of the match
-            if ident == 0:
-                if end != last_end:
-                    digits.append(char_pos)
-                    last_end = end
-            else:
-                hits.append((char_pos, self._keywords[ident - 1]))
-        return digits, hits
+            return _NOTHING
+        # hyperscan does not promise end order across its engines; sorting sorted lists is cheap.
+        digit_ends = found.pop(self._trigger, None)
+        if width == 1:
+            for ends in found.values():
+                ends.sort()
+            if digit_ends is None:
+                return [], found
+            digit_ends.sort()
+            return [end - 1 for end in digit_ends], found
+        shift = width.bit_length() - 1
+        off = width - 1  # a match ending inside a character straddles two characters: dropped
+        hits: dict[int, list[int]] = {}
+        for k, ends in found.items():
+            chars = [end >> shift for end in ends if not end & off]
+            if chars:
+                chars.sort()
+                hits[k] = chars
+        if digit_ends is None:
+            return [], hits
+        digit_ends.sort()
+        return [(end >> shift) - 1 for end in digit_ends if not end & off], hits
+
+
+_NOTHING: Matches = ([], {})  # shared: callers never mutate what a gate returns
+
+
+def _collect(ident: int, start: int, end: int, flags: int, found: defaultdict[int, list[int]]) -> None:
+    found[ident].append(end)
 
 
 def make_gate(keywords: Sequence[str], engine: str = "auto") -> Gate:

@@ -1,70 +1,76 @@
 """The scanner: text (and tables) in, findings out. Compiled once, then called per part.
 
-One pass per part: a gate (hyperscan, or `re` without it) finds trigger positions; around each
-trigger a window is normalised (one `str.translate`) and the exact detectors run there — digit
-runs with check digits, keyword positions from one Aho-Corasick automaton for proximity and
-suppression, confidentiality labels. Keyword lines that look like a tab/comma-separated header
-become tables. Text that holds no trigger costs one gate pass and nothing else.
+One gate pass per part (hyperscan, or `re` plus Aho-Corasick without it) returns digit triggers
+and every keyword hit, with character positions in the raw text. Nothing else reads the whole
+text again:
+
+* around each trigger the digit run is recovered (one short regex match on the raw text: a
+  maximal run of digits with single separators), normalised (a few characters) and shaped;
+* a run some detector accepts is classified against the keyword hits within `proximity` of it
+  (bisect on the sorted hit positions; positions are raw offsets because normalisation keeps
+  lengths), its table column context, and the negative labels just before it;
+* lines holding keyword hits of at least `min_fields` field groups are tried as tab/comma
+  separated body tables; confidentiality labels are counted from the hits.
+
+Text that holds no trigger and no keyword costs the gate pass and nothing else. The findings are
+those of the plain definition — every maximal digit run in the normalised text, every keyword
+occurrence in it — so they do not depend on the gate.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import ahocorasick
-
+from dlpgate.errors import RuleError
 from dlpgate.extract.model import Extraction, Table
 from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask
 from dlpgate.scan.gate import Gate, make_gate
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
-from dlpgate.scan.normalize import DIGITISH, normalise
+from dlpgate.scan.normalize import NORMALISE_TABLE, RAW_DIGITS, RAW_SEPARATORS, char_class
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
 from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at
 
-# Digit runs on normalised text: a digit, then digits each optionally after one separator.
-_RUN = re.compile(r"[0-9](?:[-. ]?[0-9]){10,}")
+# A maximal digit run on raw text: a digit, then digits each optionally after one separator.
+_RAW_RUN = re.compile(char_class(RAW_DIGITS) + "(?:" + char_class(RAW_SEPARATORS) + "?" + char_class(RAW_DIGITS) + ")*")
 _SPLIT = re.compile(r"[-. ]")
-_MAX_RUN = 19 + 18  # longest accepted identifier with a separator between every digit
 _CARD_GROUPS = frozenset({(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 4), (4, 6, 5), (4, 4, 4, 2), (4, 4, 4, 3)})
+# The longest run any detector accepts (19 digits in card groups with their separators).
+_LONGEST_RUN = max(19, 14, *(sum(g) + len(g) - 1 for g in _CARD_GROUPS))
+# Runs are looked for within this many characters either side of a trigger: a run cut by that
+# window is longer than _LONGEST_RUN, hence rejected either way.
+_LOOK = _LONGEST_RUN + 1
 
 # Keyword categories used for proximity.
 MY_NUMBER, LICENCE, RESIDENT, CARD, NEGATIVE = "my_number", "licence", "resident", "card", "negative"
 _POSITIVE = (MY_NUMBER, LICENCE, RESIDENT, CARD)
 _DETECTOR_ORDER = ("my_number", "resident_code", "credit_card", "drivers_licence")
 
-
 _EMPTY = ScanResult(findings=(), records=0)
+
+# Keyword hits packed in one int for sorting and bisecting: end offset << _KEY_BITS | keyword index.
+_KEY_BITS = 20
+_KEY_MASK = (1 << _KEY_BITS) - 1
+# (detector, position, digits, severity) of one identifier.
+_Occurrence = tuple[str, int, str, str]
 
 
 def _shape(run: str) -> tuple[str, str, bool]:
-    """(kind, digits, separated) of a digit run; kind "" when no detector accepts its shape."""
+    """(kind, digits, separated) of a normalised digit run; kind "" when no detector accepts it."""
     if run.isdigit():  # contiguous: the common case, no split needed
         n = len(run)
         return ("twelve" if n == 12 else "eleven" if n == 11 else "card" if 13 <= n <= 19 else ""), run, False
     groups = _SPLIT.split(run)
     digits = "".join(groups)
     n = len(digits)
-    separated = len(groups) > 1
     lengths = tuple(len(g) for g in groups)
-    if n == 12 and (not separated or lengths == (4, 4, 4)):
-        return "twelve", digits, separated
-    if n == 11 and not separated:
-        return "eleven", digits, separated
-    if 13 <= n <= 19 and "." not in run and (not separated or lengths in _CARD_GROUPS):
-        return "card", digits, separated
-    return "", digits, separated
-
-
-@dataclass
-class _Occurrence:
-    detector: str
-    position: int
-    digits: str
-    severity: str
+    if n == 12 and lengths == (4, 4, 4):
+        return "twelve", digits, True
+    if 13 <= n <= 19 and "." not in run and lengths in _CARD_GROUPS:
+        return "card", digits, True
+    return "", digits, True
 
 
 class Scanner:
@@ -90,16 +96,24 @@ class Scanner:
                 old = self._label_severity.get(w)
                 if old is None or SEVERITY_RANK[group.severity] > SEVERITY_RANK[old]:
                     self._label_severity[w] = group.severity
-                categories.setdefault(w, set()).add("label")
-        self._automaton = ahocorasick.Automaton()
-        for word, cats in categories.items():
-            self._automaton.add_word(word, (len(word), frozenset(cats), word))
-        self._automaton.make_automaton()
-        max_keyword = max(len(w) for w in categories)
-        self._radius = rules.proximity + max_keyword + _MAX_RUN + 1
-        field_keywords = {k for g in rules.record_fields for k in g.keywords}
-        self.gate: Gate = make_gate(sorted(field_keywords | set(self._label_severity)), engine)
-        self._label_keywords = frozenset(self._label_severity)
+                categories.setdefault(w, set())
+        field_groups: dict[str, set[str]] = {}
+        for g in rules.record_fields:
+            for w in g.keywords:
+                field_groups.setdefault(w, set()).add(g.name)
+                categories.setdefault(w, set())
+        # One catalogue of every keyword; the gate reports hits as indexes into it.
+        self._words: tuple[str, ...] = tuple(sorted(categories))
+        self._categories = tuple(frozenset(categories[w]) for w in self._words)
+        self._lengths = tuple(len(w) for w in self._words)
+        self._fields = tuple(frozenset(field_groups.get(w, ())) for w in self._words)
+        self._label_ids = frozenset(k for k, w in enumerate(self._words) if w in self._label_severity)
+        self._licence_ids = frozenset(k for k, c in enumerate(self._categories) if LICENCE in c)
+        self._resident_ids = frozenset(k for k, c in enumerate(self._categories) if RESIDENT in c)
+        self._longest_keyword = max(self._lengths)
+        if len(self._words) > _KEY_MASK:
+            raise RuleError(f"too many keywords ({len(self._words)})")
+        self.gate: Gate = make_gate(self._words, engine)
         self._tables = TableAnalyser(rules)
 
     @classmethod
@@ -118,29 +132,21 @@ class Scanner:
     def scan(self, part: str, text: str, tables: Sequence[Table] = ()) -> ScanResult:
         if not text and tables:
             text = "\n".join("\t".join(row) for table in tables for row in table.rows)
-        digit_triggers, keyword_hits = self.gate.triggers(text) if text else ([], [])
-        if not digit_triggers and not keyword_hits and not tables:
-            return _EMPTY  # the common case: nothing the gate could see
-
-        facts = [f for f in (self._tables.analyse(t) for t in tables) if f is not None]
-        if not tables and keyword_hits:
-            facts.extend(self._body_tables(part, text, keyword_hits))
+        triggers, hits = self.gate.matches(text) if text else ([], {})
+        if not tables:
+            if not triggers and (not hits or self._inert(hits)):
+                return _EMPTY  # the common case: nothing, or only keywords that find nothing alone
+            facts = self._body_tables(part, text, hits) if hits else []
+        else:
+            facts = [f for f in (self._tables.analyse(t) for t in tables) if f is not None]
         column_context: dict[str, set[str]] = {}
         for f in facts:
             for digits, cats in f.column_context:
                 column_context.setdefault(digits, set()).update(cats)
 
-        triggers = digit_triggers
-        label_triggers = [pos for pos, kw in keyword_hits if kw in self._label_keywords]
-        if label_triggers:
-            triggers = sorted(digit_triggers + label_triggers)
-        occurrences: list[_Occurrence] = []
-        labels: list[str] = []
-        for start, end in self._windows(text, triggers):
-            has_label = bool(label_triggers) and bisect_left(label_triggers, start) < bisect_left(label_triggers, end)
-            self._scan_window(text, start, end, has_label, column_context, occurrences, labels)
+        occurrences = self._occurrences(text, triggers, hits, column_context) if triggers else []
         return ScanResult(
-            findings=self._findings(part, occurrences, labels, facts),
+            findings=self._findings(part, occurrences, self._labels(hits), facts),
             records=max((f.records for f in facts), default=0),
         )
 
@@ -164,23 +170,64 @@ class Scanner:
 
     # ------------------------------------------------------------------ internals
 
-    def _body_tables(self, part: str, text: str, keyword_hits: list[tuple[int, str]]) -> list[TableFacts]:
-        """Tab/comma-separated blocks in text whose first line is a personal-records header."""
+    def _inert(self, hits: dict[int, list[int]]) -> bool:
+        """Whether these keyword hits, with no digit run and no table, can give no finding:
+        no confidentiality label, and too few field groups for a body-table header."""
+        if not self._label_ids.isdisjoint(hits):
+            return False
+        fields = self._fields
+        groups: frozenset[str] = frozenset()
+        for k in hits:
+            groups = groups | fields[k]
+        return len(groups) < self.rules.min_fields
+
+    def _labels(self, hits: dict[int, list[int]]) -> tuple[int, str]:
+        """(count, the first of the most severe labels) of the confidentiality labels in the text."""
+        if self._label_ids.isdisjoint(hits):
+            return 0, ""
+        present = [k for k in hits if k in self._label_ids]
+        rank = SEVERITY_RANK
+        severity = self._label_severity
+        words = self._words
+        top = max(rank[severity[words[k]]] for k in present)
+        first = min((hits[k][0], k) for k in present if rank[severity[words[k]]] == top)[1]
+        return sum(len(hits[k]) for k in present), words[first]
+
+    def _body_tables(self, part: str, text: str, hits: dict[int, list[int]]) -> list[TableFacts]:
+        """Tab/comma-separated blocks in text whose first line is a personal-records header.
+
+        Only a line holding keywords of at least `min_fields` field groups can be such a header
+        (the header check reads cells of that line), so only those lines are cut out and read.
+        """
+        fields = self._fields
+        need = self.rules.min_fields
+        present = [k for k in hits if fields[k]]
+        if not present or len(frozenset().union(*(fields[k] for k in present))) < need:
+            return []
+        field_hits = sorted((end - 1, k) for k in present for end in hits[k])
         out: list[TableFacts] = []
         done_until = -1
-        checked_line = -1
-        for pos, _kw in keyword_hits:
-            if pos < done_until:
+        i = 0
+        count = len(field_hits)
+        n = len(text)
+        while i < count:
+            pos, k = field_hits[i]
+            groups = fields[k]
+            line_end = text.find("\n", pos)
+            if line_end < 0:
+                line_end = n
+            j = i + 1
+            while j < count and field_hits[j][0] < line_end:
+                groups = groups | fields[field_hits[j][1]]
+                j += 1
+            i = j
+            if len(groups) < need or pos < done_until:
                 continue
-            line_start = text.rfind("\n", 0, pos) + 1
-            if line_start == checked_line:
-                continue
-            checked_line = line_start
             found = body_table_at(text, pos, part)
             if found is None:
                 continue
             table, end = found
-            if len(self._tables.row_fields(table.rows[0])) < self.rules.min_fields:
+            if len(self._tables.row_fields(table.rows[0])) < need:
                 continue
             facts = self._tables.analyse(table)
             if facts is not None:
@@ -188,127 +235,90 @@ class Scanner:
                 done_until = end
         return out
 
-    def _windows(self, text: str, triggers: list[int]) -> list[tuple[int, int]]:
-        """Merged windows of +-radius around triggers, widened so no digit run crosses an edge.
-
-        Every identifier holds a trigger and is at most _MAX_RUN long, so its whole proximity
-        context lies in the window holding its trigger; runs are never cut. Hence the findings do
-        not depend on where in an occurrence a gate puts its trigger.
-        """
-        if not triggers:
-            return []
-        n = len(text)
-        radius = self._radius
-        merged: list[list[int]] = []
+    def _occurrences(
+        self, text: str, triggers: list[int], hits: dict[int, list[int]], column_context: dict[str, set[str]]
+    ) -> list[_Occurrence]:
+        """Every identifier: the accepted run around each trigger, classified by its context."""
+        out: list[_Occurrence] = []
+        search = _RAW_RUN.search
+        covered = -1
+        has_licence = not self._licence_ids.isdisjoint(hits)
+        has_resident = not self._resident_ids.isdisjoint(hits)
+        context: list[int] | None = None
         for p in triggers:
-            s, e = max(0, p - radius), min(n, p + radius + 1)
-            if merged and s <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], e)
-            else:
-                merged.append([s, e])
-        out: list[tuple[int, int]] = []
-        for s, e in merged:
-            while s > 0 and text[s - 1] in DIGITISH:
-                s -= 1
-            while e < n and text[e] in DIGITISH:
-                e += 1
-            if out and s <= out[-1][1]:
-                out[-1] = (out[-1][0], max(out[-1][1], e))
-            else:
-                out.append((s, e))
-        return out
-
-    def _scan_window(
-        self,
-        text: str,
-        start: int,
-        end: int,
-        has_label: bool,
-        column_context: dict[str, set[str]],
-        occurrences: list[_Occurrence],
-        labels: list[str],
-    ) -> None:
-        norm = normalise(text[start:end])
-        runs = [(m.start(), m.end(), _shape(m.group())) for m in _RUN.finditer(norm)]
-        if not has_label and not self._needs_context(norm, runs, column_context):
-            return  # e.g. 注文番号 with a failing check digit: no keyword can make it a finding
-        # (start, end, categories) per keyword hit; the automaton reports in order of end.
-        hits: list[tuple[int, int, frozenset[str]]] = []
-        for last, (length, cats, word) in self._automaton.iter(norm):
-            if "label" in cats:
-                labels.append(word)
-                if len(cats) == 1:
-                    continue
-            hits.append((start + last - length + 1, start + last + 1, cats))
-        if not hits:
-            ends: list[int] = []
-            by_start: list[tuple[int, int, frozenset[str]]] = []
-            starts: list[int] = []
-        else:
-            ends = [h[1] for h in hits]
-            by_start = sorted(hits)
-            starts = [h[0] for h in by_start]
-        prox = self.rules.proximity
-        for rs, re_, shape in runs:
-            cs = start + rs
-            ce = start + re_
-            occ = self._classify(
-                shape,
-                cs,
-                ce,
-                hits[bisect_left(ends, cs - prox) : bisect_right(ends, cs)],
-                by_start[bisect_left(starts, ce) : bisect_right(starts, ce + prox)],
-                column_context,
-            )
-            if occ is not None:
-                occurrences.append(occ)
-
-    def _needs_context(
-        self, norm: str, runs: list[tuple[int, int, tuple[str, str, bool]]], column_context: dict[str, set[str]]
-    ) -> bool:
-        """Whether any run in the window can become a finding; only then are keywords located."""
-        for _s, _e, (kind, digits, _sep) in runs:
+            if p < covered:
+                continue  # another trigger in a run already read
+            lo = p - _LOOK if p > _LOOK else 0
+            hi = p + _LOOK + 1
+            m = search(text, lo, hi)
+            while m is not None and m.end() <= p:
+                m = search(text, m.end(), hi)
+            if m is None:  # pragma: no cover - a trigger always sits on a digit
+                continue
+            cs, ce = m.span()
+            covered = ce
+            if ce - cs > _LONGEST_RUN:
+                continue
+            raw = m.group()
+            kind, digits, separated = _shape(raw if raw.isascii() else raw.translate(NORMALISE_TABLE))
+            # Cheap refusals first: only these runs can become a finding whatever surrounds them.
             if kind == "twelve":
-                if is_valid_my_number(digits) or digits in column_context:
-                    return True
-                if any(k in norm for k in self.rules.licence_keywords):
-                    return True
+                if not (has_licence or digits in column_context or is_valid_my_number(digits)):
+                    continue
             elif kind == "eleven":
-                if digits in column_context or any(k in norm for k in self.rules.resident_keywords):
-                    return True
-            elif kind == "card" and is_card_number(digits):
-                return True
-        return False
+                if not (has_resident or digits in column_context):
+                    continue
+            elif kind != "card" or not is_card_number(digits):
+                continue
+            if context is None:
+                cats = self._categories
+                context = sorted(end << _KEY_BITS | k for k in hits if cats[k] for end in hits[k])
+            occ = self._classify(kind, digits, separated, cs, ce, context, column_context)
+            if occ is not None:
+                out.append(occ)
+        return out
 
     def _classify(
         self,
-        shape: tuple[str, str, bool],
+        kind: str,
+        digits: str,
+        separated: bool,
         cs: int,
         ce: int,
-        before: list[tuple[int, int, frozenset[str]]],
-        after: list[tuple[int, int, frozenset[str]]],
+        context: list[int],
         column_context: dict[str, set[str]],
     ) -> _Occurrence | None:
-        kind, digits, separated = shape
-        if not kind:
-            return None
+        """The detector and severity of one accepted run at [cs, ce), or None.
 
+        `context` holds every proximity keyword hit packed as `end << _KEY_BITS | index`, sorted.
+        """
+        prox = self.rules.proximity
+        negative_window = self.rules.negative_window
+        cats = self._categories
+        lengths = self._lengths
         # Nearest distance per positive category; the last negative label before the number.
         distance: dict[str, int] = {}
         negative_end = -1
         positive_end = -1
-        for _hs, he, cats in before:
+        # Keywords ending at most `prox` before the run.
+        for packed in context[bisect_left(context, (cs - prox) << _KEY_BITS) : bisect_left(context, (cs + 1) << _KEY_BITS)]:
+            he = packed >> _KEY_BITS
             d = cs - he
-            if NEGATIVE in cats and d <= self.rules.negative_window:
+            hit_cats = cats[packed & _KEY_MASK]
+            if NEGATIVE in hit_cats and d <= negative_window:
                 negative_end = max(negative_end, he)
-            for c in cats:
+            for c in hit_cats:
                 if c in _POSITIVE:
                     positive_end = max(positive_end, he)
                     if d < distance.get(c, d + 1):
                         distance[c] = d
-        for hs, _he, cats in after:
-            d = hs - ce
-            for c in cats:
+        # Keywords starting at most `prox` after it.
+        for packed in context[bisect_left(context, (ce + 1) << _KEY_BITS) : bisect_left(context, (ce + prox + self._longest_keyword + 1) << _KEY_BITS)]:
+            k = packed & _KEY_MASK
+            d = (packed >> _KEY_BITS) - lengths[k] - ce
+            if d < 0 or d > prox:
+                continue
+            for c in cats[k]:
                 if c in _POSITIVE and d < distance.get(c, d + 1):
                     distance[c] = d
         for c in column_context.get(digits, ()):
@@ -319,37 +329,35 @@ class Scanner:
         if kind == "twelve":
             licence = distance.get(LICENCE)
             if licence is not None and licence < distance.get(MY_NUMBER, licence + 1):
-                return _Occurrence("drivers_licence", cs, digits, "high")
+                return ("drivers_licence", cs, digits, "high")
             if not is_valid_my_number(digits):
                 return None
             severity = "high" if MY_NUMBER in distance else "medium" if separated else "low"
-            return _Occurrence("my_number", cs, digits, severity)
+            return ("my_number", cs, digits, severity)
         if kind == "eleven":
-            return _Occurrence("resident_code", cs, digits, "high") if RESIDENT in distance else None
-        if is_card_number(digits):
-            return _Occurrence("credit_card", cs, digits, "high" if CARD in distance else "medium")
-        return None
+            return ("resident_code", cs, digits, "high") if RESIDENT in distance else None
+        return ("credit_card", cs, digits, "high" if CARD in distance else "medium")
 
     def _findings(
-        self, part: str, occurrences: list[_Occurrence], labels: list[str], facts: list[TableFacts]
+        self, part: str, occurrences: list[_Occurrence], labels: tuple[int, str], facts: list[TableFacts]
     ) -> tuple[Finding, ...]:
         findings: list[Finding] = []
         by_detector: dict[str, list[_Occurrence]] = {}
         for occ in occurrences:
-            by_detector.setdefault(occ.detector, []).append(occ)
-        my_numbers = by_detector.get("my_number", [])
-        if len({o.digits for o in my_numbers}) >= self.rules.distinct_high:
-            for o in my_numbers:
-                o.severity = "high"
+            by_detector.setdefault(occ[0], []).append(occ)
         for detector in _DETECTOR_ORDER:
             occs = by_detector.get(detector)
-            if occs:
-                occs.sort(key=lambda o: o.position)
-                severity = max((o.severity for o in occs), key=SEVERITY_RANK.__getitem__)
-                findings.append(Finding(detector, detector, len(occs), severity, part, mask(occs[0].digits)))
-        if labels:
-            top = max(labels, key=lambda w: SEVERITY_RANK[self._label_severity[w]])
-            findings.append(Finding("label", "label", len(labels), self._label_severity[top], part, top))
+            if not occs:
+                continue
+            if detector == "my_number" and len({o[2] for o in occs}) >= self.rules.distinct_high:
+                severity = "high"
+            else:
+                severity = max((o[3] for o in occs), key=SEVERITY_RANK.__getitem__)
+            first = min(occs, key=lambda o: o[1])
+            findings.append(Finding(detector, detector, len(occs), severity, part, mask(first[2])))
+        label_count, top = labels
+        if label_count:
+            findings.append(Finding("label", "label", label_count, self._label_severity[top], part, top))
         r = self.rules
         for f in facts:
             if f.records >= r.records_low:
