@@ -22,14 +22,14 @@ from __future__ import annotations
 import os
 import re
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from dlpgate.errors import RuleError
 from dlpgate.extract.model import Extraction, Table
 from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask
 from dlpgate.scan.gate import Gate, make_gate
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
-from dlpgate.scan.normalize import NORMALISE_TABLE, RAW_DIGITS, RAW_SEPARATORS, char_class
+from dlpgate.scan.normalize import DIGITISH, NORMALISE_TABLE, RAW_DIGITS, RAW_SEPARATORS, char_class
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
 from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at
 
@@ -42,6 +42,8 @@ _LONGEST_RUN = max(19, 14, *(sum(g) + len(g) - 1 for g in _CARD_GROUPS))
 # Runs are looked for within this many characters either side of a trigger: a run cut by that
 # window is longer than _LONGEST_RUN, hence rejected either way.
 _LOOK = _LONGEST_RUN + 1
+# A trigger match (4 digits, separator, 4, separator, 2) starts at least this far before its end.
+_TRIGGER_SHORTEST = 9
 
 # Keyword categories used for proximity.
 MY_NUMBER, LICENCE, RESIDENT, CARD, NEGATIVE = "my_number", "licence", "resident", "card", "negative"
@@ -55,6 +57,17 @@ _KEY_BITS = 20
 _KEY_MASK = (1 << _KEY_BITS) - 1
 # (detector, position, digits, severity) of one identifier.
 _Occurrence = tuple[str, int, str, str]
+
+
+def _merged_context(facts: list[TableFacts]) -> Mapping[str, frozenset[str]]:
+    """digits -> categories over every table's keyword columns."""
+    if len(facts) == 1:
+        return facts[0].column_context
+    merged: dict[str, frozenset[str]] = {}
+    for f in facts:
+        for digits, cats in f.column_context.items():
+            merged[digits] = merged.get(digits, frozenset()) | cats
+    return merged
 
 
 def _shape(run: str) -> tuple[str, str, bool]:
@@ -139,11 +152,7 @@ class Scanner:
             facts = self._body_tables(part, text, hits) if hits else []
         else:
             facts = [f for f in (self._tables.analyse(t) for t in tables) if f is not None]
-        column_context: dict[str, set[str]] = {}
-        for f in facts:
-            for digits, cats in f.column_context:
-                column_context.setdefault(digits, set()).update(cats)
-
+        column_context = _merged_context(facts)
         occurrences = self._occurrences(text, triggers, hits, column_context) if triggers else []
         return ScanResult(
             findings=self._findings(part, occurrences, self._labels(hits), facts),
@@ -236,11 +245,12 @@ class Scanner:
         return out
 
     def _occurrences(
-        self, text: str, triggers: list[int], hits: dict[int, list[int]], column_context: dict[str, set[str]]
+        self, text: str, triggers: list[int], hits: dict[int, list[int]], column_context: Mapping[str, frozenset[str]]
     ) -> list[_Occurrence]:
         """Every identifier: the accepted run around each trigger, classified by its context."""
         out: list[_Occurrence] = []
         search = _RAW_RUN.search
+        digitish = DIGITISH
         covered = -1
         has_licence = not self._licence_ids.isdisjoint(hits)
         has_resident = not self._resident_ids.isdisjoint(hits)
@@ -248,11 +258,16 @@ class Scanner:
         for p in triggers:
             if p < covered:
                 continue  # another trigger in a run already read
-            lo = p - _LOOK if p > _LOOK else 0
+            # A contiguous run's trigger match is its first ten digits: read from there, and again
+            # from far enough back when the character before the match may continue the run.
             hi = p + _LOOK + 1
-            m = search(text, lo, hi)
+            m = search(text, p - _TRIGGER_SHORTEST, hi)
             while m is not None and m.end() <= p:
                 m = search(text, m.end(), hi)
+            if m is not None and m.start() and text[m.start() - 1] in digitish:
+                m = search(text, p - _LOOK if p > _LOOK else 0, hi)
+                while m is not None and m.end() <= p:
+                    m = search(text, m.end(), hi)
             if m is None:  # pragma: no cover - a trigger always sits on a digit
                 continue
             cs, ce = m.span()
@@ -260,10 +275,18 @@ class Scanner:
             if ce - cs > _LONGEST_RUN:
                 continue
             raw = m.group()
-            kind, digits, separated = _shape(raw if raw.isascii() else raw.translate(NORMALISE_TABLE))
+            if raw.isascii() and raw.isdigit():  # contiguous half-width: the common case
+                n = ce - cs
+                kind = "twelve" if n == 12 else "eleven" if n == 11 else "card" if 13 <= n <= 19 else ""
+                digits = raw
+                separated = False
+            else:
+                kind, digits, separated = _shape(raw if raw.isascii() else raw.translate(NORMALISE_TABLE))
             # Cheap refusals first: only these runs can become a finding whatever surrounds them.
+            valid = False
             if kind == "twelve":
-                if not (has_licence or digits in column_context or is_valid_my_number(digits)):
+                valid = is_valid_my_number(digits)
+                if not (valid or has_licence or digits in column_context):
                     continue
             elif kind == "eleven":
                 if not (has_resident or digits in column_context):
@@ -273,7 +296,7 @@ class Scanner:
             if context is None:
                 cats = self._categories
                 context = sorted(end << _KEY_BITS | k for k in hits if cats[k] for end in hits[k])
-            occ = self._classify(kind, digits, separated, cs, ce, context, column_context)
+            occ = self._classify(kind, digits, separated, valid, cs, ce, context, column_context)
             if occ is not None:
                 out.append(occ)
         return out
@@ -283,54 +306,60 @@ class Scanner:
         kind: str,
         digits: str,
         separated: bool,
+        valid: bool,
         cs: int,
         ce: int,
         context: list[int],
-        column_context: dict[str, set[str]],
+        column_context: Mapping[str, frozenset[str]],
     ) -> _Occurrence | None:
         """The detector and severity of one accepted run at [cs, ce), or None.
 
-        `context` holds every proximity keyword hit packed as `end << _KEY_BITS | index`, sorted.
+        `context` holds every proximity keyword hit packed as `end << _KEY_BITS | index`, sorted;
+        `valid` says whether a twelve-digit run has a right My Number check digit.
         """
         prox = self.rules.proximity
-        negative_window = self.rules.negative_window
-        cats = self._categories
-        lengths = self._lengths
+        # Keywords ending at most `prox` before the run, and starting at most `prox` after it.
+        b0 = bisect_left(context, (cs - prox) << _KEY_BITS)
+        b1 = bisect_left(context, (cs + 1) << _KEY_BITS, b0)
+        a0 = bisect_left(context, (ce + 1) << _KEY_BITS, b1)
+        a1 = bisect_left(context, (ce + prox + self._longest_keyword + 1) << _KEY_BITS, a0)
         # Nearest distance per positive category; the last negative label before the number.
         distance: dict[str, int] = {}
-        negative_end = -1
-        positive_end = -1
-        # Keywords ending at most `prox` before the run.
-        for packed in context[bisect_left(context, (cs - prox) << _KEY_BITS) : bisect_left(context, (cs + 1) << _KEY_BITS)]:
-            he = packed >> _KEY_BITS
-            d = cs - he
-            hit_cats = cats[packed & _KEY_MASK]
-            if NEGATIVE in hit_cats and d <= negative_window:
-                negative_end = max(negative_end, he)
-            for c in hit_cats:
-                if c in _POSITIVE:
-                    positive_end = max(positive_end, he)
-                    if d < distance.get(c, d + 1):
+        if b0 < b1 or a0 < a1:
+            cats = self._categories
+            negative_window = self.rules.negative_window
+            negative_end = -1
+            positive_end = -1
+            for packed in context[b0:b1]:
+                he = packed >> _KEY_BITS
+                d = cs - he
+                hit_cats = cats[packed & _KEY_MASK]
+                if NEGATIVE in hit_cats and d <= negative_window:
+                    negative_end = max(negative_end, he)
+                for c in hit_cats:
+                    if c in _POSITIVE:
+                        positive_end = max(positive_end, he)
+                        if d < distance.get(c, d + 1):
+                            distance[c] = d
+            if negative_end >= 0 and positive_end <= negative_end:
+                return None  # 注文番号 / TEL ... right before it, no identifier keyword closer
+            lengths = self._lengths
+            for packed in context[a0:a1]:
+                k = packed & _KEY_MASK
+                d = (packed >> _KEY_BITS) - lengths[k] - ce
+                if d < 0 or d > prox:
+                    continue
+                for c in cats[k]:
+                    if c in _POSITIVE and d < distance.get(c, d + 1):
                         distance[c] = d
-        # Keywords starting at most `prox` after it.
-        for packed in context[bisect_left(context, (ce + 1) << _KEY_BITS) : bisect_left(context, (ce + prox + self._longest_keyword + 1) << _KEY_BITS)]:
-            k = packed & _KEY_MASK
-            d = (packed >> _KEY_BITS) - lengths[k] - ce
-            if d < 0 or d > prox:
-                continue
-            for c in cats[k]:
-                if c in _POSITIVE and d < distance.get(c, d + 1):
-                    distance[c] = d
         for c in column_context.get(digits, ()):
             distance[c] = -1
-        if negative_end >= 0 and positive_end <= negative_end:
-            return None  # 注文番号 / TEL ... right before it, no identifier keyword closer
 
         if kind == "twelve":
             licence = distance.get(LICENCE)
             if licence is not None and licence < distance.get(MY_NUMBER, licence + 1):
                 return ("drivers_licence", cs, digits, "high")
-            if not is_valid_my_number(digits):
+            if not valid:
                 return None
             severity = "high" if MY_NUMBER in distance else "medium" if separated else "low"
             return ("my_number", cs, digits, severity)

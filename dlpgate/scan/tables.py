@@ -12,7 +12,7 @@ value in its column that keyword as context, however far down the sheet it is.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dlpgate.extract.model import Table
@@ -30,7 +30,9 @@ class TableFacts:
     records: int
     fields: tuple[str, ...]  # field groups named by the header, in rule order
     header_row: int  # index of the (last) header row
-    column_context: tuple[tuple[str, frozenset[str]], ...]  # (digits, categories) from keyword columns
+    # digits -> categories, for every identifier-looking value in a column headed by a keyword.
+    # Read-only once built (a dict for lookups; the dataclass is frozen, not hashable).
+    column_context: Mapping[str, frozenset[str]]
 
 
 class TableAnalyser:
@@ -76,7 +78,8 @@ class TableAnalyser:
             return None
         first, last = header
         fields = self.row_fields(rows[first]) | self.row_fields(rows[last])
-        records = sum(1 for row in rows[last + 1 :] if any(cell.strip() for cell in row))
+        # A record is a row with a non-blank cell: its cells joined hold a non-blank character.
+        records = sum(map(bool, map(str.strip, map("".join, rows[last + 1 :]))))
         return TableFacts(
             name=table.name,
             records=records,
@@ -85,7 +88,7 @@ class TableAnalyser:
             column_context=self._column_context(rows, first, last),
         )
 
-    def _column_context(self, rows: Sequence[Sequence[str]], first: int, last: int) -> tuple:
+    def _column_context(self, rows: Sequence[Sequence[str]], first: int, last: int) -> Mapping[str, frozenset[str]]:
         columns: dict[int, set[str]] = {}
         for r in range(first, last + 1):
             for i, cell in enumerate(rows[r]):
@@ -93,21 +96,24 @@ class TableAnalyser:
                 for category, keywords in self._column_keywords:
                     if any(k in text for k in keywords):
                         columns.setdefault(i, set()).add(category)
-        if not columns:
-            return ()
-        context: dict[str, set[str]] = {}
-        for row in rows[last + 1 :]:
-            for i, categories in columns.items():
-                if i < len(row) and row[i]:
-                    cell = row[i]
-                    if cell.isascii() and cell.isdigit():
-                        if len(cell) >= 11:
-                            context.setdefault(cell, set()).update(categories)
-                        continue
-                    cell = normalise(cell).strip()
-                    if _CELL_NUMBER.fullmatch(cell):
-                        context.setdefault(cell.translate(_STRIP_SEPARATORS), set()).update(categories)
-        return tuple((digits, frozenset(cats)) for digits, cats in sorted(context.items()))
+        context: dict[str, frozenset[str]] = {}
+        data = rows[last + 1 :]
+        for i, categories in columns.items():
+            cats = frozenset(categories)
+            cells = [row[i] for row in data if len(row) > i]
+            # Plain ASCII digits (what spreadsheets hold) in C-level passes; the rest one by one.
+            found = [c for c in cells if len(c) >= 11 and c.isascii() and c.isdigit()]
+            for cell in cells:
+                if cell and not (cell.isascii() and cell.isdigit()):
+                    value = normalise(cell).strip()
+                    if _CELL_NUMBER.fullmatch(value):
+                        found.append(value.translate(_STRIP_SEPARATORS))
+            if not context:
+                context = dict.fromkeys(found, cats)
+            else:
+                for digits in found:
+                    context[digits] = context.get(digits, frozenset()) | cats
+        return context
 
 
 def body_table_at(text: str, position: int, name: str) -> tuple[Table, int] | None:
