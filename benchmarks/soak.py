@@ -193,7 +193,8 @@ class Load:
     refused: Counter[int] = field(default_factory=Counter)
     errors: int = 0
 
-    async def run(self, port: int, clients: int) -> float:
+    async def run(self, port: int, clients: int, give_up_after: float) -> float:
+        """Send everything (retrying what was not acknowledged) or stop at `give_up_after` s."""
         todo: asyncio.Queue[int] = asyncio.Queue()
         for n in range(self.total):
             todo.put_nowait(n)
@@ -205,6 +206,8 @@ class Load:
                 try:
                     n = todo.get_nowait()
                 except asyncio.QueueEmpty:
+                    break
+                if time.perf_counter() - t0 > give_up_after:
                     break
                 wait = t0 + n / self.rate - time.perf_counter()
                 if wait > 0:
@@ -252,14 +255,21 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
 
 
-def killer(gw: GatewayProcess, load: Load, at: list[float], kills: list[float]) -> None:
+def killer(gw: GatewayProcess, load: Load, at: list[float], kills: list[float], stop: threading.Event) -> None:
     """kill -9 + restart when the acknowledged count passes each fraction in `at`."""
     for frac in at:
         while len(load.acked) < frac * load.total:
-            time.sleep(0.02)
+            if stop.wait(0.02):
+                return
         gw.kill9()
         kills.append(time.perf_counter())
-        gw.start()
+        try:
+            gw.start()
+        except SystemExit as e:
+            print(f"  restart failed: {e}", file=sys.stderr, flush=True)
+            return
+        print(f"  kill -9 at {len(load.acked)} acknowledged; back up in {time.perf_counter() - kills[-1]:.1f} s",
+              file=sys.stderr, flush=True)
 
 
 def settle(store_path: Path, timeout: float) -> dict[str, int]:
@@ -304,10 +314,12 @@ def main() -> int:
         gw.start()
         watch.start()
         kt = None
+        done = threading.Event()
         if a.kill:
-            kt = threading.Thread(target=killer, args=(gw, load, [0.33, 0.66], kills), daemon=True)
+            kt = threading.Thread(target=killer, args=(gw, load, [0.33, 0.66], kills, done), daemon=True)
             kt.start()
-        elapsed = asyncio.run(load.run(gw_port, a.clients))
+        elapsed = asyncio.run(load.run(gw_port, a.clients, give_up_after=a.duration * 10 + 120))
+        done.set()
         if kt is not None:
             kt.join(timeout=120)
         counts = settle(tmp / "store", timeout=180)
