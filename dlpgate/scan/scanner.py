@@ -23,13 +23,14 @@ import os
 import re
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 from dlpgate.errors import RuleError
 from dlpgate.extract.model import Extraction, Table
 from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask
 from dlpgate.scan.gate import Gate, make_gate
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
-from dlpgate.scan.normalize import DIGITISH, NORMALISE_TABLE, RAW_DIGITS, RAW_SEPARATORS, char_class
+from dlpgate.scan.normalize import NORMALISE_TABLE, RAW_DIGITS, RAW_SEPARATORS, char_class
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
 from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at
 
@@ -51,6 +52,8 @@ _POSITIVE = (MY_NUMBER, LICENCE, RESIDENT, CARD)
 _DETECTOR_ORDER = ("my_number", "resident_code", "credit_card", "drivers_licence")
 
 _EMPTY = ScanResult(findings=(), records=0)
+_NOTHING: tuple[list[int], dict[int, list[int]]] = ([], {})  # what a gate finds in ""; never mutated
+_NO_CONTEXT: Mapping[str, frozenset[str]] = MappingProxyType({})
 
 # Keyword hits packed in one int for sorting and bisecting: end offset << _KEY_BITS | keyword index.
 _KEY_BITS = 20
@@ -59,8 +62,14 @@ _KEY_MASK = (1 << _KEY_BITS) - 1
 _Occurrence = tuple[str, int, str, str]
 
 
+_DIGITS = frozenset(RAW_DIGITS)
+_SEPARATORS = frozenset(RAW_SEPARATORS)
+
+
 def _merged_context(facts: list[TableFacts]) -> Mapping[str, frozenset[str]]:
     """digits -> categories over every table's keyword columns."""
+    if not facts:
+        return _NO_CONTEXT
     if len(facts) == 1:
         return facts[0].column_context
     merged: dict[str, frozenset[str]] = {}
@@ -145,15 +154,16 @@ class Scanner:
     def scan(self, part: str, text: str, tables: Sequence[Table] = ()) -> ScanResult:
         if not text and tables:
             text = "\n".join("\t".join(row) for table in tables for row in table.rows)
-        triggers, hits = self.gate.matches(text) if text else ([], {})
-        if not tables:
-            if not triggers and (not hits or self._inert(hits)):
-                return _EMPTY  # the common case: nothing, or only keywords that find nothing alone
-            facts = self._body_tables(part, text, hits) if hits else []
-        else:
+        triggers, hits = self.gate.matches(text) if text else _NOTHING
+        if tables:
             facts = [f for f in (self._tables.analyse(t) for t in tables) if f is not None]
-        column_context = _merged_context(facts)
-        occurrences = self._occurrences(text, triggers, hits, column_context) if triggers else []
+        elif not triggers and (not hits or self._inert(hits)):
+            return _EMPTY  # the common case: nothing, or only keywords that find nothing alone
+        else:
+            facts = self._body_tables(part, text, hits) if hits else []
+        occurrences = self._occurrences(text, triggers, hits, _merged_context(facts)) if triggers else []
+        if not occurrences and not facts and self._label_ids.isdisjoint(hits):
+            return _EMPTY
         return ScanResult(
             findings=self._findings(part, occurrences, self._labels(hits), facts),
             records=max((f.records for f in facts), default=0),
@@ -185,10 +195,10 @@ class Scanner:
         if not self._label_ids.isdisjoint(hits):
             return False
         fields = self._fields
-        groups: frozenset[str] = frozenset()
-        for k in hits:
-            groups = groups | fields[k]
-        return len(groups) < self.rules.min_fields
+        present = [fields[k] for k in hits if fields[k]]
+        if len(present) < 2:
+            return not present or len(present[0]) < self.rules.min_fields
+        return len(frozenset().union(*present)) < self.rules.min_fields
 
     def _labels(self, hits: dict[int, list[int]]) -> tuple[int, str]:
         """(count, the first of the most severe labels) of the confidentiality labels in the text."""
@@ -211,7 +221,12 @@ class Scanner:
         fields = self._fields
         need = self.rules.min_fields
         present = [k for k in hits if fields[k]]
-        if not present or len(frozenset().union(*(fields[k] for k in present))) < need:
+        if not present:
+            return []
+        if len(present) == 1:
+            if len(fields[present[0]]) < need:
+                return []
+        elif len(frozenset().union(*[fields[k] for k in present])) < need:
             return []
         field_hits = sorted((end - 1, k) for k in present for end in hits[k])
         out: list[TableFacts] = []
@@ -250,10 +265,9 @@ class Scanner:
         """Every identifier: the accepted run around each trigger, classified by its context."""
         out: list[_Occurrence] = []
         search = _RAW_RUN.search
-        digitish = DIGITISH
+        digits_set, separators = _DIGITS, _SEPARATORS
         covered = -1
-        has_licence = not self._licence_ids.isdisjoint(hits)
-        has_resident = not self._resident_ids.isdisjoint(hits)
+        has_licence = has_resident = None  # whether such keywords are in the text, when first asked
         context: list[int] | None = None
         for p in triggers:
             if p < covered:
@@ -264,7 +278,9 @@ class Scanner:
             m = search(text, p - _TRIGGER_SHORTEST, hi)
             while m is not None and m.end() <= p:
                 m = search(text, m.end(), hi)
-            if m is not None and m.start() and text[m.start() - 1] in digitish:
+            s0 = m.start() if m is not None else 0
+            # The run may begin earlier: a digit, or a separator after a digit, just before it.
+            if s0 and (text[s0 - 1] in digits_set or (text[s0 - 1] in separators and s0 > 1 and text[s0 - 2] in digits_set)):
                 m = search(text, p - _LOOK if p > _LOOK else 0, hi)
                 while m is not None and m.end() <= p:
                     m = search(text, m.end(), hi)
@@ -286,20 +302,34 @@ class Scanner:
             valid = False
             if kind == "twelve":
                 valid = is_valid_my_number(digits)
-                if not (valid or has_licence or digits in column_context):
-                    continue
+                if not valid and digits not in column_context:
+                    if has_licence is None:
+                        has_licence = not self._licence_ids.isdisjoint(hits)
+                    if not has_licence:
+                        continue
             elif kind == "eleven":
-                if not (has_resident or digits in column_context):
-                    continue
+                if digits not in column_context:
+                    if has_resident is None:
+                        has_resident = not self._resident_ids.isdisjoint(hits)
+                    if not has_resident:
+                        continue
             elif kind != "card" or not is_card_number(digits):
                 continue
             if context is None:
-                cats = self._categories
-                context = sorted(end << _KEY_BITS | k for k in hits if cats[k] for end in hits[k])
+                context = self._packed(hits)
             occ = self._classify(kind, digits, separated, valid, cs, ce, context, column_context)
             if occ is not None:
                 out.append(occ)
         return out
+
+    def _packed(self, hits: dict[int, list[int]]) -> list[int]:
+        """The proximity keyword hits (identifier keywords, negative labels) packed and sorted."""
+        cats = self._categories
+        lists = [(k, ends) for k, ends in hits.items() if cats[k]]
+        packed = [end << _KEY_BITS | k for k, ends in lists for end in ends]
+        if len(lists) > 1:
+            packed.sort()
+        return packed
 
     def _classify(
         self,
