@@ -2,7 +2,7 @@
 
 A gate returns, in character offsets of the raw text:
 
-* digit triggers — the last digit of each match of 4 digits, an optional separator, 4 digits,
+* digit triggers — the end of each match of 4 digits, an optional separator, 4 digits,
   an optional separator, 2 digits: every accepted shape (12 contiguous, 4-4-4, 11 contiguous,
   13-19 contiguous or in card groupings 4-4-4-4 / 4-6-5 ...) starts that way, and a phone number
   03-1234-5678 holds no such match. The scanner recovers the whole run around a trigger, so the
@@ -45,7 +45,7 @@ from dlpgate.scan.normalize import (
     raw_variants,
 )
 
-# (digit trigger positions ascending, {keyword index: end offsets ascending}); keywords absent
+# (digit trigger end offsets ascending, {keyword index: end offsets ascending}); keywords absent
 # from the text have no entry.
 Matches = tuple[list[int], dict[int, list[int]]]
 
@@ -57,7 +57,7 @@ class Gate(Protocol):
     name: str
 
     def matches(self, text: str) -> Matches:
-        """Digit triggers (offset of a digit inside each candidate run) and every keyword hit."""
+        """Digit triggers (end offset of each trigger match) and every keyword hit."""
         ...
 
 
@@ -127,7 +127,7 @@ class ReGate:
         self._rare = rare
 
     def matches(self, text: str) -> Matches:
-        triggers = [m.end() - 1 for m in self._digits.finditer(text)]
+        triggers = [m.end() for m in self._digits.finditer(text)]
         hits: dict[int, list[int]] = {}
         if self._has_words:
             folded = text
@@ -259,47 +259,48 @@ class HyperscanGate:
             data = text.encode("ascii")
             width = 1
         else:
-            data = text.encode("utf-16-le", "surrogatepass")
+            try:  # the strict codec under its canonical name is the fastest path to bytes
+                data = text.encode("utf_16_le")
+            except UnicodeEncodeError:  # a lone surrogate (text decoded with surrogateescape)
+                data = text.encode("utf_16_le", "surrogatepass")
             width = 2
             if len(data) != 2 * len(text):  # characters beyond the BMP: surrogate pairs
-                data = text.encode("utf-32-le", "surrogatepass")
+                data = text.encode("utf_32_le", "surrogatepass")
                 width = 4
         try:
             db, scratch = self._local.engines[width]
         except (AttributeError, KeyError):
             db, scratch = self._engine(width)
         found: defaultdict[int, list[int]] = defaultdict(list)
-        db.scan(data, _collect, 0, found, scratch)
+        db.scan(data, _COLLECTORS[width], 0, found, scratch)
         if not found:
             return _NOTHING
-        # hyperscan does not promise end order across its engines; sorting sorted lists is cheap.
-        digit_ends = found.pop(self._trigger, None)
-        if width == 1:
-            for ends in found.values():
-                ends.sort()
-            if digit_ends is None:
-                return [], found
-            digit_ends.sort()
-            return [end - 1 for end in digit_ends], found
-        shift = width.bit_length() - 1
-        off = width - 1  # a match ending inside a character straddles two characters: dropped
-        hits: dict[int, list[int]] = {}
-        for k, ends in found.items():
-            chars = [end >> shift for end in ends if not end & off]
-            if chars:
-                chars.sort()
-                hits[k] = chars
-        if digit_ends is None:
-            return [], hits
-        digit_ends.sort()
-        return [(end >> shift) - 1 for end in digit_ends if not end & off], hits
+        for ends in found.values():  # hyperscan does not promise end order across its engines
+            ends.sort()
+        return found.pop(self._trigger, _NO_TRIGGERS), found
 
 
-_NOTHING: Matches = ([], {})  # shared: callers never mutate what a gate returns
+_NO_TRIGGERS: list[int] = []  # shared: callers never mutate what a gate returns
+_NOTHING: Matches = (_NO_TRIGGERS, {})
 
 
-def _collect(ident: int, start: int, end: int, flags: int, found: defaultdict[int, list[int]]) -> None:
+# Match callbacks, one per width: they turn byte ends into character ends and drop matches that
+# end inside a character, so the lists need no second pass.
+def _collect_1(ident: int, start: int, end: int, flags: int, found: defaultdict[int, list[int]]) -> None:
     found[ident].append(end)
+
+
+def _collect_2(ident: int, start: int, end: int, flags: int, found: defaultdict[int, list[int]]) -> None:
+    if not end & 1:
+        found[ident].append(end >> 1)
+
+
+def _collect_4(ident: int, start: int, end: int, flags: int, found: defaultdict[int, list[int]]) -> None:
+    if not end & 3:
+        found[ident].append(end >> 2)
+
+
+_COLLECTORS = {1: _collect_1, 2: _collect_2, 4: _collect_4}
 
 
 def make_gate(keywords: Sequence[str], engine: str = "auto") -> Gate:

@@ -269,9 +269,10 @@ class Scanner:
         covered = -1
         has_licence = has_resident = None  # whether such keywords are in the text, when first asked
         context: list[int] | None = None
-        for p in triggers:
-            if p < covered:
+        for end in triggers:
+            if end <= covered:
                 continue  # another trigger in a run already read
+            p = end - 1  # the trigger's last digit
             # A contiguous run's trigger match is its first ten digits: read from there, and again
             # from far enough back when the character before the match may continue the run.
             hi = p + _LOOK + 1
