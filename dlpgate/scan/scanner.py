@@ -217,6 +217,9 @@ class Scanner:
 
         Only a line holding keywords of at least `min_fields` field groups can be such a header
         (the header check reads cells of that line), so only those lines are cut out and read.
+        Such a line holds a hit of a keyword naming some group other than the commonest keyword's
+        (when that one names a single group): only lines of those "anchor" hits are looked at, so
+        `TEL` on every line of a long text costs nothing.
         """
         fields = self._fields
         need = self.rules.min_fields
@@ -228,24 +231,32 @@ class Scanner:
                 return []
         elif len(frozenset().union(*[fields[k] for k in present])) < need:
             return []
-        field_hits = sorted((end - 1, k) for k in present for end in hits[k])
+        commonest = fields[max(present, key=lambda k: len(hits[k]))]
+        if need > 1 and len(commonest) == 1:
+            anchors = sorted(end - 1 for k in present if not fields[k] <= commonest for end in hits[k])
+        else:
+            anchors = sorted(end - 1 for k in present for end in hits[k])
         out: list[TableFacts] = []
         done_until = -1
-        i = 0
-        count = len(field_hits)
+        line_start = -1
         n = len(text)
-        while i < count:
-            pos, k = field_hits[i]
-            groups = fields[k]
+        for pos in anchors:
+            if pos < done_until:
+                continue  # inside a table already read
+            start = text.rfind("\n", 0, pos) + 1
+            if start == line_start:
+                continue  # this line was judged already
+            line_start = start
             line_end = text.find("\n", pos)
             if line_end < 0:
                 line_end = n
-            j = i + 1
-            while j < count and field_hits[j][0] < line_end:
-                groups = groups | fields[field_hits[j][1]]
-                j += 1
-            i = j
-            if len(groups) < need or pos < done_until:
+            groups: frozenset[str] = frozenset()
+            for k in present:  # every field keyword with a hit on this line
+                ends = hits[k]
+                i = bisect_left(ends, start + 1)
+                if i < len(ends) and ends[i] <= line_end:
+                    groups = groups | fields[k]
+            if len(groups) < need:
                 continue
             found = body_table_at(text, pos, part)
             if found is None:
