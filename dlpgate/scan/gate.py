@@ -72,82 +72,78 @@ def _has_case(keyword: str) -> bool:
     return any(c.lower() != c or c.upper() != c for c in keyword)
 
 
-def _full_width_letter(c: str) -> bool:
-    return "\uff21" <= c <= "\uff3a" or "\uff41" <= c <= "\uff5a"
-
-
-_FULL_WIDTH_LETTERS = re.compile("[\uff21-\uff3a\uff41-\uff5a]")
-
-
-def _half_width(m: re.Match[str]) -> str:
-    return chr(ord(m.group()) - 0xFEE0)
-
-
 class ReGate:
     """Pure-Python gate: one `re` pass for digit triggers, one Aho-Corasick pass for keywords.
 
-    Keywords are matched on a folded copy of the text with the same offsets: full-width letters
-    made half-width (rare in real text, so a regex replaces the few there are), then `lower()`
-    (a fast C loop; U+0130 is the only character whose lower case is longer, and it is blanked
-    first). The automaton holds every spelling of each keyword over that folded alphabet — a
-    handful per keyword (dash and space look-alikes, full-width digits), where raw spellings
-    would be 4 ** letters. Folding is coarser than normalisation (`K` KELVIN SIGN lowers to `k`),
-    so a hit on a keyword with cased letters is confirmed on the raw text. A keyword with more
-    than MAX_SPELLINGS spellings is found by its own character-class regex instead.
+    Keywords are matched on `text.lower()` (a fast C loop that keeps positions: U+0130 is the only
+    character whose lower case is longer, and it is blanked first) against every lower-cased raw
+    spelling of each keyword. Lower-casing is coarser than normalisation (`K` KELVIN SIGN lowers
+    to `k`), so a hit on a keyword with cased letters is confirmed on the raw text.
+
+    A long ASCII keyword has too many spellings (`individual number`: 2 ** 17, each letter half-
+    or full-width): the automaton then holds the spellings of its longest prefix that has at most
+    MAX_SPELLINGS, and each prefix hit is confirmed by the keyword's exact character-class regex
+    anchored there. A keyword with a character no spelling covers at all is searched by that regex.
     """
 
     name = "re"
-    MAX_SPELLINGS = 5000
+    MAX_SPELLINGS = 4096
 
     def __init__(self, keywords: Sequence[str]) -> None:
         self._digits = re.compile(digit_trigger_regex())
         self._keywords = tuple(keywords)
         self._automaton = ahocorasick.Automaton()
         self._confirm = [_has_case(k) for k in keywords]
-        spellings: dict[str, list[int]] = {}
-        rare: list[tuple[int, re.Pattern[str]]] = []
+        self._exact = [re.compile("".join(char_class(raw_variants(c)) for c in k)) for k in keywords]
+        # spelling -> [(keyword index, whole keyword?)]
+        spellings: dict[str, list[tuple[int, bool]]] = {}
+        searched: list[int] = []
         for index, keyword in enumerate(keywords):
-            choices = [
-                sorted({v.lower() for v in raw_variants(c) if len(v.lower()) == 1 and not _full_width_letter(v)})
-                for c in keyword
-            ]
+            choices = [sorted({v.lower() for v in raw_variants(c) if len(v.lower()) == 1}) for c in keyword]
             count = 1
+            prefix = 0
             for c in choices:
+                if not c or count * len(c) > self.MAX_SPELLINGS:
+                    break
                 count *= len(c)
-            if count > self.MAX_SPELLINGS or count == 0:
-                rare.append((index, re.compile("".join(char_class(raw_variants(c)) for c in keyword))))
+                prefix += 1
+            if prefix == 0:
+                searched.append(index)
                 continue
-            for letters in itertools.product(*choices):
-                spellings.setdefault("".join(letters), []).append(index)
-        for spelling, indexes in spellings.items():
-            self._automaton.add_word(spelling, (len(spelling), tuple(indexes)))
+            whole = prefix == len(keyword)
+            for letters in itertools.product(*choices[:prefix]):
+                spellings.setdefault("".join(letters), []).append((index, whole))
+        for spelling, entries in spellings.items():
+            self._automaton.add_word(spelling, (len(spelling), tuple(entries)))
         self._has_words = len(self._automaton) > 0
         if self._has_words:
             self._automaton.make_automaton()
-        self._rare = rare
+        self._searched = searched
 
     def matches(self, text: str) -> Matches:
         triggers = [m.end() for m in self._digits.finditer(text)]
         hits: dict[int, list[int]] = {}
         if self._has_words:
-            folded = text
-            if "\u0130" in folded:
-                folded = folded.replace("\u0130", "\ufffe")
-            if _FULL_WIDTH_LETTERS.search(folded):
-                folded = _FULL_WIDTH_LETTERS.sub(_half_width, folded)
+            lowered = text.lower() if "\u0130" not in text else text.replace("\u0130", "\ufffe").lower()
             keywords = self._keywords
             confirm = self._confirm
-            for last, (length, indexes) in self._automaton.iter(folded.lower()):
+            exact = self._exact
+            for last, (length, entries) in self._automaton.iter(lowered):
                 end = last + 1
-                for k in indexes:
-                    if not confirm[k] or text[end - length : end].translate(NORMALISE_TABLE) == keywords[k]:
-                        hits.setdefault(k, []).append(end)
-        for k, rx in self._rare:
-            length = len(self._keywords[k])
+                for k, whole in entries:
+                    if whole:
+                        if not confirm[k] or text[end - length : end].translate(NORMALISE_TABLE) == keywords[k]:
+                            hits.setdefault(k, []).append(end)
+                    else:
+                        m = exact[k].match(text, end - length)
+                        if m is not None:
+                            hits.setdefault(k, []).append(m.end())
+        for k in self._searched:
+            rx = self._exact[k]
             ends = []
             m = rx.search(text)
             while m is not None:  # overlapping occurrences too (ーー in ーーー)
-                ends.append(m.start() + length)
+                ends.append(m.end())
                 m = rx.search(text, m.start() + 1)
             if ends:
                 hits[k] = ends

@@ -1,0 +1,255 @@
+"""The scanner against a plain reference of the detector definitions, under both gates.
+
+The scanner finds everything from one gate pass (digit triggers, every keyword hit) and reads
+digit runs around triggers only. The reference here does it the obvious, slow way: normalise the
+whole text, take every maximal digit run and every keyword occurrence (str.find), and judge each
+run against every keyword by brute force. Same findings on generated texts means neither the
+gates, nor the run recovery around triggers, nor the packed-hit proximity lookups lose anything.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dlpgate.extract.model import Table
+from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask, my_number_check_digit
+from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
+from dlpgate.scan.normalize import NORMALISE_TABLE
+from dlpgate.scan.scanner import Scanner
+from dlpgate.scan.tables import TableAnalyser, body_table_at
+
+HS = Scanner.load(engine="hyperscan")
+RE = Scanner.load(engine="re")
+RULES = HS.rules
+ANALYSER = TableAnalyser(RULES)
+
+CARD_GROUPS = {(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 4), (4, 6, 5), (4, 4, 4, 2), (4, 4, 4, 3)}
+
+
+def _categories() -> dict[str, set[str]]:
+    cats: dict[str, set[str]] = {}
+    for words, cat in ((RULES.my_number_keywords, "my_number"), (RULES.licence_keywords, "licence"),
+                       (RULES.resident_keywords, "resident"), (RULES.card_keywords, "card"),
+                       (RULES.negative_labels, "negative")):
+        for w in words:
+            cats.setdefault(w, set()).add(cat)
+    return cats
+
+
+CATEGORIES = _categories()
+LABELS = {w: g.severity for g in RULES.labels for w in g.keywords}
+for _g in RULES.labels:  # the most severe group wins for a word in two groups
+    for _w in _g.keywords:
+        if SEVERITY_RANK[_g.severity] > SEVERITY_RANK[LABELS[_w]]:
+            LABELS[_w] = _g.severity
+FIELDS = {w for g in RULES.record_fields for w in g.keywords}
+
+
+def occurrences(norm: str, word: str) -> list[int]:
+    """Start of every occurrence, overlapping ones too."""
+    out, i = [], norm.find(word)
+    while i >= 0:
+        out.append(i)
+        i = norm.find(word, i + 1)
+    return out
+
+
+def shape(run: str) -> tuple[str, str, bool]:
+    groups = re.split(r"[-. ]", run)
+    digits = "".join(groups)
+    lengths = tuple(len(g) for g in groups)
+    separated = len(groups) > 1
+    if len(digits) == 12 and (not separated or lengths == (4, 4, 4)):
+        return "twelve", digits, separated
+    if len(digits) == 11 and not separated:
+        return "eleven", digits, separated
+    if 13 <= len(digits) <= 19 and "." not in run and (not separated or lengths in CARD_GROUPS):
+        return "card", digits, separated
+    return "", digits, separated
+
+
+def judge(kind: str, digits: str, separated: bool, cs: int, ce: int, hits: list[tuple[int, int, str]],
+          column: dict[str, frozenset[str]]) -> tuple[str, str] | None:
+    distance: dict[str, int] = {}
+    negative_end = positive_end = -1
+    for hs, he, word in hits:
+        cats = CATEGORIES[word]
+        if cs - RULES.proximity <= he <= cs:  # ends before the run, within proximity
+            if "negative" in cats and cs - he <= RULES.negative_window:
+                negative_end = max(negative_end, he)
+            for c in cats - {"negative"}:
+                positive_end = max(positive_end, he)
+                distance[c] = min(distance.get(c, cs - he), cs - he)
+        if ce <= hs <= ce + RULES.proximity:  # starts after it, within proximity
+            for c in cats - {"negative"}:
+                distance[c] = min(distance.get(c, hs - ce), hs - ce)
+    for c in column.get(digits, ()):
+        distance[c] = -1
+    if negative_end >= 0 and positive_end <= negative_end:
+        return None
+    if kind == "twelve":
+        if "licence" in distance and distance["licence"] < distance.get("my_number", distance["licence"] + 1):
+            return "drivers_licence", "high"
+        if not is_valid_my_number(digits):
+            return None
+        return "my_number", "high" if "my_number" in distance else "medium" if separated else "low"
+    if kind == "eleven":
+        return ("resident_code", "high") if "resident" in distance else None
+    if kind == "card" and is_card_number(digits):
+        return "credit_card", "high" if "card" in distance else "medium"
+    return None
+
+
+def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResult:
+    if not text and tables:
+        text = "\n".join("\t".join(row) for t in tables for row in t.rows)
+    norm = text.translate(NORMALISE_TABLE)
+    found = sorted((s + len(w), w) for w in set(CATEGORIES) | set(LABELS) | FIELDS for s in occurrences(norm, w))
+    hits = [(end - len(w), end, w) for end, w in found if w in CATEGORIES]
+    facts = [f for f in (ANALYSER.analyse(t) for t in tables) if f is not None]
+    if not tables:  # body tables: lines with a field keyword, in order, not inside a table already read
+        done_until, seen = -1, set()
+        for end, w in found:
+            pos = end - 1
+            line = text.rfind("\n", 0, pos) + 1
+            if (w not in FIELDS and w not in LABELS) or pos < done_until or line in seen:
+                continue
+            seen.add(line)
+            got = body_table_at(text, pos, part)
+            if got is None or len(ANALYSER.row_fields(got[0].rows[0])) < RULES.min_fields:
+                continue
+            fact = ANALYSER.analyse(got[0])
+            if fact is not None:
+                facts.append(fact)
+                done_until = got[1]
+    column: dict[str, frozenset[str]] = {}
+    for f in facts:
+        for digits, cats in f.column_context.items():
+            column[digits] = column.get(digits, frozenset()) | cats
+    judged: dict[str, list[tuple[int, str, str]]] = {}
+    for m in re.finditer(r"[0-9](?:[-. ]?[0-9])*", norm):
+        kind, digits, separated = shape(m.group())
+        verdict = judge(kind, digits, separated, m.start(), m.end(), hits, column) if kind else None
+        if verdict is not None:
+            judged.setdefault(verdict[0], []).append((m.start(), digits, verdict[1]))
+    findings = []
+    for detector in ("my_number", "resident_code", "credit_card", "drivers_licence"):
+        occs = judged.get(detector)
+        if occs:
+            severity = max((o[2] for o in occs), key=SEVERITY_RANK.__getitem__)
+            if detector == "my_number" and len({o[1] for o in occs}) >= RULES.distinct_high:
+                severity = "high"
+            findings.append(Finding(detector, detector, len(occs), severity, part, mask(min(occs)[1])))
+    labels = [w for _end, w in found if w in LABELS]
+    if labels:
+        top = max(labels, key=lambda w: SEVERITY_RANK[LABELS[w]])
+        findings.append(Finding("label", "label", len(labels), LABELS[top], part, top))
+    for f in facts:
+        if f.records >= RULES.records_low:
+            sev = "high" if f.records >= RULES.records_high else "medium" if f.records >= RULES.records_medium else "low"
+            findings.append(Finding("personal_records", "personal_records", f.records, sev, f.name or part,
+                                    ",".join(f.fields)))
+    return ScanResult(tuple(findings), max((f.records for f in facts), default=0))
+
+
+def number(r: random.Random) -> str:
+    body = "".join(str(r.randint(0, 9)) for _ in range(11))
+    return body + str(my_number_check_digit(body))
+
+
+FULL = str.maketrans("0123456789", "０１２３４５６７８９")
+WORDS = ["マイナンバー", "ﾏｲﾅﾝﾊﾞｰ", "個人番号", "個人番号カード", "注文番号", "TEL", "ＴＥＬ", "Tel", "fax", "運転免許", "免許証番号",
+         "住民票コード", "カード番号", "クレジット", "Card No", "ＣＡＲＤ ＮＯ", "my number", "ｍｙ　ｎｕｍｂｅｒ", "Individual Ｎumber",
+         "driver's license", "機密性３", "機密性2", "部外秘", "極秘", "氏名", "名前", "住所", "生年月日", "電話番号", "電話", "email",
+         "order", "JAN", "jan", "\u212aey", "İd", "\t", ",", "\n", "\r\n", " ", "　", "-", "ー", "−", ".", "あいう", "漢字",
+         "abc", "😀", "𠮷", "\ud800", "é", "0", "7", "12", "4111", "1111", "9832", "0257", "12345678901", "4111111111111111",
+         "378282246310005", "621498320257", "ーー", "ーーー"]
+
+
+def piece(r: random.Random) -> str:
+    p = r.choice(WORDS)
+    if p == "621498320257":
+        n = number(r) if r.random() < 0.7 else p
+        if r.random() < 0.3:
+            n = n.translate(FULL)
+        if r.random() < 0.3:
+            n = n[:4] + r.choice(" -ー.−　") + n[4:8] + r.choice(" -ー.") + n[8:]
+        p = n
+    if r.random() < 0.08:
+        p += "あ" * r.randint(80, 120)
+    return p
+
+
+def check(text: str, tables: tuple[Table, ...] = ()) -> None:
+    expected = reference("p", text, tables)
+    assert HS.scan("p", text, tables) == expected
+    assert RE.scan("p", text, tables) == expected
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32), st.integers(0, 90))
+def test_texts_match_the_reference(seed: int, size: int) -> None:
+    r = random.Random(seed)
+    check("".join(piece(r) for _ in range(size)))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32), st.sampled_from(["ascii", "bmp", "astral"]))
+def test_each_encoding_width_matches_the_reference(seed: int, alphabet: str) -> None:
+    """ASCII text, BMP text and text beyond the BMP take different hyperscan databases."""
+    r = random.Random(seed)
+    words = [w for w in WORDS if w.isascii()] if alphabet == "ascii" else WORDS
+    text = "".join(r.choice(words) if r.random() < 0.8 else number(r) for _ in range(r.randint(0, 60)))
+    if alphabet == "astral":
+        text += "😀"
+    elif alphabet == "bmp":
+        text = "あ" + text.replace("😀", "").replace("𠮷", "")
+    check(text)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32))
+def test_body_tables_and_sheets_match_the_reference(seed: int) -> None:
+    r = random.Random(seed)
+    cells = ["氏名", "名前", "住所", "TEL", "電話番号", "電話", "生年月日", "個人番号", "マイナンバー", "性別", "備考", "x", "",
+             "試験 太郎", "090-1234-5678", "FAX", "機密性2", "email", "注文番号"]
+    rows = []
+    for _ in range(r.randint(1, 30)):
+        k = r.random()
+        if k < 0.5:
+            rows.append(tuple(r.choice(cells + [number(r)]) for _ in range(r.randint(1, 6))))
+        elif k < 0.7:
+            rows.append(("",))
+        else:
+            rows.append((f"TEL: 03-{r.randint(1000, 9999)}-{r.randint(1000, 9999)} FAX", r.choice(cells)))
+    delimiter = r.choice("\t,")
+    check("\n".join(delimiter.join(row) for row in rows))
+    table = Table("t.xlsx/Sheet1", tuple(rows))
+    check("", (table,))
+    check("\n".join("\t".join(row) for row in rows), (table,))
+
+
+def test_misaligned_utf16_bytes_are_not_matches() -> None:
+    """U+7400 U+6500 U+6C00 U+0100 is 00 74 00 65 00 6C 00 01 in UTF-16-LE: `tel` one byte off."""
+    text = "\u7400\u6500\u6c00\u0100 621498320257"
+    assert HS.gate.matches(text)[1] == RE.gate.matches(text)[1]
+    check(text)
+    digits_off = "あ" + "".join(chr(0x3100 + 0x100 * d) for d in range(9)) + "\u3000" * 3 + " 個人番号"
+    check(digits_off)
+
+
+def test_gates_report_the_same_keyword_hits() -> None:
+    r = random.Random(7)
+    for _ in range(300):
+        text = "".join(piece(r) for _ in range(r.randint(0, 60)))
+        assert dict(HS.gate.matches(text)[1]) == RE.gate.matches(text)[1]
+
+
+def test_long_digit_strings_and_tel_heavy_text() -> None:
+    check("1" * 5000 + " 個人番号 " + "621498320257")
+    check("\n".join(f"TEL 03-{i:04d}-0000 FAX 注文番号 {number(random.Random(i))}" for i in range(300))
+          + "\n氏名\t電話\t住所\na\tb\tc")
