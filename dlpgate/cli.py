@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = _Parser(prog="dlpgate", description="Outbound email DLP gateway", parents=[common])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("auth", help="SMTP AUTH users file: auth add|remove|list FILE [LOGIN] [--password-stdin]")
 
     p = sub.add_parser("serve", parents=[common], help="run the gateway")
     p.set_defaults(func=cmd_serve)
@@ -89,6 +90,11 @@ def cmd_rules_check(args: argparse.Namespace, config: Config) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["auth"]:  # users file for SMTP AUTH: its own small tool, no store or config needed
+        from .auth import main as auth_main
+
+        return auth_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

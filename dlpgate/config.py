@@ -59,7 +59,7 @@ class SmtpConfig:
     max_connections_per_client: int = 50
     timeout: float = 300.0  # idle/command timeout (RFC 5321 4.5.3.2 minimum is 5 minutes)
     scan_timeout: float = 120.0  # budget for judging one message before 250; over it: held as unscannable
-    auth_users_file: str = ""  # file of "user:salt:hash" lines; "" = no AUTH offered
+    auth_users_file: str = ""  # "login:$scrypt$n=..,r=..,p=..$salt$key" lines (`dlpgate auth add`); "" = no AUTH
     allowed_sender_domains: tuple[str, ...] = ()  # MAIL FROM restriction; empty = any
     max_header_count: int = 1000  # header fields per message; more: 552 (hostile or looping mail)
     data_timeout: float = 600.0  # whole DATA phase, first line to final dot (RFC 5321 4.5.3.2.6)
@@ -271,6 +271,9 @@ def _validate(cfg: Config) -> None:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             raise ConfigError(f"smtp.allowed_clients[{i}]: not a CIDR network: {net!r}") from None
+    if cfg.smtp.auth_users_file and not (cfg.smtp.tls_cert and cfg.smtp.tls_key):
+        raise ConfigError("smtp.auth_users_file: AUTH is offered only after STARTTLS; set smtp.tls_cert and"
+                          " smtp.tls_key too")
     if bool(cfg.smtp.tls_cert) != bool(cfg.smtp.tls_key):
         raise ConfigError("smtp.tls_cert: tls_cert and tls_key must be set together")
     if cfg.relay.concurrency < 1:

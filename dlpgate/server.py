@@ -47,6 +47,10 @@ class Gateway:
 
     async def start(self) -> None:
         cfg = self.config
+        if cfg.smtp.auth_users_file:  # a broken users file stops start-up naming the line, not locks all out
+            from .auth import FileAuthenticator
+
+            FileAuthenticator(cfg.smtp.auth_users_file).users()
         self.store = AsyncStore(cfg.store_path)
         recovered = await self.store.run(lambda s: s.recover())
         orphans = await self.store.run(lambda s: s.orphan_spool_files())
