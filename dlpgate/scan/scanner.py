@@ -30,7 +30,7 @@ from dlpgate.extract.model import Extraction, Table
 from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask
 from dlpgate.scan.gate import Gate, make_gate
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
-from dlpgate.scan.normalize import NORMALISE_TABLE, RAW_DIGITS, RAW_SEPARATORS, char_class
+from dlpgate.scan.normalize import NORMALISE_TABLE, RAW_DIGITS, RAW_SEPARATORS, char_class, raw_keyword_regex
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
 from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at
 
@@ -124,8 +124,18 @@ class Scanner:
             for w in g.keywords:
                 field_groups.setdefault(w, set()).add(g.name)
                 categories.setdefault(w, set())
-        # One catalogue of every keyword; the gate reports hits as indexes into it.
-        self._words: tuple[str, ...] = tuple(sorted(categories))
+        # Negative labels that are nothing else (注文番号, FAX ...) only matter in the few
+        # characters before a run that could be a finding: they are looked for there, on demand,
+        # rather than reported by the gate from all over the text.
+        local = sorted(w for w, c in categories.items() if c == {NEGATIVE} and w not in field_groups
+                       and w not in self._label_severity)
+        self._local_negatives = (
+            re.compile("|".join(raw_keyword_regex(w[::-1]) for w in sorted(local, key=len, reverse=True)))
+            if local else None
+        )
+        self._local_reach = rules.negative_window + max((len(w) for w in local), default=0)
+        # One catalogue of every other keyword; the gate reports hits as indexes into it.
+        self._words: tuple[str, ...] = tuple(sorted(w for w in categories if w not in local))
         self._categories = tuple(frozenset(categories[w]) for w in self._words)
         self._lengths = tuple(len(w) for w in self._words)
         self._fields = tuple(frozenset(field_groups.get(w, ())) for w in self._words)
@@ -329,7 +339,7 @@ class Scanner:
                 continue
             if context is None:
                 context = self._packed(hits)
-            occ = self._classify(kind, digits, separated, valid, cs, ce, context, column_context)
+            occ = self._classify(text, kind, digits, separated, valid, cs, ce, context, column_context)
             if occ is not None:
                 out.append(occ)
         return out
@@ -345,6 +355,7 @@ class Scanner:
 
     def _classify(
         self,
+        text: str,
         kind: str,
         digits: str,
         separated: bool,
@@ -367,11 +378,11 @@ class Scanner:
         a1 = bisect_left(context, (ce + prox + self._longest_keyword + 1) << _KEY_BITS, a0)
         # Nearest distance per positive category; the last negative label before the number.
         distance: dict[str, int] = {}
-        if b0 < b1 or a0 < a1:
+        negative_end = -1
+        positive_end = -1
+        if b0 < b1:
             cats = self._categories
             negative_window = self.rules.negative_window
-            negative_end = -1
-            positive_end = -1
             for packed in context[b0:b1]:
                 he = packed >> _KEY_BITS
                 d = cs - he
@@ -383,8 +394,17 @@ class Scanner:
                         positive_end = max(positive_end, he)
                         if d < distance.get(c, d + 1):
                             distance[c] = d
-            if negative_end >= 0 and positive_end <= negative_end:
-                return None  # 注文番号 / TEL ... right before it, no identifier keyword closer
+        if self._local_negatives is not None and (negative_end < 0 or positive_end > negative_end):
+            # The negative labels left to this check: the one ending last before the run is the
+            # first match in the reversed text before it (the patterns are reversed too).
+            before = text[max(0, cs - self._local_reach) : cs][::-1]
+            m = self._local_negatives.search(before)
+            if m is not None and m.start() <= self.rules.negative_window:
+                negative_end = max(negative_end, cs - m.start())
+        if negative_end >= 0 and positive_end <= negative_end:
+            return None  # 注文番号 / TEL ... right before it, no identifier keyword closer
+        if a0 < a1:
+            cats = self._categories
             lengths = self._lengths
             for packed in context[a0:a1]:
                 k = packed & _KEY_MASK
