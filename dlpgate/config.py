@@ -136,6 +136,7 @@ class ExtractConfig:
     part_seconds: float = 30.0
     max_pdf_pages: int = 500
     max_parts: int = 1000
+    worker_memory_mb: int = 4096  # address-space cap of each judging process (0 = none)
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,20 @@ _ENGINE: Engine | None = None
 
 
 def _init_worker(rules_dir: str, internal_domains: Sequence[str], limits: dict[str, Any]) -> None:
+    """Runs once in each judging process: cap its memory, then compile the rules."""
     global _ENGINE
+    limits = dict(limits)
+    cap_mb = int(limits.pop("worker_memory_mb", 0) or 0)
+    if cap_mb:
+        import resource
+
+        cap = cap_mb * 1024 * 1024
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            cap = min(cap, hard)
+        # a hostile attachment that balloons hits MemoryError (held as unscannable) or kills only
+        # this worker (replaced; the message is held), never the SMTP process or the machine
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     _ENGINE = Engine(rules_dir, internal_domains, limits)
 
 

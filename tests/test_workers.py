@@ -85,3 +85,25 @@ async def test_pipeline_fails_closed(gateway: Gateway, tmp_path: Path, exc: Exce
     spool.write_bytes(b"Subject: x\r\n\r\nbody\r\n")
     j = await gateway.pipeline.judge(spool, Envelope("a@example.jp", ("b@example.com",)))
     assert j.verdict == "hold" and j.findings[0]["detector"] == "unscannable"
+
+
+def hog(mb: int) -> int:
+    block = bytearray(mb * 1024 * 1024)
+    return len(block)
+
+
+async def test_worker_memory_is_capped() -> None:
+    from dataclasses import asdict
+
+    from dlpgate.config import Config, ExtractConfig
+    from dlpgate.pipeline import _init_worker
+
+    cfg = Config(extract=ExtractConfig(worker_memory_mb=1024))
+    pool = WorkerPool(1, _init_worker, (str(cfg.rules_path), (), asdict(cfg.extract)))
+    await pool.start()
+    try:
+        with pytest.raises(RuntimeError, match="MemoryError"):
+            await pool.call(hog, 4096, timeout=30)
+        assert await pool.call(hog, 16, timeout=30) == 16 * 1024 * 1024  # the worker lives on
+    finally:
+        await pool.close()
