@@ -225,6 +225,8 @@ def main() -> None:
     a = ours_hs.scan("body", big)
     b = ours_re.scan("body", big)
     print(f"findings identical across engines: {a == b}; {[(f.detector, f.count, f.severity) for f in a.findings]}")
+    same = sum(ours_hs.scan("body", m) == ours_re.scan("body", m) for m in messages)
+    print(f"messages with identical findings across engines: {same}/{len(messages)}")
     for mode, run in (("one text", lambda f: f(big)), ("messages", lambda f: [f(m) for m in messages])):
         # Interleaved repeats, best of each: other load on the machine hits every contender alike.
         best = {name: float("inf") for name, _ in contenders}
@@ -246,13 +248,19 @@ def main() -> None:
         extract_file = None
     print(f"\n[spreadsheet {args.rows} rows x 8 cols, {len(data) / 1e6:.1f} MB xlsx]")
     if extract_file is not None:
-        t0 = time.perf_counter()
-        ex = extract_file("住民.xlsx", data)
-        t1 = time.perf_counter()
-        res = ours_hs.scan_extraction(ex)
-        t2 = time.perf_counter()
-        print(f"  extract {t1 - t0:.3f} s + scan {t2 - t1:.3f} s = {t2 - t0:.3f} s; records={res.records}; "
-              f"{[(f.detector, f.count, f.severity) for f in res.findings]}")
+        # Best of `repeat` end-to-end runs (extract + scan of the same bytes), per engine.
+        for name, scanner in (("ours/hyperscan", ours_hs), ("ours/re", ours_re)):
+            best_extract = best_scan = best_total = float("inf")
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                ex = extract_file("住民.xlsx", data)
+                t1 = time.perf_counter()
+                res = scanner.scan_extraction(ex)
+                t2 = time.perf_counter()
+                best_extract, best_scan = min(best_extract, t1 - t0), min(best_scan, t2 - t1)
+                best_total = min(best_total, t2 - t0)
+            print(f"  {name:15s} extract {best_extract:.3f} s + scan {best_scan:.3f} s; end to end {best_total:.3f} s; "
+                  f"records={res.records}; {[(f.detector, f.count, f.severity) for f in res.findings]}")
     else:
         from openpyxl import load_workbook
 
