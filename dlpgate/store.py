@@ -231,9 +231,12 @@ def _entry_hash(prev_hash: str, seq: int, ts: float, msg_id: str, event: str, ac
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
-def _args() -> list[Any]:
-    """An empty, loosely typed list of SQL parameters."""
-    return []
+def _where(*conds: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """A WHERE clause from (sql-with-one-?, value) pairs, skipping those whose value is None."""
+    used = [(sql, v) for sql, v in conds if v is not None]
+    if not used:
+        return "", []
+    return " WHERE " + " AND ".join(sql for sql, _ in used), [v for _, v in used]
 
 
 def _dumps(v: Any) -> str:
@@ -417,16 +420,8 @@ class Store:
 
     def audit_entries(self, *, since: float | None = None, until: float | None = None,
                       msg_id: str | None = None) -> list[AuditEntry]:
-        q, args = "SELECT * FROM audit WHERE 1=1", _args()
-        if since is not None:
-            q += " AND ts >= ?"
-            args.append(since)
-        if until is not None:
-            q += " AND ts < ?"
-            args.append(until)
-        if msg_id is not None:
-            q += " AND msg_id = ?"
-            args.append(msg_id)
+        where, args = _where(("ts >= ?", since), ("ts < ?", until), ("msg_id = ?", msg_id))
+        q = "SELECT * FROM audit" + where
         rows = self.conn.execute(q + " ORDER BY seq", args).fetchall()
         return [AuditEntry(r["seq"], r["ts"], r["msg_id"], r["event"], r["actor"], r["os_user"],
                            json.loads(r["detail"]), r["prev_hash"], r["hash"]) for r in rows]
@@ -715,17 +710,11 @@ class Store:
 
     def list(self, *, states: Sequence[str] = (), sender: str | None = None, kind: str | None = "mail",
              limit: int = 10_000) -> list[dict[str, Any]]:
-        q, args = "SELECT * FROM messages WHERE 1=1", _args()
+        where, args = _where(("lower(sender) = lower(?)", sender), ("kind = ?", kind))
         if states:
-            q += f" AND state IN ({','.join('?' * len(states))})"
-            args += list(states)
-        if sender is not None:
-            q += " AND lower(sender) = lower(?)"
-            args.append(sender)
-        if kind is not None:
-            q += " AND kind = ?"
-            args.append(kind)
-        q += " ORDER BY arrived LIMIT ?"
+            where += (" AND " if where else " WHERE ") + f"state IN ({','.join('?' * len(states))})"
+            args += builtins.list(states)
+        q = "SELECT * FROM messages" + where + " ORDER BY arrived LIMIT ?"
         args.append(limit)
         out = []
         for r in self.conn.execute(q, args).fetchall():
@@ -755,19 +744,11 @@ class Store:
 
     def sendlog(self, *, sender: str | None = None, since: float | None = None, until: float | None = None,
                 attachment_hash: str | None = None) -> builtins.list[dict[str, Any]]:
-        q, args = "SELECT s.* FROM sendlog s WHERE 1=1", _args()
-        if sender:
-            q += " AND lower(s.sender) = lower(?)"
-            args.append(sender)
-        if since is not None:
-            q += " AND s.ts >= ?"
-            args.append(since)
-        if until is not None:
-            q += " AND s.ts < ?"
-            args.append(until)
-        if attachment_hash:
-            q += " AND s.msg_id IN (SELECT msg_id FROM attachment_hashes WHERE sha256 = ?)"
-            args.append(attachment_hash.lower())
+        where, args = _where(
+            ("lower(s.sender) = lower(?)", sender or None), ("s.ts >= ?", since), ("s.ts < ?", until),
+            ("s.msg_id IN (SELECT msg_id FROM attachment_hashes WHERE sha256 = ?)",
+             attachment_hash.lower() if attachment_hash else None))
+        q = "SELECT s.* FROM sendlog s" + where
         out = []
         for r in self.conn.execute(q + " ORDER BY s.ts", args):
             d = dict(r)
