@@ -204,7 +204,7 @@ def hyperscan_patterns(keywords: Sequence[str], encoding: str, width: int) -> tu
 _ENCODINGS = {1: "ascii", 2: "utf-16-le", 4: "utf-32-le"}
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)
 def _database(keywords: tuple[str, ...], width: int) -> Any:
     """The compiled database for one keyword set and width, shared by every gate in the process.
 
