@@ -8,7 +8,8 @@ A gate returns, in character offsets of the raw text:
   03-1234-5678 holds no such match. The scanner recovers the whole run around a trigger, so the
   findings do not depend on where inside the run a gate puts it. (Anchoring the hyperscan
   pattern at run starts would report fewer triggers but doubles its scanning time);
-* keyword hits — every occurrence (overlapping ones too) of every keyword of the rule set, in any
+* keyword hits — every occurrence (overlapping ones too) of every keyword the gate was built with
+  (the scanner's catalogue: all but the negative-only labels, which it checks locally), in any
   raw spelling that normalises to it (`ＭＹ　ＮＵＭＢＥＲ` for `my number`), as the sorted end
   offsets of each keyword found. Grouped by keyword, a text full of one keyword (`TEL` on every
   line) costs the scanner one list, not a Python step per hit.
