@@ -66,9 +66,14 @@ _BRANDS: tuple[tuple[str, int, int, int, frozenset[int]], ...] = (
 )
 
 
+_CARD_LENGTHS = frozenset().union(*(lengths for *_, lengths in _BRANDS))
+
+
 def card_brand(digits: str) -> str | None:
     """The card brand whose prefix and length fit `digits`, or None."""
     n = len(digits)
+    if n not in _CARD_LENGTHS:  # 13 digits (a JAN code): no brand, no prefix to read
+        return None
     for brand, low, high, width, lengths in _BRANDS:
         if n in lengths and low <= int(digits[:width]) <= high:
             return brand
