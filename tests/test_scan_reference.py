@@ -253,3 +253,24 @@ def test_long_digit_strings_and_tel_heavy_text() -> None:
     check("1" * 5000 + " 個人番号 " + "621498320257")
     check("\n".join(f"TEL 03-{i:04d}-0000 FAX 注文番号 {number(random.Random(i))}" for i in range(300))
           + "\n氏名\t電話\t住所\na\tb\tc")
+
+
+def test_digit_dense_texts_rescanned_with_anchored_trigger_match_the_reference() -> None:
+    """A sheet of identifiers or a column of JAN codes makes the hyperscan gate stop and rescan
+    with one trigger per run (gate._FLOOD); findings must not change."""
+    r = random.Random(11)
+
+    def written(n: str) -> str:  # contiguous, 4-4-4 with a separator, full-width, or a card
+        k = r.randrange(5)
+        if k == 4:
+            return r.choice(["4111 1111 1111 1111", "4111-1111-1111-1111", "3530111333300000"])
+        sep = r.choice(" -ー.")
+        return n if k == 0 else n.translate(FULL) if k == 1 else f"{n[:4]}{sep}{n[4:8]}{sep}{n[8:]}"
+
+    rows = [("氏名", "電話", "個人番号")] + [(f"試験{i}", f"TEL 090-{i:04d}-0000", written(number(r))) for i in range(800)]
+    check("\n".join("\t".join(row) for row in rows))
+    check("", (Table("s.xlsx/Sheet1", tuple(rows)),))
+    ascii_rows = [f"49{i:011d},order {written(number(r))},TEL" for i in range(900)]
+    check("\n".join(row for row in ascii_rows if row.isascii()))  # ASCII: the 1-byte databases
+    check("😀" + " / ".join(written(number(r)) for _ in range(700)))  # beyond the BMP: the 4-byte databases
+    assert {(2, True), (1, True), (4, True)} <= set(HS.gate._databases)  # type: ignore[attr-defined]

@@ -33,7 +33,7 @@ import itertools
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import ahocorasick
@@ -182,18 +182,35 @@ def _byte_class(values: Sequence[int]) -> bytes:
     return b"[" + b"".join(b"\\x%02x" % v for v in sorted(values)) + b"]"
 
 
-def hyperscan_patterns(keywords: Sequence[str], encoding: str, width: int) -> tuple[list[bytes], list[int]]:
-    """(expressions, ids) over text encoded as `encoding`: id k keyword k, id len(keywords) the trigger.
+# The trigger's pattern id; keyword k has id k.
+TRIGGER_ID = (1 << 20) - 1
+# A scan that has met more than _FLOOD triggers at more than one per _DENSE bytes is digit-dense
+# (a sheet of identifiers, a column of JAN codes, a blob of digits): it is stopped and rescanned
+# with a trigger anchored at run starts, which reports one trigger per run instead of one per
+# digit past the tenth. Anchoring costs hyperscan time on ordinary text, so only then.
+_FLOOD = 512
+_DENSE = 64
 
-    A keyword with a character that has no spelling in `encoding` cannot occur in such text and
+
+def hyperscan_patterns(
+    keywords: Sequence[str], encoding: str, width: int, anchored: bool = False
+) -> tuple[list[bytes], list[int]]:
+    """(expressions, ids) over text encoded as `encoding`: id k keyword k, TRIGGER_ID the trigger.
+
+    `anchored` puts a run start (text start or a non-digit character) before the trigger. A
+    keyword with a character that has no spelling in `encoding` cannot occur in such text and
     is left out.
     """
+    if len(keywords) >= TRIGGER_ID:
+        raise ValueError(f"too many keywords ({len(keywords)})")
     digits = _units(RAW_DIGITS, encoding)
     d = _alternation(digits)
     s = _alternation(_units(RAW_SEPARATORS, encoding)) + b"?"
     trigger = s.join(d * n for n in _TRIGGER_GROUPS)
+    if anchored:
+        trigger = b"(?:^|" + _not_units(digits, width) + b")" + trigger
     expressions = [trigger]
-    ids = [len(keywords)]
+    ids = [TRIGGER_ID]
     for index, keyword in enumerate(keywords):
         parts = [_units("".join(raw_variants(c)), encoding) for c in keyword]
         if all(parts):
@@ -202,19 +219,37 @@ def hyperscan_patterns(keywords: Sequence[str], encoding: str, width: int) -> tu
     return expressions, ids
 
 
+def _not_units(units: Sequence[bytes], width: int) -> bytes:
+    """A pattern for any `width`-byte unit that is not one of `units` (all `width` bytes long)."""
+    if width == 1:
+        return _byte_class([b for b in range(256) if bytes([b]) not in set(units)])
+    by_first: dict[int, set[bytes]] = {}
+    for u in units:
+        by_first.setdefault(u[0], set()).add(u[1:])
+    free = [b for b in range(256) if b not in by_first]
+    alternatives = [_byte_class(free) + b"[\\x00-\\xff]" * (width - 1)] if free else []
+    by_rests: dict[frozenset[bytes], list[int]] = {}
+    for first, rests in by_first.items():
+        by_rests.setdefault(frozenset(rests), []).append(first)
+    for group, firsts in sorted(by_rests.items(), key=lambda kv: kv[1]):
+        alternatives.append(_byte_class(firsts) + _not_units(sorted(group), width - 1))
+    return b"(?:" + b"|".join(alternatives) + b")"
+
+
 _ENCODINGS = {1: "ascii", 2: "utf-16-le", 4: "utf-32-le"}
 
 
 @functools.lru_cache(maxsize=8)
-def _database(keywords: tuple[str, ...], width: int) -> Any:
-    """The compiled database for one keyword set and width, shared by every gate in the process.
+def _database(keywords: tuple[str, ...], width: int, anchored: bool) -> Any:
+    """The compiled database for one keyword set, width and trigger, shared by every gate in the
+    process.
 
-    Compiling takes a good part of a second; a rule reload, a test or a CLI run that builds
+    Compiling takes a good fraction of a second; a rule reload, a test or a CLI run that builds
     another scanner for the same keywords reuses it (a database is read-only while scanning).
     """
     import hyperscan  # noqa: PLC0415 - optional dependency, imported where used
 
-    expressions, ids = hyperscan_patterns(keywords, _ENCODINGS[width], width)
+    expressions, ids = hyperscan_patterns(keywords, _ENCODINGS[width], width, anchored)
     db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     db.compile(expressions=expressions, ids=ids, flags=0)
     return db
@@ -223,8 +258,9 @@ def _database(keywords: tuple[str, ...], width: int) -> Any:
 class HyperscanGate:
     """One hyperscan block-mode pass over the text in a fixed-width encoding (see module doc).
 
-    The ASCII and UTF-16 databases are compiled up front; the UTF-32 one (text with characters
-    beyond the BMP, such as emoji) on first use. Scratch space is per thread.
+    The ASCII and UTF-16 databases are compiled up front; the UTF-32 ones (text with characters
+    beyond the BMP, such as emoji) and the anchored-trigger ones (digit-dense text) on first use.
+    Scratch space is per thread.
     """
 
     name = "hyperscan"
@@ -234,21 +270,22 @@ class HyperscanGate:
 
         self._hs = hyperscan
         self._keywords = tuple(keywords)
-        self._trigger = len(self._keywords)
-        self._databases: dict[int, Any] = {width: _database(self._keywords, width) for width in (1, 2)}
+        self._databases: dict[tuple[int, bool], Any] = {
+            (width, False): _database(self._keywords, width, False) for width in (1, 2)
+        }
         self._lock = threading.Lock()
         self._local = threading.local()
 
-    def _engine(self, width: int) -> tuple[Any, Any]:
-        """(database, this thread's scratch for it), made on first use."""
-        engines: dict[int, tuple[Any, Any]] | None = getattr(self._local, "engines", None)
+    def _engine(self, key: tuple[int, bool]) -> tuple[Any, Any]:
+        """(database, this thread's scratch for it) for (width, anchored), made on first use."""
+        engines: dict[tuple[int, bool], tuple[Any, Any]] | None = getattr(self._local, "engines", None)
         if engines is None:
             engines = self._local.engines = {}
         with self._lock:
-            db = self._databases.get(width)
+            db = self._databases.get(key)
             if db is None:
-                db = self._databases[width] = _database(self._keywords, width)
-        engine = engines[width] = (db, self._hs.Scratch(db))
+                db = self._databases[key] = _database(self._keywords, *key)
+        engine = engines[key] = (db, self._hs.Scratch(db))
         return engine
 
     def matches(self, text: str) -> Matches:
@@ -265,39 +302,49 @@ class HyperscanGate:
                 data = text.encode("utf_32_le", "surrogatepass")
                 width = 4
         try:
-            db, scratch = self._local.engines[width]
+            db, scratch = self._local.engines[width, False]
         except (AttributeError, KeyError):
-            db, scratch = self._engine(width)
+            db, scratch = self._engine((width, False))
         found: defaultdict[int, list[int]] = defaultdict(list)
-        db.scan(data, _COLLECTORS[width], 0, found, scratch)
+        try:
+            db.scan(data, _WATCHFUL[width], 0, found, scratch)
+        except self._hs.ScanTerminated:  # digit-dense: start again with one trigger per run
+            db, scratch = self._engine((width, True))
+            found = defaultdict(list)
+            db.scan(data, _COLLECTORS[width], 0, found, scratch)
         if not found:
             return _NOTHING
         for ends in found.values():  # hyperscan does not promise end order across its engines
             ends.sort()
-        return found.pop(self._trigger, _NO_TRIGGERS), found
+        return found.pop(TRIGGER_ID, _NO_TRIGGERS), found
 
 
 _NO_TRIGGERS: list[int] = []  # shared: callers never mutate what a gate returns
 _NOTHING: Matches = (_NO_TRIGGERS, {})
 
-
-# Match callbacks, one per width: they turn byte ends into character ends and drop matches that
-# end inside a character, so the lists need no second pass.
-def _collect_1(ident: int, start: int, end: int, flags: int, found: defaultdict[int, list[int]]) -> None:
-    found[ident].append(end)
+_Callback = Callable[[int, int, int, int, defaultdict[int, list[int]]], bool | None]
 
 
-def _collect_2(ident: int, start: int, end: int, flags: int, found: defaultdict[int, list[int]]) -> None:
-    if not end & 1:
-        found[ident].append(end >> 1)
+def _collector(width: int, watchful: bool) -> _Callback:
+    """A match callback for `width`: byte ends become character ends, a match that ends inside a
+    character is dropped, so the lists need no second pass. A watchful one stops the scan
+    (returns True) once triggers come densely (see _FLOOD)."""
+    shift = width.bit_length() - 1
+    off = width - 1
+
+    def collect(ident: int, start: int, end: int, flags: int, found: defaultdict[int, list[int]]) -> bool | None:
+        if not end & off:
+            ends = found[ident]
+            ends.append(end >> shift)
+            if watchful and ident == TRIGGER_ID and len(ends) > _FLOOD and len(ends) * _DENSE > end:
+                return True
+        return None
+
+    return collect
 
 
-def _collect_4(ident: int, start: int, end: int, flags: int, found: defaultdict[int, list[int]]) -> None:
-    if not end & 3:
-        found[ident].append(end >> 2)
-
-
-_COLLECTORS = {1: _collect_1, 2: _collect_2, 4: _collect_4}
+_COLLECTORS = {width: _collector(width, False) for width in (1, 2, 4)}
+_WATCHFUL = {width: _collector(width, True) for width in (1, 2, 4)}
 
 
 def make_gate(keywords: Sequence[str], engine: str = "auto") -> Gate:
