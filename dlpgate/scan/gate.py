@@ -328,19 +328,29 @@ _Callback = Callable[[int, int, int, int, defaultdict[int, list[int]]], bool | N
 def _collector(width: int, watchful: bool) -> _Callback:
     """A match callback for `width`: byte ends become character ends, a match that ends inside a
     character is dropped, so the lists need no second pass. A watchful one stops the scan
-    (returns True) once triggers come densely (see _FLOOD)."""
-    shift = width.bit_length() - 1
-    off = width - 1
+    (returns True) once triggers come densely (see _FLOOD). Constants are bound as defaults:
+    hyperscan calls with five arguments, and locals are the cheapest names to read."""
+    if not watchful:
 
-    def collect(ident: int, start: int, end: int, flags: int, found: defaultdict[int, list[int]]) -> bool | None:
+        def collect(ident: int, start: int, end: int, flags: int, found: defaultdict[int, list[int]],
+                    off: int = width - 1, shift: int = width.bit_length() - 1) -> bool | None:
+            if not end & off:
+                found[ident].append(end >> shift)
+            return None
+
+        return collect
+
+    def watch(ident: int, start: int, end: int, flags: int, found: defaultdict[int, list[int]],
+              off: int = width - 1, shift: int = width.bit_length() - 1, trigger: int = TRIGGER_ID,
+              flood: int = _FLOOD, dense: int = _DENSE) -> bool | None:
         if not end & off:
             ends = found[ident]
             ends.append(end >> shift)
-            if watchful and ident == TRIGGER_ID and len(ends) > _FLOOD and len(ends) * _DENSE > end:
+            if ident == trigger and len(ends) > flood and len(ends) * dense > end:
                 return True
         return None
 
-    return collect
+    return watch
 
 
 _COLLECTORS = {width: _collector(width, False) for width in (1, 2, 4)}
