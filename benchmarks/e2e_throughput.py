@@ -130,6 +130,8 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--size", type=int, default=10_000)
     ap.add_argument("--keep", action="store_true", help="keep the temp store")
+    ap.add_argument("--delay", type=float, default=0.0,
+                    help="send delay; a long one measures accepting alone (nothing is delivered during the run)")
     a = ap.parse_args()
 
     sink_port, gw_port = free_port(), free_port()
@@ -147,7 +149,7 @@ hostname = "gw.bench"
 upstream = "127.0.0.1:{sink_port}"
 tls = "off"
 [delay]
-seconds = 0
+seconds = {a.delay}
 [store]
 path = "{tmp / 'store'}"
 [metrics]
@@ -177,7 +179,7 @@ level = "WARNING"
         g0 = tree_cpu(gw.pid)
         t_gw, lat_gw = asyncio.run(load(gw_port, a.messages, a.clients, a.size))
         c1 = cpu_times()
-        drain = wait_count(counter, base + a.messages, 300)
+        drain = wait_count(counter, base + a.messages, 300 if a.delay < 1 else 0)
         g1 = tree_cpu(gw.pid)
         delivered = counter.value - base
 
@@ -187,7 +189,7 @@ level = "WARNING"
         print(f"straight to sink : {r_direct:8.0f} msg/s   p50 {pct(lat_direct, .5) * 1000:6.1f} ms"
               f"   p99 {pct(lat_direct, .99) * 1000:6.1f} ms")
         print(f"through dlpgate  : {r_gw:8.0f} msg/s   p50 {pct(lat_gw, .5) * 1000:6.1f} ms"
-              f"   p99 {pct(lat_gw, .99) * 1000:6.1f} ms   (durable accept, scan, delay 0)")
+              f"   p99 {pct(lat_gw, .99) * 1000:6.1f} ms   (durable accept, scan, delay {a.delay:g})")
         print(f"ratio gateway/straight: {r_gw / r_direct:.2f}x")
         print(f"delivered to sink: {delivered}/{a.messages}; sink had all {drain:.1f} s after the last 250;"
               f" end-to-end {a.messages / (t_gw + drain):.0f} msg/s")
