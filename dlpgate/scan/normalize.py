@@ -71,7 +71,6 @@ def raw_variants(normalised_char: str) -> tuple[str, ...]:
 # Raw characters that normalise to a digit / to a digit-group separator.
 RAW_DIGITS = "".join(sorted({c for d in "0123456789" for c in raw_variants(d)}))
 RAW_SEPARATORS = "".join(sorted({c for s in SEPARATORS for c in raw_variants(s)}))
-DIGITISH = frozenset(RAW_DIGITS + RAW_SEPARATORS)
 
 
 def char_class(chars: Iterable[str]) -> str:
