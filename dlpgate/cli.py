@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -95,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .auth import main as auth_main
 
         return auth_main(argv[1:])
+    # everything the gateway writes (DB, its WAL and SHM files, spool, notices) is the service's alone
+    os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -177,3 +177,19 @@ def test_sigterm_exits_zero(tmp_path: Path) -> None:
         c.sendmail("a@example.jp", ["b@example.com"], msg(1))
     gw.send_signal(signal.SIGTERM)
     assert gw.wait(timeout=30) == 0
+
+
+def test_store_files_are_private(tmp_path: Path) -> None:
+    smtp_port, up_port = free_port(), free_port()
+    cfg = write_config(tmp_path, smtp_port, up_port)
+    gw = start_gateway(cfg, smtp_port)
+    try:
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as c:
+            c.sendmail("a@example.jp", ["b@example.com"], msg(7))
+    finally:
+        gw.send_signal(signal.SIGTERM)
+        gw.wait(timeout=30)
+    files = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    assert any(p.name == "dlpgate.db" for p in files) and any(p.suffix == ".eml" for p in files)
+    for p in files:
+        assert p.stat().st_mode & 0o077 == 0, f"{p.name} is readable by others"
