@@ -35,7 +35,14 @@ class UpstreamTLSError(aiosmtplib.SMTPException):
     """TLS was required and could not be had; the attempt is deferred."""
 
 
-IDLE_POLL = 5.0  # re-read the queue head at least this often: the CLI (another process) may release
+IDLE_POLL = 5.0
+COALESCE = 0.005  # seconds the scheduler waits after a wake-up before claiming  # re-read the queue head at least this often: the CLI (another process) may release
+
+
+def _claim_and_peek(s: Store, limit: int) -> tuple[list[Claimed], float | None]:
+    """Claim what is due and, in the same store visit, when the next message falls due."""
+    claimed = s.claim_due(limit)
+    return claimed, (s.next_due() if len(claimed) < limit else None)
 
 
 def backoff(attempts: int, initial: float, maximum: float) -> float:
@@ -105,13 +112,12 @@ class Delivery:
             while not self._stopping:
                 free = self.concurrency * 2 - self.inflight - self.queue.qsize()
                 if free > 0:
-                    claimed = await self.store.run(functools.partial(Store.claim_due, limit=free))
+                    claimed, nd = await self.store.run(functools.partial(_claim_and_peek, limit=free))
                     for c in claimed:
                         self.queue.put_nowait(c)
                     if len(claimed) == free:
                         await asyncio.sleep(0)
                         continue
-                    nd = await self.store.run(lambda s: s.next_due())
                     wait = IDLE_POLL if nd is None else min(IDLE_POLL, max(0.0, nd - time.time()))
                 else:
                     wait = IDLE_POLL  # a worker finishing wakes us
@@ -120,6 +126,9 @@ class Delivery:
                 if wait > 0:
                     try:
                         await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                        # woken by an arrival or a finished delivery: let a few more gather, so
+                        # one claim serves a burst instead of one store round trip per event
+                        await asyncio.sleep(COALESCE)
                     except TimeoutError:
                         pass
                 self._sleep_until = 0.0

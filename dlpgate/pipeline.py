@@ -17,7 +17,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,8 @@ class Engine:
     def __init__(self, rules_dir: str, internal_domains: Sequence[str], limits: dict[str, Any]) -> None:
         from .extract.model import ExtractLimits
 
-        self.limits = ExtractLimits(**limits)
+        known = {f.name for f in fields(ExtractLimits)}
+        self.limits = ExtractLimits(**{k: v for k, v in limits.items() if k in known})
         self.scanner: Any = None
         self.policy: Any = None
         try:
