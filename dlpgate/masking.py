@@ -13,7 +13,7 @@ _DIGIT_RUN = re.compile(r"[0-9０-９](?:[ \-‐−－ー.]?[0-9０-９]){7,}")
 
 
 def mask_number(digits: str) -> str:
-    """'621498320257' -> '6214********' (separators dropped, length kept)."""
+    """'6214 9832 0257' -> '6214********' (separators dropped, digits counted)."""
     d = [c for c in digits if c.isdigit()]
     return "".join(d[:4]) + "*" * max(0, len(d) - 4)
 
