@@ -29,7 +29,7 @@ from .config import ApproverRoute, Config
 from .errors import InputError, PermissionDenied, StateError
 from .masking import mask_text
 from .notices import Notice, queue_notice
-from .store import HELD, RELEASED, AsyncStore, NewMessage, Store, write_spool_file
+from .store import HELD, RELEASED, AsyncStore, NewMessage, Store, os_user, write_spool_file
 
 DECISIONS = ("release", "reject")
 
@@ -98,6 +98,22 @@ class Decision:
     required: int
 
 
+def check_login(config: Config, approver: str, login: str | None = None) -> None:
+    """Bind an approver address to OS accounts: `--approver` alone is only a claim.
+
+    With `[approver_logins]` an approver may act only from one of the listed logins; with
+    `[quarantine] require_login_binding = true` an approver missing from the table may not act.
+    """
+    logins = dict(config.approver_logins).get(approver)
+    if logins is None:
+        if config.quarantine.require_login_binding:
+            raise PermissionDenied(f"{approver} has no OS login bound in [approver_logins]; ask the administrator")
+        return
+    me = login if login is not None else os_user()
+    if me not in logins:
+        raise PermissionDenied(f"{approver} may act only from the OS account(s) {', '.join(logins)}, not {me}")
+
+
 def decide(store: Store, config: Config, hostname: str, msg_id: str, approver: str, decision: str,
            reason: str = "") -> Decision:
     """Check the approver against the routes, then record the decision with its notices.
@@ -117,6 +133,7 @@ def decide(store: Store, config: Config, hostname: str, msg_id: str, approver: s
     if row["kind"] != "mail":
         raise StateError(f"message {msg_id} is a gateway notice, not a held message")
     Router(config.approvers).check(msg_id, who, row["sender"])
+    check_login(config, who)
     notices = Notices(config, hostname)
     state = store.decide(msg_id, who, decision, clean_reason,
                          notices=lambda r, st: notices.for_decision(store, r["id"], st, who, clean_reason))

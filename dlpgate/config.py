@@ -125,6 +125,7 @@ class QuarantineConfig:
     language: str = "ja"  # "ja" | "en" for notices
     notify: bool = True
     notice_from: str = ""  # envelope/header sender of notices; "" = postmaster@<hostname>
+    require_login_binding: bool = False  # true: an approver missing from [approver_logins] may not act
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,8 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     policy: PolicyConfig = PolicyConfig()
     approvers: tuple[ApproverRoute, ...] = ()
+    # approver address -> the OS logins allowed to act as that approver from the CLI
+    approver_logins: tuple[tuple[str, tuple[str, ...]], ...] = ()
     quarantine: QuarantineConfig = QuarantineConfig()
     extract: ExtractConfig = ExtractConfig()
     log: LogConfig = LogConfig()
@@ -262,6 +265,17 @@ def _approvers(data: Any) -> tuple[ApproverRoute, ...]:
     return tuple(routes)
 
 
+def _approver_logins(data: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if not isinstance(data, dict):
+        raise ConfigError("approver_logins: expected a table of \"address\" = [\"login\", ...]")
+    out = []
+    for addr, logins in data.items():
+        if "@" not in addr:
+            raise ConfigError(f"approver_logins.{addr}: expected an approver's email address")
+        out.append((addr.lower(), _coerce(f"approver_logins.{addr}", logins, None, "tuple")))
+    return tuple(out)
+
+
 def _validate(cfg: Config) -> None:
     parse_hostport(cfg.smtp.listen, "smtp.listen")
     parse_hostport(cfg.relay.upstream, "relay.upstream")
@@ -302,6 +316,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             kwargs[name] = _section(name, _SECTIONS[name], value)
         elif name == "approvers":
             kwargs["approvers"] = _approvers(value)
+        elif name == "approver_logins":
+            kwargs["approver_logins"] = _approver_logins(value)
         else:
             raise ConfigError(f"{name}: unknown section")
     cfg = Config(**kwargs)

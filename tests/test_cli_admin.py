@@ -172,3 +172,29 @@ def test_installed_entry_point_config_after_arguments(env) -> None:  # noqa: ANN
                            "--config", env["cfg"]], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert [json.loads(x)["id"] for x in proc.stdout.splitlines()] == [env["a"].id, env["b"].id]
+
+
+def test_approver_bound_to_os_logins(env) -> None:  # noqa: ANN001
+    from dlpgate.store import os_user
+
+    me = os_user()
+    cfg = Path(env["cfg"])
+    base = cfg.read_text(encoding="utf-8")
+    # kacho may act only from another account: refused, one line, exit 2, nothing recorded
+    cfg.write_text(base + '\n[approver_logins]\n"kacho@example.jp" = ["kacho-login"]\n', encoding="utf-8")
+    code, out, err = run_cli(["quarantine", "release", env["a"].id, "--approver", "kacho@example.jp",
+                              "--config", str(cfg)])
+    assert code == 2 and "kacho-login" in err and err.count("\n") == 1
+    assert env["store"].get(env["a"].id)["state"] == "held"
+    # bound to this account: allowed
+    cfg.write_text(base + f'\n[approver_logins]\n"kacho@example.jp" = ["{me}"]\n', encoding="utf-8")
+    code, out, err = run_cli(["quarantine", "release", env["a"].id, "--approver", "kacho@example.jp",
+                              "--config", str(cfg)])
+    assert code == 0, err
+    # require_login_binding: an approver missing from the table may not act at all
+    cfg.write_text(base.replace("[quarantine]", "[quarantine]\nrequire_login_binding = true", 1)
+                   if "[quarantine]" in base else base + "\n[quarantine]\nrequire_login_binding = true\n",
+                   encoding="utf-8")
+    code, _, err = run_cli(["quarantine", "release", env["b"].id, "--approver", "bucho@example.jp",
+                            "--config", str(cfg)])
+    assert code == 2 and "no OS login bound" in err
