@@ -96,10 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .auth import main as auth_main
 
         return auth_main(argv[1:])
-    # everything the gateway writes (DB, its WAL and SHM files, spool, notices) is the service's alone
-    os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(argv)
+    # everything the gateway writes (DB, its WAL and SHM files, spool, notices) is the service's
+    # alone; restored afterwards for in-process callers (tests, scripts)
+    old_umask = os.umask(0o077)
     try:
         config = load_config(getattr(args, "config", None))
         return int(args.func(args, config))
@@ -110,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        os.umask(old_umask)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import functools
 import logging
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import aiosmtplib
 
@@ -37,6 +37,12 @@ class UpstreamTLSError(aiosmtplib.SMTPException):
 
 IDLE_POLL = 5.0
 COALESCE = 0.005  # seconds the scheduler waits after a wake-up before claiming  # re-read the queue head at least this often: the CLI (another process) may release
+
+
+def _count(result: str, latency: float | None) -> None:
+    metrics.DELIVERIES.labels(result=result).inc()
+    if latency is not None:
+        metrics.DELIVERY_LATENCY.observe(latency)
 
 
 def _claim_and_peek(s: Store, limit: int) -> tuple[list[Claimed], float | None]:
@@ -61,7 +67,8 @@ def received_header(c: Claimed, hostname: str) -> bytes:
 
 
 class Delivery:
-    def __init__(self, config: Config, store: AsyncStore, hostname: str) -> None:
+    def __init__(self, config: Config, store: AsyncStore, hostname: str,
+                 on_result: Callable[[str, float | None], None] | None = None) -> None:
         self.config = config
         self.store = store
         self.hostname = hostname
@@ -74,6 +81,9 @@ class Delivery:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.alive = False
+        # per-recipient result ("delivered" | "deferred" | "bounced") and, for a delivery, its latency;
+        # the delivery process forwards these to the gateway's metrics
+        self.on_result = on_result or _count
 
     # -------------------------------------------------------------- scheduling
     def poke(self, due_at: float) -> None:
@@ -254,15 +264,12 @@ class Delivery:
             return s.finish_attempt(c.id, outcomes, retry_at=retry_at, give_up=give_up, notices=notices)
 
         res = await self.store.run(job)
+        timed = False  # one latency sample per message, on its first delivered recipient
         for o in outcomes:
-            if 200 <= o.code < 300:
-                metrics.DELIVERIES.labels(result="delivered").inc()
-            elif o in hard:
-                metrics.DELIVERIES.labels(result="bounced").inc()
-            else:
-                metrics.DELIVERIES.labels(result="deferred").inc()
-        if res.delivered:  # type: ignore[attr-defined]
-            metrics.DELIVERY_LATENCY.observe(now - c.arrived)
+            ok = 200 <= o.code < 300
+            self.on_result("delivered" if ok else "bounced" if o in hard else "deferred",
+                           now - c.arrived if ok and not timed else None)
+            timed = timed or ok
         if hard and c.sender:
             self.poke(now)
         log.info("delivery attempt", extra={

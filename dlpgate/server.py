@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import time
@@ -17,6 +18,7 @@ from typing import Any
 from . import metrics
 from .config import Config, load_config, parse_hostport
 from .delivery import Delivery
+from .delivery_process import DeliveryProcess, acquire_lock, lock_path
 from .http import MetricsServer
 from .pipeline import Pipeline
 from .smtp import GatewaySMTP, Handler, tls_context
@@ -28,16 +30,17 @@ HOUSEKEEPING_EVERY = 30.0
 
 
 class Gateway:
-    def __init__(self, config: Config, *, workers: int | None = None) -> None:
+    def __init__(self, config: Config, *, workers: int | None = None, delivery_process: bool = True) -> None:
         self.config = config
         self.hostname = config.smtp.hostname or socket.getfqdn() or "localhost"
         self.store: AsyncStore | None = None
         self.pipeline: Pipeline | None = None
-        self.delivery: Delivery | None = None
+        self.delivery: Delivery | DeliveryProcess | None = None
         self.handler: Handler | None = None
         self.server: asyncio.base_events.Server | None = None
         self.metrics_server: MetricsServer | None = None
         self.workers = workers
+        self.delivery_process = delivery_process
         self.approvals: Any = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -52,7 +55,13 @@ class Gateway:
 
             FileAuthenticator(cfg.smtp.auth_users_file).users()
         self.store = AsyncStore(cfg.store_path)
-        recovered = await self.store.run(lambda s: s.recover())
+        loop = asyncio.get_running_loop()
+        # a deliverer left from a killed gateway must be gone before its rows go back to the queue
+        lock_fd = await loop.run_in_executor(None, lambda: acquire_lock(lock_path(cfg), 15.0, evict=True))
+        try:
+            recovered = await self.store.run(lambda s: s.recover())
+        finally:
+            os.close(lock_fd)
         orphans = await self.store.run(lambda s: s.orphan_spool_files())
         for p in orphans:
             p.unlink(missing_ok=True)
@@ -63,12 +72,12 @@ class Gateway:
             from .approvals import Notices
         except ImportError:  # pragma: no cover - approvals not built into this tree
             Notices = None  # type: ignore[assignment,misc]
-        self.delivery = Delivery(cfg, self.store, self.hostname)
+        self.delivery = (DeliveryProcess(cfg, self.hostname) if self.delivery_process
+                         else Delivery(cfg, self.store, self.hostname))
         notices = Notices(cfg, self.hostname) if Notices is not None else None
         self.approvals = notices
         self.pipeline = Pipeline(cfg, self.store, workers=self.workers, notices=notices,
                                  on_new_due=self.delivery.poke)
-        loop = asyncio.get_running_loop()
         await self.pipeline.start()
         await self.delivery.start()
         self.handler = Handler(cfg, self.pipeline)

@@ -42,8 +42,9 @@ listen = ""
 
 
 def start_gateway(cfg: Path, port: int) -> subprocess.Popen[bytes]:
-    p = subprocess.Popen([*DLPGATE, "serve", "--config", str(cfg)], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE)
+    log = open(cfg.parent / "gateway.log", "ab")  # noqa: SIM115 - a pipe nobody drains would stall it
+    p = subprocess.Popen([*DLPGATE, "serve", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=log)
+    log.close()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -53,7 +54,7 @@ def start_gateway(cfg: Path, port: int) -> subprocess.Popen[bytes]:
         except OSError:
             pass
         if p.poll() is not None:
-            raise AssertionError(f"gateway exited: {p.stderr.read().decode()[-2000:] if p.stderr else ''}")
+            raise AssertionError(f"gateway exited: {(cfg.parent / 'gateway.log').read_text()[-2000:]}")
         time.sleep(0.1)
     p.kill()
     raise AssertionError("gateway did not start")
