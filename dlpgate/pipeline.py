@@ -25,7 +25,7 @@ from . import metrics
 from .config import Config
 from .errors import StoreError
 from .masking import mask_text
-from .store import DELAYED, HELD, REJECTED, AsyncStore, NewMessage, Store, new_id
+from .store import DELAYED, HELD, REJECTED, AsyncStore, NewMessage, Store, forget_unsynced, new_id
 from .workers import WorkerCrashed, WorkerPool
 
 log = logging.getLogger("dlpgate.pipeline")
@@ -364,6 +364,7 @@ def _fail_closed(reason: str, detail: str) -> Judgement:
 
 
 def _unlink(p: Path) -> None:
+    forget_unsynced(p)
     try:
         p.unlink()
     except OSError:
