@@ -182,3 +182,24 @@ def test_image_parts_are_low_unscannable_other_failures_medium() -> None:
                            Part("scan.pdf", unscannable="unsupported", detail="no text layer", kind="pdf")))
     got = {(f.part, f.severity, f.sample) for f in sc.scan_extraction(ex).findings}
     assert got == {("logo.png", "low", "image"), ("scan.pdf", "medium", "unsupported")}
+
+
+def test_space_aligned_columns_are_judged_number_by_number() -> None:
+    """PDF text and space-aligned listings put other numbers one space before or after a My Number."""
+    from dlpgate.scan.checks import my_number_check_digit
+    from dlpgate.scan.rules import default_rules_dir
+    from dlpgate.scan.scanner import Scanner
+
+    sc = Scanner.load(default_rules_dir())
+    body = "44622136189"
+    mn = body + str(my_number_check_digit(body))
+    for text in (f"個人番号 1980/01/01 {mn}", f"個人番号 01 {mn}", f"個人番号 {mn} 01", f"個人番号\u300001\u3000{mn}",
+                 f"1 渡辺 一郎 例市例町9-4-12 {mn} 個人番号"):
+        got = [(f.detector, f.severity) for f in sc.scan("body", text).findings]
+        assert got == [("my_number", "high")], text.replace(mn, "<mn>")
+    # a grouped number is still read whole, and pieces that are not identifiers stay silent
+    assert [(f.detector, f.severity) for f in sc.scan("body", "個人番号 6214 9832 0257").findings] == \
+        [("my_number", "high")]
+    assert sc.scan("body", "TEL 03 1234 5678 9012 FAX 03 9876 5432").findings == ()
+    wrong = body + str((my_number_check_digit(body) + 1) % 10)
+    assert sc.scan("body", f"個人番号 01 {wrong}").findings == ()

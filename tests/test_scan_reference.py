@@ -19,7 +19,7 @@ from dlpgate.extract.model import Table
 from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask, my_number_check_digit
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
 from dlpgate.scan.normalize import NORMALISE_TABLE
-from dlpgate.scan.scanner import Scanner
+from dlpgate.scan.scanner import _LONGEST_RUN, Scanner
 from dlpgate.scan.tables import TableAnalyser, body_table_at
 
 HS = Scanner.load(engine="hyperscan")
@@ -56,6 +56,9 @@ def occurrences(norm: str, word: str) -> list[int]:
         out.append(i)
         i = norm.find(word, i + 1)
     return out
+
+
+LONGEST_RUN = _LONGEST_RUN
 
 
 def shape(run: str) -> tuple[str, str, bool]:
@@ -132,10 +135,16 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
             column[digits] = column.get(digits, frozenset()) | cats
     judged: dict[str, list[tuple[int, str, str]]] = {}
     for m in re.finditer(r"[0-9](?:[-. ]?[0-9])*", norm):
-        kind, digits, separated = shape(m.group())
-        verdict = judge(kind, digits, separated, m.start(), m.end(), hits, column) if kind else None
-        if verdict is not None:
-            judged.setdefault(verdict[0], []).append((m.start(), digits, verdict[1]))
+        if len(m.group()) > LONGEST_RUN:  # a blob of digits, not an identifier
+            continue
+        runs = [(m.group(), m.start(), m.end())]
+        if not shape(m.group())[0] and " " in m.group():  # space-aligned columns: each number alone
+            runs = [(g.group(), m.start() + g.start(), m.start() + g.end()) for g in re.finditer(r"[^ ]+", m.group())]
+        for run, rs, re_ in runs:
+            kind, digits, separated = shape(run)
+            verdict = judge(kind, digits, separated, rs, re_, hits, column) if kind else None
+            if verdict is not None:
+                judged.setdefault(verdict[0], []).append((rs, digits, verdict[1]))
     findings = []
     for detector in ("my_number", "resident_code", "credit_card", "drivers_licence"):
         occs = judged.get(detector)

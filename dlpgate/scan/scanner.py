@@ -79,6 +79,24 @@ def _merged_context(facts: list[TableFacts]) -> Mapping[str, frozenset[str]]:
     return merged
 
 
+class _Lazy:
+    """Per-text facts computed the first time a run needs them."""
+
+    __slots__ = ("has_licence", "has_resident", "context")
+
+    def __init__(self) -> None:
+        self.has_licence: bool | None = None  # whether such keywords are in the text
+        self.has_resident: bool | None = None
+        self.context: list[int] | None = None
+
+
+_SPACE_PIECE = re.compile("[^ \u3000]+")
+
+
+def _has_shape(raw: str) -> bool:
+    return bool(_shape(raw if raw.isascii() else raw.translate(NORMALISE_TABLE))[0])
+
+
 def _shape(run: str) -> tuple[str, str, bool]:
     """(kind, digits, separated) of a normalised digit run; kind "" when no detector accepts it."""
     if run.isdigit():  # contiguous: the common case, no split needed
@@ -288,8 +306,7 @@ class Scanner:
         search = _RAW_RUN.search
         digits_set, separators = _DIGITS, _SEPARATORS
         covered = -1
-        has_licence = has_resident = None  # whether such keywords are in the text, when first asked
-        context: list[int] | None = None
+        lazy = _Lazy()
         for end in triggers:
             if end <= covered:
                 continue  # another trigger in a run already read
@@ -313,36 +330,47 @@ class Scanner:
             if ce - cs > _LONGEST_RUN:
                 continue
             raw = m.group()
-            if raw.isascii() and raw.isdigit():  # contiguous half-width: the common case
-                n = ce - cs
-                kind = "twelve" if n == 12 else "eleven" if n == 11 else "card" if 13 <= n <= 19 else ""
-                digits = raw
-                separated = False
-            else:
-                kind, digits, separated = _shape(raw if raw.isascii() else raw.translate(NORMALISE_TABLE))
-            # Cheap refusals first: only these runs can become a finding whatever surrounds them.
-            valid = False
-            if kind == "twelve":
-                valid = is_valid_my_number(digits)
-                if not valid and digits not in column_context:
-                    if has_licence is None:
-                        has_licence = not self._licence_ids.isdisjoint(hits)
-                    if not has_licence:
-                        continue
-            elif kind == "eleven":
-                if digits not in column_context:
-                    if has_resident is None:
-                        has_resident = not self._resident_ids.isdisjoint(hits)
-                    if not has_resident:
-                        continue
-            elif kind != "card" or not is_card_number(digits):
-                continue
-            if context is None:
-                context = self._packed(hits)
-            occ = self._classify(text, kind, digits, separated, valid, cs, ce, context, column_context)
-            if occ is not None:
-                out.append(occ)
+            pieces = [(raw, cs, ce)]
+            if not _has_shape(raw) and (" " in raw or "\u3000" in raw):
+                # Columns of a PDF or a space-aligned listing: "1980/01/01 446221361898" reads as
+                # one run that fits no shape; the numbers between the spaces are judged alone.
+                pieces = [(g.group(), cs + g.start(), cs + g.end()) for g in _SPACE_PIECE.finditer(raw)]
+            for raw, cs, ce in pieces:
+                occ = self._run(text, raw, cs, ce, hits, column_context, lazy)
+                if occ is not None:
+                    out.append(occ)
         return out
+
+    def _run(self, text: str, raw: str, cs: int, ce: int, hits: dict[int, list[int]],
+             column_context: Mapping[str, frozenset[str]], lazy: _Lazy) -> _Occurrence | None:
+        """The finding one digit run makes, if any."""
+        if raw.isascii() and raw.isdigit():  # contiguous half-width: the common case
+            n = ce - cs
+            kind = "twelve" if n == 12 else "eleven" if n == 11 else "card" if 13 <= n <= 19 else ""
+            digits = raw
+            separated = False
+        else:
+            kind, digits, separated = _shape(raw if raw.isascii() else raw.translate(NORMALISE_TABLE))
+        # Cheap refusals first: only these runs can become a finding whatever surrounds them.
+        valid = False
+        if kind == "twelve":
+            valid = is_valid_my_number(digits)
+            if not valid and digits not in column_context:
+                if lazy.has_licence is None:
+                    lazy.has_licence = not self._licence_ids.isdisjoint(hits)
+                if not lazy.has_licence:
+                    return None
+        elif kind == "eleven":
+            if digits not in column_context:
+                if lazy.has_resident is None:
+                    lazy.has_resident = not self._resident_ids.isdisjoint(hits)
+                if not lazy.has_resident:
+                    return None
+        elif kind != "card" or not is_card_number(digits):
+            return None
+        if lazy.context is None:
+            lazy.context = self._packed(hits)
+        return self._classify(text, kind, digits, separated, valid, cs, ce, lazy.context, column_context)
 
     def _packed(self, hits: dict[int, list[int]]) -> list[int]:
         """The proximity keyword hits (identifier keywords, negative labels) packed and sorted."""

@@ -264,12 +264,10 @@ EXCEPTIONS: dict[tuple[str, str], tuple[Label, str]] = {}
 # scan/), reported rather than hidden; the test runs it as xfail(strict=True).
 _PDF_TABLE = ("a PDF's text has no table structure (pypdfium2 gives the columns space-separated and cells hold "
               "spaces), so a roster in a PDF yields no personal_records finding")
-_SPACE_GLUE = ("scan/: a valid My Number one space after another number ('1980/01/01 446221361898', the date "
-               "column before it in PDF text) is read as one 14-digit run and dropped: no my_number at all")
 KNOWN_GAPS: dict[tuple[str, str], str] = {
     ("pos_records_title_150", "pdf"): _PDF_TABLE,
     ("pos_records_csv_12", "pdf"): _PDF_TABLE,
-    ("pos_records_mn_column", "pdf"): _PDF_TABLE + "; and " + _SPACE_GLUE,
+    ("pos_records_mn_column", "pdf"): _PDF_TABLE,
 }
 
 # Unscannable samples: (name, file name, bytes builder, label).
