@@ -203,3 +203,22 @@ def test_space_aligned_columns_are_judged_number_by_number() -> None:
     assert sc.scan("body", "TEL 03 1234 5678 9012 FAX 03 9876 5432").findings == ()
     wrong = body + str((my_number_check_digit(body) + 1) % 10)
     assert sc.scan("body", f"個人番号 01 {wrong}").findings == ()
+
+
+def test_space_aligned_roster_counts_records_but_prose_does_not() -> None:
+    """A roster printed to PDF reaches us as space-separated lines: still a personal-records table."""
+    from dlpgate.scan.rules import default_rules_dir
+    from dlpgate.scan.scanner import Scanner
+
+    sc = Scanner.load(default_rules_dir())
+    rows = [f"試験 花子{i} シケン ハナコ 架空県架空市{i}-1 1980/01/{i % 28 + 1:02d}" for i in range(120)]
+    page1, page2 = rows[:50], rows[50:]
+    text = "令和6年度 対象者名簿\n氏名 フリガナ 住所 生年月日\n" + "\n".join(page1) + "\f" + \
+        "氏名 フリガナ 住所 生年月日\n" + "\n".join(page2) + "\n\n以上"
+    res = sc.scan("roster.pdf", text)
+    assert res.records == 120  # the header repeated on page 2 is not a record
+    assert [(f.detector, f.severity) for f in res.findings] == [("personal_records", "high")]
+    # prose naming fields, in Japanese or English, is not a table header
+    for prose in ("氏名 住所 電話番号をご記入のうえ、担当までお送りください。\n次の行も文章です。\n",
+                  "Please send your name and phone number by email to the office.\nThanks a lot for it.\n"):
+        assert sc.scan("body", prose).records == 0

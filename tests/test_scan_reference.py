@@ -122,7 +122,7 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
             if (w not in FIELDS and w not in LABELS) or pos < done_until or line in seen:
                 continue
             seen.add(line)
-            got = body_table_at(text, pos, part)
+            got = body_table_at(text, pos, part, lambda w: bool(ANALYSER.cell_fields(w)))
             if got is None or len(ANALYSER.row_fields(got[0].rows[0])) < RULES.min_fields:
                 continue
             fact = ANALYSER.analyse(got[0])

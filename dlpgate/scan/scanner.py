@@ -286,7 +286,7 @@ class Scanner:
                     groups = groups | fields[k]
             if len(groups) < need:
                 continue
-            found = body_table_at(text, pos, part)
+            found = body_table_at(text, pos, part, self._is_field)
             if found is None:
                 continue
             table, end = found
@@ -371,6 +371,9 @@ class Scanner:
         if lazy.context is None:
             lazy.context = self._packed(hits)
         return self._classify(text, kind, digits, separated, valid, cs, ce, lazy.context, column_context)
+
+    def _is_field(self, word: str) -> bool:
+        return bool(self._tables.cell_fields(word))
 
     def _packed(self, hits: dict[int, list[int]]) -> list[int]:
         """The proximity keyword hits (identifier keywords, negative labels) packed and sorted."""

@@ -12,7 +12,7 @@ value in its column that keyword as context, however far down the sheet it is.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from dlpgate.extract.model import Table
@@ -116,11 +116,38 @@ class TableAnalyser:
         return context
 
 
-def body_table_at(text: str, position: int, name: str) -> tuple[Table, int] | None:
+def _space_table_at(text: str, line: str, end: int, name: str,
+                    is_field: Callable[[str], bool]) -> tuple[Table, int] | None:
+    words = line.strip("\f").split()
+    if len(words) < 2 or 2 * sum(map(is_field, words)) < len(words):
+        return None
+    rows: list[tuple[str, ...]] = [tuple(words)]
+    pos, n = end + 1, len(text)
+    while pos < n:
+        nxt = text.find("\n", pos)
+        if nxt < 0:
+            nxt = n
+        line_rows = [r for r in text[pos:nxt].rstrip("\r").split("\f") if r.strip()]  # \f: a page break
+        if not line_rows or any(len(r.split()) < len(words) for r in line_rows):
+            break
+        # a header repeated on the next page is not a record
+        rows.extend((r,) for r in line_rows if r.split() != list(words))
+        pos = nxt + 1
+    return Table(name=name, rows=tuple(rows)), min(pos, n)
+
+
+def body_table_at(text: str, position: int, name: str,
+                  is_field: Callable[[str], bool] | None = None) -> tuple[Table, int] | None:
     """The tab- or comma-separated block whose first line holds `position`, and its end offset.
 
     The line at `position` must contain a delimiter; the block runs over the following lines that
     are non-empty and contain the same delimiter. Header judgement is the caller's.
+
+    With `is_field`, a line without tab or comma whose space-separated words are mostly field
+    names ("氏名 フリガナ 住所 生年月日": a roster printed to PDF, a space-aligned listing) heads a
+    space table: its rows are the following non-empty lines with at least as many words. Cells of
+    such rows cannot be told from the spaces inside them, so each row is kept whole (one cell):
+    it counts as a record, and gives no column context.
     """
     start = text.rfind("\n", 0, position) + 1
     end = text.find("\n", position)
@@ -129,7 +156,7 @@ def body_table_at(text: str, position: int, name: str) -> tuple[Table, int] | No
     line = text[start:end].rstrip("\r")
     delimiter = "\t" if "\t" in line else "," if "," in line else None
     if delimiter is None:
-        return None
+        return _space_table_at(text, line, end, name, is_field) if is_field is not None else None
     rows = [tuple(line.split(delimiter))]
     pos = end + 1
     n = len(text)

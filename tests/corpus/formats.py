@@ -262,13 +262,7 @@ EXCEPTIONS: dict[tuple[str, str], tuple[Label, str]] = {}
 
 # (case, format) -> reason: a result the format loses that it should not (a gap in extract/ or
 # scan/), reported rather than hidden; the test runs it as xfail(strict=True).
-_PDF_TABLE = ("a PDF's text has no table structure (pypdfium2 gives the columns space-separated and cells hold "
-              "spaces), so a roster in a PDF yields no personal_records finding")
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("pos_records_title_150", "pdf"): _PDF_TABLE,
-    ("pos_records_csv_12", "pdf"): _PDF_TABLE,
-    ("pos_records_mn_column", "pdf"): _PDF_TABLE,
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 # Unscannable samples: (name, file name, bytes builder, label).
 _UNSCANNABLE_LABEL = Label("hold", frozenset({("unscannable", "medium")}), 0)
