@@ -14,7 +14,7 @@ import zipfile
 
 from .budget import Budget
 from .model import Part, Table
-from .xmlsafe import LocalNames, feed, new_parser, relationships
+from .xmlsafe import LocalNames, parse_events, relationships
 from .zipread import MemberStream, iter_member, read_member
 
 
@@ -111,11 +111,7 @@ class MarkupText:
             if capture:
                 sink().append(data)
 
-        p = new_parser()
-        p.StartElementHandler = start
-        p.EndElementHandler = end
-        p.CharacterDataHandler = chars
-        feed(p, MemberStream(iter_member(zf, info, budget, charge=False)), budget, info.filename)
+        parse_events(MemberStream(iter_member(zf, info, budget, charge=False)), budget, info.filename, start, end, chars)
         return "".join(out).strip()
 
 
@@ -204,11 +200,7 @@ def _element_text(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: Budget, wa
         if depth:
             buf.append(data)
 
-    p = new_parser()
-    p.StartElementHandler = start
-    p.EndElementHandler = end
-    p.CharacterDataHandler = chars
-    feed(p, MemberStream(iter_member(zf, info, budget, charge=False)), budget, info.filename)
+    parse_events(MemberStream(iter_member(zf, info, budget, charge=False)), budget, info.filename, start, end, chars)
     return "".join(buf).strip()
 
 

@@ -20,7 +20,7 @@ from decimal import Decimal, InvalidOperation
 
 from .budget import Budget
 from .model import Part, Table
-from .xmlsafe import LocalNames, feed, new_parser, parse_small, relationships
+from .xmlsafe import LocalNames, feed, new_parser, parse_events, parse_small, relationships
 from .zipread import MemberStream, iter_member, read_member
 
 # Built-in number formats that are dates or times (ECMA-376 18.8.30, plus the CJK ids 27-36, 50-58).
@@ -103,11 +103,7 @@ def _shared_strings(zf: zipfile.ZipFile, info: zipfile.ZipInfo | None, budget: B
         if capture:
             buf.append(data)
 
-    p = new_parser()
-    p.StartElementHandler = start
-    p.EndElementHandler = end
-    p.CharacterDataHandler = chars
-    feed(p, MemberStream(iter_member(zf, info, budget, charge=False)), budget, "sharedStrings.xml")
+    parse_events(MemberStream(iter_member(zf, info, budget, charge=False)), budget, "sharedStrings.xml", start, end, chars)
     return out
 
 
@@ -233,11 +229,7 @@ def _sheet_rows(zf: zipfile.ZipFile, info: zipfile.ZipInfo, shared: list[str], d
         if capture:
             texts.append(data)
 
-    p = new_parser()
-    p.StartElementHandler = start
-    p.EndElementHandler = end
-    p.CharacterDataHandler = chars
-    feed(p, MemberStream(iter_member(zf, info, budget, charge=False)), budget, f"sheet {sheet!r}")
+    parse_events(MemberStream(iter_member(zf, info, budget, charge=False)), budget, f"sheet {sheet!r}", start, end, chars)
     return rows
 
 
@@ -313,9 +305,5 @@ def _all_text(data: bytes, budget: Budget, what: str) -> str:
         if capture:
             buf.append(data)
 
-    p = new_parser()
-    p.StartElementHandler = start
-    p.EndElementHandler = end
-    p.CharacterDataHandler = chars
-    feed(p, data, budget, what)
+    parse_events(data, budget, what, start, end, chars)
     return "".join(buf).strip()

@@ -8,7 +8,7 @@ declaration: billion laughs, external entities) is refused outright and the file
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import IO
 from xml.parsers import expat
 
@@ -30,6 +30,17 @@ def new_parser() -> expat.XMLParserType:
     p.EntityDeclHandler = _refuse_dtd
     p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     return p
+
+
+def parse_events(source: IO[bytes] | bytes | Iterable[bytes], budget: Budget, what: str,
+                 start: Callable[[str, dict[str, str]], None], end: Callable[[str], None],
+                 chars: Callable[[str], None]) -> None:
+    """Stream `source` through a defused parser with these three handlers."""
+    p = new_parser()
+    p.StartElementHandler = start
+    p.EndElementHandler = end
+    p.CharacterDataHandler = chars
+    feed(p, source, budget, what)
 
 
 def feed(parser: expat.XMLParserType, source: IO[bytes] | bytes | Iterable[bytes], budget: Budget,
