@@ -120,6 +120,9 @@ class Delivery:
         self.alive = True
         try:
             while not self._stopping:
+                # cleared BEFORE looking at the store: a poke that lands while the claim runs
+                # keeps the event set, so the wait below returns at once (no lost wake-up)
+                self._wake.clear()
                 free = self.concurrency * 2 - self.inflight - self.queue.qsize()
                 if free > 0:
                     claimed, nd = await self.store.run(functools.partial(_claim_and_peek, limit=free))
@@ -132,7 +135,6 @@ class Delivery:
                 else:
                     wait = IDLE_POLL  # a worker finishing wakes us
                 self._sleep_until = time.time() + wait
-                self._wake.clear()
                 if wait > 0:
                     try:
                         await asyncio.wait_for(self._wake.wait(), timeout=wait)
