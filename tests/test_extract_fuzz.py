@@ -94,3 +94,14 @@ def test_random_mime(chunks: list[bytes]) -> None:
     ex = extract_message(b"".join(chunks), BUDGET)
     assert_well_formed(ex, time.monotonic() - start)
     assert isinstance(ex.subject, str) and all(isinstance(a, str) for a in ex.header_to)
+
+
+def test_workbook_whose_rels_name_nothing_is_corrupt_not_empty() -> None:
+    """Found by the fuzz test: a flipped bit in a member name left no sheet and no finding at all."""
+    name, data = seeds()[0]
+    buf = bytearray(data)
+    at = bytes(buf).rfind(b"xl/_rels/workbook.xml.rels")
+    assert at > 0
+    buf[at + 13] ^= 1  # "workbook" -> "workbnok" in the central directory
+    ex = extract_file(name, bytes(buf), BUDGET)
+    assert [(p.unscannable, p.path) for p in ex.parts] == [("corrupt", "a.xlsx")]

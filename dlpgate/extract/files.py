@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zipfile
 
-from .budget import Budget, Unreadable
+from .budget import Budget, Unreadable, corrupt
 from .delimited import extract_delimited
 from .htmltext import html_to_text
 from .legacy import extract_cfb
@@ -82,7 +82,10 @@ def _by_kind(kind: str, path: str, data: bytes, budget: Budget, depth: int) -> l
             parts = extract_pptx(path, zf, budget)
         else:
             parts = extract_spreadsheet(path, data, zf, budget, kind)
-        return parts + _embeddings(path, zf, budget, depth)
+        parts = parts + _embeddings(path, zf, budget, depth)
+        if not parts:  # a document whose structure names nothing readable (damaged rels): fail closed
+            raise corrupt(f"{kind} with no readable sheet, slide or body")
+        return parts
     if kind == "image":
         raise Unreadable(UNSUPPORTED, "image (no text extracted)")
     if kind == "archive":
