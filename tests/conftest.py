@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from hypothesis import settings
 
 from dlpgate.config import (
     Config,
@@ -23,6 +25,12 @@ from dlpgate.config import (
     StoreConfig,
 )
 from dlpgate.server import Gateway
+
+# In CI the property tests replay a fixed sequence of examples (a red CI then always reproduces);
+# on a developer's machine they explore new random examples on every run.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI") == "true":
+    settings.load_profile("ci")
 
 
 def free_port() -> int:
