@@ -9,6 +9,7 @@ subject (masked), rule names and counts.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -93,28 +94,25 @@ class Notice:
 def queue_notice(write_spool: SpoolWriter, *, hostname: str, notice_from: str, notice: Notice,
                  audit: dict[str, Any] | None = None, now: float | None = None) -> NewMessage:
     """Write a notice's spool file and return its row, due at once, from the null sender."""
-    now = time.time() if now is None else now
     raw = build_notice(hostname=hostname, sender=notice_from, to=notice.to, subject=notice.subject,
                        text=notice.text)
-    mid = new_id()
-    rel = write_spool(mid, raw)
-    import hashlib
-
-    return NewMessage(id=mid, sender="", recipients=notice.to, spool=rel, size=len(raw),
-                      sha256=hashlib.sha256(raw).hexdigest(), arrived=now, state=DELAYED, due_at=now,
-                      kind="notice", subject=notice.subject, audit_detail=audit or {})
+    return _queued(write_spool, raw, notice.to, notice.subject, audit or {}, now)
 
 
 def queue_dsn(store: Store, *, hostname: str, msg_id: str, sender: str, arrived: float, original: bytes,
               bounced: Sequence[RcptOutcome]) -> NewMessage:
     raw = build_dsn(hostname=hostname, msg_id=msg_id, sender=sender, arrived=arrived, original=original,
                     bounced=bounced)
-    mid = new_id()
-    rel = store.write_spool(mid, raw)
-    import hashlib
+    return _queued(store.write_spool, raw, (sender,), "Undelivered Mail Returned to Sender",
+                   {"dsn_for": msg_id}, None)
 
-    now = time.time()
-    return NewMessage(id=mid, sender="", recipients=(sender,), spool=rel, size=len(raw),
+
+def _queued(write_spool: SpoolWriter, raw: bytes, recipients: tuple[str, ...], subject: str,
+            audit: dict[str, Any], now: float | None) -> NewMessage:
+    """Spool a gateway-written message and return its row: null sender, due at once, never scanned."""
+    now = time.time() if now is None else now
+    mid = new_id()
+    rel = write_spool(mid, raw)
+    return NewMessage(id=mid, sender="", recipients=recipients, spool=rel, size=len(raw),
                       sha256=hashlib.sha256(raw).hexdigest(), arrived=now, state=DELAYED, due_at=now,
-                      kind="notice", subject="Undelivered Mail Returned to Sender",
-                      audit_detail={"dsn_for": msg_id})
+                      kind="notice", subject=subject, audit_detail=audit)

@@ -215,10 +215,6 @@ def _authenticator(cfg: Config) -> Any:
 
 
 async def serve(config: Config) -> int:
-    import os
-    import sys
-
-    sys.setswitchinterval(float(os.environ.get("DLPGATE_SWITCH", "0.005")))
     gw = Gateway(config)
     await gw.start()
     loop = asyncio.get_running_loop()

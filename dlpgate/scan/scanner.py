@@ -332,7 +332,7 @@ class Scanner:
             raw = m.group()
             pieces = [(raw, cs, ce)]
             if not _has_shape(raw) and (" " in raw or "\u3000" in raw):
-                # Columns of a PDF or a space-aligned listing: "1980/01/01 446221361898" reads as
+                # Columns of a PDF or a space-aligned listing: "1980/01/01 <12 digits>" reads as
                 # one run that fits no shape; the numbers between the spaces are judged alone.
                 pieces = [(g.group(), cs + g.start(), cs + g.end()) for g in _SPACE_PIECE.finditer(raw)]
             for raw, cs, ce in pieces:
