@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import smtplib
 import socket
 import threading
 import time
@@ -106,6 +107,26 @@ def sink() -> Iterator[Sink]:
     s.start()
     yield s
     s.stop()
+
+
+def smtp_data(port: int, sender: str, rcpts: list[str], data: bytes, *, source: str = "127.0.0.1",
+              timeout: float = 30.0) -> tuple[int, str]:
+    """One SMTP transaction over loopback (MAIL and every RCPT must be accepted); the DATA reply."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=timeout, source_address=(source, 0)) as c:
+        c.ehlo("client.test")
+        assert c.mail(sender)[0] == 250
+        for r in rcpts:
+            assert c.rcpt(r)[0] == 250
+        code, text = c.data(data)
+        return code, text.decode()
+
+
+def send_ok(port: int, sender: str, rcpts: list[str], data: bytes, source: str = "127.0.0.1",
+            timeout: float = 30.0) -> str:
+    """smtp_data that must end in 250; its reply text."""
+    code, text = smtp_data(port, sender, rcpts, data, source=source, timeout=timeout)
+    assert code == 250, (code, text)
+    return text
 
 
 def make_config(tmp_path: Path, upstream_port: int, **overrides: object) -> Config:

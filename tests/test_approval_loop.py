@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import smtplib
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ from dlpgate.masking import mask_number
 from dlpgate.pipeline import Envelope, Judgement
 from dlpgate.server import Gateway
 from tests.conftest import Sink, make_config
+from tests.conftest import smtp_data as send
 from tests.test_approval_support import (
     assert_no_identifier,
     config_toml,
@@ -38,15 +38,6 @@ SENDER = "tanaka@soumu.example.jp"
 PARTNER = "partner@example.com"
 
 
-def send(port: int, sender: str, rcpts: list[str], data: bytes) -> tuple[int, str]:
-    """One SMTP transaction; the DATA reply (code, text)."""
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as c:
-        c.ehlo("client.test")
-        assert c.mail(sender)[0] == 250
-        for r in rcpts:
-            assert c.rcpt(r)[0] == 250
-        code, text = c.data(data)
-        return code, text.decode()
 
 
 def gateway_config(tmp_path: Path, sink: Sink, **quarantine: Any) -> tuple[Config, str]:

@@ -21,6 +21,7 @@ from dlpgate.extract import extract_message
 from dlpgate.extract.model import ExtractLimits
 from dlpgate.server import Gateway
 from tests.conftest import Sink, make_config
+from tests.conftest import send_ok as send
 from tests.test_deploy_support import my_number
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
@@ -57,15 +58,6 @@ def value(samples: dict[Sample, float], name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def send(port: int, sender: str, rcpts: list[str], data: bytes, source: str = "127.0.0.1") -> str:
-    with smtplib.SMTP("127.0.0.1", port, timeout=10, source_address=(source, 0)) as c:
-        c.ehlo("client.test")
-        c.mail(sender)
-        for r in rcpts:
-            c.rcpt(r)
-        code, reply = c.data(data)
-        assert code == 250, (code, reply)
-        return reply.decode()
 
 
 async def wait_until(pred, timeout: float = 15.0) -> None:  # noqa: ANN001

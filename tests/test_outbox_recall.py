@@ -5,28 +5,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import smtplib
 import time
 from pathlib import Path
 
 from dlpgate.config import DelayConfig
 from dlpgate.server import Gateway
 from dlpgate.store import DELAYED, NewMessage, RcptOutcome, Store, new_id
-from tests.conftest import Sink, make_config
+from tests.conftest import Sink, make_config, send_ok
 from tests.test_approval_support import config_toml, run_cli
 
 SENDER = "suzuki@soumu.example.jp"
 
 
 def _send(port: int, sender: str, rcpts: list[str], data: bytes) -> str:
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as c:
-        c.ehlo("client.test")
-        c.mail(sender)
-        for r in rcpts:
-            c.rcpt(r)
-        code, text = c.data(data)
-        assert code == 250
-        return text.decode().split("queued as ", 1)[1].split(",")[0].strip()
+    """The queue id from the 250 reply."""
+    return send_ok(port, sender, rcpts, data).split("queued as ", 1)[1].split(",")[0].strip()
 
 
 async def test_recall_within_the_window_over_smtp(tmp_path: Path, sink: Sink) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Sink, free_port
+from tests.conftest import send_ok as send
 from tests.test_deploy_support import REPO, ServeProcess, mail, my_number_mail
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
@@ -194,17 +195,6 @@ def chain(tmp_path: Path, sink: Sink) -> Iterator[tuple[PostfixInstance, ServePr
             pf.stop()
 
 
-def send(port: int, sender: str, rcpts: list[str], data: bytes) -> str:
-    import smtplib
-
-    with smtplib.SMTP("127.0.0.1", port, timeout=15) as c:
-        c.ehlo("client.test")
-        c.mail(sender)
-        for r in rcpts:
-            c.rcpt(r)
-        code, reply = c.data(data)
-        assert code == 250, (code, reply)
-        return reply.decode()
 
 
 def wait_for_rcpt(sink: Sink, rcpt: str, timeout: float) -> float | None:
