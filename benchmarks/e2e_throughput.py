@@ -90,6 +90,12 @@ def cpu_times() -> tuple[int, int]:
 
 def tree_cpu(pid: int) -> float:
     """CPU seconds used so far by a process and all its descendants (the gateway and its workers)."""
+    return sum(v for k, v in tree_cpu_by_role(pid).items() if not k.endswith(" sys"))
+
+
+def tree_cpu_by_role(pid: int) -> dict[str, float]:
+    """CPU seconds so far of a process tree, summed by process name (the gateway names its children:
+    dlpgate-worker, dlpgate-deliver; the SMTP process is the root)."""
     tick = os.sysconf("SC_CLK_TCK")
     children: dict[int, list[int]] = {}
     for d in Path("/proc").iterdir():
@@ -100,16 +106,29 @@ def tree_cpu(pid: int) -> float:
                 continue
             ppid = int(st.rsplit(")", 1)[1].split()[1])
             children.setdefault(ppid, []).append(int(d.name))
-    total, todo = 0.0, [pid]
+    out: dict[str, float] = {}
+    todo = [pid]
     while todo:
         p = todo.pop()
         try:
-            f = (Path("/proc") / str(p) / "stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(f[11]) + int(f[12])) / tick
+            head, tail = (Path("/proc") / str(p) / "stat").read_text().rsplit(")", 1)
+            f = tail.split()
+            role = "smtp" if p == pid else head.split("(", 1)[1]
+            out[role] = out.get(role, 0.0) + (int(f[11]) + int(f[12])) / tick
+            out[role + " sys"] = out.get(role + " sys", 0.0) + int(f[12]) / tick
         except OSError:
             pass
         todo += children.get(p, [])
-    return total
+    return out
+
+
+def proc_cpu(pid: int) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        f = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(f[11]) + int(f[12])) / tick
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -176,11 +195,13 @@ level = "WARNING"
 
         base = counter.value
         c0 = cpu_times()
-        g0 = tree_cpu(gw.pid)
+        g0 = tree_cpu_by_role(gw.pid)
+        s0, me0 = proc_cpu(sink.pid), time.process_time()
         t_gw, lat_gw = asyncio.run(load(gw_port, a.messages, a.clients, a.size))
         c1 = cpu_times()
         drain = wait_count(counter, base + a.messages, 300 if a.delay < 1 else 0)
-        g1 = tree_cpu(gw.pid)
+        g1 = tree_cpu_by_role(gw.pid)
+        s1, me1 = proc_cpu(sink.pid), time.process_time()
         delivered = counter.value - base
 
         r_direct = a.messages / t_direct
@@ -194,7 +215,12 @@ level = "WARNING"
         print(f"delivered to sink: {delivered}/{a.messages}; sink had all {drain:.1f} s after the last 250;"
               f" end-to-end {a.messages / (t_gw + drain):.0f} msg/s")
         print(f"machine CPU busy during the gateway run: {100 * (c1[0] - c0[0]) / max(1, c1[1] - c0[1]):.0f}%")
-        print(f"gateway CPU (main + workers) per message: {(g1 - g0) / a.messages * 1000:.2f} ms")
+        per = {k: (g1.get(k, 0.0) - g0.get(k, 0.0)) / a.messages * 1000 for k in g1}
+        roles = sorted(k for k in per if not k.endswith(" sys"))
+        print(f"gateway CPU (main + workers) per message: {sum(per[k] for k in roles):.2f} ms  ("
+              + ", ".join(f"{k} {per[k]:.2f} [sys {per[k + ' sys']:.2f}]" for k in roles if per[k] > 0.005) + ")")
+        print(f"peers' CPU per message: clients {(me1 - me0) / a.messages * 1000:.2f} ms,"
+              f" sink {(s1 - s0) / a.messages * 1000:.2f} ms")
         print(f"mean accept latency {statistics.mean(lat_gw) * 1000:.1f} ms")
     finally:
         gw.terminate()

@@ -29,6 +29,7 @@ from typing import Any
 
 from . import metrics
 from .config import Config
+from .procname import set_process_name
 
 log = logging.getLogger("dlpgate.delivery")
 
@@ -89,6 +90,7 @@ def _die_with_parent() -> None:
 
 def _child_main(config: Config, hostname: str, conn: Connection) -> None:
     _die_with_parent()
+    set_process_name("dlpgate-deliver")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when we stop
     from . import logs
 

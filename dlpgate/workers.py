@@ -17,6 +17,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from .procname import set_process_name
+
 
 class WorkerCrashed(Exception):
     """The worker process died while handling a request."""
@@ -27,6 +29,7 @@ class WorkerInitError(Exception):
 
 
 def _worker_main(conn: Connection, initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+    set_process_name("dlpgate-worker")
     try:
         initializer(*initargs)
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which refuses to start

@@ -1,0 +1,72 @@
+"""The remembered-header policy of extract/mime.py must read mail exactly as policy.default does.
+
+It hands back a header object parsed earlier for the same (name, value); these tests parse the
+same random MIME with both policies, cold and warm, and compare everything extraction reads.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+sys.path.insert(0, str(Path(__file__).parent))
+import make_fixtures as fx  # noqa: E402
+from test_extract_fuzz import CHUNKS  # noqa: E402
+
+from dlpgate.extract import (  # noqa: E402
+    ExtractLimits,
+    extract_message,
+    mime,  # noqa: E402
+)
+
+PLAIN = mime._MemoHeaderPolicy.__mro__[1]()  # EmailPolicy(): exactly policy.default
+
+
+def described(raw: bytes, policy: object) -> list[tuple[object, ...]]:
+    from email.parser import BytesParser
+
+    out: list[tuple[object, ...]] = []
+    msg = BytesParser(policy=policy).parsebytes(raw)  # type: ignore[arg-type]
+    for part in msg.walk():
+        row: list[object] = [part.get_content_type(), part.get_content_charset(), part.get_content_disposition(),
+                             part.is_multipart(), [str(d) for d in part.defects]]
+        for get in (lambda p: p.get_filename(), lambda p: p.get_param("boundary"), lambda p: str(p.get("subject")),
+                    lambda p: [str(v) for v in p.get_all("to", [])]):
+            try:
+                row.append(get(part))
+            except Exception as e:  # noqa: BLE001 - the exception type must match too
+                row.append(type(e).__name__)
+        out.append(tuple(row))
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(CHUNKS, max_size=40))
+def test_same_reading_as_policy_default(chunks: list[bytes]) -> None:
+    raw = b"".join(chunks)
+    expected = described(raw, PLAIN)
+    assert described(raw, mime._PARSE_POLICY) == expected  # cold or warm cache
+    assert described(raw, mime._PARSE_POLICY) == expected  # certainly warm
+
+
+def test_extraction_identical_with_and_without_memo(monkeypatch) -> None:  # noqa: ANN001
+    rows = [fx.HEADER, *fx.resident_rows(5)]
+    samples = [
+        fx.email_bytes("本文です", attachments=[("名簿.csv", fx.csv_bytes(rows)), ("名簿.xlsx", fx.xlsx_bytes({"s": rows}))]),
+        fx.email_bytes("転送します", attachments=[("fwd.eml", fx.email_bytes("内側", attachments=[]))]),
+    ]
+    limits = ExtractLimits()
+    warm = [extract_message(raw, limits) for raw in samples * 2][-len(samples):]
+    monkeypatch.setattr(mime, "_PARSE_POLICY", PLAIN)
+    plain = [extract_message(raw, limits) for raw in samples]
+    assert warm == plain
+
+
+def test_memo_is_bounded() -> None:
+    for i in range(mime._PARSED_HEADERS_MAX + 10):
+        mime._PARSE_POLICY.header_fetch_parse("X-N", f"v{i}")
+    assert len(mime._PARSED_HEADERS) <= mime._PARSED_HEADERS_MAX
