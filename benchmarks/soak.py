@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -39,6 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 from dlpgate.scan.checks import my_number_check_digit  # noqa: E402
 from dlpgate.store import Store  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from e2e_throughput import fresh_store_dir  # noqa: E402
 
 MID = re.compile(rb"Message-ID: <soak(\d+)@example\.jp>", re.I)
 
@@ -299,7 +301,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temp directory")
     a = ap.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="dlpgate-soak-"))
+    tmp = fresh_store_dir("")
     sink_port, gw_port = free_port(), free_port()
     sink_log = tmp / "sink.log"
     sink = multiprocessing.Process(target=run_sink, args=(sink_port, str(sink_log)), daemon=True)

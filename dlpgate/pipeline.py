@@ -379,3 +379,9 @@ def _replace_file(p: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, p)
+    # the spool file's own fsync may already have run on the old inode: make the rename durable here
+    dfd = os.open(p.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

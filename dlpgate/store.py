@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import concurrent.futures
 import contextlib
 import functools
 import getpass
@@ -244,8 +245,31 @@ def _dumps(v: Any) -> str:
 
 
 _MADE_DIRS: set[Path] = set()  # spool subdirectories known to exist (saves a mkdir per message)
-_UNSYNCED: dict[str, int] = {}  # spool files written with sync=False -> their still-open fd
+# spool files written with sync=False -> (their fsync running in the background, the fd it closes)
+_UNSYNCED: dict[str, tuple[concurrent.futures.Future[None], int]] = {}
 _UNSYNCED_LOCK = threading.Lock()
+_SYNCER: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _syncer() -> concurrent.futures.ThreadPoolExecutor:
+    """A few threads that fsync spool files while the message is being judged.
+
+    The fsync overlaps the ~1 ms of judging instead of queueing in front of the commit, and
+    concurrent fsyncs finish together (half the time of the same fsyncs in a row on this disk).
+    """
+    global _SYNCER
+    with _UNSYNCED_LOCK:
+        if _SYNCER is None:
+            _SYNCER = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="dlpgate-fsync")
+        return _SYNCER
+
+
+def _sync_and_close(fd: int, directory: Path) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_path(directory)
 
 
 def write_spool_file(root: Path, msg_id: str, data: bytes, *, sync: bool = True) -> str:
@@ -281,18 +305,24 @@ def write_spool_file(root: Path, msg_id: str, data: bytes, *, sync: bool = True)
     if sync:
         os.close(fd)
         _fsync_path(sub)
-    else:  # kept open for the commit's fsync: one open() per message instead of two
+    else:  # fsync'd in the background from the open fd; the commit waits for it (sync_spool)
+        pool = _syncer()
         with _UNSYNCED_LOCK:
-            _UNSYNCED[str(path)] = fd
+            _UNSYNCED[str(path)] = (pool.submit(_sync_and_close, fd, sub), fd)
     return str(path.relative_to(root))
 
 
 def forget_unsynced(path: Path) -> None:
-    """Close the fd kept for a spool file that will not be committed (judging failed)."""
+    """Drop the pending fsync of a spool file that will not be committed (judging failed)."""
     with _UNSYNCED_LOCK:
-        fd = _UNSYNCED.pop(str(path), None)
-    if fd is not None:
-        os.close(fd)
+        pending = _UNSYNCED.pop(str(path), None)
+    if pending is not None:
+        fut, fd = pending
+        if fut.cancel():  # never started: its fd is ours to close
+            os.close(fd)
+        else:
+            with contextlib.suppress(OSError):
+                fut.result()
 
 
 def _fsync_path(path: Path) -> None:
@@ -327,13 +357,8 @@ class Store:
             raise StoreError(f"cannot open store at {self.root}: {e}") from e
         self._depth = 0
         self._chain: tuple[int, str] | None = None  # audit head, cached within one transaction
-        self._dir_fds: dict[Path, int] = {}
 
     def close(self) -> None:
-        for fd in self._dir_fds.values():
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._dir_fds.clear()
         self.conn.close()
 
     # ---------------------------------------------------------------- transactions
@@ -407,20 +432,14 @@ class Store:
         for rel in rels:
             p = self.root / rel
             with _UNSYNCED_LOCK:
-                fd = _UNSYNCED.pop(str(p), None)
-            if fd is None:
+                pending = _UNSYNCED.pop(str(p), None)
+            if pending is None:
                 _fsync_path(p)
+                dirs.add(p.parent)
             else:
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            dirs.add(p.parent)
+                pending[0].result()  # file and directory fsync'd in the background (raises its OSError)
         for d in dirs:
-            dfd = self._dir_fds.get(d)
-            if dfd is None:  # directory fds stay open: no open() per fsync
-                dfd = self._dir_fds[d] = os.open(d, os.O_RDONLY)
-            os.fsync(dfd)
+            _fsync_path(d)
 
     def discard_spool(self, rel: str) -> None:
         with contextlib.suppress(OSError):
