@@ -13,12 +13,13 @@ import io
 import zipfile
 
 from .budget import Budget, Unreadable, corrupt
-from .model import ENCRYPTED, LIMIT, Part, Table
+from .model import ENCRYPTED, LIMIT, Part, RowsBuilder, Table
 from .xlsx import extract_xlsx, sheet_comments
 from .zipread import check_member
 
-# calamine holds a whole sheet as Rust cells and then as Python objects (~26x the file in the
-# benchmark's 200,000-row workbook); the expat stream keeps ~13x. Above this much sheet XML, stream.
+# calamine holds a whole sheet as Rust cells: extract + scan peak at ~11-12x the file (up to ~65 MB
+# just under this threshold). The expat stream holds only the shared strings and the rows' text
+# (model.Rows): ~6-7x (benchmarks/extract_throughput.py --memory-rows). Above this much sheet XML, stream.
 STREAM_ABOVE_SHEET_XML_BYTES = 32 * 1024 * 1024
 
 
@@ -63,7 +64,7 @@ def extract_with_calamine(path: str, data: bytes, budget: Budget, kind: str) -> 
             sheet = wb.get_sheet_by_name(meta.name)
             start = sheet.start
             pad = [""] * (start[1] if start else 0)
-            rows: list[tuple[str, ...]] = []
+            builder = RowsBuilder()
             for i, values in enumerate(sheet.iter_rows()):
                 if i % 4096 == 0:
                     budget.step(0)
@@ -71,11 +72,12 @@ def extract_with_calamine(path: str, data: bytes, budget: Budget, kind: str) -> 
                 while row and not row[-1]:
                     row.pop()
                 if row:
-                    rows.append(tuple(row))
+                    builder.add(row)
+            del sheet  # calamine's copy of the cells, before the text is joined
             sheet_path = f"{path}/{meta.name}"
-            text = "\n".join("\t".join(r) for r in rows)
+            text, rows = builder.build()
             budget.charge(len(text))
-            parts.append(Part(path=sheet_path, text=text, tables=(Table(sheet_path, tuple(rows)),), kind=kind))
+            parts.append(Part(path=sheet_path, text=text, tables=(Table(sheet_path, rows),), kind=kind))
     except Unreadable:
         raise
     except pc.PasswordError:

@@ -19,7 +19,7 @@ import zipfile
 from decimal import Decimal, InvalidOperation
 
 from .budget import Budget
-from .model import Part, Table
+from .model import Part, RowsBuilder, Table
 from .xmlsafe import LocalNames, feed, new_parser, parse_events, parse_small, relationships
 from .zipread import MemberStream, iter_member, read_member
 
@@ -54,16 +54,18 @@ def extract_xlsx(path: str, zf: zipfile.ZipFile, budget: Budget) -> list[Part]:
     shared = _shared_strings(zf, names.get(shared_path), budget)
     date_styles = _date_styles(member(next((t for t in rels.values() if t.endswith("styles.xml")),
                                            "xl/styles.xml")), budget)
-    parts: list[Part] = []
+    read: list[tuple[str, RowsBuilder]] = []
     for sheet_name, target in sheets:
         info = names.get(target)
         if info is None or not target.startswith("xl/worksheets/"):
             continue  # chart sheets and dialog sheets hold no cells
-        rows = _sheet_rows(zf, info, shared, date_styles, date1904, budget, sheet_name)
-        sheet_path = f"{path}/{sheet_name}"
-        text = "\n".join("\t".join(r) for r in rows)
+        read.append((f"{path}/{sheet_name}", _sheet_rows(zf, info, shared, date_styles, date1904, budget, sheet_name)))
+    shared.clear()  # before the sheets' texts are joined: the two never need to be in memory together
+    parts: list[Part] = []
+    for sheet_path, builder in read:
+        text, rows = builder.build()
         budget.charge(len(text))
-        parts.append(Part(path=sheet_path, text=text, tables=(Table(sheet_path, tuple(rows)),), kind="xlsx"))
+        parts.append(Part(path=sheet_path, text=text, tables=(Table(sheet_path, rows),), kind="xlsx"))
     comments = sheet_comments(zf, budget)
     if comments:
         parts.append(Part(path=f"{path}/comments", text=comments, kind="xlsx"))
@@ -146,9 +148,9 @@ def _int(value: str | None) -> int:
 
 
 def _sheet_rows(zf: zipfile.ZipFile, info: zipfile.ZipInfo, shared: list[str], date_styles: frozenset[int],
-                date1904: bool, budget: Budget, sheet: str) -> list[tuple[str, ...]]:
+                date1904: bool, budget: Budget, sheet: str) -> RowsBuilder:
     """Rows of rendered cells; cells placed by their reference so columns stay under their headers."""
-    rows: list[tuple[str, ...]] = []
+    rows = RowsBuilder()
     row: list[str] = []
     texts: list[str] = []
     names = LocalNames()
@@ -219,7 +221,7 @@ def _sheet_rows(zf: zipfile.ZipFile, info: zipfile.ZipInfo, shared: list[str], d
             while row and not row[-1]:
                 row.pop()
             if row:
-                rows.append(tuple(row))
+                rows.add(row)
         elif n == "is":
             in_inline = False
         elif n == "rPh":

@@ -62,6 +62,32 @@ _KEY_MASK = (1 << _KEY_BITS) - 1
 _Occurrence = tuple[str, int, str, str]
 
 
+class _Tally:
+    """One detector's identifiers in one part, summed as they are found: a sheet may hold hundreds
+    of thousands, and a finding needs only their count, the highest severity, the first one (for
+    the masked sample) and whether `distinct_high` different numbers were among them."""
+
+    __slots__ = ("count", "rank", "severity", "first_pos", "first_digits", "distinct")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.rank = 0
+        self.severity = ""
+        self.first_pos = -1
+        self.first_digits = ""
+        self.distinct: set[str] = set()
+
+    def add(self, pos: int, digits: str, severity: str, distinct_enough: int) -> None:
+        self.count += 1
+        rank = SEVERITY_RANK[severity]
+        if rank > self.rank:
+            self.rank, self.severity = rank, severity
+        if self.first_pos < 0 or pos < self.first_pos:
+            self.first_pos, self.first_digits = pos, digits
+        if len(self.distinct) < distinct_enough:
+            self.distinct.add(digits)
+
+
 _DIGITS = frozenset(RAW_DIGITS)
 _SEPARATORS = frozenset(RAW_SEPARATORS)
 
@@ -189,7 +215,7 @@ class Scanner:
             return _EMPTY  # the common case: nothing, or only keywords that find nothing alone
         else:
             facts = self._body_tables(part, text, hits) if hits else []
-        occurrences = self._occurrences(text, triggers, hits, _merged_context(facts)) if triggers else []
+        occurrences = self._occurrences(text, triggers, hits, _merged_context(facts)) if triggers else {}
         if not occurrences and not facts and self._label_ids.isdisjoint(hits):
             return _EMPTY
         return ScanResult(
@@ -300,9 +326,10 @@ class Scanner:
 
     def _occurrences(
         self, text: str, triggers: list[int], hits: dict[int, list[int]], column_context: Mapping[str, frozenset[str]]
-    ) -> list[_Occurrence]:
-        """Every identifier: the accepted run around each trigger, classified by its context."""
-        out: list[_Occurrence] = []
+    ) -> dict[str, _Tally]:
+        """Every identifier, tallied per detector: the accepted run around each trigger, classified by its context."""
+        out: dict[str, _Tally] = {}
+        distinct_enough = self.rules.distinct_high
         search = _RAW_RUN.search
         digits_set, separators = _DIGITS, _SEPARATORS
         covered = -1
@@ -338,7 +365,10 @@ class Scanner:
             for raw, cs, ce in pieces:
                 occ = self._run(text, raw, cs, ce, hits, column_context, lazy)
                 if occ is not None:
-                    out.append(occ)
+                    tally = out.get(occ[0])
+                    if tally is None:
+                        tally = out[occ[0]] = _Tally()
+                    tally.add(occ[1], occ[2], occ[3], distinct_enough)
         return out
 
     def _run(self, text: str, raw: str, cs: int, ce: int, hits: dict[int, list[int]],
@@ -461,22 +491,18 @@ class Scanner:
         return ("credit_card", cs, digits, "high" if CARD in distance else "medium")
 
     def _findings(
-        self, part: str, occurrences: list[_Occurrence], labels: tuple[int, str], facts: list[TableFacts]
+        self, part: str, occurrences: dict[str, _Tally], labels: tuple[int, str], facts: list[TableFacts]
     ) -> tuple[Finding, ...]:
         findings: list[Finding] = []
-        by_detector: dict[str, list[_Occurrence]] = {}
-        for occ in occurrences:
-            by_detector.setdefault(occ[0], []).append(occ)
         for detector in _DETECTOR_ORDER:
-            occs = by_detector.get(detector)
-            if not occs:
+            tally = occurrences.get(detector)
+            if tally is None:
                 continue
-            if detector == "my_number" and len({o[2] for o in occs}) >= self.rules.distinct_high:
+            if detector == "my_number" and len(tally.distinct) >= self.rules.distinct_high:
                 severity = "high"
             else:
-                severity = max((o[3] for o in occs), key=SEVERITY_RANK.__getitem__)
-            first = min(occs, key=lambda o: o[1])
-            findings.append(Finding(detector, detector, len(occs), severity, part, mask(first[2])))
+                severity = tally.severity
+            findings.append(Finding(detector, detector, tally.count, severity, part, mask(tally.first_digits)))
         label_count, top = labels
         if label_count:
             findings.append(Finding("label", "label", label_count, self._label_severity[top], part, top))

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from dlpgate.extract.model import Table
+from dlpgate.extract.model import Rows, Table
 from dlpgate.scan.normalize import normalise
 from dlpgate.scan.rules import DetectorRules
 
@@ -79,7 +79,10 @@ class TableAnalyser:
         first, last = header
         fields = self.row_fields(rows[first]) | self.row_fields(rows[last])
         # A record is a row with a non-blank cell: its cells joined hold a non-blank character.
-        records = sum(map(bool, map(str.strip, map("".join, rows[last + 1 :]))))
+        if isinstance(rows, Rows):
+            records = rows.records_after(last)
+        else:
+            records = sum(map(bool, map(str.strip, map("".join, rows[last + 1 :]))))
         return TableFacts(
             name=table.name,
             records=records,
@@ -97,10 +100,12 @@ class TableAnalyser:
                     if any(k in text for k in keywords):
                         columns.setdefault(i, set()).add(category)
         context: dict[str, frozenset[str]] = {}
-        data = rows[last + 1 :]
         for i, categories in columns.items():
             cats = frozenset(categories)
-            cells = [row[i] for row in data if len(row) > i]
+            if isinstance(rows, Rows):
+                cells = rows.column(i, last + 1)
+            else:
+                cells = [row[i] for row in rows[last + 1 :] if len(row) > i]
             # Plain ASCII digits (what spreadsheets hold) in C-level passes; the rest one by one.
             found = [c for c in cells if len(c) >= 11 and c.isascii() and c.isdigit()]
             for cell in cells:
