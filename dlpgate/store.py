@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import concurrent.futures
 import contextlib
+import ctypes
 import functools
 import getpass
 import hashlib
@@ -245,31 +245,34 @@ def _dumps(v: Any) -> str:
 
 
 _MADE_DIRS: set[Path] = set()  # spool subdirectories known to exist (saves a mkdir per message)
-# spool files written with sync=False -> (their fsync running in the background, the fd it closes)
-_UNSYNCED: dict[str, tuple[concurrent.futures.Future[None], int]] = {}
+_UNSYNCED: dict[str, int] = {}  # spool files written with sync=False -> their still-open fd
 _UNSYNCED_LOCK = threading.Lock()
-_SYNCER: concurrent.futures.ThreadPoolExecutor | None = None
 
 
-def _syncer() -> concurrent.futures.ThreadPoolExecutor:
-    """A few threads that fsync spool files while the message is being judged.
-
-    The fsync overlaps the ~1 ms of judging instead of queueing in front of the commit, and
-    concurrent fsyncs finish together (half the time of the same fsyncs in a row on this disk).
-    """
-    global _SYNCER
-    with _UNSYNCED_LOCK:
-        if _SYNCER is None:
-            _SYNCER = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="dlpgate-fsync")
-        return _SYNCER
+def spool_shard(msg_id: str) -> str:
+    """The spool subdirectory of a message: two hex digits of its arrival time in units of 256 ms
+    (256 directories, reused every 65 s). Messages committed together arrived together, so a
+    group commit usually fsyncs one directory, not one per message as a random shard did."""
+    return msg_id[7:9] if len(msg_id) >= 11 else msg_id[-2:]
 
 
-def _sync_and_close(fd: int, directory: Path) -> None:
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing a file's dirty pages now, without waiting (Linux)."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, ctypes.c_int64(0), ctypes.c_int64(0), 2)  # SYNC_FILE_RANGE_WRITE
+
+
+def _load_sync_file_range() -> Any:
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    _fsync_path(directory)
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _load_sync_file_range()
 
 
 def write_spool_file(root: Path, msg_id: str, data: bytes, *, sync: bool = True) -> str:
@@ -279,7 +282,7 @@ def write_spool_file(root: Path, msg_id: str, data: bytes, *, sync: bool = True)
     path, before the message's row is committed) writes the same layout as `Store.write_spool`.
     Returns the path relative to `root`.
     """
-    sub = root / "spool" / msg_id[-2:]
+    sub = root / "spool" / spool_shard(msg_id)
     if sub not in _MADE_DIRS:
         sub.mkdir(parents=True, exist_ok=True, mode=0o700)
         _MADE_DIRS.add(sub)
@@ -305,24 +308,18 @@ def write_spool_file(root: Path, msg_id: str, data: bytes, *, sync: bool = True)
     if sync:
         os.close(fd)
         _fsync_path(sub)
-    else:  # fsync'd in the background from the open fd; the commit waits for it (sync_spool)
-        pool = _syncer()
+    else:  # kept open for the commit's fsync: one open() per message instead of two
         with _UNSYNCED_LOCK:
-            _UNSYNCED[str(path)] = (pool.submit(_sync_and_close, fd, sub), fd)
+            _UNSYNCED[str(path)] = fd
     return str(path.relative_to(root))
 
 
 def forget_unsynced(path: Path) -> None:
-    """Drop the pending fsync of a spool file that will not be committed (judging failed)."""
+    """Close the fd kept for a spool file that will not be committed (judging failed)."""
     with _UNSYNCED_LOCK:
-        pending = _UNSYNCED.pop(str(path), None)
-    if pending is not None:
-        fut, fd = pending
-        if fut.cancel():  # never started: its fd is ours to close
-            os.close(fd)
-        else:
-            with contextlib.suppress(OSError):
-                fut.result()
+        fd = _UNSYNCED.pop(str(path), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def _fsync_path(path: Path) -> None:
@@ -357,8 +354,15 @@ class Store:
             raise StoreError(f"cannot open store at {self.root}: {e}") from e
         self._depth = 0
         self._chain: tuple[int, str] | None = None  # audit head, cached within one transaction
+        self._dir_fds: dict[Path, int] = {}
+        self._pending_files: list[int] = []  # spool fds to fsync before this batch commits
+        self._pending_dirs: set[Path] = set()
 
     def close(self) -> None:
+        for fd in self._dir_fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._dir_fds.clear()
         self.conn.close()
 
     # ---------------------------------------------------------------- transactions
@@ -390,9 +394,12 @@ class Store:
         self._chain = None
         try:
             yield c
+            if self._pending_files or self._pending_dirs:
+                self._flush_spool()  # spool files durable before the rows that name them
         except BaseException:
             self._depth = 0
             self._chain = None
+            self._drop_pending_spool()
             with contextlib.suppress(sqlite3.Error):
                 c.execute("ROLLBACK")
             raise
@@ -406,10 +413,17 @@ class Store:
             self._depth = 0
             self._chain = None
 
-    def run_batch(self, jobs: Sequence[Callable[[Store], Any]]) -> list[tuple[bool, Any]]:
-        """Run jobs in one transaction (each in its own savepoint); one fsync for all of them."""
+    def run_batch(self, jobs: Sequence[Callable[[Store], Any]],
+                  more: Callable[[], Sequence[Callable[[Store], Any]]] | None = None) -> list[tuple[bool, Any]]:
+        """Run jobs in one transaction (each in its own savepoint); one fsync for all of them.
+
+        `more` is asked for further jobs once the write lock is held: whatever queued up while
+        this batch waited for the other writer joins it instead of waiting for the next commit.
+        """
         results: list[tuple[bool, Any]] = []
-        with self.transaction():
+        with self.transaction():  # its end fsyncs the spool files the jobs registered: if that
+            if more is not None:  # fails, the whole batch rolls back and nobody gets a 250
+                jobs = [*jobs, *more()]
             for job in jobs:
                 try:
                     with self.transaction():  # a savepoint: a failing job leaves no trace
@@ -427,19 +441,50 @@ class Store:
         return write_spool_file(self.root, msg_id, data)
 
     def sync_spool(self, rels: Sequence[str]) -> None:
-        """fsync spool files written with sync=False, and their directories, before the commit."""
-        dirs = set()
+        """Make spool files written with sync=False durable, with their directories, before the
+        commit. Inside a transaction the fsyncs are deferred to its end, right before COMMIT."""
         for rel in rels:
             p = self.root / rel
             with _UNSYNCED_LOCK:
-                pending = _UNSYNCED.pop(str(p), None)
-            if pending is None:
-                _fsync_path(p)
-                dirs.add(p.parent)
-            else:
-                pending[0].result()  # file and directory fsync'd in the background (raises its OSError)
+                fd = _UNSYNCED.pop(str(p), None)
+            if fd is None:
+                fd = os.open(p, os.O_RDONLY)
+            self._pending_files.append(fd)
+            self._pending_dirs.add(p.parent)
+        if not self._depth:
+            self._flush_spool()
+
+    def _flush_spool(self) -> None:
+        """fsync every spool file and directory the batch's jobs registered (raises on failure).
+
+        Writeback of all the files is started first (sync_file_range), then each is fsync'd:
+        the disk works on the whole batch at once. Measured here for 20 files of 10 KB: 1.7 ms
+        instead of 3.9 ms one after the other. Directories are fsync'd once per batch, and the
+        spool is sharded by arrival time, so a batch usually shares one directory.
+        """
+        files, dirs = self._pending_files, self._pending_dirs
+        self._pending_files, self._pending_dirs = [], set()
+        try:
+            if len(files) > 1:
+                for fd in files:
+                    start_writeback(fd)
+            for fd in files:
+                os.fsync(fd)
+        finally:
+            for fd in files:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         for d in dirs:
-            _fsync_path(d)
+            dfd = self._dir_fds.get(d)
+            if dfd is None:  # directory fds stay open: no open() per fsync
+                dfd = self._dir_fds[d] = os.open(d, os.O_RDONLY)
+            os.fsync(dfd)
+
+    def _drop_pending_spool(self) -> None:
+        for fd in self._pending_files:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._pending_files, self._pending_dirs = [], set()
 
     def discard_spool(self, rel: str) -> None:
         with contextlib.suppress(OSError):
@@ -822,6 +867,7 @@ class AsyncStore:
                                    | None] = queue.SimpleQueue()
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._stop_seen = False
         self.store: Store | None = None
         self._thread = threading.Thread(target=self._run, name="dlpgate-store", daemon=True)
         self._thread.start()
@@ -843,18 +889,9 @@ class AsyncStore:
             if item is None:
                 break
             batch = [item]
-            stop = False
-            while len(batch) < self.MAX_BATCH:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
+            self._stop_seen = False
             try:
-                results = st.run_batch([b[0] for b in batch])
+                results = st.run_batch([item[0]], lambda b=batch: self._drain(b))  # type: ignore[misc]
             except BaseException as e:  # noqa: BLE001 - commit failed: every job in the batch fails
                 err = e if isinstance(e, StoreError) else StoreError(str(e))
                 results = [(False, err)] * len(batch)
@@ -865,9 +902,24 @@ class AsyncStore:
             for loop, settled in by_loop.items():
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
                     loop.call_soon_threadsafe(_settle_all, settled)
-            if stop:
+            if self._stop_seen:
                 break
         st.close()
+
+    def _drain(self, batch: list[Any]) -> list[Callable[[Store], Any]]:
+        """Move queued jobs into `batch` (called with the write lock held); notes a queued stop."""
+        extra: list[Callable[[Store], Any]] = []
+        while len(batch) < self.MAX_BATCH:
+            try:
+                nxt = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self._stop_seen = True
+                break
+            batch.append(nxt)
+            extra.append(nxt[0])
+        return extra
 
     async def run(self, job: Callable[[Store], T]) -> T:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,94 @@
+"""Group commit and the spool: every file and directory of a batch is fsync'd before its COMMIT,
+directories once per batch, and a failed fsync leaves no row (so no 250) for anyone in the batch."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from dlpgate import store as store_mod
+from dlpgate.store import DELAYED, NewMessage, Store, new_id, spool_shard, write_spool_file
+
+RAW = b"From: a@example.jp\r\nTo: b@example.com\r\nSubject: x\r\n\r\nbody\r\n"
+
+
+def _job(root: Path, mid: str):  # noqa: ANN202
+    rel = write_spool_file(root, mid, RAW, sync=False)
+    m = NewMessage(id=mid, sender="a@example.jp", recipients=("b@example.com",), spool=rel, size=len(RAW),
+                   sha256=hashlib.sha256(RAW).hexdigest(), arrived=time.time(), state=DELAYED, due_at=time.time())
+
+    def job(s: Store) -> None:
+        s.sync_spool([rel])
+        s.accept(m)
+    return job
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_messages_arriving_together_share_a_spool_directory() -> None:
+    ids = [new_id() for _ in range(50)]
+    assert len({spool_shard(i) for i in ids}) <= 2  # within ~256 ms of each other
+    assert all(len(spool_shard(i)) == 2 for i in ids)
+    assert spool_shard("abc") == "bc"  # an id of another shape still gets a two-character shard
+    t = int(time.time() * 1000)
+    apart = [f"{t + k * 256:011x}{'0' * 8}" for k in range(256)]
+    assert len({spool_shard(i) for i in apart}) == 256  # and the 256 directories are all used
+
+
+def test_batch_fsyncs_every_file_and_each_directory_once(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    st = Store(tmp_path)
+    base = int(time.time() * 1000)
+    ids = [f"{base:011x}{k:08x}" for k in range(5)]  # same arrival window: one directory
+    jobs = [_job(tmp_path, i) for i in ids]
+    synced: list[str] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real(fd))
+    results = st.run_batch(jobs)
+    assert all(ok for ok, _ in results)
+    files = [p for p in synced if p.endswith(".eml")]
+    dirs = [p for p in synced if not p.endswith(".eml")]
+    assert sorted(Path(p).name for p in files) == sorted(f"{i}.eml" for i in ids)
+    assert dirs == [str(tmp_path / "spool" / spool_shard(ids[0]))]
+    assert {m["id"] for m in st.list()} == set(ids)
+    st.close()
+
+
+def test_a_failed_fsync_rolls_back_the_whole_batch(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    st = Store(tmp_path)
+    before = _open_fds()
+    jobs = [_job(tmp_path, new_id()) for _ in range(3)]
+    calls = 0
+    real = os.fsync
+
+    def flaky(fd: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError(5, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", flaky)
+    with pytest.raises(OSError):
+        st.run_batch(jobs)
+    monkeypatch.undo()
+    assert st.list() == []  # no row: nobody in the batch may be told 250
+    assert _open_fds() <= before  # the fds kept for the fsync were closed
+    assert not store_mod._UNSYNCED
+    # the next batch starts clean
+    assert all(ok for ok, _ in st.run_batch([_job(tmp_path, new_id())]))
+    assert len(st.list()) == 1
+    st.close()
+
+
+def test_sync_outside_a_batch_is_immediate(tmp_path: Path) -> None:
+    st = Store(tmp_path)
+    rel = write_spool_file(tmp_path, new_id(), RAW, sync=False)
+    st.sync_spool([rel])
+    assert not st._pending_files and not st._pending_dirs
+    st.close()
