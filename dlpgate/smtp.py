@@ -21,7 +21,7 @@ import ssl
 from collections import Counter
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session, syntax
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from . import metrics
@@ -186,6 +186,48 @@ class Handler:
 
 
 _PENDING = AuthResult(success=False, handled=True, message="pending")
+_END = b"\r\n.\r\n"
+_READ_CHUNK = 256 * 1024
+
+
+async def read_dot_terminated(reader: asyncio.StreamReader, size_limit: int | None,
+                              line_limit: int) -> bytes | str | None:
+    """Read SMTP DATA up to the lone dot: the unstuffed message, the refusal to answer with, or
+    None when the client went away.
+
+    Over `size_limit` bytes the rest is read and dropped (memory stays bounded) and the answer is
+    552; a line longer than `line_limit` (CRLF included) gives 500, as aiosmtpd answers.
+    """
+    buf = bytearray(b"\r\n")  # the CRLF before the first line: an empty message is just ".\r\n"
+    dropped = 0  # bytes read and thrown away once over the size limit
+    # aiosmtpd's reader pauses the socket once twice its line limit (2 KB) is buffered; during
+    # DATA, let a whole chunk in per wake-up (restored for the commands that follow)
+    saved_limit: int = reader._limit  # type: ignore[attr-defined]  # noqa: SLF001
+    reader._limit = max(saved_limit, _READ_CHUNK // 2)  # type: ignore[attr-defined]  # noqa: SLF001
+    try:
+        while True:
+            start = max(0, len(buf) - 4)  # the end marker may straddle two chunks
+            chunk = await reader.read(_READ_CHUNK)
+            if not chunk:
+                return None
+            buf += chunk
+            end = buf.find(_END, start)
+            if end >= 0:
+                break
+            if size_limit and dropped + len(buf) - 2 > size_limit + 4:
+                dropped += len(buf) - 6
+                del buf[2:-4]
+    finally:
+        reader._limit = saved_limit  # type: ignore[attr-defined]  # noqa: SLF001
+    if end + 5 < len(buf):  # a pipelining client sent its next command with the data: hand it back
+        reader._buffer[:0] = buf[end + 5:]  # type: ignore[attr-defined]  # noqa: SLF001
+    size = dropped + end  # the lines' bytes, as aiosmtpd counts them (the final dot line excluded)
+    if size_limit and size > size_limit:
+        return "552 Error: Too much mail data"
+    raw = bytes(buf[:end + 2])  # CRLF + the lines
+    if end > line_limit - 2 and max(map(len, raw.split(b"\r\n"))) > line_limit - 2:
+        return "500 Line too long (see RFC5321 4.5.3.1.6)"
+    return raw.replace(b"\r\n.", b"\r\n")[2:]  # undo dot-stuffing (RFC 5321 4.5.2)
 
 
 class GatewaySMTP(SMTP):
@@ -202,13 +244,51 @@ class GatewaySMTP(SMTP):
         """Give the current step `seconds` before the connection is dropped for inactivity."""
         self._reset_timeout(seconds)
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         # aiosmtpd's timer runs from the DATA command; give the whole transfer its own budget,
         # then count idle time from our reply
         self._reset_timeout(self._gate.config.smtp.data_timeout or None)
-        await super().smtp_DATA(arg)
+        await self._data(arg)
         if self.transport is not None:
             self._reset_timeout()
+
+    async def _data(self, arg: str) -> None:
+        """aiosmtpd's DATA with the same answers, reading the message in chunks, not lines.
+
+        aiosmtpd awaits `readuntil` once per line, logs each line, and copies each into a
+        bytearray: ~150 us of the event loop for a 10 KB message, five times what finding the
+        end marker, undoing dot-stuffing and checking line lengths over the whole buffer costs.
+        Answers are unchanged: 552 when the data passes `data_size_limit`, 500 for a line over
+        `line_length_limit`, both only after the final dot; a client gone mid-way gets nothing.
+        """
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            data = await read_dot_terminated(self._reader, self.data_size_limit, self.line_length_limit)
+        except asyncio.CancelledError:  # the connection went away during DATA (eof_received)
+            log.info("connection lost during DATA")
+            self._writer.close()
+            raise
+        if data is None:
+            self._writer.close()
+            return
+        if isinstance(data, str):  # the refusal, once the whole message has been read
+            await self.push(data)
+            self._set_post_data_state()
+            return
+        self.envelope.content = self.envelope.original_content = data
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
 
     # ---- AUTH: aiosmtpd parses PLAIN/LOGIN and calls the synchronous `_authenticate`; we capture
     # the credentials there and verify them in a thread (scrypt is slow on purpose).
