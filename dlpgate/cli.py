@@ -7,11 +7,11 @@ the same store as the server. Any DlpgateError becomes one plain line on stderr 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
 
+from . import eventloop
 from .config import Config, load_config
 from .errors import DlpgateError
 
@@ -68,7 +68,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     from .server import serve
 
     logs.setup(config.log.format, config.log.level)
-    return asyncio.run(serve(config))
+    return eventloop.run(serve(config))
 
 
 def cmd_scan(args: argparse.Namespace, config: Config) -> int:

@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from . import metrics
+from . import eventloop, metrics
 from .config import Config
 from .procname import set_process_name
 
@@ -101,7 +101,7 @@ def _child_main(config: Config, hostname: str, conn: Connection) -> None:
         conn.send(("error", str(e)))
         return
     try:
-        asyncio.run(_child(config, hostname, conn))
+        eventloop.run(_child(config, hostname, conn))
     finally:
         os.close(lock_fd)
 

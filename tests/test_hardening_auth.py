@@ -226,3 +226,33 @@ def test_tool_add_list_remove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
     assert auth.main(["add", str(path), "eve@example.jp", "--password-stdin"]) == 2  # empty password
     assert auth.main(["add", str(path), "bad:name", "--password-stdin"]) == 2
+
+
+def test_starttls_auth_and_relay_on_the_serve_event_loop(tmp_path: Path, sink: Sink, tls: TlsFiles,
+                                                          users: Path) -> None:
+    """`serve` runs on uvloop where installed; aiosmtpd's STARTTLS drives asyncio's SSLProtocol
+    over the loop's own transport, so the whole TLS + AUTH + accept + delivery path runs on it."""
+    from dlpgate import eventloop
+
+    seen: dict[str, object] = {}
+
+    async def scenario() -> None:
+        seen["loop"] = type(asyncio.get_running_loop()).__module__
+        gw = Gateway(tls_config(tmp_path, sink, tls, users), workers=1)
+        await gw.start()
+        try:
+            def go() -> dict:
+                with connect(gw.smtp_port, tls) as c:
+                    starttls(c, tls)
+                    c.login("alice@example.jp", PASSWORD)
+                    return c.sendmail("alice@example.jp", ["b@example.com"], message(7))
+
+            seen["refused"] = await asyncio.to_thread(go)
+            await asyncio.to_thread(sink.handler.wait_for, 1, 10)
+        finally:
+            await gw.stop(grace=2)
+
+    eventloop.run(scenario())
+    assert seen["refused"] == {}
+    assert str(seen["loop"]).startswith("uvloop" if eventloop.loop_name() == "uvloop" else "asyncio")
+    assert len(sink.handler.wait_for(1, 1)) == 1
