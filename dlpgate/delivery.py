@@ -274,9 +274,10 @@ class Delivery:
             timed = timed or ok
         if hard and c.sender:
             self.poke(now)
-        log.info("delivery attempt", extra={
-            "event": "delivery", "msg_id": c.id, "state": res.state,  # type: ignore[attr-defined]
-            "attempt": attempts, "replies": sorted({mask_text(f"{o.code} {o.response}")[:120] for o in outcomes})})
+        if log.isEnabledFor(logging.INFO):  # masking every reply is work even when INFO is off
+            log.info("delivery attempt", extra={
+                "event": "delivery", "msg_id": c.id, "state": res.state,  # type: ignore[attr-defined]
+                "attempt": attempts, "replies": sorted({mask_text(f"{o.code} {o.response}")[:120] for o in outcomes})})
 
 
 async def _reset(client: aiosmtplib.SMTP | None) -> None:

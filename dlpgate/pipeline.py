@@ -279,7 +279,7 @@ class Pipeline:
                 s.sync_spool([rel])  # fsync file + directory, then the row: durable before 250
                 s.accept(m, notices)
 
-            await self.store.run(commit)
+            await self.store.run(commit, spool=(rel,))
             self._remember(self._contact_scope(env), (r.rpartition("@")[2].lower() for r in env.recipients))
         except (StoreError, OSError) as e:
             log.error("store commit failed: %s", e, extra={"event": "store_error", "msg_id": msg_id})

@@ -92,3 +92,44 @@ def test_sync_outside_a_batch_is_immediate(tmp_path: Path) -> None:
     st.sync_spool([rel])
     assert not st._pending_files and not st._pending_dirs
     st.close()
+
+
+async def test_group_commit_fsyncs_spool_files_before_taking_the_write_lock(tmp_path: Path,
+                                                                             monkeypatch) -> None:  # noqa: ANN001
+    """The deliverer shares the SQLite write lock: holding it through a batch's fsyncs starved it
+    under load. The files named in `run(..., spool=...)` are fsync'd while the lock is free."""
+    import sqlite3
+
+    from dlpgate.store import AsyncStore
+
+    st = AsyncStore(tmp_path)
+    other = sqlite3.connect(tmp_path / "dlpgate.db", timeout=0, isolation_level=None, check_same_thread=False)
+    lock_free_during_fsync: list[bool] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".eml"):
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("ROLLBACK")
+                lock_free_during_fsync.append(True)
+            except sqlite3.OperationalError:
+                lock_free_during_fsync.append(False)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    mid = new_id()
+    rel = write_spool_file(tmp_path, mid, RAW, sync=False)
+    m = NewMessage(id=mid, sender="a@example.jp", recipients=("b@example.com",), spool=rel, size=len(RAW),
+                   sha256=hashlib.sha256(RAW).hexdigest(), arrived=time.time(), state=DELAYED, due_at=time.time())
+
+    def commit(s: Store) -> None:
+        s.sync_spool([rel])  # already durable: a no-op inside the batch
+        s.accept(m)
+
+    await st.run(commit, spool=(rel,))
+    monkeypatch.undo()
+    assert lock_free_during_fsync == [True]
+    assert [x["id"] for x in Store(tmp_path).list()] == [mid]
+    other.close()
+    st.close()
