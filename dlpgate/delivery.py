@@ -17,6 +17,7 @@ import asyncio
 import email.utils
 import functools
 import logging
+import os
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -62,8 +63,14 @@ def received_header(c: Claimed, hostname: str) -> bytes:
     line = f"Received: from {helo} ({client} [{client}])\r\n\tby {hostname} (dlpgate) with ESMTP id {c.id}"
     if len(c.recipients) == 1:
         line += f"\r\n\tfor <{c.recipients[0]}>"
-    line += f"; {email.utils.formatdate(c.arrived, localtime=True)}\r\n"
+    line += f"; {_date(int(c.arrived))}\r\n"
     return line.encode("utf-8", "replace")
+
+
+@functools.lru_cache(maxsize=64)
+def _date(second: int) -> str:
+    """RFC 5322 date of a whole second; messages arriving together share it (formatdate is slow)."""
+    return email.utils.formatdate(second, localtime=True)
 
 
 class Delivery:
@@ -189,7 +196,10 @@ class Delivery:
         client: aiosmtplib.SMTP | None = None
         while True:
             try:
-                c = await asyncio.wait_for(self.queue.get(), timeout=30.0)
+                # get_nowait first: under load the queue is rarely empty, and wait_for wraps the
+                # get in a new task with its own timer every time
+                c = self.queue.get_nowait() if not self.queue.empty() else \
+                    await asyncio.wait_for(self.queue.get(), timeout=30.0)
             except TimeoutError:
                 if client is not None:  # idle: let the upstream free the connection
                     await _quit(client)
@@ -210,10 +220,11 @@ class Delivery:
     async def _attempt(self, client: aiosmtplib.SMTP | None,
                        c: Claimed) -> tuple[aiosmtplib.SMTP | None, list[RcptOutcome]]:
         try:
-            if c.spool.stat().st_size <= 1024 * 1024:  # page-cache read: cheaper than a thread hop
-                data = c.spool.read_bytes()
-            else:
-                data = await asyncio.get_running_loop().run_in_executor(None, c.spool.read_bytes)
+            with open(c.spool, "rb") as f:
+                if os.fstat(f.fileno()).st_size <= 1024 * 1024:  # page-cache read: cheaper than a thread hop
+                    data = f.read()
+                else:
+                    data = await asyncio.get_running_loop().run_in_executor(None, f.read)
         except OSError as e:
             return client, [RcptOutcome(r, 0, f"local spool unreadable: {e.strerror}") for r in c.recipients]
         data = received_header(c, self.hostname) + data

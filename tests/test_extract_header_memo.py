@@ -70,3 +70,22 @@ def test_memo_is_bounded() -> None:
     for i in range(mime._PARSED_HEADERS_MAX + 10):
         mime._PARSE_POLICY.header_fetch_parse("X-N", f"v{i}")
     assert len(mime._PARSED_HEADERS) <= mime._PARSED_HEADERS_MAX
+
+
+ADDRESS_HEADERS = st.lists(st.sampled_from([
+    "a@example.jp", "名前 <b@example.com>", "=?UTF-8?B?5ZCN5YmN?= <c@example.org>", "<>", "undisclosed-recipients:;",
+    "x@y, z@w", "\"quoted, name\" <q@example.jp>", "broken <", "d@example.jp (comment)", "\r\n e@example.jp",
+]), min_size=1, max_size=4).map(", ".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ADDRESS_HEADERS)
+def test_remembered_address_lists_read_the_same(value: str) -> None:
+    from email.utils import getaddresses
+
+    raw = f"From: s@example.jp\r\nTo: {value}\r\n\r\nbody\r\n".encode()
+    msg = mime.parse(raw)
+    unfolded = value.replace("\r\n", " ").replace("\n", " ")
+    expected = [a for _, a in getaddresses([unfolded]) if a and "@" in a and a != "<>"]
+    assert mime.addresses(msg, "to") == expected  # cold or warm
+    assert mime.addresses(msg, "to") == expected  # warm

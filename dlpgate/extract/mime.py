@@ -255,12 +255,21 @@ def addresses(msg: Message, name: str) -> list[str]:
         return out
     for raw in raws:
         unfolded = raw.replace("\r\n", " ").replace("\n", " ")
-        try:
-            pairs = getaddresses([unfolded])
-        except Exception:
-            continue
-        out.extend(addr for _, addr in pairs if addr and "@" in addr and addr != "<>")
+        specs = _ADDR_SPECS.get(unfolded)
+        if specs is None:
+            try:
+                pairs = getaddresses([unfolded])
+            except Exception:
+                continue
+            specs = tuple(addr for _, addr in pairs if addr and "@" in addr and addr != "<>")
+            if len(_ADDR_SPECS) >= _PARSED_HEADERS_MAX:
+                _ADDR_SPECS.clear()
+            _ADDR_SPECS[unfolded] = specs  # a pure function of the text: senders repeat all day
+        out.extend(specs)
     return out
+
+
+_ADDR_SPECS: dict[str, tuple[str, ...]] = {}
 
 
 def _raw_header(msg: Message, name: str) -> str | None:
