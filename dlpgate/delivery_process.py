@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import fcntl
 import logging
 import multiprocessing
@@ -29,7 +28,7 @@ from typing import Any
 
 from . import eventloop, metrics
 from .config import Config
-from .procname import set_process_name
+from .prctl import die_with_parent, set_process_name
 
 log = logging.getLogger("dlpgate.delivery")
 
@@ -81,15 +80,8 @@ def _evict(path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ child side
-def _die_with_parent() -> None:
-    """Linux: SIGTERM us when the gateway dies, even by SIGKILL (EOF on the pipe is the backstop)."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def _child_main(config: Config, hostname: str, conn: Connection) -> None:
-    _die_with_parent()
+    die_with_parent()  # SIGTERM when the gateway dies, even by SIGKILL (EOF on the pipe is the backstop)
     set_process_name("dlpgate-deliver")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when we stop
     from . import logs

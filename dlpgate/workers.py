@@ -17,7 +17,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from .procname import set_process_name
+from .prctl import set_process_name
 
 
 class WorkerCrashed(Exception):
