@@ -67,9 +67,11 @@ def test_extraction_identical_with_and_without_memo(monkeypatch) -> None:  # noq
 
 
 def test_memo_is_bounded() -> None:
-    for i in range(mime._PARSED_HEADERS_MAX + 10):
+    limit = mime._parsed_header.cache_info().maxsize
+    assert limit
+    for i in range(limit + 10):
         mime._PARSE_POLICY.header_fetch_parse("X-N", f"v{i}")
-    assert len(mime._PARSED_HEADERS) <= mime._PARSED_HEADERS_MAX
+    assert mime._parsed_header.cache_info().currsize <= limit
 
 
 ADDRESS_HEADERS = st.lists(st.sampled_from([

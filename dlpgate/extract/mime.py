@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import quopri
 import re
@@ -40,24 +41,20 @@ class _MemoHeaderPolicy(EmailPolicy):
     Content-Type costs about 40 us: the parser itself asks for it four times per part, and we ask
     for the type, charset and filename again. That was two thirds of judging a small text mail.
     The registry's result depends only on (name, value), so handing back the object parsed before
-    changes nothing but the time. Bounded: cleared when full (mail repeats a few hundred values).
+    changes nothing but the time.
     """
 
     def header_fetch_parse(self, name, value):  # type: ignore[no-untyped-def]
         if hasattr(value, "name"):
             return value
-        key = (name, value)
-        parsed = _PARSED_HEADERS.get(key)
-        if parsed is None:
-            parsed = super().header_fetch_parse(name, value)
-            if len(_PARSED_HEADERS) >= _PARSED_HEADERS_MAX:
-                _PARSED_HEADERS.clear()
-            _PARSED_HEADERS[key] = parsed
-        return parsed
+        return _parsed_header(name, value)
 
 
-_PARSED_HEADERS: dict[tuple[str, str], object] = {}
-_PARSED_HEADERS_MAX = 4096
+@functools.lru_cache(maxsize=4096)  # mail repeats a few hundred header values
+def _parsed_header(name: str, value: str) -> object:
+    return default_policy.header_fetch_parse(name, value)
+
+
 _PARSE_POLICY = _MemoHeaderPolicy()
 
 
@@ -254,22 +251,16 @@ def addresses(msg: Message, name: str) -> list[str]:
     except Exception:
         return out
     for raw in raws:
-        unfolded = raw.replace("\r\n", " ").replace("\n", " ")
-        specs = _ADDR_SPECS.get(unfolded)
-        if specs is None:
-            try:
-                pairs = getaddresses([unfolded])
-            except Exception:
-                continue
-            specs = tuple(addr for _, addr in pairs if addr and "@" in addr and addr != "<>")
-            if len(_ADDR_SPECS) >= _PARSED_HEADERS_MAX:
-                _ADDR_SPECS.clear()
-            _ADDR_SPECS[unfolded] = specs  # a pure function of the text: senders repeat all day
-        out.extend(specs)
+        try:
+            out.extend(_addr_specs(raw.replace("\r\n", " ").replace("\n", " ")))
+        except Exception:
+            continue
     return out
 
 
-_ADDR_SPECS: dict[str, tuple[str, ...]] = {}
+@functools.lru_cache(maxsize=4096)  # a pure function of the text: senders repeat all day
+def _addr_specs(unfolded: str) -> tuple[str, ...]:
+    return tuple(addr for _, addr in getaddresses([unfolded]) if addr and "@" in addr and addr != "<>")
 
 
 def _raw_header(msg: Message, name: str) -> str | None:
