@@ -276,9 +276,9 @@ class Pipeline:
             if self.notices is not None and m.state == HELD:  # notice spool files fsync: off the loop
                 notices = await asyncio.get_running_loop().run_in_executor(None, self.notices.for_accept, m)
             def commit(s: Store) -> None:
-                s.sync_spool([rel])  # fsync file + directory, then the row: durable before 250
                 s.accept(m, notices)
 
+            # spool file and directory fsync'd before the row commits: durable before 250
             await self.store.run(commit, spool=(rel,))
             self._remember(self._contact_scope(env), (r.rpartition("@")[2].lower() for r in env.recipients))
         except (StoreError, OSError) as e:

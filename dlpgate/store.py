@@ -357,7 +357,6 @@ class Store:
         self._dir_fds: dict[Path, int] = {}
         self._pending_files: list[int] = []  # spool fds to fsync before this batch commits
         self._pending_dirs: set[Path] = set()
-        self._durable: set[str] = set()  # spool files fsync'd ahead of the current batch
 
     def close(self) -> None:
         for fd in self._dir_fds.values():
@@ -452,18 +451,15 @@ class Store:
         this batch waited for the other writer joins it instead of waiting for the next commit.
         """
         results: list[tuple[bool, Any]] = []
-        try:
-            with self.transaction():  # its end fsyncs the spool files the jobs registered: if
-                if more is not None:  # that fails, the whole batch rolls back: nobody gets a 250
-                    jobs = [*jobs, *more()]
-                for job in jobs:
-                    try:
-                        with self.transaction():  # a savepoint: a failing job leaves no trace
-                            results.append((True, job(self)))
-                    except Exception as e:  # noqa: BLE001 - handed back to the job's caller
-                        results.append((False, e))
-        finally:
-            self._durable.clear()
+        with self.transaction():  # its end fsyncs the spool files the jobs registered: if that
+            if more is not None:  # fails, the whole batch rolls back and nobody gets a 250
+                jobs = [*jobs, *more()]
+            for job in jobs:
+                try:
+                    with self.transaction():  # a savepoint: a failing job leaves no trace
+                        results.append((True, job(self)))
+                except Exception as e:  # noqa: BLE001 - handed back to the job's caller
+                    results.append((False, e))
         return results
 
     # ---------------------------------------------------------------- spool
@@ -474,25 +470,10 @@ class Store:
         """Write the bytes durably (fsync file and directory, mode 0600); return the relative path."""
         return write_spool_file(self.root, msg_id, data)
 
-    def presync_spool(self, rels: Sequence[str]) -> None:
-        """fsync these spool files (and directories) now, outside any transaction; the jobs'
-        own `sync_spool` calls for them are then no-ops. Raises on a failed fsync."""
-        if not rels:
-            return
-        assert not self._depth, "presync_spool runs before the batch's transaction"
-        try:
-            self.sync_spool(rels)  # at depth 0: immediate
-        except BaseException:
-            self._durable.clear()
-            raise
-        self._durable.update(rels)
-
     def sync_spool(self, rels: Sequence[str]) -> None:
         """Make spool files written with sync=False durable, with their directories, before the
         commit. Inside a transaction the fsyncs are deferred to its end, right before COMMIT."""
         for rel in rels:
-            if rel in self._durable:  # made durable before this batch took the lock
-                continue
             p = self.root / rel
             with _UNSYNCED_LOCK:
                 fd = _UNSYNCED.pop(str(p), None)
@@ -943,7 +924,9 @@ class AsyncStore:
                 # spool files first, outside the write lock: the lock is then held for the SQL and
                 # the COMMIT only, and the deliverer's transactions are not starved meanwhile
                 self._drain(batch)
-                st.presync_spool([rel for it in batch for rel in it[3]])
+                rels = [rel for it in batch for rel in it[3]]
+                if rels:
+                    st.sync_spool(rels)  # no transaction open: fsync'd now
                 results = st.run_batch([it[0] for it in batch], lambda b=batch: self._drain(b))  # type: ignore[misc]
             except BaseException as e:  # noqa: BLE001 - commit failed: every job in the batch fails
                 err = e if isinstance(e, StoreError) else StoreError(str(e))
@@ -971,12 +954,13 @@ class AsyncStore:
                 self._stop_seen = True
                 break
             batch.append(nxt)
-            extra.append(nxt[0])
+            extra.append(_spool_synced_first(nxt[0], nxt[3]) if nxt[3] else nxt[0])
         return extra
 
     async def run(self, job: Callable[[Store], T], *, spool: Sequence[str] = ()) -> T:
         """Run `job` in the next group commit. `spool`: files written with sync=False that the
-        job commits rows for; they are fsync'd before the batch takes the write lock."""
+        job commits rows for; they are durable before its COMMIT (fsync'd before the batch takes
+        the write lock, or, for a job that joined once the lock was held, right before COMMIT)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._q.put((job, fut, loop, tuple(spool)))
@@ -1002,6 +986,14 @@ class AsyncStore:
     def close(self) -> None:
         self._q.put(None)
         self._thread.join(timeout=30)
+
+
+def _spool_synced_first(job: Callable[[Store], T], rels: Sequence[str]) -> Callable[[Store], T]:
+    """`job`, registering its spool files first: inside the batch they are fsync'd before COMMIT."""
+    def run(s: Store) -> T:
+        s.sync_spool(rels)
+        return job(s)
+    return run
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

@@ -123,13 +123,47 @@ async def test_group_commit_fsyncs_spool_files_before_taking_the_write_lock(tmp_
     m = NewMessage(id=mid, sender="a@example.jp", recipients=("b@example.com",), spool=rel, size=len(RAW),
                    sha256=hashlib.sha256(RAW).hexdigest(), arrived=time.time(), state=DELAYED, due_at=time.time())
 
-    def commit(s: Store) -> None:
-        s.sync_spool([rel])  # already durable: a no-op inside the batch
-        s.accept(m)
-
-    await st.run(commit, spool=(rel,))
+    await st.run(lambda s: s.accept(m), spool=(rel,))
     monkeypatch.undo()
     assert lock_free_during_fsync == [True]
     assert [x["id"] for x in Store(tmp_path).list()] == [mid]
     other.close()
+    st.close()
+
+
+async def test_a_job_that_joins_once_the_lock_is_held_still_gets_its_spool_fsynced(tmp_path: Path,
+                                                                                   monkeypatch) -> None:  # noqa: ANN001
+    """While the writer waits for the lock, new jobs queue; they join the batch after the lock
+    is taken, past the early fsync, and their spool files must still be durable before COMMIT."""
+    import asyncio
+    import sqlite3
+
+    from dlpgate.store import AsyncStore
+
+    st = AsyncStore(tmp_path)
+    holder = sqlite3.connect(tmp_path / "dlpgate.db", isolation_level=None, check_same_thread=False)
+    synced: list[str] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real(fd))
+
+    def message() -> tuple[NewMessage, str]:
+        mid = new_id()
+        rel = write_spool_file(tmp_path, mid, RAW, sync=False)
+        return NewMessage(id=mid, sender="a@example.jp", recipients=("b@example.com",), spool=rel, size=len(RAW),
+                          sha256=hashlib.sha256(RAW).hexdigest(), arrived=time.time(), state=DELAYED,
+                          due_at=time.time()), rel
+
+    (m1, rel1), (m2, rel2) = message(), message()
+    holder.execute("BEGIN IMMEDIATE")  # the other writer (the deliverer) has the lock
+    first = asyncio.ensure_future(st.run(lambda s: s.accept(m1), spool=(rel1,)))
+    await asyncio.sleep(0.2)  # the writer fsync'd rel1 and now waits for the lock
+    assert any(p.endswith(f"{m1.id}.eml") for p in synced)
+    second = asyncio.ensure_future(st.run(lambda s: s.accept(m2), spool=(rel2,)))
+    await asyncio.sleep(0.05)
+    holder.execute("ROLLBACK")
+    await asyncio.wait_for(asyncio.gather(first, second), 10)
+    monkeypatch.undo()
+    assert any(p.endswith(f"{m2.id}.eml") for p in synced)
+    assert {x["id"] for x in Store(tmp_path).list()} == {m1.id, m2.id}
+    holder.close()
     st.close()
