@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import smtplib
 import socket
@@ -144,10 +145,19 @@ def make_config(tmp_path: Path, upstream_port: int, **overrides: object) -> Conf
 
 @pytest.fixture
 async def gateway(tmp_path: Path, sink: Sink) -> AsyncIterator[Gateway]:
-    gw = Gateway(make_config(tmp_path, sink.port), workers=1)
+    async with running(make_config(tmp_path, sink.port)) as gw:
+        yield gw
+
+
+@contextlib.asynccontextmanager
+async def running(cfg: Config) -> AsyncIterator[Gateway]:
+    """An in-process gateway (one judging worker) for the block; stopped however the block ends."""
+    gw = Gateway(cfg, workers=1)
     await gw.start()
-    yield gw
-    await gw.stop(grace=2)
+    try:
+        yield gw
+    finally:
+        await gw.stop(grace=2)
 
 
 async def wait_until(pred: Callable[[], object], timeout: float = 10.0, every: float = 0.05) -> object:

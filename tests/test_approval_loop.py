@@ -23,7 +23,7 @@ from dlpgate.config import Config, DelayConfig, QuarantineConfig
 from dlpgate.masking import mask_number
 from dlpgate.pipeline import Envelope, Judgement
 from dlpgate.server import Gateway
-from tests.conftest import Sink, make_config
+from tests.conftest import Sink, make_config, running
 from tests.conftest import smtp_data as send
 from tests.test_approval_support import (
     assert_no_identifier,
@@ -62,12 +62,10 @@ def hold_judge(required_for: dict[str, int] | None = None) -> Any:
 @pytest.fixture
 async def loop_env(tmp_path: Path, sink: Sink) -> AsyncIterator[dict[str, Any]]:
     cfg, cli_cfg = gateway_config(tmp_path, sink)
-    gw = Gateway(cfg, workers=1)
-    await gw.start()
-    assert gw.pipeline is not None
-    gw.pipeline.judge = hold_judge({"bulk@example.com": 2})  # type: ignore[method-assign]
-    yield {"gw": gw, "cli": cli_cfg, "sink": sink, "db": tmp_path / "store" / "dlpgate.db"}
-    await gw.stop(grace=2)
+    async with running(cfg) as gw:
+        assert gw.pipeline is not None
+        gw.pipeline.judge = hold_judge({"bulk@example.com": 2})  # type: ignore[method-assign]
+        yield {"gw": gw, "cli": cli_cfg, "sink": sink, "db": tmp_path / "store" / "dlpgate.db"}
 
 
 async def wait_for(pred: Any, timeout: float = 15.0) -> Any:
@@ -194,9 +192,7 @@ async def test_two_approvers_and_reject(loop_env: dict[str, Any]) -> None:
 
 async def test_expiry_in_the_running_gateway(tmp_path: Path, sink: Sink) -> None:
     cfg, c = gateway_config(tmp_path, sink, expire_after=1.0, remind_every=0.0)
-    gw = Gateway(cfg, workers=1)
-    await gw.start()
-    try:
+    async with running(cfg) as gw:
         assert gw.pipeline is not None
         gw.pipeline.judge = hold_judge()  # type: ignore[method-assign]
         raw = mail_with_numbers(SENDER, [PARTNER], synthetic_numbers(3, seed=23))
@@ -212,16 +208,12 @@ async def test_expiry_in_the_running_gateway(tmp_path: Path, sink: Sink) -> None
         code, out, err = await cli("quarantine", "release", mid, "--approver", "kacho@example.jp", "--config", c)
         assert code == 2 and "already decided" in err
         assert sink.handler.to(PARTNER) == []
-    finally:
-        await gw.stop(grace=2)
 
 
 async def test_planted_my_numbers_are_held(tmp_path: Path, sink: Sink) -> None:
     """The real path: extract + scan + policy hold three valid My Numbers next to 個人番号."""
     cfg, c = gateway_config(tmp_path, sink)
-    gw = Gateway(cfg, workers=1)
-    await gw.start()
-    try:
+    async with running(cfg) as gw:
         numbers = synthetic_numbers(3, seed=24)
         raw = mail_with_numbers(SENDER, [PARTNER], numbers)
         code, reply = await asyncio.to_thread(send, gw.smtp_port, SENDER, [PARTNER], raw)
@@ -254,5 +246,3 @@ async def test_planted_my_numbers_are_held(tmp_path: Path, sink: Sink) -> None:
         poke(gw)
         got = await wait_for(lambda: sink.handler.to("list@example.com"))
         assert len(got) == 1 and got[0].data.endswith(raw_list)
-    finally:
-        await gw.stop(grace=2)

@@ -17,9 +17,8 @@ import dlpgate.smtp as smtp_mod
 from dlpgate import auth
 from dlpgate.config import Config
 from dlpgate.errors import ConfigError
-from dlpgate.server import Gateway
 from dlpgate.store import Store
-from tests.conftest import Sink, make_config
+from tests.conftest import Sink, make_config, running
 from tests.test_hardening_support import TlsFiles, make_tls, message
 
 PASSWORD = "correct horse battery staple 7"  # synthetic
@@ -62,9 +61,7 @@ def starttls(c: smtplib.SMTP, tls: TlsFiles) -> None:
 
 
 async def test_starttls_on_the_listener(tmp_path: Path, sink: Sink, tls: TlsFiles) -> None:
-    gw = Gateway(tls_config(tmp_path, sink, tls), workers=1)
-    await gw.start()
-    try:
+    async with running(tls_config(tmp_path, sink, tls)) as gw:
         def go() -> tuple[bool, str | None, dict]:
             with connect(gw.smtp_port, tls) as c:
                 offered = c.has_extn("starttls")
@@ -75,15 +72,11 @@ async def test_starttls_on_the_listener(tmp_path: Path, sink: Sink, tls: TlsFile
         offered, version, refused = await asyncio.to_thread(go)
         assert offered and version in ("TLSv1.2", "TLSv1.3") and refused == {}
         assert len(await asyncio.to_thread(sink.handler.wait_for, 1, 10)) == 1
-    finally:
-        await gw.stop(grace=2)
 
 
 async def test_auth_only_after_starttls_and_required_for_mail(tmp_path: Path, sink: Sink, tls: TlsFiles,
                                                               users: Path) -> None:
-    gw = Gateway(tls_config(tmp_path, sink, tls, users), workers=1)
-    await gw.start()
-    try:
+    async with running(tls_config(tmp_path, sink, tls, users)) as gw:
         def go() -> dict[str, object]:
             out: dict[str, object] = {}
             with connect(gw.smtp_port, tls) as c:
@@ -116,15 +109,11 @@ async def test_auth_only_after_starttls_and_required_for_mail(tmp_path: Path, si
         assert out["other_sender"] == 553 and out["null_sender"] == 553
         assert out["send"] == {}
         assert len(await asyncio.to_thread(sink.handler.wait_for, 1, 10)) == 1
-    finally:
-        await gw.stop(grace=2)
 
 
 async def test_auth_login_mechanism_and_a_login_without_address(tmp_path: Path, sink: Sink, tls: TlsFiles,
                                                                users: Path) -> None:
-    gw = Gateway(tls_config(tmp_path, sink, tls, users), workers=1)
-    await gw.start()
-    try:
+    async with running(tls_config(tmp_path, sink, tls, users)) as gw:
         def go() -> dict:
             with connect(gw.smtp_port, tls) as c:
                 starttls(c, tls)
@@ -135,15 +124,11 @@ async def test_auth_login_mechanism_and_a_login_without_address(tmp_path: Path, 
                 return c.sendmail("system@example.jp", ["b@example.com"], message(2))
 
         assert await asyncio.to_thread(go) == {}
-    finally:
-        await gw.stop(grace=2)
 
 
 async def test_repeated_auth_failures_close_the_session(tmp_path: Path, sink: Sink, tls: TlsFiles,
                                                         users: Path) -> None:
-    gw = Gateway(tls_config(tmp_path, sink, tls, users), workers=1)
-    await gw.start()
-    try:
+    async with running(tls_config(tmp_path, sink, tls, users)) as gw:
         def go() -> list[int]:
             codes = []
             with connect(gw.smtp_port, tls) as c:
@@ -159,15 +144,11 @@ async def test_repeated_auth_failures_close_the_session(tmp_path: Path, sink: Si
 
         assert await asyncio.to_thread(go) == [535, 535, 421, -1]
         assert Store(tmp_path / "store").list() == []
-    finally:
-        await gw.stop(grace=2)
 
 
 async def test_users_file_edit_applies_without_restart(tmp_path: Path, sink: Sink, tls: TlsFiles,
                                                        users: Path) -> None:
-    gw = Gateway(tls_config(tmp_path, sink, tls, users), workers=1)
-    await gw.start()
-    try:
+    async with running(tls_config(tmp_path, sink, tls, users)) as gw:
         def login(user: str, pw: str) -> int:
             with connect(gw.smtp_port, tls) as c:
                 starttls(c, tls)
@@ -181,8 +162,6 @@ async def test_users_file_edit_applies_without_restart(tmp_path: Path, sink: Sin
         assert await asyncio.to_thread(login, "carol@example.jp", "synthetic-pw-1") == 235
         auth.remove_user(users, "carol@example.jp")
         assert await asyncio.to_thread(login, "carol@example.jp", "synthetic-pw-1") == 535
-    finally:
-        await gw.stop(grace=2)
 
 
 # ------------------------------------------------------------------------------ the users file
@@ -238,9 +217,7 @@ def test_starttls_auth_and_relay_on_the_serve_event_loop(tmp_path: Path, sink: S
 
     async def scenario() -> None:
         seen["loop"] = type(asyncio.get_running_loop()).__module__
-        gw = Gateway(tls_config(tmp_path, sink, tls, users), workers=1)
-        await gw.start()
-        try:
+        async with running(tls_config(tmp_path, sink, tls, users)) as gw:
             def go() -> dict:
                 with connect(gw.smtp_port, tls) as c:
                     starttls(c, tls)
@@ -249,8 +226,6 @@ def test_starttls_auth_and_relay_on_the_serve_event_loop(tmp_path: Path, sink: S
 
             seen["refused"] = await asyncio.to_thread(go)
             await asyncio.to_thread(sink.handler.wait_for, 1, 10)
-        finally:
-            await gw.stop(grace=2)
 
     eventloop.run(scenario())
     assert seen["refused"] == {}

@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 from dlpgate.config import DelayConfig
-from dlpgate.server import Gateway
 from dlpgate.store import DELAYED, NewMessage, RcptOutcome, Store, new_id
-from tests.conftest import Sink, make_config, send_ok
+from tests.conftest import Sink, make_config, running, send_ok
 from tests.test_approval_support import config_toml, run_cli
 
 SENDER = "suzuki@soumu.example.jp"
@@ -25,9 +24,7 @@ def _send(port: int, sender: str, rcpts: list[str], data: bytes) -> str:
 async def test_recall_within_the_window_over_smtp(tmp_path: Path, sink: Sink) -> None:
     cli_cfg = str(config_toml(tmp_path, upstream_port=sink.port))
     cfg = make_config(tmp_path, sink.port, delay=DelayConfig(seconds=5))
-    gw = Gateway(cfg, workers=1)
-    await gw.start()
-    try:
+    async with running(cfg) as gw:
         body = b"From: suzuki@soumu.example.jp\r\nTo: x@example.com\r\nSubject: minutes\r\n\r\nsee you\r\n"
         keep = await asyncio.to_thread(_send, gw.smtp_port, SENDER, ["x@example.com"], body)
         drop = await asyncio.to_thread(_send, gw.smtp_port, SENDER, ["y@example.com"], body)
@@ -66,8 +63,6 @@ async def test_recall_within_the_window_over_smtp(tmp_path: Path, sink: Sink) ->
                                                          "--config", cli_cfg])
         rec = [json.loads(x) for x in out.splitlines() if json.loads(x)["event"] == "recalled"]
         assert len(rec) == 1 and rec[0]["actor"] == SENDER.upper() and rec[0]["os_user"]
-    finally:
-        await gw.stop(grace=2)
 
 
 def _delayed(st: Store, sender: str, rcpt: str) -> str:

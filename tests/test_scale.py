@@ -7,9 +7,8 @@ import smtplib
 import time
 from pathlib import Path
 
-from dlpgate.server import Gateway
 from dlpgate.store import Store
-from tests.conftest import Sink, make_config
+from tests.conftest import Sink, make_config, running
 
 
 def fill(store_path: Path, n: int) -> None:
@@ -29,9 +28,7 @@ def fill(store_path: Path, n: int) -> None:
 
 async def test_hundred_thousand_queued(tmp_path: Path, sink: Sink) -> None:
     fill(tmp_path / "store", 100_000)
-    gw = Gateway(make_config(tmp_path, sink.port), workers=1)
-    await gw.start()
-    try:
+    async with running(make_config(tmp_path, sink.port)) as gw:
         assert len(asyncio.all_tasks()) < 40  # scheduler + fixed delivery workers + housekeeping
         t0 = time.monotonic()
 
@@ -43,5 +40,3 @@ async def test_hundred_thousand_queued(tmp_path: Path, sink: Sink) -> None:
         got = await asyncio.to_thread(sink.handler.wait_for, 1, 10)
         assert len(got) == 1 and time.monotonic() - t0 < 3.0
         assert len(asyncio.all_tasks()) < 40
-    finally:
-        await gw.stop(grace=2)
