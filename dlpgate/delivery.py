@@ -29,6 +29,7 @@ from .config import Config, parse_hostport
 from .masking import mask_text
 from .notices import queue_dsn
 from .store import AsyncStore, Claimed, NewMessage, RcptOutcome, Store
+from .upstream import send_message
 
 log = logging.getLogger("dlpgate.delivery")
 
@@ -232,7 +233,7 @@ class Delivery:
             try:
                 if client is None or not client.is_connected:
                     client = await self._connect()
-                errors, _ = await client.sendmail(c.sender, list(c.recipients), data)
+                errors = await send_message(client, c.sender, list(c.recipients), data)
                 return client, [RcptOutcome(r, errors[r].code, errors[r].message) if r in errors
                                 else RcptOutcome(r, 250, "ok") for r in c.recipients]
             except aiosmtplib.SMTPRecipientsRefused as e:
