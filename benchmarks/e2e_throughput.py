@@ -168,6 +168,8 @@ def main() -> int:
     ap.add_argument("--store-parent", default="", help="directory for the temp store (default benchmarks/out)")
     ap.add_argument("--delay", type=float, default=0.0,
                     help="send delay; a long one measures accepting alone (nothing is delivered during the run)")
+    ap.add_argument("--relay-concurrency", type=int, default=0,
+                    help="[relay] concurrency (default: the gateway's own default)")
     a = ap.parse_args()
 
     sink_port, gw_port = free_port(), free_port()
@@ -184,6 +186,7 @@ hostname = "gw.bench"
 [relay]
 upstream = "127.0.0.1:{sink_port}"
 tls = "off"
+{f"concurrency = {a.relay_concurrency}" if a.relay_concurrency else ""}
 [delay]
 seconds = {a.delay}
 [store]

@@ -155,10 +155,15 @@ def _init_worker(rules_dir: str, internal_domains: Sequence[str], limits: dict[s
     _ENGINE = Engine(rules_dir, internal_domains, limits)
 
 
-def _judge_in_worker(spool: str, env: Envelope, first_contact: Sequence[str]) -> Judgement:
+def _judge_in_worker(message: bytes | str, env: Envelope, first_contact: Sequence[str]) -> Judgement:
+    """`message`: the bytes themselves (small messages: they travel in the request, which costs
+    less than the worker opening and reading the spool file) or the spool file's path."""
     assert _ENGINE is not None
-    raw = Path(spool).read_bytes()
+    raw = message if isinstance(message, bytes) else Path(message).read_bytes()
     return _ENGINE.judge(raw, env, first_contact)
+
+
+INLINE_JUDGE_BYTES = 256 * 1024  # up to this size a message is sent to the worker, not re-read
 
 
 # ------------------------------------------------------------------------------ server side
@@ -200,13 +205,16 @@ class Pipeline:
     def busy(self) -> int:
         return self._pool.busy if self._pool is not None else 0
 
-    async def judge(self, spool: Path, env: Envelope, first_contact: Sequence[str] = ()) -> Judgement:
-        """Judge in a worker; over budget or a crashed worker fails closed (held as unscannable)."""
+    async def judge(self, spool: Path, env: Envelope, first_contact: Sequence[str] = (),
+                    data: bytes | None = None) -> Judgement:
+        """Judge in a worker; over budget or a crashed worker fails closed (held as unscannable).
+        `data`: the spool file's bytes, when the caller has them at hand."""
         assert self._pool is not None, "pipeline not started"
         pool = self._pool
         metrics.WORKERS_BUSY.set(pool.busy + 1)
+        message: bytes | str = data if data is not None and len(data) <= INLINE_JUDGE_BYTES else str(spool)
         try:
-            j: Judgement = await pool.call(_judge_in_worker, str(spool), env, tuple(first_contact),
+            j: Judgement = await pool.call(_judge_in_worker, message, env, tuple(first_contact),
                                            timeout=self.config.smtp.scan_timeout)
             return j
         except TimeoutError:
@@ -268,7 +276,7 @@ class Pipeline:
         spool = self.store.spool_path(rel)
         try:
             first_contact = await self._first_contact(env) if env.sender else ()
-            j = await self.judge(spool, env, first_contact)
+            j = await self.judge(spool, env, first_contact, data)
             if j.rewritten is not None:
                 await asyncio.get_running_loop().run_in_executor(None, _replace_file, spool, j.rewritten)
             m = self._new_message(msg_id, rel, env, data, j)

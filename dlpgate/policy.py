@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +156,7 @@ class Policy:
         self.personal = frozenset(d.lower() for d in personal_domains)
         self.exposure = exposure
         self.first_contact = first_contact
+        self._classes: dict[str, str] = {}  # address -> class: the same correspondents recur
 
     @classmethod
     def load(cls, rules_dir: str | os.PathLike[str] | None = None, internal_domains: Sequence[str] = ()) -> Policy:
@@ -206,6 +207,14 @@ class Policy:
 
     def recipient_class(self, address: str) -> str:
         """"internal" | "personal_mail" | "external" for one address."""
+        got = self._classes.get(address)
+        if got is None:
+            if len(self._classes) >= 20_000:
+                self._classes.clear()
+            got = self._classes[address] = self._recipient_class(address)
+        return got
+
+    def _recipient_class(self, address: str) -> str:
         domain = _domain(address)
         if domain and _domain_in(domain, self.internal):
             return "internal"
@@ -279,26 +288,31 @@ class Policy:
         return ctx
 
     def _rule_matches(self, rule: Rule, ctx: _Context) -> bool:
-        if not self._condition(rule.when, ctx)[0]:
+        if not self._condition(rule.when, ctx, False)[0]:
             return False
-        return not rule.any_of or any(self._condition(c, ctx)[0] for c in rule.any_of)
+        return not rule.any_of or any(self._condition(c, ctx, False)[0] for c in rule.any_of)
 
-    def _condition(self, c: Condition, ctx: _Context) -> tuple[bool, str]:
-        """(matched, plain-text why). Stops at the first failing condition."""
+    def _condition(self, c: Condition, ctx: _Context, why: bool = True) -> tuple[bool, str]:
+        """(matched, plain-text why). Stops at the first failing condition. The why is written
+        only for `explain` (why=True): judging every message needs the answer alone."""
         facts = ctx.facts
         said: list[str] = []
 
-        def fail(text: str) -> tuple[bool, str]:
-            return False, "; ".join(said + [f"NOT {text}"])
+        def fail(text: Callable[[], str]) -> tuple[bool, str]:
+            return False, "; ".join(said + [f"NOT {text()}"]) if why else ""
+
+        def note(text: Callable[[], str]) -> None:
+            if why:
+                said.append(text())
 
         if c.recipient_class:
             classes = set(ctx.classes.values())
             wanted = set(c.recipient_class)
             ok = bool(classes & wanted) or ("internal_only" in wanted and classes == {"internal"})
-            text = f"recipient class in {sorted(wanted)} (have {sorted(classes)})"
+            text = lambda: f"recipient class in {sorted(wanted)} (have {sorted(classes)})"  # noqa: E731
             if not ok:
                 return fail(text)
-            said.append(text)
+            note(text)
         if c.detectors or c.min_severity or c.min_records:
             names = set(c.detectors)
             rank = SEVERITY_RANK.get(c.min_severity, 0)
@@ -309,44 +323,44 @@ class Policy:
             ]
             if c.min_records:
                 hits = [f for f in hits if f.detector == "personal_records" and f.count >= c.min_records]
-            text = (f"finding of {sorted(names) or 'any content detector'}"
-                    + (f" >= {c.min_severity}" if c.min_severity else "")
-                    + (f" with >= {c.min_records} records" if c.min_records else ""))
+            text = lambda: (f"finding of {sorted(names) or 'any content detector'}"  # noqa: E731
+                            + (f" >= {c.min_severity}" if c.min_severity else "")
+                            + (f" with >= {c.min_records} records" if c.min_records else ""))
             if not hits:
                 return fail(text)
-            said.append(text + f" ({', '.join(sorted({f'{f.detector}/{f.severity}' for f in hits}))})")
+            note(lambda: text() + f" ({', '.join(sorted({f'{f.detector}/{f.severity}' for f in hits}))})")
         if c.sender:
             if not any(fnmatch.fnmatchcase(facts.sender.lower(), p) for p in c.sender):
-                return fail(f"sender matches {list(c.sender)}")
-            said.append("sender matches")
+                return fail(lambda: f"sender matches {list(c.sender)}")
+            note(lambda: "sender matches")
         if c.recipient_domain:
             domains = {_domain(r) for r in facts.recipients}
             if not any(fnmatch.fnmatchcase(d, p) for d in domains for p in c.recipient_domain):
-                return fail(f"recipient domain matches {list(c.recipient_domain)}")
-            said.append("recipient domain matches")
+                return fail(lambda: f"recipient domain matches {list(c.recipient_domain)}")
+            note(lambda: "recipient domain matches")
         if c.subject_keywords:
             subject = normalise(facts.subject)
             found = [k for k in c.subject_keywords if k in subject]
             if not found:
-                return fail(f"subject contains one of {list(c.subject_keywords)}")
-            said.append(f"subject contains {found[0]!r}")
+                return fail(lambda: f"subject contains one of {list(c.subject_keywords)}")
+            note(lambda: f"subject contains {found[0]!r}")
         atts = facts.attachments
         if c.has_attachment is not None:
             if bool(atts) != c.has_attachment:
-                return fail("has attachment" if c.has_attachment else "has no attachment")
-            said.append("has attachment" if c.has_attachment else "has no attachment")
+                return fail(lambda: "has attachment" if c.has_attachment else "has no attachment")
+            note(lambda: "has attachment" if c.has_attachment else "has no attachment")
         if c.attachment_types:
             if not any(a.content_type.lower() in c.attachment_types for a in atts):
-                return fail(f"attachment type in {list(c.attachment_types)}")
-            said.append("attachment type matches")
+                return fail(lambda: f"attachment type in {list(c.attachment_types)}")
+            note(lambda: "attachment type matches")
         if c.attachment_names:
             if not any(fnmatch.fnmatch(a.filename, p) for a in atts for p in c.attachment_names):
-                return fail(f"attachment name matches {list(c.attachment_names)}")
-            said.append("attachment name matches")
+                return fail(lambda: f"attachment name matches {list(c.attachment_names)}")
+            note(lambda: "attachment name matches")
         if c.min_attachment_bytes:
             if not any(a.size >= c.min_attachment_bytes for a in atts):
-                return fail(f"attachment >= {c.min_attachment_bytes} bytes")
-            said.append(f"attachment >= {c.min_attachment_bytes} bytes")
+                return fail(lambda: f"attachment >= {c.min_attachment_bytes} bytes")
+            note(lambda: f"attachment >= {c.min_attachment_bytes} bytes")
         return True, "; ".join(said)
 
     def _reason(self, rule: Rule, ctx: _Context) -> str:

@@ -244,8 +244,8 @@ def _dumps(v: Any) -> str:
     return json.dumps(v, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
-_MADE_DIRS: set[Path] = set()  # spool subdirectories known to exist (saves a mkdir per message)
-_UNSYNCED: dict[str, int] = {}  # spool files written with sync=False -> their still-open fd
+_MADE_DIRS: set[str] = set()  # spool subdirectories known to exist (saves a mkdir per message)
+_UNSYNCED: dict[str, int] = {}  # spool files written with sync=False (absolute path) -> still-open fd
 _UNSYNCED_LOCK = threading.Lock()
 
 
@@ -282,16 +282,19 @@ def write_spool_file(root: Path, msg_id: str, data: bytes, *, sync: bool = True)
     path, before the message's row is committed) writes the same layout as `Store.write_spool`.
     Returns the path relative to `root`.
     """
-    sub = root / "spool" / spool_shard(msg_id)
+    # strings, not pathlib: on the accept path pathlib's joins and hashes cost more than the write
+    rel_dir = "spool/" + spool_shard(msg_id)
+    sub = os.path.join(root, rel_dir)
     if sub not in _MADE_DIRS:
-        sub.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.makedirs(sub, mode=0o700, exist_ok=True)
         _MADE_DIRS.add(sub)
-    path = sub / f"{msg_id}.eml"
+    rel = f"{rel_dir}/{msg_id}.eml"
+    path = os.path.join(sub, msg_id + ".eml")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileNotFoundError:  # the directory went away under us (cleanup, restore): make it again
         _MADE_DIRS.discard(sub)
-        sub.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.makedirs(sub, mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         view = memoryview(data)
@@ -303,15 +306,15 @@ def write_spool_file(root: Path, msg_id: str, data: bytes, *, sync: bool = True)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
-            path.unlink()
+            os.unlink(path)
         raise
     if sync:
         os.close(fd)
-        _fsync_path(sub)
+        _fsync_path(Path(sub))
     else:  # kept open for the commit's fsync: one open() per message instead of two
         with _UNSYNCED_LOCK:
-            _UNSYNCED[str(path)] = fd
-    return str(path.relative_to(root))
+            _UNSYNCED[path] = fd
+    return rel
 
 
 def forget_unsynced(path: Path) -> None:
@@ -335,6 +338,7 @@ class Store:
 
     def __init__(self, root: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
         self.root = Path(root)
+        self._root_str = str(self.root)
         self.clock = clock
         self.spool_dir = self.root / "spool"
         try:
@@ -354,9 +358,9 @@ class Store:
             raise StoreError(f"cannot open store at {self.root}: {e}") from e
         self._depth = 0
         self._chain: tuple[int, str] | None = None  # audit head, cached within one transaction
-        self._dir_fds: dict[Path, int] = {}
+        self._dir_fds: dict[str, int] = {}
         self._pending_files: list[int] = []  # spool fds to fsync before this batch commits
-        self._pending_dirs: set[Path] = set()
+        self._pending_dirs: set[str] = set()
 
     def close(self) -> None:
         for fd in self._dir_fds.values():
@@ -473,14 +477,15 @@ class Store:
     def sync_spool(self, rels: Sequence[str]) -> None:
         """Make spool files written with sync=False durable, with their directories, before the
         commit. Inside a transaction the fsyncs are deferred to its end, right before COMMIT."""
+        root = self._root_str
         for rel in rels:
-            p = self.root / rel
+            p = os.path.join(root, rel)
             with _UNSYNCED_LOCK:
-                fd = _UNSYNCED.pop(str(p), None)
+                fd = _UNSYNCED.pop(p, None)
             if fd is None:
                 fd = os.open(p, os.O_RDONLY)
             self._pending_files.append(fd)
-            self._pending_dirs.add(p.parent)
+            self._pending_dirs.add(os.path.dirname(p))
         if not self._depth:
             self._flush_spool()
 

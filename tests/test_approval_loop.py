@@ -50,7 +50,7 @@ def gateway_config(tmp_path: Path, sink: Sink, **quarantine: Any) -> tuple[Confi
 
 def hold_judge(required_for: dict[str, int] | None = None) -> Any:
     """A judge that holds every message (two approvers for the listed recipients)."""
-    async def judge(spool: Path, env: Envelope, first_contact: Any = ()) -> Judgement:
+    async def judge(spool: Path, env: Envelope, first_contact: Any = (), data: bytes | None = None) -> Judgement:
         need = max([(required_for or {}).get(r, 1) for r in env.recipients] or [1])
         return Judgement(verdict="hold", rules=("my_number",), reason="My Number with keyword",
                          findings=({"rule": "my_number", "detector": "my_number", "count": 3, "severity": "high",

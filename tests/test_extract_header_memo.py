@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -91,3 +92,60 @@ def test_remembered_address_lists_read_the_same(value: str) -> None:
     expected = [a for _, a in getaddresses([unfolded]) if a and "@" in a and a != "<>"]
     assert mime.addresses(msg, "to") == expected  # cold or warm
     assert mime.addresses(msg, "to") == expected  # warm
+
+
+PARSE_CHUNKS = st.one_of(
+    CHUNKS,
+    st.sampled_from([b"\n", b"\r", b"\r\n\r\n", b"\n\n", b"From someone\r\n", b" folded\r\n", b"\tfolded\r\n",
+                     b": no name\r\n", b"no colon\r\n", b"Content-Type: multipart/mixed; boundary=B\r\n",
+                     b"Content-Type: message/rfc822\r\n", b"Content-Type: text/plain; charset=utf-8\r\n",
+                     b"Content-Type: message/delivery-status\r\n", b"Subject: x\r\n", "本文\r\n".encode()]),
+)
+
+
+def structure(msg: object) -> list[tuple[object, ...]]:
+    out: list[tuple[object, ...]] = []
+    for part in msg.walk():  # type: ignore[attr-defined]
+        payload = part._payload  # the raw text, before get_payload() decodes anything
+        out.append((part.get_unixfrom(), list(part.raw_items()), [repr(d) for d in part.defects],
+                    part.is_multipart(), payload if isinstance(payload, str) else len(payload),
+                    part.get_content_type(), part.preamble, part.epilogue))
+    return out
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(PARSE_CHUNKS, max_size=30))
+def test_single_part_fast_parse_is_the_full_parse(chunks: list[bytes]) -> None:
+    """mime.parse reads a single-part message from its header block: the same message as the
+    feed parser's full walk, for any bytes (multipart and odd header blocks take the full walk),
+    and the same decoded body."""
+    from email.parser import BytesParser
+
+    raw = b"".join(chunks)
+    fast, full = mime.parse(raw), BytesParser(policy=mime._PARSE_POLICY).parsebytes(raw)
+    bodies = [mime.payload_bytes(p) for p in fast.walk()]  # before structure() makes the text
+    assert bodies == [mime.payload_bytes(p) for p in full.walk()]
+    assert structure(fast) == structure(full)
+
+
+def test_fast_parse_is_taken_for_a_plain_message() -> None:
+    raw = b"From: a@example.jp\r\nSubject: x\r\n\r\n" + "本文\r\n".encode() * 50
+    msg = mime.parse(raw)
+    assert isinstance(msg, mime._SinglePartMessage) and not msg.is_multipart()
+    assert mime.payload_bytes(msg) is msg._raw_body  # no decode and re-encode
+    assert msg._payload == raw.split(b"\r\n\r\n", 1)[1].decode("ascii", "surrogateescape")
+    assert structure(msg) == structure(__import__("email.parser").parser.BytesParser(
+        policy=mime._PARSE_POLICY).parsebytes(raw))
+
+
+@pytest.mark.parametrize("cte, body", [
+    ("base64", b"5pys5paH44Gn44GZ\r\n"), ("quoted-printable", b"=E6=9C=AC=E6=96=87 soft=\r\nbreak\r\n"),
+    ("8bit", "本文\r\n".encode()), ("7bit", b"plain\r\n"), ("BASE64", b"5pys5paH\r\n"), ("x-unknown", b"as is\r\n"),
+])
+def test_fast_parse_decodes_every_transfer_encoding_as_email_does(cte: str, body: bytes) -> None:
+    from email.parser import BytesParser
+
+    raw = f"Subject: x\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: {cte}\r\n\r\n".encode() + body
+    fast = mime.parse(raw)
+    assert isinstance(fast, mime._SinglePartMessage)
+    assert mime.payload_bytes(fast) == BytesParser(policy=mime._PARSE_POLICY).parsebytes(raw).get_payload(decode=True)
