@@ -239,6 +239,25 @@ class GatewaySMTP(SMTP):
         self._counted: str | None = None
         self._auth_failures = 0
         self._pending_auth: LoginPassword | None = None
+        self._deadline = 0.0  # the idle deadline (loop time) the armed timer checks against
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """Move the idle deadline. aiosmtpd cancels and re-arms a loop timer for every command;
+        here one timer per connection stays armed and, if it fires before the deadline (there was
+        activity since), re-arms itself for the rest. Same deadlines, a timer per idle period."""
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._deadline = deadline
+        armed = self._timeout_handle
+        if armed is None or armed.cancelled() or armed.when() > deadline:
+            if armed is not None:
+                armed.cancel()
+            self._timeout_handle = self.loop.call_at(deadline, self._timeout_cb)
+
+    def _timeout_cb(self) -> None:
+        if self.loop.time() < self._deadline:
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timeout_cb)
+            return
+        super()._timeout_cb()
 
     def hold_timer(self, seconds: float) -> None:
         """Give the current step `seconds` before the connection is dropped for inactivity."""

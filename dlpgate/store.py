@@ -227,8 +227,7 @@ class AuditEntry:
 
 def _entry_hash(prev_hash: str, seq: int, ts: float, msg_id: str, event: str, actor: str, user: str,
                 detail_json: str) -> str:
-    body = json.dumps([seq, repr(ts), msg_id, event, actor, user, detail_json, prev_hash],
-                      ensure_ascii=False, separators=(",", ":"))
+    body = _HASH_JSON([seq, repr(ts), msg_id, event, actor, user, detail_json, prev_hash])
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
@@ -240,8 +239,14 @@ def _where(*conds: tuple[str, Any]) -> tuple[str, list[Any]]:
     return " WHERE " + " AND ".join(sql for sql, _ in used), [v for _, v in used]
 
 
+# json.dumps with options builds a new encoder per call; these are the same encoders, built once
+# (the output, and so every audit hash, is byte for byte what json.dumps gives)
+_HASH_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+
+
 def _dumps(v: Any) -> str:
-    return json.dumps(v, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return "[]" if v == [] else _DUMPS(v)
 
 
 _MADE_DIRS: set[str] = set()  # spool subdirectories known to exist (saves a mkdir per message)
@@ -630,18 +635,27 @@ class Store:
         now = self.clock()
         out: list[Claimed] = []
         with self.transaction() as c:
-            # INDEXED BY: the partial index on due_at keeps this O(batch) with 100k rows queued
-            rows = c.execute("SELECT * FROM messages INDEXED BY messages_due WHERE state IN ('delayed','deferred',"
+            # INDEXED BY: the partial index on due_at keeps this O(batch) with 100k rows queued;
+            # only the columns a delivery needs (not the findings and parts JSON)
+            rows = c.execute("SELECT id, state, sender, spool, client, helo, arrived, attempts, first_attempt, kind"
+                             " FROM messages INDEXED BY messages_due WHERE state IN ('delayed','deferred',"
                              "'released') AND due_at <= ? ORDER BY due_at LIMIT ?", (now, limit)).fetchall()
+            if not rows:
+                return out
+            pending: dict[str, list[str]] = {r["id"]: [] for r in rows}
+            for i in range(0, len(rows), 500):  # one query per 500 messages (SQLite's variable limit)
+                ids = [r["id"] for r in rows[i:i + 500]]
+                for x in c.execute(f"SELECT msg_id, rcpt FROM recipients WHERE msg_id IN ({','.join('?' * len(ids))})"
+                                   " AND state = 'pending' ORDER BY rowid", ids):
+                    pending[x["msg_id"]].append(x["rcpt"])
+            updates = []
             for r in rows:
-                rcpts = tuple(x["rcpt"] for x in c.execute(
-                    "SELECT rcpt FROM recipients WHERE msg_id = ? AND state = 'pending' ORDER BY rowid",
-                    (r["id"],)))
                 first = r["first_attempt"] if r["first_attempt"] is not None else now
-                c.execute("UPDATE messages SET state='delivering', prev_state=?, first_attempt=?, updated=?"
-                          " WHERE id=?", (r["state"], first, now, r["id"]))
-                out.append(Claimed(r["id"], r["sender"], rcpts, self.root / r["spool"], r["client"], r["helo"],
-                                   r["arrived"], r["attempts"], first, r["kind"]))
+                updates.append((r["state"], first, now, r["id"]))
+                out.append(Claimed(r["id"], r["sender"], tuple(pending[r["id"]]), self.root / r["spool"], r["client"],
+                                   r["helo"], r["arrived"], r["attempts"], first, r["kind"]))
+            c.executemany("UPDATE messages SET state='delivering', prev_state=?, first_attempt=?, updated=?"
+                          " WHERE id=?", updates)
         return out
 
     def finish_attempt(self, msg_id: str, outcomes: Sequence[RcptOutcome], *, retry_at: float | None,
@@ -653,7 +667,9 @@ class Store:
         """
         now = self.clock()
         with self.transaction() as c:
-            r = self._row(msg_id, c)
+            r = c.execute("SELECT state FROM messages WHERE id=?", (msg_id,)).fetchone()
+            if r is None:
+                raise NotFound(f"no message with id {msg_id!r}")
             if r["state"] != DELIVERING:
                 raise StateError(f"message {msg_id} is {r['state']}, not delivering")
             delivered, bounced = [], []

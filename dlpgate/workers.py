@@ -176,9 +176,12 @@ class WorkerPool:
         fut: asyncio.Future[Any] = loop.create_future()
         slot.fut = fut
         self.busy += 1
+        # a timer that fails the future, not wait_for: wait_for wraps every call in another
+        # future with its own callbacks, a measurable share of a small message's hand-off
+        timer = loop.call_later(timeout, _expire, fut)
         try:
             slot.conn.send((fn, args))
-            kind, val = await asyncio.wait_for(fut, timeout)
+            kind, val = await fut
         except (TimeoutError, WorkerCrashed, OSError, asyncio.CancelledError) as e:
             slot.dead = True
             asyncio.ensure_future(self._replace(slot))
@@ -186,6 +189,7 @@ class WorkerPool:
                 raise WorkerCrashed(str(e)) from None
             raise
         finally:
+            timer.cancel()
             self.busy -= 1
         if self._closing:
             with contextlib.suppress(Exception):
@@ -196,3 +200,8 @@ class WorkerPool:
         if kind == "exc":
             raise RuntimeError(val)
         return val
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError("worker did not answer in time"))

@@ -346,3 +346,24 @@ async def test_client_vanishing_mid_accept_leaves_no_half_stored_message(
         assert len(await asyncio.to_thread(sink.handler.wait_for, 1, 10)) == 1
     finally:
         await gw.stop(grace=2)
+
+
+async def test_idle_deadline_counts_from_the_last_command(tmp_path: Path, sink: Sink) -> None:
+    """One idle timer per connection, moved by every command: a client busy for three timeouts
+    stays connected, and is dropped one timeout after it stops."""
+    gw = await started(smtp_config(tmp_path, sink, timeout=0.6))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.smtp_port)
+        await read_reply(reader)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 1.8:
+            writer.write(b"NOOP\r\n")
+            code, _ = await read_reply(reader)
+            assert code == 250
+            last = time.monotonic()
+            await asyncio.sleep(0.25)
+        assert await asyncio.wait_for(reader.read(), timeout=5) == b""  # closed for idleness
+        assert 0.45 < time.monotonic() - last < 1.3
+        writer.close()
+    finally:
+        await gw.stop(grace=2)
