@@ -26,7 +26,7 @@ from . import metrics
 from .config import Config
 from .errors import StoreError
 from .masking import mask_text
-from .store import DELAYED, HELD, REJECTED, AsyncStore, NewMessage, Store, forget_unsynced, new_id
+from .store import DELAYED, HELD, REJECTED, AsyncStore, NewMessage, forget_unsynced, new_id
 from .workers import WorkerCrashed, WorkerPool
 
 log = logging.getLogger("dlpgate.pipeline")
@@ -284,11 +284,8 @@ class Pipeline:
             notices: Sequence[NewMessage] = ()
             if self.notices is not None and m.state == HELD:  # notice spool files fsync: off the loop
                 notices = await asyncio.get_running_loop().run_in_executor(None, self.notices.for_accept, m)
-            def commit(s: Store) -> None:
-                s.accept(m, notices)
-
             # spool file and directory fsync'd before the row commits: durable before 250
-            await self.store.run(commit, spool=(rel,))
+            await self.store.accept(m, notices, spool=(rel,))
             self._remember(self._contact_scope(env), (r.rpartition("@")[2].lower() for r in env.recipients))
         except (StoreError, OSError) as e:
             log.error("store commit failed: %s", e, extra={"event": "store_error", "msg_id": msg_id})
