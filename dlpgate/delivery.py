@@ -28,7 +28,7 @@ from . import metrics
 from .config import Config, parse_hostport
 from .masking import mask_text
 from .notices import queue_dsn
-from .store import AsyncStore, Claimed, NewMessage, RcptOutcome, Store
+from .store import AsyncStore, Claimed, DeliveredJob, NewMessage, RcptOutcome, Store
 from .upstream import send_message
 
 log = logging.getLogger("dlpgate.delivery")
@@ -277,7 +277,9 @@ class Delivery:
                                          arrived=c.arrived, original=original, bounced=hard))
             return s.finish_attempt(c.id, outcomes, retry_at=retry_at, give_up=give_up, notices=notices)
 
-        res = await self.store.run(job)
+        delivered = bool(outcomes) and all(200 <= o.code < 300 for o in outcomes)
+        # the common case is recorded together with the batch's other deliveries (one statement each)
+        res = await self.store.run(DeliveredJob(c.id, outcomes, retry_at) if delivered else job)
         timed = False  # one latency sample per message, on its first delivered recipient
         for o in outcomes:
             ok = 200 <= o.code < 300

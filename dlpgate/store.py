@@ -262,6 +262,16 @@ def _insert_rows(c: sqlite3.Connection, head: str, width: int, flat: list[Any], 
         c.execute(head + ",".join([row_sql] * k) + tail, flat[i * width:(i + k) * width])
 
 
+def _select_in(c: sqlite3.Connection, sql: str, ids: Sequence[str], *, first: tuple[Any, ...] = ()) -> list[Any]:
+    """`sql` with its one `IN ({})` filled for `ids` (in chunks inside SQLite's variable limit)."""
+    limit = (_MAX_VARIABLES if sqlite3.sqlite_version_info >= (3, 32, 0) else 999) // 2
+    out: list[Any] = []
+    for i in range(0, len(ids), limit):
+        part = ids[i:i + limit]
+        out += c.execute(sql.format(",".join("?" * len(part))), [*first, *part]).fetchall()
+    return out
+
+
 def _dumps(v: Any) -> str:
     return "[]" if v == [] else _DUMPS(v)
 
@@ -475,22 +485,23 @@ class Store:
 
         `more` is asked for further jobs once the write lock is held: whatever queued up while
         this batch waited for the other writer joins it instead of waiting for the next commit.
-        The accepts among them (`AcceptJob`) are written together (`accept_many`); if that fails,
-        they run one by one like the other jobs, so one bad message never costs the others.
+        The accepts among them (`AcceptJob`) are written together (`accept_many`), and so are the
+        deliveries (`DeliveredJob`, `finish_delivered`); if that fails, they run one by one like
+        the other jobs, so one bad message never costs the others.
         """
         with self.transaction():  # its end fsyncs the spool files the jobs registered: if that
             if more is not None:  # fails, the whole batch rolls back and nobody gets a 250
                 jobs = [*jobs, *more()]
             results: list[tuple[bool, Any] | None] = [None] * len(jobs)
-            group = {i: j for i, j in enumerate(jobs) if isinstance(j, AcceptJob) and not j.notices}
-            if len(group) > 1:
+            for kind in (AcceptJob, DeliveredJob):
+                group: dict[int, Any] = {i: j for i, j in enumerate(jobs) if type(j) is kind and j.groupable}
+                if len(group) < 2:
+                    continue
                 try:
                     with self.transaction():
-                        for a in group.values():
-                            a.register_spool(self)
-                        self.accept_many([a.message for a in group.values()])
-                    for i in group:
-                        results[i] = (True, None)
+                        values: list[Any] = kind.run_group(self, list(group.values()))
+                    for i, v in zip(group, values, strict=True):
+                        results[i] = (True, v)
                 except Exception:  # noqa: BLE001 - rolled back; each is tried alone below
                     pass
             for i, job in enumerate(jobs):
@@ -783,6 +794,43 @@ class Store:
             for n in notices:
                 self.accept(n)
         return AttemptResult(state, tuple(bounced), tuple(delivered))
+
+    def finish_delivered(self, items: Sequence[tuple[str, Sequence[RcptOutcome]]]) -> list[AttemptResult]:
+        """`finish_attempt` for attempts that every recipient accepted (2xx), several messages at a
+        time in a handful of statements (see `accept_many` for why). Raises, leaving the caller to
+        record them one by one, if any message is not delivering or would keep a pending recipient.
+        """
+        if not items:
+            return []
+        now = self.clock()
+        ids = [mid for mid, _ in items]
+        with self.transaction() as c:
+            states = {r["id"]: r["state"] for r in _select_in(c, "SELECT id, state FROM messages WHERE id IN ({})", ids)}
+            for mid in ids:
+                if states.get(mid) != DELIVERING:
+                    raise StateError(f"message {mid} is {states.get(mid)}, not delivering")
+            if len(set(ids)) != len(ids):
+                raise StateError("a message appears twice in one batch")
+            rows: list[Any] = []
+            for mid, outcomes in items:
+                for o in outcomes:
+                    if not 200 <= o.code < 300:
+                        raise StateError("finish_delivered takes delivered attempts only")
+                    rows += (o.code, o.response[:500], mid, o.rcpt)
+            if sqlite3.sqlite_version_info >= (3, 33, 0):  # UPDATE ... FROM
+                _insert_rows(c, "UPDATE recipients SET state='delivered', code=v.column1, response=v.column2"
+                                " FROM (VALUES ", 4, rows,
+                             tail=") AS v WHERE recipients.msg_id = v.column3 AND recipients.rcpt = v.column4")
+            else:
+                c.executemany("UPDATE recipients SET state='delivered', code=?, response=? WHERE msg_id=? AND rcpt=?",
+                              [tuple(rows[i:i + 4]) for i in range(0, len(rows), 4)])
+            if _select_in(c, "SELECT 1 FROM recipients WHERE state='pending' AND msg_id IN ({}) LIMIT 1", ids):
+                raise StateError("a recipient would stay pending")
+            _select_in(c, "UPDATE messages SET state='delivered', prev_state=NULL, due_at=NULL,"
+                          " attempts=attempts+1, last_error='', updated=? WHERE id IN ({})", ids, first=(now,))
+            self._audit_many(c, [(mid, "delivered", "dlpgate", {"recipients": [o.rcpt for o in outcomes]})
+                                 for mid, outcomes in items])
+        return [AttemptResult(DELIVERED, (), tuple(o.rcpt for o in outcomes)) for _, outcomes in items]
 
     def recover(self) -> int:
         """After a crash: every delivering row goes back to the state it was claimed from."""
@@ -1106,6 +1154,10 @@ class AcceptJob:
         self.notices = tuple(notices)
         self.sync: tuple[str, ...] = ()  # spool files to make durable before COMMIT (late joiner)
 
+    @property
+    def groupable(self) -> bool:
+        return not self.notices
+
     def register_spool(self, s: Store) -> None:
         if self.sync:
             s.sync_spool(self.sync)
@@ -1114,6 +1166,35 @@ class AcceptJob:
     def __call__(self, s: Store) -> None:
         self.register_spool(s)
         s.accept(self.message, self.notices)
+
+    @staticmethod
+    def run_group(s: Store, jobs: Sequence[AcceptJob]) -> list[None]:
+        for j in jobs:
+            j.register_spool(s)
+        s.accept_many([j.message for j in jobs])
+        return [None] * len(jobs)
+
+
+class DeliveredJob:
+    """The store job recording a delivery attempt every recipient of which got a 2xx
+    (`Store.finish_attempt`); marked so that the writer can record a batch's together."""
+
+    __slots__ = ("msg_id", "outcomes", "retry_at")
+    groupable = True
+
+    def __init__(self, msg_id: str, outcomes: Sequence[RcptOutcome], retry_at: float | None) -> None:
+        if not outcomes or not all(200 <= o.code < 300 for o in outcomes):
+            raise ValueError("DeliveredJob is for attempts delivered to every recipient")
+        self.msg_id = msg_id
+        self.outcomes = tuple(outcomes)
+        self.retry_at = retry_at  # only used if a recipient the attempt did not cover is still pending
+
+    def __call__(self, s: Store) -> AttemptResult:
+        return s.finish_attempt(self.msg_id, self.outcomes, retry_at=self.retry_at, give_up=False)
+
+    @staticmethod
+    def run_group(s: Store, jobs: Sequence[DeliveredJob]) -> list[AttemptResult]:
+        return s.finish_delivered([(j.msg_id, j.outcomes) for j in jobs])
 
 
 def _spool_synced_first(job: Callable[[Store], T], rels: Sequence[str]) -> Callable[[Store], T]:

@@ -1,5 +1,6 @@
-"""Accepts committed together (`Store.accept_many`, `AcceptJob` in a group commit) write exactly
-what `Store.accept` one message at a time writes, and one bad message never costs the others."""
+"""Accepts and deliveries committed together (`Store.accept_many`, `Store.finish_delivered`, their
+jobs in a group commit) write exactly what `accept` / `finish_attempt` one message at a time
+write, and one bad message never costs the others."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from typing import Any
 
 import pytest
 
+from dlpgate.errors import StateError
 from dlpgate.store import (
     DELAYED,
     HELD,
     REJECTED,
     AcceptJob,
     AsyncStore,
+    DeliveredJob,
     NewMessage,
+    RcptOutcome,
     Store,
     new_id,
     write_spool_file,
@@ -133,3 +137,75 @@ def test_group_commit_of_concurrent_accepts(tmp_path: Path) -> None:
             st.close()
 
     asyncio.run(go())
+
+
+def _claimed_store(root: Path, n: int) -> Store:
+    s = Store(root)
+    s.accept_many([message(3 * i, due_at=0.0, recipients=(f"r{i}@example.com", f"q{i}@example.org"))
+                   for i in range(n)])  # 3*i: all delayed, and due
+    assert len(s.claim_due(n)) == n
+    return s
+
+
+def finish_dump(root: Path) -> dict[str, Any]:
+    s = Store(root)
+    try:
+        q = lambda sql: [tuple(r) for r in s.conn.execute(sql)]  # noqa: E731
+        return {"messages": q("SELECT id, state, prev_state, due_at, attempts, last_error FROM messages ORDER BY id"),
+                "recipients": q("SELECT msg_id, rcpt, state, code, response FROM recipients ORDER BY rowid"),
+                "audit": q("SELECT seq, msg_id, event, detail FROM audit ORDER BY seq"),
+                "verify": s.verify_audit()[0]}
+    finally:
+        s.close()
+
+
+def outcomes_for(s: Store, mid: str) -> list[RcptOutcome]:
+    rcpts = [r[0] for r in s.conn.execute("SELECT rcpt FROM recipients WHERE msg_id=? ORDER BY rowid", (mid,))]
+    return [RcptOutcome(r, 250, f"2.0.0 ok {k}") for k, r in enumerate(rcpts)]
+
+
+def test_finish_delivered_writes_what_finish_attempt_writes(tmp_path: Path) -> None:
+    one, many = _claimed_store(tmp_path / "one", 12), _claimed_store(tmp_path / "many", 12)
+    ids = [r[0] for r in one.conn.execute("SELECT id FROM messages ORDER BY id")]
+    items = [(mid, outcomes_for(one, mid)) for mid in ids]
+    singles = [one.finish_attempt(mid, o, retry_at=None, give_up=False) for mid, o in items]
+    batched = many.finish_delivered(items)
+    one.close()
+    many.close()
+    assert singles == batched and all(r.state == "delivered" for r in batched)
+    assert finish_dump(tmp_path / "one") == finish_dump(tmp_path / "many")
+
+
+def test_delivered_jobs_in_a_batch_one_not_delivering(tmp_path: Path) -> None:
+    s = _claimed_store(tmp_path / "s", 4)
+    ids = [r[0] for r in s.conn.execute("SELECT id FROM messages ORDER BY id")]
+    s.recover()  # the third goes back to the queue below: it is no longer delivering
+    s.claim_due(4)
+    s.conn.execute("UPDATE messages SET state='delayed' WHERE id=?", (ids[2],))
+    jobs = [DeliveredJob(mid, outcomes_for(s, mid), retry_at=None) for mid in ids]
+    res = s.run_batch(jobs)
+    assert [ok for ok, _ in res] == [True, True, False, True]
+    assert isinstance(res[2][1], StateError)
+    assert [r[0] for r in s.conn.execute("SELECT state FROM messages ORDER BY id")] == \
+        ["delivered", "delivered", "delayed", "delivered"]
+    assert s.verify_audit()[0]
+    s.close()
+
+
+def test_delivered_job_that_leaves_a_recipient_pending_is_recorded_as_finish_attempt_would(tmp_path: Path) -> None:
+    s = _claimed_store(tmp_path / "s", 3)
+    ids = [r[0] for r in s.conn.execute("SELECT id FROM messages ORDER BY id")]
+    partial = outcomes_for(s, ids[2])[:1]  # two recipients; only one reported
+    jobs = [DeliveredJob(ids[0], outcomes_for(s, ids[0]), None), DeliveredJob(ids[1], outcomes_for(s, ids[1]), None),
+            DeliveredJob(ids[2], partial, retry_at=123.0)]
+    res = s.run_batch(jobs)
+    assert [r.state for _, r in res] == ["delivered", "delivered", "deferred"]
+    assert s.conn.execute("SELECT due_at FROM messages WHERE id=?", (ids[2],)).fetchone()[0] == 123.0
+    s.close()
+
+
+def test_delivered_job_is_for_delivered_attempts_only() -> None:
+    with pytest.raises(ValueError):
+        DeliveredJob("x", [RcptOutcome("a@example.com", 451, "later")], None)
+    with pytest.raises(ValueError):
+        DeliveredJob("x", [], None)
