@@ -83,7 +83,9 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages(due_at) WHERE state IN ('delayed','deferred','released');
 CREATE INDEX IF NOT EXISTS messages_state ON messages(state, arrived);
-CREATE INDEX IF NOT EXISTS messages_sender ON messages(sender);
+-- senders are looked up case-blind (outbox, recall): an index on sender itself was never used
+DROP INDEX IF EXISTS messages_sender;
+CREATE INDEX IF NOT EXISTS messages_sender_ci ON messages(lower(sender));
 CREATE TABLE IF NOT EXISTS recipients (
   msg_id TEXT NOT NULL,
   rcpt TEXT NOT NULL,
@@ -123,7 +125,8 @@ CREATE TABLE IF NOT EXISTS sendlog (
   verdict TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sendlog_ts ON sendlog(ts);
-CREATE INDEX IF NOT EXISTS sendlog_sender ON sendlog(sender);
+DROP INDEX IF EXISTS sendlog_sender;
+CREATE INDEX IF NOT EXISTS sendlog_sender_ci ON sendlog(lower(sender));
 CREATE TABLE IF NOT EXISTS attachment_hashes (
   sha256 TEXT NOT NULL,
   msg_id TEXT NOT NULL

@@ -209,3 +209,17 @@ def test_delivered_job_is_for_delivered_attempts_only() -> None:
         DeliveredJob("x", [RcptOutcome("a@example.com", 451, "later")], None)
     with pytest.raises(ValueError):
         DeliveredJob("x", [], None)
+
+
+def test_lookups_by_sender_use_an_index(tmp_path: Path) -> None:
+    """`outbox` and `sendlog --sender` match the sender case-blind; the indexes are on lower(sender)."""
+    s = Store(tmp_path / "s")
+    s.accept_many([message(i) for i in range(30)])
+    plans = [" ".join(str(r[3]) for r in s.conn.execute("EXPLAIN QUERY PLAN " + q, ("S1@EXAMPLE.JP",)))
+             for q in ("SELECT * FROM messages WHERE lower(sender) = lower(?)",
+                       "SELECT s.* FROM sendlog s WHERE lower(s.sender) = lower(?)")]
+    assert "USING INDEX messages_sender_ci" in plans[0]
+    assert "USING INDEX sendlog_sender_ci" in plans[1]
+    assert {m["sender"] for m in s.list(sender="S1@Example.JP")} == {"s1@example.jp"}
+    assert {r["sender"] for r in s.sendlog(sender="S1@EXAMPLE.JP")} == {"s1@example.jp"}
+    s.close()
