@@ -71,7 +71,7 @@ class RelayConfig:
     tls: str = "opportunistic"  # "required" | "opportunistic" | "off"
     tls_verify: bool = True
     tls_ca_file: str = ""
-    concurrency: int = 8  # connections to the upstream at once
+    concurrency: int = 20  # connections to the upstream at once (Postfix: default_destination_concurrency_limit)
     timeout: float = 60.0
     retry_initial: float = 60.0
     retry_max: float = 3600.0

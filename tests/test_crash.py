@@ -29,6 +29,7 @@ hostname = "gw.test"
 [relay]
 upstream = "127.0.0.1:{upstream_port}"
 tls = "off"
+concurrency = 8
 retry_initial = 0.3
 retry_max = 1.0
 [delay]
