@@ -154,3 +154,13 @@ def test_dockerfile_copies_what_exists_and_runs_unprivileged(copied: str) -> Non
     assert users and users[-1] not in ("root", "0")
     assert "/healthz" in text
     assert re.search(r'^CMD \["serve", "--config", "/etc/dlpgate/dlpgate.toml"\]', text, re.M)
+
+
+def test_reinjection_listener_takes_every_upstream_connection() -> None:
+    """dlpgate keeps [relay] concurrency connections to Postfix's re-injection smtpd; with fewer
+    smtpd processes than that, the extra connections would wait for one to free up."""
+    from dlpgate.config import RelayConfig
+
+    master = (Path(__file__).parent.parent / "deploy/postfix/content-filter/master.cf").read_text()
+    line = next(x for x in master.splitlines() if x.startswith("127.0.0.1:10026"))
+    assert int(line.split()[6]) >= RelayConfig().concurrency  # service type private unpriv chroot wakeup maxproc
