@@ -195,3 +195,42 @@ async def test_gateway_bounces_smtputf8_when_the_upstream_cannot(tmp_path: Path)
                 s.close()
     finally:
         plain.stop()
+
+
+async def test_a_silent_upstream_times_out_per_command() -> None:
+    """The reply timeout ([relay] timeout) is per command: an upstream that answers slowly but
+    within it is fine; one that stops answering times out, and the connection is closed."""
+    import time
+
+    delays = {"MAIL": 0.3, "RCPT": 0.3, "DATA": 0.3, ".": 5.0}
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 slow.test ESMTP\r\n")
+        in_data = False
+        while line := await reader.readline():
+            if in_data:
+                if line == b".\r\n":
+                    in_data = False
+                    await asyncio.sleep(delays["."])
+                    writer.write(b"250 ok\r\n")
+                continue
+            verb = line.split()[0].decode().upper()
+            await asyncio.sleep(delays.get(verb, 0))
+            writer.write({"EHLO": b"250-slow.test\r\n250 SIZE 1000000\r\n", "DATA": b"354 go\r\n"}.get(
+                verb, b"250 ok\r\n"))
+            in_data = verb == "DATA"
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        c = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=0.8)
+        await c.connect()
+        t0 = time.monotonic()
+        with pytest.raises(aiosmtplib.SMTPTimeoutError):  # 3 x 0.3 s is fine; the 5 s final reply is not
+            await send_message(c, "a@example.jp", ["b@example.com"], b"x\r\n")
+        took = time.monotonic() - t0
+        assert 0.9 + 0.8 <= took < 3.0, took
+        assert not c.is_connected
+    finally:
+        server.close()
+        await server.wait_closed()
