@@ -251,14 +251,19 @@ _DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=T
 _MAX_VARIABLES = 32766  # SQLite's default SQLITE_MAX_VARIABLE_NUMBER (3.32 and later)
 
 
+def _values_per_statement() -> int:
+    """Bound parameters one statement may take: half of SQLite's limit (999 before 3.32)."""
+    return (_MAX_VARIABLES if sqlite3.sqlite_version_info >= (3, 32, 0) else 999) // 2
+
+
 def _insert_rows(c: sqlite3.Connection, head: str, width: int, flat: list[Any], *, row_sql: str = "",
                  tail: str = "") -> None:
-    """One INSERT with many VALUES rows (`flat`: the rows' values in order, `width` per row)."""
+    """`head` + many VALUES rows + `tail`, in as few statements as the variable limit allows:
+    an INSERT, or an UPDATE ... FROM (VALUES ...). `flat`: the rows' values in order, `width` each."""
     if not flat:
         return
     row_sql = row_sql or "(" + ",".join("?" * width) + ")"
-    limit = _MAX_VARIABLES if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
-    per = max(1, (limit // 2) // width)  # rows per statement, well inside the variable limit
+    per = max(1, _values_per_statement() // width)
     n = len(flat) // width
     for i in range(0, n, per):
         k = min(per, n - i)
@@ -267,7 +272,7 @@ def _insert_rows(c: sqlite3.Connection, head: str, width: int, flat: list[Any], 
 
 def _select_in(c: sqlite3.Connection, sql: str, ids: Sequence[str], *, first: tuple[Any, ...] = ()) -> list[Any]:
     """`sql` with its one `IN ({})` filled for `ids` (in chunks inside SQLite's variable limit)."""
-    limit = (_MAX_VARIABLES if sqlite3.sqlite_version_info >= (3, 32, 0) else 999) // 2
+    limit = _values_per_statement() - len(first)
     out: list[Any] = []
     for i in range(0, len(ids), limit):
         part = ids[i:i + limit]
