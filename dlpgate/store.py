@@ -520,7 +520,9 @@ class Store:
                         results[i] = (True, job(self))
                 except Exception as e:  # noqa: BLE001 - handed back to the job's caller
                     results[i] = (False, e)
-        return [r for r in results if r is not None]
+        done = [r for r in results if r is not None]
+        assert len(done) == len(jobs), "every job has its result"
+        return done
 
     # ---------------------------------------------------------------- spool
     def spool_path(self, rel: str) -> Path:
@@ -590,27 +592,19 @@ class Store:
     # ---------------------------------------------------------------- audit
     def _audit(self, c: sqlite3.Connection, msg_id: str, event: str, actor: str = "dlpgate",
                detail: dict[str, Any] | None = None, user: str | None = None) -> None:
+        self._audit_many(c, [(msg_id, event, actor, detail or {})], user=user)
+
+    def _audit_many(self, c: sqlite3.Connection, entries: Sequence[tuple[str, str, str, dict[str, Any]]],
+                    user: str | None = None) -> None:
+        """Append entries (msg_id, event, actor, detail) to the hash chain in order, with one
+        statement. The chain head is read once per transaction."""
+        if not entries:
+            return
         if self._chain is None:  # first entry of this transaction: read the head once
             last = c.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
             self._chain = (last["seq"], last["hash"]) if last else (0, GENESIS)
-        seq, prev = self._chain[0] + 1, self._chain[1]
-        ts = self.clock()
-        user = user if user is not None else os_user()
-        dj = _dumps(detail or {})
-        h = _entry_hash(prev, seq, ts, msg_id, event, actor, user, dj)
-        c.execute("INSERT INTO audit(seq, ts, msg_id, event, actor, os_user, detail, prev_hash, hash)"
-                  " VALUES (?,?,?,?,?,?,?,?,?)", (seq, ts, msg_id, event, actor, user, dj, prev, h))
-        self._chain = (seq, h)
-
-    def _audit_many(self, c: sqlite3.Connection, entries: Sequence[tuple[str, str, str, dict[str, Any]]]) -> None:
-        """`_audit` for several entries in order, written with one statement."""
-        if not entries:
-            return
-        if self._chain is None:
-            last = c.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            self._chain = (last["seq"], last["hash"]) if last else (0, GENESIS)
         seq, prev = self._chain
-        user = os_user()
+        user = user if user is not None else os_user()
         rows: list[Any] = []
         for msg_id, event, actor, detail in entries:
             seq += 1
@@ -739,11 +733,9 @@ class Store:
             if not rows:
                 return out
             pending: dict[str, list[str]] = {r["id"]: [] for r in rows}
-            for i in range(0, len(rows), 500):  # one query per 500 messages (SQLite's variable limit)
-                ids = [r["id"] for r in rows[i:i + 500]]
-                for x in c.execute(f"SELECT msg_id, rcpt FROM recipients WHERE msg_id IN ({','.join('?' * len(ids))})"
-                                   " AND state = 'pending' ORDER BY rowid", ids):
-                    pending[x["msg_id"]].append(x["rcpt"])
+            for x in _select_in(c, "SELECT msg_id, rcpt FROM recipients WHERE msg_id IN ({}) AND state = 'pending'"
+                                   " ORDER BY rowid", list(pending)):
+                pending[x["msg_id"]].append(x["rcpt"])
             updates = []
             for r in rows:
                 first = r["first_attempt"] if r["first_attempt"] is not None else now
