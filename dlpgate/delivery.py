@@ -221,11 +221,14 @@ class Delivery:
     async def _attempt(self, client: aiosmtplib.SMTP | None,
                        c: Claimed) -> tuple[aiosmtplib.SMTP | None, list[RcptOutcome]]:
         try:
-            with open(c.spool, "rb") as f:
-                if os.fstat(f.fileno()).st_size <= 1024 * 1024:  # page-cache read: cheaper than a thread hop
-                    data = f.read()
-                else:
-                    data = await asyncio.get_running_loop().run_in_executor(None, f.read)
+            if c.span is not None:  # a small message, in a spool segment: one page-cache pread
+                data = c.read_bytes()
+            else:
+                with open(c.spool, "rb") as f:
+                    if os.fstat(f.fileno()).st_size <= 1024 * 1024:  # page-cache read: cheaper than a thread hop
+                        data = f.read()
+                    else:
+                        data = await asyncio.get_running_loop().run_in_executor(None, f.read)
         except OSError as e:
             return client, [RcptOutcome(r, 0, f"local spool unreadable: {e.strerror}") for r in c.recipients]
         data = received_header(c, self.hostname) + data
@@ -272,7 +275,7 @@ class Delivery:
         def job(s: Store) -> object:
             notices: list[NewMessage] = []
             if hard and c.sender and c.kind == "mail":
-                original = c.spool.read_bytes()
+                original = c.read_bytes()
                 notices.append(queue_dsn(s, hostname=hostname, msg_id=c.id, sender=c.sender,
                                          arrived=c.arrived, original=original, bounced=hard))
             return s.finish_attempt(c.id, outcomes, retry_at=retry_at, give_up=give_up, notices=notices)

@@ -206,14 +206,19 @@ class Pipeline:
     def busy(self) -> int:
         return self._pool.busy if self._pool is not None else 0
 
-    async def judge(self, spool: Path, env: Envelope, first_contact: Sequence[str] = (),
+    async def judge(self, spool: Path | None, env: Envelope, first_contact: Sequence[str] = (),
                     data: bytes | None = None) -> Judgement:
         """Judge in a worker; over budget or a crashed worker fails closed (held as unscannable).
-        `data`: the spool file's bytes, when the caller has them at hand."""
+        `data`: the message's bytes, when the caller has them at hand; `spool`: its file, needed
+        for a message bigger than INLINE_JUDGE_BYTES."""
         assert self._pool is not None, "pipeline not started"
         pool = self._pool
         metrics.WORKERS_BUSY.set(pool.busy + 1)
-        message: bytes | str = data if data is not None and len(data) <= INLINE_JUDGE_BYTES else str(spool)
+        if data is not None and (len(data) <= INLINE_JUDGE_BYTES or spool is None):
+            message: bytes | str = data
+        else:
+            assert spool is not None, "judge needs the bytes or the spool file"
+            message = str(spool)
         try:
             j: Judgement = await pool.call(_judge_in_worker, message, env, tuple(first_contact),
                                            timeout=self.config.smtp.scan_timeout)
@@ -268,33 +273,44 @@ class Pipeline:
     async def receive(self, env: Envelope, data: bytes) -> Reply:
         t0 = time.perf_counter()
         msg_id = new_id()
-        try:
-            rel = await self.store.write_spool(msg_id, data)
-        except OSError as e:
-            log.error("spool write failed: %s", e, extra={"event": "store_error", "msg_id": msg_id})
-            metrics.RECEIVED.labels(result="store_error").inc()
-            return Reply(451, "4.3.0 Temporary storage failure, try again later")
-        spool = self.store.spool_path(rel)
+        # a small message travels to the judging worker in the request and reaches the disk in the
+        # group commit, appended to the spool segment with the batch's others (one fsync for all);
+        # a big one is spooled to a file of its own first, which the worker reads
+        spool: Path | None = None
+        rel = ""
+        if len(data) > INLINE_JUDGE_BYTES:
+            try:
+                rel = await self.store.write_spool(msg_id, data)
+            except OSError as e:
+                log.error("spool write failed: %s", e, extra={"event": "store_error", "msg_id": msg_id})
+                metrics.RECEIVED.labels(result="store_error").inc()
+                return Reply(451, "4.3.0 Temporary storage failure, try again later")
+            spool = self.store.spool_path(rel)
         try:
             first_contact = await self._first_contact(env) if env.sender else ()
             j = await self.judge(spool, env, first_contact, data)
-            if j.rewritten is not None:
+            if j.rewritten is not None and spool is not None:
                 await asyncio.get_running_loop().run_in_executor(None, _replace_file, spool, j.rewritten)
             m = self._new_message(msg_id, rel, env, data, j)
             notices: Sequence[NewMessage] = ()
             if self.notices is not None and m.state == HELD:  # notice spool files fsync: off the loop
                 notices = await asyncio.get_running_loop().run_in_executor(None, self.notices.for_accept, m)
-            # spool file and directory fsync'd before the row commits: durable before 250
-            await self.store.accept(m, notices, spool=(rel,))
+            # spool bytes (file and directory, or segment) fsync'd before the row commits: durable before 250
+            if spool is not None:
+                await self.store.accept(m, notices, spool=(rel,))
+            else:
+                await self.store.accept(m, notices, content=j.rewritten if j.rewritten is not None else data)
             self._remember(self._contact_scope(env), (r.rpartition("@")[2].lower() for r in env.recipients))
         except (StoreError, OSError) as e:
             log.error("store commit failed: %s", e, extra={"event": "store_error", "msg_id": msg_id})
-            await asyncio.get_running_loop().run_in_executor(None, _unlink, spool)
+            if spool is not None:
+                await asyncio.get_running_loop().run_in_executor(None, _unlink, spool)
             metrics.RECEIVED.labels(result="store_error").inc()
             return Reply(451, "4.3.0 Temporary storage failure, try again later")
         except Exception:
             log.exception("judging failed", extra={"event": "pipeline_error", "msg_id": msg_id})
-            await asyncio.get_running_loop().run_in_executor(None, _unlink, spool)
+            if spool is not None:
+                await asyncio.get_running_loop().run_in_executor(None, _unlink, spool)
             metrics.RECEIVED.labels(result="error").inc()
             return Reply(451, "4.3.0 Temporary local problem, try again later")
         elapsed = time.perf_counter() - t0

@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -199,6 +199,13 @@ class Claimed:
     attempts: int
     first_attempt: float
     kind: str
+    span: tuple[int, int] | None = None  # (offset, length) in `spool` when it is a segment
+
+    def read_bytes(self) -> bytes:
+        """The message as accepted (its own file, or its span of a spool segment)."""
+        if self.span is None:
+            return self.spool.read_bytes()
+        return _pread_exact(str(self.spool), *self.span)
 
 
 @dataclass(frozen=True)
@@ -314,6 +321,50 @@ def _load_sync_file_range() -> Any:
 
 _sync_file_range = _load_sync_file_range()
 
+# Small messages share append-only spool segments: one file create and one fsync (one disk cache
+# flush) per group commit instead of one per message. A segment takes appends for at most this
+# long or this many bytes; an unreferenced segment is removed at start-up (an accept that never
+# committed) or by the retention sweep once it is SEGMENT_SWEEP_AGE old.
+SEGMENT_MAX_BYTES = 8 * 1024 * 1024
+SEGMENT_MAX_AGE = 30.0
+SEGMENT_SWEEP_AGE = 3600.0
+
+
+def spool_span(rel: str) -> tuple[str, int, int] | None:
+    """(segment file, offset, length) of a message kept in a spool segment, written
+    `spool/ab/<segment>.seg#<offset>+<length>`; None for a message with a file of its own."""
+    path, sep, span = rel.partition("#")
+    if not sep:
+        return None
+    off, _, n = span.partition("+")
+    return path, int(off), int(n)
+
+
+def _pread_exact(path: str, off: int, n: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        parts = []
+        got = 0
+        while got < n:
+            b = os.pread(fd, n - got, off + got)
+            if not b:
+                raise OSError(f"spool segment {os.path.basename(path)} ends before the message does")
+            parts.append(b)
+            got += len(b)
+    finally:
+        os.close(fd)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def read_spool_bytes(root: str | os.PathLike[str], rel: str) -> bytes:
+    """The bytes of a message given its `spool` column (a file, or a span of a segment)."""
+    span = spool_span(rel)
+    if span is None:
+        with open(os.path.join(root, rel), "rb") as f:
+            return f.read()
+    path, off, n = span
+    return _pread_exact(os.path.join(root, path), off, n)
+
 
 def write_spool_file(root: Path, msg_id: str, data: bytes, *, sync: bool = True) -> str:
     """Write a spool file under `root` durably (fsync file and directory, mode 0600).
@@ -401,8 +452,21 @@ class Store:
         self._dir_fds: dict[str, int] = {}
         self._pending_files: list[int] = []  # spool fds to fsync before this batch commits
         self._pending_dirs: set[str] = set()
+        # the spool segment this store appends small messages to (only the gateway's writer does)
+        self._seg_fd: int | None = None
+        self._seg_rel = ""
+        self._seg_off = 0
+        self._seg_born = 0.0
+        self._seg_unsynced = False  # appends since its last fsync
+        self._seg_dir: str | None = None  # its directory, until fsync'd once after it was created
+        self._seg_retired: list[int] = []  # earlier segments with appends not yet fsync'd
 
     def close(self) -> None:
+        self._retire_segment()
+        for fd in self._seg_retired:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._seg_retired = []
         for fd in self._dir_fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -468,7 +532,7 @@ class Store:
         self._chain = None
         try:
             yield c
-            if self._pending_files or self._pending_dirs:
+            if self.spool_unsynced:
                 self._flush_spool()  # spool files durable before the rows that name them
         except BaseException:
             self._depth = 0
@@ -557,21 +621,121 @@ class Store:
         """
         files, dirs = self._pending_files, self._pending_dirs
         self._pending_files, self._pending_dirs = [], set()
+        retired, self._seg_retired = self._seg_retired, []
+        active = self._seg_fd if self._seg_unsynced else None
+        synced = [*files, *retired] + ([active] if active is not None else [])
         try:
-            if len(files) > 1:
-                for fd in files:
+            if len(synced) > 1:
+                for fd in synced:
                     start_writeback(fd)
-            for fd in files:
+            for fd in synced:
                 os.fsync(fd)
+        except BaseException:
+            if active is not None:  # after a failed fsync the page cache cannot be trusted: no more appends
+                self._retire_segment(drop=True)
+            raise
         finally:
-            for fd in files:
+            for fd in (*files, *retired):
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        self._seg_unsynced = False
+        if self._seg_dir is not None:
+            dirs.add(self._seg_dir)
         for d in dirs:
             dfd = self._dir_fds.get(d)
             if dfd is None:  # directory fds stay open: no open() per fsync
                 dfd = self._dir_fds[d] = os.open(d, os.O_RDONLY)
             os.fsync(dfd)
+        self._seg_dir = None
+
+    @property
+    def spool_unsynced(self) -> bool:
+        """Spool bytes written for this batch that are not durable yet."""
+        return bool(self._pending_files or self._pending_dirs or self._seg_unsynced or self._seg_retired
+                    or self._seg_dir)
+
+    def flush_spool(self) -> None:
+        """Make every spool write registered so far durable now (outside a transaction)."""
+        if self.spool_unsynced:
+            self._flush_spool()
+
+    def append_segment(self, data: bytes) -> str:
+        """Append a message to the open spool segment and return its `spool` reference.
+
+        Not durable yet: the batch's flush fsyncs the segment before the COMMIT that names it
+        (or call `flush_spool`). A write that fails leaves the segment's end unknown, so it is
+        closed and the next message starts a new one; the bytes already written belong to no row.
+        """
+        now = time.monotonic()
+        if (self._seg_fd is None or now - self._seg_born > SEGMENT_MAX_AGE
+                or (self._seg_off and self._seg_off + len(data) > SEGMENT_MAX_BYTES)):
+            self._new_segment(now)
+        fd = self._seg_fd
+        assert fd is not None
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+        except BaseException:
+            self._retire_segment()
+            raise
+        ref = f"{self._seg_rel}#{self._seg_off}+{len(data)}"
+        self._seg_off += len(data)
+        self._seg_unsynced = True
+        return ref
+
+    def _new_segment(self, now: float) -> None:
+        self._retire_segment()
+        seg_id = new_id()
+        rel_dir = "spool/" + spool_shard(seg_id)
+        sub = os.path.join(self._root_str, rel_dir)
+        if sub not in _MADE_DIRS:
+            os.makedirs(sub, mode=0o700, exist_ok=True)
+            _MADE_DIRS.add(sub)
+        try:
+            fd = os.open(os.path.join(sub, seg_id + ".seg"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileNotFoundError:  # the directory went away under us: make it again
+            _MADE_DIRS.discard(sub)
+            os.makedirs(sub, mode=0o700, exist_ok=True)
+            fd = os.open(os.path.join(sub, seg_id + ".seg"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._seg_fd, self._seg_rel, self._seg_off, self._seg_born = fd, f"{rel_dir}/{seg_id}.seg", 0, now
+        self._seg_dir = sub
+
+    def _retire_segment(self, *, drop: bool = False) -> None:
+        """Stop appending to the open segment; its unsynced appends are fsync'd by the next flush
+        (or, with `drop`, after a failed fsync, never: the batch naming them rolled back)."""
+        fd, self._seg_fd = self._seg_fd, None
+        if fd is None:
+            return
+        if self._seg_unsynced and not drop:
+            self._seg_retired.append(fd)
+        else:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._seg_unsynced = False
+
+    def active_segment(self) -> str:
+        return self._seg_rel if self._seg_fd is not None else ""
+
+    def unreferenced_segments(self, min_age: float) -> list[Path]:
+        """Spool segments no row names (any more), last written at least `min_age` seconds ago."""
+        live = {str(r[0]).partition("#")[0] for r in self.conn.execute(
+            "SELECT spool FROM messages WHERE spool LIKE 'spool/%#%'")}
+        active = self.active_segment()
+        now = time.time()
+        out = []
+        for p in self.spool_dir.glob("*/*.seg"):
+            rel = str(p.relative_to(self.root))
+            if rel in live or rel == active:
+                continue
+            try:
+                if now - p.stat().st_mtime < min_age:
+                    continue
+            except OSError:
+                continue
+            out.append(p)
+        return out
 
     def _drop_pending_spool(self) -> None:
         for fd in self._pending_files:
@@ -580,6 +744,8 @@ class Store:
         self._pending_files, self._pending_dirs = [], set()
 
     def discard_spool(self, rel: str) -> None:
+        if spool_span(rel) is not None:  # a span of a segment: the segment goes when no row names it
+            return
         with contextlib.suppress(OSError):
             (self.root / rel).unlink()
 
@@ -587,7 +753,7 @@ class Store:
         row = self._row(msg_id)
         if not row["spool"]:
             raise StateError(f"message {msg_id}: its content is no longer kept (retention)")
-        return (self.root / row["spool"]).read_bytes()
+        return read_spool_bytes(self.root, row["spool"])
 
     # ---------------------------------------------------------------- audit
     def _audit(self, c: sqlite3.Connection, msg_id: str, event: str, actor: str = "dlpgate",
@@ -740,8 +906,11 @@ class Store:
             for r in rows:
                 first = r["first_attempt"] if r["first_attempt"] is not None else now
                 updates.append((r["state"], first, now, r["id"]))
-                out.append(Claimed(r["id"], r["sender"], tuple(pending[r["id"]]), self.root / r["spool"], r["client"],
-                                   r["helo"], r["arrived"], r["attempts"], first, r["kind"]))
+                rel = r["spool"]
+                span = spool_span(rel) if "#" in rel else None
+                out.append(Claimed(r["id"], r["sender"], tuple(pending[r["id"]]),
+                                   self.root / (span[0] if span else rel), r["client"], r["helo"], r["arrived"],
+                                   r["attempts"], first, r["kind"], span[1:] if span else None))
             c.executemany("UPDATE messages SET state='delivering', prev_state=?, first_attempt=?, updated=?"
                           " WHERE id=?", updates)
         return out
@@ -845,13 +1014,14 @@ class Store:
         return len(rows)
 
     def orphan_spool_files(self) -> list[Path]:
-        """Spool files with no row: written, but never acknowledged (crash before commit)."""
+        """Spool files with no row: written, but never acknowledged (crash before commit). Also
+        the segments no row names (start-up: nobody is appending to them)."""
         known = {r[0] for r in self.conn.execute("SELECT spool FROM messages WHERE spool IS NOT NULL")}
         out = []
         for p in self.spool_dir.glob("*/*.eml"):
             if str(p.relative_to(self.root)) not in known:
                 out.append(p)
-        return out
+        return out + self.unreferenced_segments(0.0)
 
     def recall(self, msg_id: str, sender: str) -> None:
         with self.transaction() as c:
@@ -956,6 +1126,10 @@ class Store:
             c.execute("DELETE FROM sendlog WHERE ts <= ?", (now - sendlog_retention_seconds,))
         for r in rows:
             self.discard_spool(r["spool"])
+        if any(spool_span(r["spool"]) for r in rows):
+            for p in self.unreferenced_segments(SEGMENT_SWEEP_AGE):
+                with contextlib.suppress(OSError):
+                    p.unlink()
         return len(rows)
 
     # ---------------------------------------------------------------- reads
@@ -1070,9 +1244,14 @@ class AsyncStore:
                 # spool files first, outside the write lock: the lock is then held for the SQL and
                 # the COMMIT only, and the deliverer's transactions are not starved meanwhile
                 self._drain(batch)
+                for it in batch:
+                    if type(it[0]) is AcceptJob:
+                        it[0].place(st)  # small messages: appended to the spool segment
                 rels = [rel for it in batch for rel in it[3]]
                 if rels:
-                    st.sync_spool(rels)  # no transaction open: fsync'd now
+                    st.sync_spool(rels)  # no transaction open: fsync'd now (the segment too)
+                else:
+                    st.flush_spool()
                 results = st.run_batch([it[0] for it in batch], lambda b=batch: self._drain(b))  # type: ignore[misc]
             except BaseException as e:  # noqa: BLE001 - commit failed: every job in the batch fails
                 err = e if isinstance(e, StoreError) else StoreError(str(e))
@@ -1117,9 +1296,16 @@ class AsyncStore:
         self._q.put((job, fut, loop, tuple(spool)))
         return await fut
 
-    async def accept(self, m: NewMessage, notices: Sequence[NewMessage] = (), *, spool: Sequence[str] = ()) -> None:
-        """`Store.accept` in the next group commit, written together with the batch's other accepts."""
-        await self.run(AcceptJob(m, notices), spool=spool)
+    async def accept(self, m: NewMessage, notices: Sequence[NewMessage] = (), *, spool: Sequence[str] = (),
+                     content: bytes | None = None) -> str:
+        """`Store.accept` in the next group commit, written together with the batch's other accepts.
+
+        `content`: the message bytes, when they have no spool file yet (`m.spool` is then
+        ignored): the writer appends them to the spool segment and fsyncs it once for the whole
+        batch, before the COMMIT. Returns the message's `spool` reference."""
+        job = AcceptJob(m, notices, content)
+        await self.run(job, spool=spool)
+        return job.message.spool
 
     INLINE_WRITE = 1024 * 1024
 
@@ -1147,18 +1333,35 @@ class AcceptJob:
     """The store job committing one judged message (`Store.accept`); marked so that the writer
     can commit a batch's accepts together."""
 
-    __slots__ = ("message", "notices", "sync")
+    __slots__ = ("message", "notices", "sync", "content", "error")
 
-    def __init__(self, message: NewMessage, notices: Sequence[NewMessage] = ()) -> None:
+    def __init__(self, message: NewMessage, notices: Sequence[NewMessage] = (), content: bytes | None = None) -> None:
         self.message = message
         self.notices = tuple(notices)
         self.sync: tuple[str, ...] = ()  # spool files to make durable before COMMIT (late joiner)
+        self.content = content  # bytes still to append to the spool segment
+        self.error: StoreError | None = None
 
     @property
     def groupable(self) -> bool:
         return not self.notices
 
+    def place(self, s: Store) -> None:
+        """Append the content to the segment (once); a failure is this job's alone."""
+        if self.content is None or self.error is not None:
+            return
+        try:
+            ref = s.append_segment(self.content)
+        except OSError as e:
+            self.error = StoreError(f"spool write failed: {e.strerror or e}")
+            return
+        self.message = replace(self.message, spool=ref)
+        self.content = None
+
     def register_spool(self, s: Store) -> None:
+        self.place(s)  # a late joiner: its append is fsync'd with the batch, before COMMIT
+        if self.error is not None:
+            raise self.error
         if self.sync:
             s.sync_spool(self.sync)
             self.sync = ()

@@ -192,6 +192,6 @@ def test_store_files_are_private(tmp_path: Path) -> None:
         gw.send_signal(signal.SIGTERM)
         gw.wait(timeout=30)
     files = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
-    assert any(p.name == "dlpgate.db" for p in files) and any(p.suffix == ".eml" for p in files)
+    assert any(p.name == "dlpgate.db" for p in files) and any(p.suffix == ".seg" for p in files)
     for p in files:
         assert p.stat().st_mode & 0o077 == 0, f"{p.name} is readable by others"

@@ -5,6 +5,7 @@ idle and DATA timeouts, and an accept that neither times out nor half-stores whe
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import smtplib
 import socket
 import time
@@ -341,8 +342,14 @@ async def test_client_vanishing_mid_accept_leaves_no_half_stored_message(
         assert done[0].startswith("250")
         r = rows(tmp_path)
         assert len(r) == 1
-        spool = sorted((tmp_path / "store" / "spool").glob("*/*.eml"))
-        assert len(spool) == 1  # exactly the committed message's file, no orphan
+        # exactly the committed message's bytes, in the one spool segment; no file of its own
+        assert sorted((tmp_path / "store" / "spool").glob("*/*.eml")) == []
+        assert len(sorted((tmp_path / "store" / "spool").glob("*/*.seg"))) == 1
+        st = Store(tmp_path / "store")
+        try:
+            assert hashlib.sha256(st.read_spool(r[0]["id"])).hexdigest() == st.get(r[0]["id"])["sha256"]
+        finally:
+            st.close()
         assert len(await asyncio.to_thread(sink.handler.wait_for, 1, 10)) == 1
     finally:
         await gw.stop(grace=2)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import email
+import hashlib
+import os
 import smtplib
 import time
 from dataclasses import replace
@@ -14,7 +16,7 @@ import pytest
 
 from dlpgate.config import DelayConfig, SmtpConfig
 from dlpgate.server import Gateway
-from dlpgate.store import Store
+from dlpgate.store import Store, spool_span
 from tests.conftest import Sink, free_port, make_config, states, wait_until
 
 MSG = b"From: a@example.jp\r\nTo: b@example.com\r\nSubject: plain\r\nMessage-ID: <x1@example.jp>\r\n\r\nhello\r\n"
@@ -174,13 +176,36 @@ async def test_storage_failure_answers_451_and_keeps_nothing(tmp_path: Path, sin
         def broken_sync(self: Store, rels: list[str]) -> None:
             raise OSError(28, "No space left on device")
 
+        def broken_append(self: Store, data: bytes) -> str:
+            raise OSError(28, "No space left on device")
+
+        real_fsync = os.fsync
+
+        def broken_fsync(fd: int) -> None:
+            if os.readlink(f"/proc/self/fd/{fd}").endswith(".seg"):
+                raise OSError(5, "Input/output error")
+            real_fsync(fd)
+
+        big = b"Subject: big\r\n\r\n" + b"x" * 300 + b"\r\n" + (b"y" * 998 + b"\r\n") * 300  # > inline size
+        # a big message has a spool file of its own: its write fails
         monkeypatch.setattr(store_mod, "write_spool_file", broken)
+        with pytest.raises(smtplib.SMTPDataError) as ei:
+            await asyncio.to_thread(send, gw.smtp_port, "a@example.jp", ["b@example.com"], big)
+        assert ei.value.smtp_code == 451
+        monkeypatch.undo()
+        # its file was written but the fsync before the commit fails: 451, file and row gone
+        monkeypatch.setattr(store_mod.Store, "sync_spool", broken_sync)
+        with pytest.raises(smtplib.SMTPDataError) as ei:
+            await asyncio.to_thread(send, gw.smtp_port, "a@example.jp", ["b@example.com"], big)
+        assert ei.value.smtp_code == 451
+        monkeypatch.undo()
+        # a small one goes to the spool segment: its append fails, then the segment's fsync fails
+        monkeypatch.setattr(store_mod.Store, "append_segment", broken_append)
         with pytest.raises(smtplib.SMTPDataError) as ei:
             await asyncio.to_thread(send, gw.smtp_port, "a@example.jp", ["b@example.com"])
         assert ei.value.smtp_code == 451
         monkeypatch.undo()
-        # the file was written but the fsync before the commit fails: 451, file and row gone
-        monkeypatch.setattr(store_mod.Store, "sync_spool", broken_sync)
+        monkeypatch.setattr(store_mod.os, "fsync", broken_fsync)
         with pytest.raises(smtplib.SMTPDataError) as ei:
             await asyncio.to_thread(send, gw.smtp_port, "a@example.jp", ["b@example.com"])
         assert ei.value.smtp_code == 451
@@ -207,8 +232,12 @@ async def test_envelope_and_client_stored(gateway: Gateway, sink: Sink) -> None:
     assert r["sender"] == "a@example.jp"
     assert [x["rcpt"] for x in r["recipients"]] == ["b@example.com", "c@example.org"]
     assert r["client"] == "127.0.0.1" and r["helo"] == "mx1.example.jp" and r["arrived"] > 0
-    spool = Path(gateway.config.store.path) / r["spool"]
+    span = spool_span(r["spool"])  # a small message: a span of a spool segment
+    assert span is not None and span[2] == r["size"]
+    spool = Path(gateway.config.store.path) / span[0]
     assert spool.stat().st_mode & 0o777 == 0o600
+    raw = Store(Path(gateway.config.store.path)).read_spool(r["id"])
+    assert hashlib.sha256(raw).hexdigest() == r["sha256"] and raw.startswith(b"From:")
 
 
 async def test_sigterm_style_stop_finishes_and_restart_recovers(tmp_path: Path, sink: Sink) -> None:
