@@ -58,6 +58,30 @@ def _parsed_header(name: str, value: str) -> object:
 _PARSE_POLICY = _MemoHeaderPolicy()
 
 
+_ABSENT = object()
+_PARAMS_MEMO_CHARS = 512  # longer header values are split every time (the memo stays small)
+
+
+class _OneHeader:
+    """Stands in for a message with one header, so that the parameters are split by `email`'s
+    own `Message._get_params_preserve`, not by a copy of it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def get(self, name: str, failobj: object = None) -> str:
+        return self.value
+
+
+def _params_now(value: str) -> tuple[object, ...]:
+    return tuple(Message._get_params_preserve(_OneHeader(value), None, "x"))  # type: ignore[attr-defined]
+
+
+_params_of = functools.lru_cache(maxsize=1024)(_params_now)
+
+
 class _SinglePartMessage(EmailMessage):
     """A single-part message whose body is kept as the bytes it arrived in.
 
@@ -68,6 +92,15 @@ class _SinglePartMessage(EmailMessage):
     """
 
     _raw_body: bytes | None = None
+
+    def _get_params_preserve(self, failobj, header):  # type: ignore[no-untyped-def]
+        # type, charset and filename each re-split a header's parameters (a sixth of judging a
+        # small mail); the split depends on the header's value alone, and mail repeats a few
+        value = self.get(header, _ABSENT)
+        if value is _ABSENT:
+            return failobj
+        text = str(value)
+        return list(_params_of(text) if len(text) <= _PARAMS_MEMO_CHARS else _params_now(text))
 
     @property  # type: ignore[override]
     def _payload(self):  # type: ignore[no-untyped-def]
