@@ -40,7 +40,11 @@ _FIELD_START = re.compile(rb"^[^ \t\r\n]", re.M)  # a header line that is not a 
 
 def header_field_count(data: bytes, stop_after: int) -> int:
     """Header fields before the first empty line, counting at most `stop_after` + 1."""
-    ends = [i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0]
+    end = data.find(b"\r\n\r\n")
+    # a bare-LF blank line can only end the header earlier: look for one before the CRLF one only
+    # (searching a whole Japanese body for b"\n\n" cost 7 us per 10 KB)
+    lf = data.find(b"\n\n", 0, end + 1 if end >= 0 else len(data))
+    ends = [i for i in (end, lf) if i >= 0]
     head = data[:min(ends)] if ends else data
     n = 0
     for _ in _FIELD_START.finditer(head):
@@ -187,6 +191,7 @@ class Handler:
 
 _PENDING = AuthResult(success=False, handled=True, message="pending")
 _END = b"\r\n.\r\n"
+_STUFFED = re.compile(rb"\r\n\.")
 _READ_CHUNK = 256 * 1024
 
 
@@ -227,7 +232,9 @@ async def read_dot_terminated(reader: asyncio.StreamReader, size_limit: int | No
     raw = bytes(buf[:end + 2])  # CRLF + the lines
     if end > line_limit - 2 and max(map(len, raw.split(b"\r\n"))) > line_limit - 2:
         return "500 Line too long (see RFC5321 4.5.3.1.6)"
-    return raw.replace(b"\r\n.", b"\r\n")[2:]  # undo dot-stuffing (RFC 5321 4.5.2)
+    if _STUFFED.search(raw):  # a compiled search: `bytes.replace` alone scans slower (see wire_data)
+        raw = raw.replace(b"\r\n.", b"\r\n")  # undo dot-stuffing (RFC 5321 4.5.2)
+    return raw[2:]
 
 
 class GatewaySMTP(SMTP):

@@ -22,16 +22,20 @@ _PLAIN_ADDRESS = re.compile(rb"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
 
 
 _BAD_ADDRESS = "5.1.3 Address not permitted on an SMTP command line"
+_BARE_CR = re.compile(rb"\r(?!\n)")
+_LINE_DOT = re.compile(rb"\n\.")
 
 
 def wire_data(message: bytes) -> tuple[bytes, int]:
     """(DATA payload ending in CRLF.CRLF, SIZE) exactly as aiosmtplib would send the message:
     every line ending made CRLF, a line's leading dot doubled (RFC 5321 4.5.2), the size that
     of the message before dot-stuffing (RFC 1870)."""
-    crlf = message.count(b"\r\n")
-    if message.count(b"\n") == crlf and message.count(b"\r") == crlf:  # already CRLF throughout
+    # already CRLF throughout: as many CRs as LFs, and every CR followed by an LF (so each LF has
+    # its CR). Searched with compiled patterns: `bytes.count(b"\r\n")` and `b"\n." in` are two to
+    # three times slower on Japanese text, whose bytes defeat their skip table (10 KB: 7 us each)
+    if message.count(b"\n") == message.count(b"\r") and not _BARE_CR.search(message):
         normal = message if message.endswith(b"\r\n") else message + b"\r\n"
-        wire = normal.replace(b"\n.", b"\n..")
+        wire = normal.replace(b"\n.", b"\n..") if _LINE_DOT.search(normal) else normal
         if wire.startswith(b"."):
             wire = b"." + wire
     else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import smtplib
 import socket
 import time
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dlpgate.config import Config
 from dlpgate.server import Gateway
@@ -220,6 +223,19 @@ def test_header_field_count_ignores_continuations_and_body() -> None:
     assert header_field_count(many_headers(10), 1000) == 13
     assert header_field_count(b"A: 1\nB: 2\n\nC: not a header\n", 1000) == 2
     assert header_field_count(b"A: 1\r\n" * 5000, 100) == 101  # stops counting past the limit
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b"\r\n", b"\n", b"\r", b"A: 1", b" cont", b"\tcont", b"x", "本".encode(),
+                                 b"\r\n\r\n", b"\n\n"]), max_size=40), st.integers(0, 30))
+def test_header_field_count_ends_the_header_where_it_always_did(chunks: list[bytes], stop: int) -> None:
+    """The header ends at the first blank line, CRLF or bare LF, whichever comes first; the bare-LF
+    search is only bounded by the CRLF one (it cannot end the header later)."""
+    data = b"".join(chunks)
+    ends = [i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0]
+    head = data[:min(ends)] if ends else data
+    expected = min(len(re.findall(rb"^[^ \t\r\n]", head, re.M)), stop + 1)
+    assert header_field_count(data, stop) == expected
 
 
 async def test_header_count_limit_552(tmp_path: Path, sink: Sink) -> None:
