@@ -73,3 +73,14 @@ def test_line_length_limit_500_like_aiosmtpd() -> None:
     long = b"a" * (LINE_LIMIT - 1) + b"\r\n"
     got, _ = asyncio.run(feed(b"short\r\n" + long + b".\r\n", [300]))
     assert got == "500 Line too long (see RFC5321 4.5.3.1.6)"
+
+
+@settings(max_examples=500, deadline=None)
+@given(parts=st.lists(st.one_of(st.integers(0, 40).map(lambda n: b"x" * n), st.sampled_from([b"\r\n", b"\r", b"\n"])),
+                      max_size=60), longest=st.integers(0, 45))
+def test_long_line_check_is_the_split_one(parts: list[bytes], longest: int) -> None:
+    """The window-jumping line check answers what splitting on CRLF and taking the longest does."""
+    from dlpgate.smtp import _has_long_line
+
+    raw = b"".join(parts)
+    assert _has_long_line(raw, longest) == (max(map(len, raw.split(b"\r\n"))) > longest)
