@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -808,14 +808,15 @@ class Store:
         return True, f"{n} entries, chain intact"
 
     # ---------------------------------------------------------------- transitions
-    def accept(self, m: NewMessage, notices: Sequence[NewMessage] = ()) -> None:
-        """Commit a judged message (delayed / held / rejected) with its audit trail."""
+    def accept(self, m: NewMessage, notices: Sequence[NewMessage] = (), *, spool: str | None = None) -> None:
+        """Commit a judged message (delayed / held / rejected) with its audit trail. `spool`, when
+        given, is where its bytes are (instead of `m.spool`: a span appended by the writer)."""
         with self.transaction():
-            self.accept_many((m,))
+            self.accept_many((m,), None if spool is None else (spool,))
             for n in notices:
                 self.accept(n)
 
-    def accept_many(self, ms: Sequence[NewMessage]) -> None:
+    def accept_many(self, ms: Sequence[NewMessage], spools: Sequence[str | None] | None = None) -> None:
         """Commit judged messages (no notices) as `accept` would one after the other, with one
         multi-row statement per table.
 
@@ -832,9 +833,10 @@ class Store:
         sendlog_rows: list[Any] = []
         hash_rows: list[Any] = []
         contact_rows: list[Any] = []
-        for m in ms:
+        for k, m in enumerate(ms):
+            spool = m.spool if spools is None or spools[k] is None else spools[k]
             msg_rows += (m.id, m.state, m.kind, m.sender, m.client, m.helo, m.arrived, m.due_at, m.size, m.sha256,
-                         m.spool, m.subject, m.verdict, _dumps(list(m.rules)), m.reason, _dumps(list(m.findings)),
+                         spool, m.subject, m.verdict, _dumps(list(m.rules)), m.reason, _dumps(list(m.findings)),
                          m.records, _dumps(list(m.parts)), m.approvals_required, m.expires_at, now)
             for r in dict.fromkeys(m.recipients):  # INSERT OR IGNORE kept the first of a repeated address
                 rcpt_rows += (m.id, r)
@@ -1305,7 +1307,7 @@ class AsyncStore:
         batch, before the COMMIT. Returns the message's `spool` reference."""
         job = AcceptJob(m, notices, content)
         await self.run(job, spool=spool)
-        return job.message.spool
+        return job.spool or m.spool
 
     INLINE_WRITE = 1024 * 1024
 
@@ -1333,7 +1335,7 @@ class AcceptJob:
     """The store job committing one judged message (`Store.accept`); marked so that the writer
     can commit a batch's accepts together."""
 
-    __slots__ = ("message", "notices", "sync", "content", "error")
+    __slots__ = ("message", "notices", "sync", "content", "error", "spool")
 
     def __init__(self, message: NewMessage, notices: Sequence[NewMessage] = (), content: bytes | None = None) -> None:
         self.message = message
@@ -1341,6 +1343,7 @@ class AcceptJob:
         self.sync: tuple[str, ...] = ()  # spool files to make durable before COMMIT (late joiner)
         self.content = content  # bytes still to append to the spool segment
         self.error: StoreError | None = None
+        self.spool: str | None = None  # where `content` went (the message's `spool` column)
 
     @property
     def groupable(self) -> bool:
@@ -1355,7 +1358,7 @@ class AcceptJob:
         except OSError as e:
             self.error = StoreError(f"spool write failed: {e.strerror or e}")
             return
-        self.message = replace(self.message, spool=ref)
+        self.spool = ref  # not dataclasses.replace: copying 28 fields cost more than the append
         self.content = None
 
     def register_spool(self, s: Store) -> None:
@@ -1368,13 +1371,13 @@ class AcceptJob:
 
     def __call__(self, s: Store) -> None:
         self.register_spool(s)
-        s.accept(self.message, self.notices)
+        s.accept(self.message, self.notices, spool=self.spool)
 
     @staticmethod
     def run_group(s: Store, jobs: Sequence[AcceptJob]) -> list[None]:
         for j in jobs:
             j.register_spool(s)
-        s.accept_many([j.message for j in jobs])
+        s.accept_many([j.message for j in jobs], [j.spool for j in jobs])
         return [None] * len(jobs)
 
 

@@ -78,7 +78,7 @@ def test_a_batch_appends_to_one_segment_and_fsyncs_it_once(tmp_path: Path, monke
     assert s.run_batch([more]) == [(True, None)]
     monkeypatch.undo()
     assert [p.endswith(".seg") for p in synced] == [True]
-    assert spool_span(more.message.spool)[0] == spans[0][0]
+    assert spool_span(more.spool)[0] == spans[0][0]
     s.close()
 
 
@@ -109,7 +109,7 @@ def test_a_segment_is_rotated_after_its_age(tmp_path: Path, monkeypatch) -> None
     monkeypatch.setattr(store_mod.time, "monotonic", lambda: now + store_mod.SEGMENT_MAX_AGE + 1)
     b = AcceptJob(_msg(_raw(10)), content=_raw(10))
     s.run_batch([b])
-    assert spool_span(a.message.spool)[0] != spool_span(b.message.spool)[0]
+    assert spool_span(a.spool)[0] != spool_span(b.spool)[0]
     s.close()
 
 
@@ -137,8 +137,8 @@ def test_a_failed_append_fails_that_message_alone_and_the_next_starts_a_new_segm
     assert "spool write failed" in str(results[1][1])
     assert {m["id"] for m in s.list()} == {first.message.id, jobs[0].message.id, jobs[2].message.id}
     # the segment's end was unknown after the failed write: the message after it went to a new one
-    assert spool_span(jobs[0].message.spool)[0] == spool_span(first.message.spool)[0]
-    assert spool_span(jobs[2].message.spool)[0] != spool_span(first.message.spool)[0]
+    assert spool_span(jobs[0].spool)[0] == spool_span(first.spool)[0]
+    assert spool_span(jobs[2].spool)[0] != spool_span(first.spool)[0]
     for j in (first, jobs[0], jobs[2]):
         assert hashlib.sha256(s.read_spool(j.message.id)).hexdigest() == j.message.sha256
     s.close()
@@ -160,10 +160,10 @@ def test_a_failed_segment_fsync_rolls_back_the_batch_and_abandons_the_segment(
         s.run_batch(jobs)
     monkeypatch.undo()
     assert s.list() == []  # nobody in the batch gets a row, so nobody gets a 250
-    bad = spool_span(jobs[0].message.spool)[0]
+    bad = spool_span(jobs[0].spool)[0]
     ok = AcceptJob(_msg(_raw(30, 9)), content=_raw(30, 9))
     assert s.run_batch([ok]) == [(True, None)]
-    assert spool_span(ok.message.spool)[0] != bad  # no more appends to a file whose fsync failed
+    assert spool_span(ok.spool)[0] != bad  # no more appends to a file whose fsync failed
     assert s.read_spool(ok.message.id) == _raw(30, 9)
     s.close()
 
@@ -240,7 +240,7 @@ def test_start_up_removes_unreferenced_segments_and_keeps_the_rest(tmp_path: Pat
     s = Store(tmp_path)
     orphans = s.orphan_spool_files()
     assert [p.suffix for p in orphans] == [".seg"]
-    assert str(orphans[0].relative_to(tmp_path)) != spool_span(kept.message.spool)[0]
+    assert str(orphans[0].relative_to(tmp_path)) != spool_span(kept.spool)[0]
     for p in orphans:
         p.unlink()
     assert s.read_spool(kept.message.id) == _raw(10)
@@ -252,7 +252,7 @@ def test_retention_removes_a_segment_only_when_no_row_names_it(tmp_path: Path, m
     s = Store(tmp_path, clock=lambda: clock[0])
     jobs = [AcceptJob(_msg(_raw(20, k)), content=_raw(20, k)) for k in range(3)]
     s.run_batch(jobs)
-    seg = tmp_path / spool_span(jobs[0].message.spool)[0]
+    seg = tmp_path / spool_span(jobs[0].spool)[0]
     clock[0] = time.time() + 1  # all three are due
     # two of the three are delivered; the third is deferred (still queued)
     for c in s.claim_due(10):
