@@ -366,6 +366,31 @@ def read_spool_bytes(root: str | os.PathLike[str], rel: str) -> bytes:
     return _pread_exact(os.path.join(root, path), off, n)
 
 
+def _create_spool_file(root: str, name: str, suffix: str) -> tuple[str, str, int]:
+    """Create `spool/<shard>/<name><suffix>` (mode 0600, must not exist): (relative path, path, fd)."""
+    # strings, not pathlib: on the accept path pathlib's joins and hashes cost more than the write
+    rel_dir = "spool/" + spool_shard(name)
+    sub = os.path.join(root, rel_dir)
+    if sub not in _MADE_DIRS:
+        os.makedirs(sub, mode=0o700, exist_ok=True)
+        _MADE_DIRS.add(sub)
+    path = os.path.join(sub, name + suffix)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileNotFoundError:  # the directory went away under us (cleanup, restore): make it again
+        _MADE_DIRS.discard(sub)
+        os.makedirs(sub, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    return f"{rel_dir}/{name}{suffix}", path, fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
 def write_spool_file(root: Path, msg_id: str, data: bytes, *, sync: bool = True) -> str:
     """Write a spool file under `root` durably (fsync file and directory, mode 0600).
 
@@ -373,25 +398,10 @@ def write_spool_file(root: Path, msg_id: str, data: bytes, *, sync: bool = True)
     path, before the message's row is committed) writes the same layout as `Store.write_spool`.
     Returns the path relative to `root`.
     """
-    # strings, not pathlib: on the accept path pathlib's joins and hashes cost more than the write
-    rel_dir = "spool/" + spool_shard(msg_id)
-    sub = os.path.join(root, rel_dir)
-    if sub not in _MADE_DIRS:
-        os.makedirs(sub, mode=0o700, exist_ok=True)
-        _MADE_DIRS.add(sub)
-    rel = f"{rel_dir}/{msg_id}.eml"
-    path = os.path.join(sub, msg_id + ".eml")
+    rel, path, fd = _create_spool_file(str(root), msg_id, ".eml")
+    sub = os.path.dirname(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileNotFoundError:  # the directory went away under us (cleanup, restore): make it again
-        _MADE_DIRS.discard(sub)
-        os.makedirs(sub, mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
+        _write_all(fd, data)
         if sync:
             os.fsync(fd)
     except BaseException:
@@ -673,10 +683,7 @@ class Store:
         fd = self._seg_fd
         assert fd is not None
         try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            _write_all(fd, data)
         except BaseException:
             self._retire_segment()
             raise
@@ -687,20 +694,9 @@ class Store:
 
     def _new_segment(self, now: float) -> None:
         self._retire_segment()
-        seg_id = new_id()
-        rel_dir = "spool/" + spool_shard(seg_id)
-        sub = os.path.join(self._root_str, rel_dir)
-        if sub not in _MADE_DIRS:
-            os.makedirs(sub, mode=0o700, exist_ok=True)
-            _MADE_DIRS.add(sub)
-        try:
-            fd = os.open(os.path.join(sub, seg_id + ".seg"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileNotFoundError:  # the directory went away under us: make it again
-            _MADE_DIRS.discard(sub)
-            os.makedirs(sub, mode=0o700, exist_ok=True)
-            fd = os.open(os.path.join(sub, seg_id + ".seg"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self._seg_fd, self._seg_rel, self._seg_off, self._seg_born = fd, f"{rel_dir}/{seg_id}.seg", 0, now
-        self._seg_dir = sub
+        rel, path, fd = _create_spool_file(self._root_str, new_id(), ".seg")
+        self._seg_fd, self._seg_rel, self._seg_off, self._seg_born = fd, rel, 0, now
+        self._seg_dir = os.path.dirname(path)
 
     def _retire_segment(self, *, drop: bool = False) -> None:
         """Stop appending to the open segment; its unsynced appends are fsync'd by the next flush
