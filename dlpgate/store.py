@@ -132,6 +132,10 @@ CREATE TABLE IF NOT EXISTS attachment_hashes (
   msg_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attachment_hashes_h ON attachment_hashes(sha256);
+CREATE TABLE IF NOT EXISTS segments (
+  path TEXT PRIMARY KEY,
+  live INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS contacts (
   scope TEXT NOT NULL,
   domain TEXT NOT NULL,
@@ -321,13 +325,46 @@ def _load_sync_file_range() -> Any:
 
 _sync_file_range = _load_sync_file_range()
 
+
+def _load_fallocate() -> Any:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_fallocate = _load_fallocate()
+_PUNCH_HOLE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+
+
+def erase_spans(path: str, spans: Sequence[tuple[int, int]]) -> None:
+    """Destroy the bytes of messages inside a segment that other messages still need: the blocks
+    are given back (a punched hole reads as zeros) or, where the file system cannot punch, zeros
+    are written over them; then fsync. As final as deleting a file of their own."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for off, n in spans:
+            if n <= 0:
+                continue
+            if _fallocate is None or _fallocate(fd, _PUNCH_HOLE, off, n) != 0:
+                zeros = bytes(min(n, 1 << 20))
+                done = 0
+                while done < n:
+                    done += os.pwrite(fd, zeros[:n - done], off + done)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 # Small messages share append-only spool segments: one file create and one fsync (one disk cache
 # flush) per group commit instead of one per message. A segment takes appends for at most this
-# long or this many bytes; an unreferenced segment is removed at start-up (an accept that never
-# committed) or by the retention sweep once it is SEGMENT_SWEEP_AGE old.
+# long or this many bytes. `segments` counts the rows that name each one: retention deletes it
+# when the count is back to 0 and erases a purged message's span in one still needed; at start-up
+# a segment no committed row names (an append whose commit never happened) is removed.
 SEGMENT_MAX_BYTES = 8 * 1024 * 1024
 SEGMENT_MAX_AGE = 30.0
-SEGMENT_SWEEP_AGE = 3600.0
 
 
 def spool_span(rel: str) -> tuple[str, int, int] | None:
@@ -454,7 +491,13 @@ class Store:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA foreign_keys=ON")
+            had_segments = self.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'segments'").fetchone()
             self.conn.executescript(_SCHEMA)
+            if not had_segments:  # a store from before the table: count what its rows name
+                self.conn.execute("INSERT OR REPLACE INTO segments(path, live) SELECT substr(spool, 1,"
+                                  " instr(spool, '#') - 1), count(*) FROM messages WHERE spool LIKE 'spool/%#%'"
+                                  " GROUP BY 1")
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open store at {self.root}: {e}") from e
         self._depth = 0
@@ -714,23 +757,17 @@ class Store:
     def active_segment(self) -> str:
         return self._seg_rel if self._seg_fd is not None else ""
 
-    def unreferenced_segments(self, min_age: float) -> list[Path]:
-        """Spool segments no row names (any more), last written at least `min_age` seconds ago."""
-        live = {str(r[0]).partition("#")[0] for r in self.conn.execute(
-            "SELECT spool FROM messages WHERE spool LIKE 'spool/%#%'")}
+    def unreferenced_segments(self) -> list[Path]:
+        """Segment files no committed row names: an append whose commit never happened (a crash
+        in between), or a segment whose messages were all purged and whose deletion a crash cut
+        short. Each segment's committed references are counted in `segments` as rows name it."""
+        live = {r[0] for r in self.conn.execute("SELECT path FROM segments WHERE live > 0")}
         active = self.active_segment()
-        now = time.time()
         out = []
         for p in self.spool_dir.glob("*/*.seg"):
             rel = str(p.relative_to(self.root))
-            if rel in live or rel == active:
-                continue
-            try:
-                if now - p.stat().st_mtime < min_age:
-                    continue
-            except OSError:
-                continue
-            out.append(p)
+            if rel not in live and rel != active:
+                out.append(p)
         return out
 
     def _drop_pending_spool(self) -> None:
@@ -829,8 +866,13 @@ class Store:
         sendlog_rows: list[Any] = []
         hash_rows: list[Any] = []
         contact_rows: list[Any] = []
+        segment_refs: dict[str, int] = {}
         for k, m in enumerate(ms):
-            spool = m.spool if spools is None or spools[k] is None else spools[k]
+            given = spools[k] if spools is not None else None
+            spool = m.spool if given is None else given
+            if "#" in spool:
+                seg = spool.partition("#")[0]
+                segment_refs[seg] = segment_refs.get(seg, 0) + 1
             msg_rows += (m.id, m.state, m.kind, m.sender, m.client, m.helo, m.arrived, m.due_at, m.size, m.sha256,
                          spool, m.subject, m.verdict, _dumps(list(m.rules)), m.reason, _dumps(list(m.findings)),
                          m.records, _dumps(list(m.parts)), m.approvals_required, m.expires_at, now)
@@ -861,6 +903,9 @@ class Store:
                             " sha256, spool, subject, verdict, rules, reason, findings, records, parts,"
                             " approvals_required, expires_at, updated) VALUES ", 21, msg_rows)
             _insert_rows(c, "INSERT OR IGNORE INTO recipients(msg_id, rcpt) VALUES ", 2, rcpt_rows)
+            for seg, n in segment_refs.items():  # a segment goes when its count is back to 0 (purge)
+                c.execute("INSERT INTO segments(path, live) VALUES (?, ?)"
+                          " ON CONFLICT(path) DO UPDATE SET live = live + excluded.live", (seg, n))
             self._audit_many(c, audit_rows)
             for row in sendlog_rows:
                 c.execute("INSERT OR REPLACE INTO sendlog(msg_id, ts, sender, recipients, subject, attachments,"
@@ -1019,7 +1064,7 @@ class Store:
         for p in self.spool_dir.glob("*/*.eml"):
             if str(p.relative_to(self.root)) not in known:
                 out.append(p)
-        return out + self.unreferenced_segments(0.0)
+        return out + self.unreferenced_segments()
 
     def recall(self, msg_id: str, sender: str) -> None:
         with self.transaction() as c:
@@ -1116,18 +1161,32 @@ class Store:
         with self.transaction() as c:
             rows = c.execute(f"SELECT id, spool FROM messages WHERE state IN ({states}) AND spool IS NOT NULL"
                              " AND updated <= ?", (now - retention_seconds,)).fetchall()
+            spans: dict[str, list[tuple[int, int]]] = {}
             for r in rows:
                 c.execute("UPDATE messages SET spool=NULL WHERE id=?", (r["id"],))
                 self._audit(c, r["id"], "purged")
+                span = spool_span(r["spool"])
+                if span is not None:
+                    spans.setdefault(span[0], []).append(span[1:])
+            for seg, lst in spans.items():
+                c.execute("UPDATE segments SET live = live - ? WHERE path = ?", (len(lst), seg))
+            dead = {r[0] for r in _select_in(c, "SELECT path FROM segments WHERE path IN ({}) AND live <= 0",
+                                              list(spans))}
+            if dead:
+                _select_in(c, "DELETE FROM segments WHERE path IN ({})", sorted(dead))
             c.execute("DELETE FROM attachment_hashes WHERE msg_id IN (SELECT msg_id FROM sendlog WHERE ts <= ?)",
                       (now - sendlog_retention_seconds,))
             c.execute("DELETE FROM sendlog WHERE ts <= ?", (now - sendlog_retention_seconds,))
         for r in rows:
             self.discard_spool(r["spool"])
-        if any(spool_span(r["spool"]) for r in rows):
-            for p in self.unreferenced_segments(SEGMENT_SWEEP_AGE):
-                with contextlib.suppress(OSError):
-                    p.unlink()
+        # a segment nobody needs goes whole; in one still needed (a held message, a retry), the
+        # purged messages' bytes are destroyed in place: retention holds for every message
+        for seg, lst in spans.items():
+            with contextlib.suppress(OSError):
+                if seg in dead:
+                    os.unlink(os.path.join(self._root_str, seg))
+                else:
+                    erase_spans(os.path.join(self._root_str, seg), lst)
         return len(rows)
 
     # ---------------------------------------------------------------- reads

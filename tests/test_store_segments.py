@@ -97,7 +97,7 @@ def test_every_message_reads_back_exactly_across_segment_rotations(tmp_path_fact
         assert read_spool_bytes(root, s.get(j.message.id)["spool"]) == r
     for seg in (root / "spool").glob("*/*.seg"):  # rotation kept each segment near its bound
         assert seg.stat().st_size <= 4096 + max(len(r) for r in raws)
-    assert s.unreferenced_segments(0.0) == []
+    assert s.unreferenced_segments() == []
     s.close()
 
 
@@ -247,29 +247,71 @@ def test_start_up_removes_unreferenced_segments_and_keeps_the_rest(tmp_path: Pat
     s.close()
 
 
-def test_retention_removes_a_segment_only_when_no_row_names_it(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def _live(root: Path) -> dict[str, int]:
+    db = sqlite3.connect(root / "dlpgate.db")
+    try:
+        return dict(db.execute("SELECT path, live FROM segments").fetchall())
+    finally:
+        db.close()
+
+
+def test_retention_erases_purged_spans_and_removes_a_segment_nobody_needs(tmp_path: Path) -> None:
     clock = [time.time()]
     s = Store(tmp_path, clock=lambda: clock[0])
-    jobs = [AcceptJob(_msg(_raw(20, k)), content=_raw(20, k)) for k in range(3)]
+    raws = [f"Subject: {k}\r\n\r\n".encode() + f"resident-record-{k};".encode() * 300 for k in range(3)]
+    jobs = [AcceptJob(_msg(r), content=r) for r in raws]
     s.run_batch(jobs)
-    seg = tmp_path / spool_span(jobs[0].spool)[0]
+    seg_rel = spool_span(jobs[0].spool)[0]
+    seg = tmp_path / seg_rel
+    assert _live(tmp_path) == {seg_rel: 3}
     clock[0] = time.time() + 1  # all three are due
-    # two of the three are delivered; the third is deferred (still queued)
+    # two of the three are delivered; the third is deferred (still queued: it needs the segment)
     for c in s.claim_due(10):
         code = 250 if c.id != jobs[2].message.id else 451
         s.finish_attempt(c.id, [RcptOutcome("b@example.com", code, "x")], retry_at=clock[0] + 60, give_up=False)
     states = {m["id"]: m["state"] for m in s.list()}
     assert [states[j.message.id] for j in jobs] == [DELIVERED, DELIVERED, "deferred"]
-    s.close()
-    s = Store(tmp_path, clock=lambda: clock[0])  # the gateway restarted: the segment is not open
-    os.utime(seg, (time.time() - 2 * store_mod.SEGMENT_SWEEP_AGE,) * 2)
     clock[0] += 40 * 86400
-    assert s.purge(30 * 86400, 400 * 86400) >= 2
-    assert seg.exists()  # the third message still needs it
-    assert s.read_spool(jobs[2].message.id) == _raw(20, 2)
+    assert s.purge(30 * 86400, 400 * 86400) == 2
+    assert seg.exists() and _live(tmp_path) == {seg_rel: 1}
+    data = seg.read_bytes()
+    for j, r in zip(jobs[:2], raws[:2], strict=True):  # the purged messages' bytes are gone from the disk
+        _, off, n = spool_span(j.spool)
+        assert data[off:off + n] == bytes(n) and r[20:60] not in data
+    assert s.read_spool(jobs[2].message.id) == raws[2]  # the one still queued is intact
     assert [c.id for c in s.claim_due(10)] == [jobs[2].message.id]
     s.finish_attempt(jobs[2].message.id, [RcptOutcome("b@example.com", 250, "ok")], retry_at=None, give_up=False)
     clock[0] += 40 * 86400
     assert s.purge(30 * 86400, 400 * 86400) == 1
-    assert not seg.exists()  # nobody names it any more
+    assert not seg.exists() and _live(tmp_path) == {}  # nobody names it any more
+    s.close()
+
+
+def test_erasing_without_hole_punching_writes_zeros(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(store_mod, "_fallocate", None)  # a file system that cannot punch holes
+    p = tmp_path / "x.seg"
+    p.write_bytes(b"a" * 100 + b"secret" * 1000 + b"b" * 100)
+    store_mod.erase_spans(str(p), [(100, 6000)])
+    assert p.read_bytes() == b"a" * 100 + bytes(6000) + b"b" * 100
+
+
+def test_a_rolled_back_accept_does_not_count_as_a_reference(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    ok = AcceptJob(_msg(_raw(10, 1)), content=_raw(10, 1))
+    dup = AcceptJob(_msg(_raw(10, 2), mid=ok.message.id), content=_raw(10, 2))  # same id: its INSERT fails
+    results = s.run_batch([ok, dup])
+    assert [r[0] for r in results] == [True, False]
+    assert _live(tmp_path) == {spool_span(ok.spool)[0]: 1}
+    s.close()
+
+
+def test_a_store_from_before_the_counts_gets_them(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    jobs = [AcceptJob(_msg(_raw(10, k)), content=_raw(10, k)) for k in range(3)]
+    s.run_batch(jobs)
+    s.conn.execute("DROP TABLE segments")  # as written by a version without the table
+    s.close()
+    s = Store(tmp_path)
+    assert _live(tmp_path) == {spool_span(jobs[0].spool)[0]: 3}
+    assert s.orphan_spool_files() == []  # nothing is taken for an orphan
     s.close()
