@@ -728,6 +728,8 @@ class Store:
         try:
             _write_all(fd, data)
         except BaseException:
+            with contextlib.suppress(OSError):  # what got written of it belongs to nobody
+                os.ftruncate(fd, self._seg_off)
             self._retire_segment()
             raise
         ref = f"{self._seg_rel}#{self._seg_off}+{len(data)}"
@@ -1310,7 +1312,10 @@ class AsyncStore:
                 else:
                     st.flush_spool()
                 results = st.run_batch([it[0] for it in batch], lambda b=batch: self._drain(b))  # type: ignore[misc]
+                _erase_refused(st, batch, results)
             except BaseException as e:  # noqa: BLE001 - commit failed: every job in the batch fails
+                # (their appended bytes stay until the segment goes: a COMMIT that reported an
+                # error may still be on the disk, and its rows must then find their bytes)
                 err = e if isinstance(e, StoreError) else StoreError(str(e))
                 results = [(False, err)] * len(batch)
             # one wake-up per event loop per batch, not one per job (each is a syscall pair)
@@ -1456,6 +1461,24 @@ class DeliveredJob:
     @staticmethod
     def run_group(s: Store, jobs: Sequence[DeliveredJob]) -> list[AttemptResult]:
         return s.finish_delivered([(j.msg_id, j.outcomes) for j in jobs])
+
+
+def _erase_refused(st: Store, batch: Sequence[Any], results: Sequence[tuple[bool, Any]]) -> None:
+    """A message appended to a segment whose own job then failed inside a committed batch (a
+    constraint, say: the client gets 451) has no row; its bytes do not stay on the disk either,
+    as a file of its own would not."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for it, (ok, _) in zip(batch, results, strict=True):
+        job = it[0]
+        if not ok and type(job) is AcceptJob and job.spool:
+            span = spool_span(job.spool)
+            if span is not None:
+                spans.setdefault(span[0], []).append(span[1:])
+    for seg, lst in spans.items():
+        try:
+            erase_spans(os.path.join(st._root_str, seg), lst)  # noqa: SLF001 - the writer's own store
+        except OSError:  # the batch is committed; the bytes stay until the segment goes
+            pass
 
 
 def _spool_synced_first(job: Callable[[Store], T], rels: Sequence[str]) -> Callable[[Store], T]:

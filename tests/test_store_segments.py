@@ -141,6 +141,9 @@ def test_a_failed_append_fails_that_message_alone_and_the_next_starts_a_new_segm
     assert spool_span(jobs[2].spool)[0] != spool_span(first.spool)[0]
     for j in (first, jobs[0], jobs[2]):
         assert hashlib.sha256(s.read_spool(j.message.id)).hexdigest() == j.message.sha256
+    # the half-written bytes were cut off the end of the old segment
+    old = tmp_path / spool_span(first.spool)[0]
+    assert old.stat().st_size == len(_raw(50, 1)) + len(_raw(40, 2))
     s.close()
 
 
@@ -303,6 +306,21 @@ def test_a_rolled_back_accept_does_not_count_as_a_reference(tmp_path: Path) -> N
     assert [r[0] for r in results] == [True, False]
     assert _live(tmp_path) == {spool_span(ok.spool)[0]: 1}
     s.close()
+
+
+async def test_a_refused_message_leaves_no_bytes_in_its_segment(tmp_path: Path) -> None:
+    """Through the writer: a job that fails alone in a committed batch gets an error (451 for its
+    client) and its appended bytes are destroyed; the others' are intact."""
+    st = AsyncStore(tmp_path)
+    first_raw, dup_raw = _raw(3000, 1), b"Subject: x\r\n\r\n" + b"refused-content;" * 300
+    first = _msg(first_raw)
+    ref = await st.accept(first, content=first_raw)
+    with pytest.raises(Exception, match="UNIQUE|constraint|failed"):
+        await st.accept(_msg(dup_raw, mid=first.id), content=dup_raw)  # same id: its INSERT fails
+    st.close()
+    data = (tmp_path / spool_span(ref)[0]).read_bytes()
+    assert b"refused-content" not in data
+    assert read_spool_bytes(tmp_path, ref) == first_raw
 
 
 def test_a_store_from_before_the_counts_gets_them(tmp_path: Path) -> None:
