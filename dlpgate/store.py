@@ -716,8 +716,8 @@ class Store:
         """Append a message to the open spool segment and return its `spool` reference.
 
         Not durable yet: the batch's flush fsyncs the segment before the COMMIT that names it
-        (or call `flush_spool`). A write that fails leaves the segment's end unknown, so it is
-        closed and the next message starts a new one; the bytes already written belong to no row.
+        (or call `flush_spool`). A write that fails (a full disk) is cut off the segment's end,
+        and the segment takes no more appends: the next message starts a new one.
         """
         now = time.monotonic()
         if (self._seg_fd is None or now - self._seg_born > SEGMENT_MAX_AGE
