@@ -11,11 +11,19 @@ aiosmtplib's own path, so the bytes on the wire are the same either way.
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections import deque
+from typing import cast
 
 import aiosmtplib
 from aiosmtplib.email import quote_address
-from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from aiosmtplib.protocol import (
+    MAX_LINE_LENGTH,
+    MAX_RESPONSE_LENGTH,
+    PERIOD_REGEX,
+    normalize_message_line_endings,
+)
 
 # a dot-atom local part at a dot-atom or address-literal-free domain: nothing to quote or parse
 _PLAIN_ADDRESS = re.compile(rb"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
@@ -88,6 +96,9 @@ async def send_message(client: aiosmtplib.SMTP, sender: str, recipients: list[st
             raise aiosmtplib.SMTPSenderRefused(
                 553, "5.6.7 The upstream does not support SMTPUTF8, needed for this address", sender)
         options.append(b"SMTPUTF8")
+    if client.supports_extension("pipelining"):
+        return await _send_pipelined(client, sender, b" ".join((b"MAIL FROM:" + sender_arg, *options)),
+                                     rcpt_args, refused, len(recipients), wire)
     resp = await client.execute_command(b"MAIL", b"FROM:" + sender_arg, *options)
     if resp.code != 250:
         raise aiosmtplib.SMTPSenderRefused(resp.code, resp.message, sender)
@@ -115,3 +126,138 @@ async def send_message(client: aiosmtplib.SMTP, sender: str, recipients: list[st
     if resp.code != 250:
         raise aiosmtplib.SMTPDataError(resp.code, resp.message)
     return refused
+
+
+async def _send_pipelined(client: aiosmtplib.SMTP, sender: str, mail_line: bytes,
+                          rcpt_args: list[tuple[str, bytes]], refused: dict[str, aiosmtplib.SMTPResponse],
+                          n_recipients: int, wire: bytes) -> dict[str, aiosmtplib.SMTPResponse]:
+    """MAIL, every RCPT and DATA in one write, then the message (RFC 2920), for an upstream that
+    offers PIPELINING (Postfix does): two round trips a message instead of three plus one per
+    recipient. The replies are read in order and answered exactly as the one-by-one path does.
+
+    aiosmtplib reads one reply per command written, so for the transaction the connection is
+    handed to a reader of our own (`transport.set_protocol`, plain asyncio) and handed back after
+    it; a connection that fails or times out meanwhile is closed, as aiosmtplib closes it.
+    """
+    protocol = client.protocol
+    transport = cast(asyncio.Transport | None, protocol.transport if protocol is not None else None)
+    if protocol is None or transport is None or transport.is_closing():
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    replies = _Replies(asyncio.get_running_loop())
+    transport.set_protocol(replies)
+    timeout = client.timeout
+    try:
+        transport.write(b"".join([mail_line, b"\r\n", *(b"RCPT TO:" + a + b"\r\n" for _, a in rcpt_args),
+                                  b"DATA\r\n"]))
+        mail = await replies.next(timeout)
+        for rcpt, _ in rcpt_args:
+            resp = await replies.next(timeout)
+            if resp.code not in (250, 251):
+                refused[rcpt] = resp
+        data = await replies.next(timeout)
+        final = None
+        if data.code == 354:
+            if mail.code == 250 and len(refused) < n_recipients:
+                transport.write(wire)
+                final = await replies.next(timeout)
+            else:  # a server that said 354 with nobody to deliver to: end the empty message (RFC 2920 3.1)
+                transport.write(b".\r\n")
+                await replies.next(timeout)
+        if replies.pending:  # more replies than commands: we no longer know which answers what
+            raise aiosmtplib.SMTPServerDisconnected("Unexpected reply from the upstream")
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPResponseException):
+        transport.set_protocol(protocol)
+        client.close()
+        raise
+    transport.set_protocol(protocol)
+    if 421 in (mail.code, data.code) or (final is not None and final.code == 421):
+        client.close()  # the upstream is closing the session (execute_command closes it too)
+    if mail.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(mail.code, mail.message, sender)
+    if len(refused) == n_recipients:
+        raise aiosmtplib.SMTPRecipientsRefused(
+            [aiosmtplib.SMTPRecipientRefused(r.code, r.message, a) for a, r in refused.items()])
+    if data.code != 354:
+        raise aiosmtplib.SMTPDataError(data.code, data.message)
+    assert final is not None
+    if final.code != 250:
+        raise aiosmtplib.SMTPDataError(final.code, final.message)
+    return refused
+
+
+class _Replies(asyncio.Protocol):
+    """The upstream's replies during a pipelined transaction, parsed as aiosmtplib parses them
+    (code, and the text of every line joined by newlines)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._buf = bytearray()
+        self._replies: deque[aiosmtplib.SMTPResponse] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: Exception | None = None
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._replies or self._buf)
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        try:
+            self._parse()
+        except aiosmtplib.SMTPResponseException as e:
+            self._error = e
+        self._wake()
+
+    def _parse(self) -> None:
+        while True:
+            lines: list[bytes] = []
+            offset = 0
+            code = -1
+            while True:
+                end = self._buf.find(b"\n", offset)
+                if end < 0:
+                    if len(self._buf) > MAX_RESPONSE_LENGTH:
+                        raise aiosmtplib.SMTPResponseException(500, "Response too long")
+                    return  # the rest of this reply is still on its way
+                line = bytes(self._buf[offset:end + 1])
+                if len(line) > MAX_LINE_LENGTH:
+                    raise aiosmtplib.SMTPResponseException(500, "Response too long")
+                try:
+                    code = int(line[:3])
+                except ValueError:
+                    raise aiosmtplib.SMTPResponseException(
+                        500, f"Malformed SMTP response line: {line.decode('utf-8', 'ignore')}") from None
+                offset = end + 1
+                lines.append(line[4:].strip(b" \t\r\n"))
+                if line[3:4] != b"-":
+                    break
+            del self._buf[:offset]
+            self._replies.append(aiosmtplib.SMTPResponse(code, b"\n".join(lines).decode("utf-8", "surrogateescape")))
+
+    def eof_received(self) -> bool:
+        self._fail(aiosmtplib.SMTPServerDisconnected("Unexpected EOF received"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(aiosmtplib.SMTPServerDisconnected("Connection lost"))
+
+    def _fail(self, error: Exception) -> None:
+        if self._error is None:
+            self._error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def next(self, timeout: float | None) -> aiosmtplib.SMTPResponse:
+        """The next reply, in order; SMTPServerDisconnected or SMTPReadTimeoutError as aiosmtplib raises."""
+        while not self._replies:
+            if self._error is not None:
+                raise self._error
+            self._waiter = self._loop.create_future()
+            try:
+                await asyncio.wait_for(self._waiter, timeout)
+            except TimeoutError:
+                raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from None
+        return self._replies.popleft()
