@@ -37,10 +37,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_sink(port: int, counter: multiprocessing.Value) -> None:  # type: ignore[valid-type]
+def run_sink(port: int, counter: multiprocessing.Value, pipelining: bool = False) -> None:  # type: ignore[valid-type]
     from aiosmtpd.controller import Controller
 
     class H:
+        async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001
+            session.host_name = hostname
+            # aiosmtpd answers pipelined commands in order; Postfix says so, aiosmtpd does not
+            return [*responses[:-1], "250-PIPELINING", responses[-1]] if pipelining else responses
+
         async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
             with counter.get_lock():
                 counter.value += 1
@@ -226,6 +231,9 @@ def main() -> int:
     ap.add_argument("--store-parent", default="", help="directory for the temp store (default benchmarks/out)")
     ap.add_argument("--delay", type=float, default=0.0,
                     help="send delay; a long one measures accepting alone (nothing is delivered during the run)")
+    ap.add_argument("--sink-pipelining", action="store_true",
+                    help="the sink offers PIPELINING, as Postfix does (the gateway then pipelines its deliveries;"
+                         " the clients, aiosmtplib, never do)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds of straight-then-gateway against the same sink and gateway; prints the median ratio")
     ap.add_argument("--relay-concurrency", type=int, default=0,
@@ -234,7 +242,7 @@ def main() -> int:
 
     sink_port, gw_port = free_port(), free_port()
     counter = multiprocessing.Value("q", 0)
-    sink = multiprocessing.Process(target=run_sink, args=(sink_port, counter), daemon=True)
+    sink = multiprocessing.Process(target=run_sink, args=(sink_port, counter, a.sink_pipelining), daemon=True)
     sink.start()
     time.sleep(0.5)
     tmp = fresh_store_dir(a.store_parent)
