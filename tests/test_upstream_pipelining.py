@@ -166,31 +166,29 @@ async def test_data_refused_raises_data_error() -> None:
         await c.quit()
 
 
-async def test_a_silent_upstream_times_out_and_the_connection_is_closed() -> None:
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"250 ok\r\n")  # then nothing more
+    await asyncio.sleep(2)
+
+
+async def _hangs_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    await read_data(reader)
+    writer.close()  # gone before the final reply
+
+
+@pytest.mark.parametrize("after_commands, error", [(_silent, aiosmtplib.SMTPTimeoutError),
+                                                   (_hangs_up, aiosmtplib.SMTPServerDisconnected)])
+async def test_a_silent_or_vanishing_upstream_fails_the_attempt_and_closes_the_connection(
+        after_commands: Script, error: type[Exception]) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await ehlo(reader, writer)
         await read_commands(reader, b"DATA")
-        writer.write(b"250 ok\r\n")  # then nothing more
-        await asyncio.sleep(2)
+        await after_commands(reader, writer)
 
     async with Upstream(script) as up:
         c = await client(up.port, timeout=0.5)
-        with pytest.raises(aiosmtplib.SMTPTimeoutError):
-            await send_message(c, "a@example.jp", ["b@example.com"], MSG)
-        assert not c.is_connected
-
-
-async def test_an_upstream_that_hangs_up_mid_transaction() -> None:
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await ehlo(reader, writer)
-        await read_commands(reader, b"DATA")
-        writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
-        await read_data(reader)
-        writer.close()  # gone before the final reply
-
-    async with Upstream(script) as up:
-        c = await client(up.port)
-        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+        with pytest.raises(error):
             await send_message(c, "a@example.jp", ["b@example.com"], MSG)
         assert not c.is_connected
 
