@@ -165,6 +165,7 @@ def _judge_in_worker(message: bytes | str, env: Envelope, first_contact: Sequenc
 
 
 INLINE_JUDGE_BYTES = 256 * 1024  # up to this size a message is sent to the worker, not re-read
+BATCH_JUDGE_BYTES = 64 * 1024  # up to this size judging is quick: queued ones share a worker's turn
 
 
 # ------------------------------------------------------------------------------ server side
@@ -221,7 +222,8 @@ class Pipeline:
             message = str(spool)
         try:
             j: Judgement = await pool.call(_judge_in_worker, message, env, tuple(first_contact),
-                                           timeout=self.config.smtp.scan_timeout)
+                                           timeout=self.config.smtp.scan_timeout,
+                                           batchable=isinstance(message, bytes) and len(message) <= BATCH_JUDGE_BYTES)
             return j
         except TimeoutError:
             log.error("scan budget exceeded; worker replaced", extra={"event": "scan_timeout"})

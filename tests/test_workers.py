@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -63,6 +64,81 @@ async def test_crash_is_reported_and_pool_recovers() -> None:
         with pytest.raises(RuntimeError, match="KeyError"):
             await pool.call(boom, timeout=10)
         assert await pool.call(pid, timeout=10) == second  # an exception does not cost the worker
+    finally:
+        await pool.close()
+
+
+async def _busy_then_queue(pool: WorkerPool, calls: list[tuple]) -> tuple[list[asyncio.Future], int]:
+    """Occupy the only worker, queue `calls` (fn, args, batchable) behind it, free it: the size of
+    the batch the freed worker was given."""
+    blocker = asyncio.ensure_future(pool.call(sleepy, 0.3, timeout=10))
+    await asyncio.sleep(0.05)
+    futs = [asyncio.ensure_future(pool.call(fn, *args, timeout=timeout, batchable=b)) for fn, args, timeout, b in calls]
+    await asyncio.sleep(0.05)
+    assert len(pool._waiting) == len(calls)  # noqa: SLF001 - all queued behind the blocker
+    await blocker
+    (slot,) = pool._slots  # noqa: SLF001
+    return futs, len(slot.batch or [])
+
+
+async def test_queued_small_calls_share_the_next_free_worker() -> None:
+    pool = WorkerPool(1, _noop, ())
+    await pool.start()
+    try:
+        futs, first_batch = await _busy_then_queue(pool, [(pid, (), 10, True)] * 5 + [(pid, (), 10, False)])
+        assert first_batch == 5  # the five batchable ones together; the last one goes alone after
+        results = await asyncio.gather(*futs)
+        assert len(set(results)) == 1  # one worker served them all, none was lost or replaced
+    finally:
+        await pool.close()
+
+
+async def test_a_batch_member_that_kills_the_worker_fails_alone() -> None:
+    pool = WorkerPool(1, _noop, ())
+    await pool.start()
+    try:
+        futs, size = await _busy_then_queue(pool, [(pid, (), 10, True), (die, (), 10, True), (pid, (), 10, True)])
+        assert size == 3
+        first, crashed, third = await asyncio.gather(*futs, return_exceptions=True)
+        assert isinstance(crashed, WorkerCrashed)  # tried again alone, it kills its worker again
+        assert isinstance(first, int) and isinstance(third, int)  # the others were answered, each alone
+    finally:
+        await pool.close()
+
+
+async def test_a_batch_member_that_hangs_times_out_alone_with_its_own_budget(monkeypatch) -> None:  # noqa: ANN001
+    import dlpgate.workers as workers
+
+    monkeypatch.setattr(workers, "BATCH_SECONDS", 0.5)
+    pool = WorkerPool(1, _noop, ())
+    await pool.start()
+    try:
+        t0 = time.monotonic()
+        futs, size = await _busy_then_queue(pool, [(pid, (), 10, True), (sleepy, (30,), 1.5, True),
+                                                   (boom, (), 10, True)])
+        assert size == 3
+        ok, hung, raised = await asyncio.gather(*futs, return_exceptions=True)
+        assert isinstance(ok, int)
+        assert isinstance(hung, TimeoutError)
+        assert isinstance(raised, RuntimeError) and "KeyError" in str(raised)  # its own answer, not the batch's
+        assert time.monotonic() - t0 < 0.4 + 0.5 + 1.5 + 5  # the batch's short budget, then its own
+    finally:
+        await pool.close()
+
+
+async def test_a_cancelled_call_does_not_cost_the_others() -> None:
+    pool = WorkerPool(1, _noop, ())
+    await pool.start()
+    try:
+        blocker = asyncio.ensure_future(pool.call(sleepy, 0.3, timeout=10))
+        await asyncio.sleep(0.05)
+        a = asyncio.ensure_future(pool.call(pid, timeout=10, batchable=True))
+        b = asyncio.ensure_future(pool.call(pid, timeout=10, batchable=True))
+        await asyncio.sleep(0.05)
+        a.cancel()
+        assert isinstance(await b, int) and isinstance(await blocker, int)
+        assert a.cancelled()
+        assert await pool.call(pid, timeout=10) == await b  # the same worker, still serving
     finally:
         await pool.close()
 
