@@ -26,7 +26,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -364,6 +364,17 @@ def spool_span(rel: str) -> tuple[str, int, int] | None:
         return None
     off, _, n = span.partition("+")
     return path, int(off), int(n)
+
+
+def spans_by_segment(refs: Iterable[str]) -> dict[str, list[tuple[int, int]]]:
+    """The (offset, length) spans among `spool` references, by segment file; files of their own
+    are left out."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    for ref in refs:
+        span = spool_span(ref)
+        if span is not None:
+            out.setdefault(span[0], []).append(span[1:])
+    return out
 
 
 def _pread_exact(path: str, off: int, n: int) -> bytes:
@@ -1152,13 +1163,10 @@ class Store:
         with self.transaction() as c:
             rows = c.execute(f"SELECT id, spool FROM messages WHERE state IN ({states}) AND spool IS NOT NULL"
                              " AND updated <= ?", (now - retention_seconds,)).fetchall()
-            spans: dict[str, list[tuple[int, int]]] = {}
             for r in rows:
                 c.execute("UPDATE messages SET spool=NULL WHERE id=?", (r["id"],))
                 self._audit(c, r["id"], "purged")
-                span = spool_span(r["spool"])
-                if span is not None:
-                    spans.setdefault(span[0], []).append(span[1:])
+            spans = spans_by_segment(r["spool"] for r in rows)
             for seg, lst in spans.items():
                 c.execute("UPDATE segments SET live = live - ? WHERE path = ?", (len(lst), seg))
             dead = {r[0] for r in _select_in(c, "SELECT path FROM segments WHERE path IN ({}) AND live <= 0",
@@ -1456,13 +1464,8 @@ def _erase_refused(st: Store, batch: Sequence[Any], results: Sequence[tuple[bool
     """A message appended to a segment whose own job then failed inside a committed batch (a
     constraint, say: the client gets 451) has no row; its bytes do not stay on the disk either,
     as a file of its own would not."""
-    spans: dict[str, list[tuple[int, int]]] = {}
-    for it, (ok, _) in zip(batch, results, strict=True):
-        job = it[0]
-        if not ok and type(job) is AcceptJob and job.spool:
-            span = spool_span(job.spool)
-            if span is not None:
-                spans.setdefault(span[0], []).append(span[1:])
+    spans = spans_by_segment(it[0].spool for it, (ok, _) in zip(batch, results, strict=True)
+                             if not ok and type(it[0]) is AcceptJob and it[0].spool)
     for seg, lst in spans.items():
         try:
             erase_spans(os.path.join(st._root_str, seg), lst)  # noqa: SLF001 - the writer's own store

@@ -107,8 +107,7 @@ async def send_message(client: aiosmtplib.SMTP, sender: str, recipients: list[st
         if resp.code not in (250, 251):
             refused[rcpt] = resp
     if len(refused) == len(recipients):
-        raise aiosmtplib.SMTPRecipientsRefused(
-            [aiosmtplib.SMTPRecipientRefused(r.code, r.message, a) for a, r in refused.items()])
+        raise _all_refused(refused)
     resp = await client.execute_command(b"DATA")
     if resp.code != 354:
         raise aiosmtplib.SMTPDataError(resp.code, resp.message)
@@ -126,6 +125,11 @@ async def send_message(client: aiosmtplib.SMTP, sender: str, recipients: list[st
     if resp.code != 250:
         raise aiosmtplib.SMTPDataError(resp.code, resp.message)
     return refused
+
+
+def _all_refused(refused: dict[str, aiosmtplib.SMTPResponse]) -> aiosmtplib.SMTPRecipientsRefused:
+    return aiosmtplib.SMTPRecipientsRefused(
+        [aiosmtplib.SMTPRecipientRefused(r.code, r.message, a) for a, r in refused.items()])
 
 
 async def _send_pipelined(client: aiosmtplib.SMTP, sender: str, mail_line: bytes,
@@ -175,8 +179,7 @@ async def _send_pipelined(client: aiosmtplib.SMTP, sender: str, mail_line: bytes
     if mail.code != 250:
         raise aiosmtplib.SMTPSenderRefused(mail.code, mail.message, sender)
     if len(refused) == n_recipients:
-        raise aiosmtplib.SMTPRecipientsRefused(
-            [aiosmtplib.SMTPRecipientRefused(r.code, r.message, a) for a, r in refused.items()])
+        raise _all_refused(refused)
     if data.code != 354:
         raise aiosmtplib.SMTPDataError(data.code, data.message)
     assert final is not None

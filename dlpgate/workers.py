@@ -20,7 +20,7 @@ import contextlib
 import multiprocessing
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -81,8 +81,6 @@ class _Slot:
     proc: BaseProcess
     conn: Connection
     fut: asyncio.Future[Any] | None = None  # the start-up handshake
-    dead: bool = False
-    ready: asyncio.Future[None] | None = field(default=None)
     batch: list[_Call] | None = None  # the calls it is working on
     timer: asyncio.TimerHandle | None = None
 
@@ -148,7 +146,6 @@ class WorkerPool:
         self._dispatch()
 
     def _kill(self, slot: _Slot) -> None:
-        slot.dead = True
         with contextlib.suppress(Exception):
             asyncio.get_running_loop().remove_reader(slot.conn.fileno())
         with contextlib.suppress(Exception):
@@ -185,7 +182,6 @@ class WorkerPool:
         try:
             msg = slot.conn.recv()
         except (EOFError, OSError):
-            slot.dead = True
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(slot.conn.fileno())
             fut, slot.fut = slot.fut, None
@@ -246,7 +242,6 @@ class WorkerPool:
             slot.timer.cancel()
             slot.timer = None
         self.busy -= 1
-        slot.dead = True
         if len(batch) == 1:
             if not batch[0].fut.done():
                 batch[0].fut.set_exception(error)

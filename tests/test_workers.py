@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,16 @@ from dlpgate.workers import WorkerCrashed, WorkerInitError, WorkerPool
 
 def _noop() -> None:
     pass
+
+
+@contextlib.asynccontextmanager
+async def started_pool(size: int, initializer: Callable[..., None], initargs: tuple) -> AsyncIterator[WorkerPool]:
+    pool = WorkerPool(size, initializer, initargs)
+    await pool.start()
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 def _bad_init() -> None:
@@ -40,22 +52,16 @@ def boom() -> None:
 
 
 async def test_timeout_replaces_only_that_worker() -> None:
-    pool = WorkerPool(2, _noop, ())
-    await pool.start()
-    try:
+    async with started_pool(2, _noop, ()) as pool:
         with pytest.raises(TimeoutError):
             await pool.call(sleepy, 30, timeout=0.5)
         pids = {await pool.call(pid, timeout=10) for _ in range(6)}
         assert len(pids) >= 1
         assert await pool.call(sleepy, 0, timeout=10) in pids | {await pool.call(pid, timeout=10)}
-    finally:
-        await pool.close()
 
 
 async def test_crash_is_reported_and_pool_recovers() -> None:
-    pool = WorkerPool(1, _noop, ())
-    await pool.start()
-    try:
+    async with started_pool(1, _noop, ()) as pool:
         first = await pool.call(pid, timeout=10)
         with pytest.raises(WorkerCrashed):
             await pool.call(die, timeout=10)
@@ -64,8 +70,6 @@ async def test_crash_is_reported_and_pool_recovers() -> None:
         with pytest.raises(RuntimeError, match="KeyError"):
             await pool.call(boom, timeout=10)
         assert await pool.call(pid, timeout=10) == second  # an exception does not cost the worker
-    finally:
-        await pool.close()
 
 
 async def _busy_then_queue(pool: WorkerPool, calls: list[tuple]) -> tuple[list[asyncio.Future], int]:
@@ -82,37 +86,27 @@ async def _busy_then_queue(pool: WorkerPool, calls: list[tuple]) -> tuple[list[a
 
 
 async def test_queued_small_calls_share_the_next_free_worker() -> None:
-    pool = WorkerPool(1, _noop, ())
-    await pool.start()
-    try:
+    async with started_pool(1, _noop, ()) as pool:
         futs, first_batch = await _busy_then_queue(pool, [(pid, (), 10, True)] * 5 + [(pid, (), 10, False)])
         assert first_batch == 5  # the five batchable ones together; the last one goes alone after
         results = await asyncio.gather(*futs)
         assert len(set(results)) == 1  # one worker served them all, none was lost or replaced
-    finally:
-        await pool.close()
 
 
 async def test_a_batch_member_that_kills_the_worker_fails_alone() -> None:
-    pool = WorkerPool(1, _noop, ())
-    await pool.start()
-    try:
+    async with started_pool(1, _noop, ()) as pool:
         futs, size = await _busy_then_queue(pool, [(pid, (), 10, True), (die, (), 10, True), (pid, (), 10, True)])
         assert size == 3
         first, crashed, third = await asyncio.gather(*futs, return_exceptions=True)
         assert isinstance(crashed, WorkerCrashed)  # tried again alone, it kills its worker again
         assert isinstance(first, int) and isinstance(third, int)  # the others were answered, each alone
-    finally:
-        await pool.close()
 
 
 async def test_a_batch_member_that_hangs_times_out_alone_with_its_own_budget(monkeypatch) -> None:  # noqa: ANN001
     import dlpgate.workers as workers
 
     monkeypatch.setattr(workers, "BATCH_SECONDS", 0.5)
-    pool = WorkerPool(1, _noop, ())
-    await pool.start()
-    try:
+    async with started_pool(1, _noop, ()) as pool:
         t0 = time.monotonic()
         futs, size = await _busy_then_queue(pool, [(pid, (), 10, True), (sleepy, (30,), 1.5, True),
                                                    (boom, (), 10, True)])
@@ -122,14 +116,10 @@ async def test_a_batch_member_that_hangs_times_out_alone_with_its_own_budget(mon
         assert isinstance(hung, TimeoutError)
         assert isinstance(raised, RuntimeError) and "KeyError" in str(raised)  # its own answer, not the batch's
         assert time.monotonic() - t0 < 0.4 + 0.5 + 1.5 + 5  # the batch's short budget, then its own
-    finally:
-        await pool.close()
 
 
 async def test_a_cancelled_call_does_not_cost_the_others() -> None:
-    pool = WorkerPool(1, _noop, ())
-    await pool.start()
-    try:
+    async with started_pool(1, _noop, ()) as pool:
         blocker = asyncio.ensure_future(pool.call(sleepy, 0.3, timeout=10))
         await asyncio.sleep(0.05)
         a = asyncio.ensure_future(pool.call(pid, timeout=10, batchable=True))
@@ -139,8 +129,6 @@ async def test_a_cancelled_call_does_not_cost_the_others() -> None:
         assert isinstance(await b, int) and isinstance(await blocker, int)
         assert a.cancelled()
         assert await pool.call(pid, timeout=10) == await b  # the same worker, still serving
-    finally:
-        await pool.close()
 
 
 async def test_init_error_names_the_problem() -> None:
@@ -175,11 +163,7 @@ async def test_worker_memory_is_capped() -> None:
     from dlpgate.pipeline import _init_worker
 
     cfg = Config(extract=ExtractConfig(worker_memory_mb=1024))
-    pool = WorkerPool(1, _init_worker, (str(cfg.rules_path), (), asdict(cfg.extract)))
-    await pool.start()
-    try:
+    async with started_pool(1, _init_worker, (str(cfg.rules_path), (), asdict(cfg.extract))) as pool:
         with pytest.raises(RuntimeError, match="MemoryError"):
             await pool.call(hog, 4096, timeout=30)
         assert await pool.call(hog, 16, timeout=30) == 16 * 1024 * 1024  # the worker lives on
-    finally:
-        await pool.close()
