@@ -31,7 +31,7 @@ import pytest
 
 from dlpgate.config import load_config
 from dlpgate.store import DELAYED, NewMessage, new_id
-from tests.test_approval_support import people_toml, put_held, signed_store, synthetic_numbers
+from tests.test_approval_support import people_toml, put_held, signed_store
 
 ROLES = ("appr", "two", "send", "send2", "mal", "strange", "out")
 
