@@ -512,8 +512,14 @@ class ControlServer:
         finally:
             os.umask(old)
         if gid >= 0:
-            os.chown(p, -1, gid)
-            os.chmod(p, 0o660)
+            try:
+                if p.stat().st_gid != gid:
+                    os.chown(p, -1, gid)  # the service account must be a member of the group
+                os.chmod(p, 0o660)
+            except OSError as e:
+                await self.stop()
+                raise InputError(f"control.group: cannot hand the socket {p} to group {self.group!r}: {e.strerror}"
+                                 " (the service account must be a member of it)") from None
         log.info("control socket %s%s", p, f" (group {self.group})" if self.group else " (service account only)",
                  extra={"event": "control_listening"})
 

@@ -127,6 +127,8 @@ class Gateway:
 
         assert self.store is not None
         cfg = self.config
+        with contextlib.suppress(OSError):  # only the gateway reads or writes its store
+            os.chmod(cfg.store_path, 0o700)
         sealed = await self.store.run(audit.seal_legacy)
         self.witness = audit.Witness(self.audit_key, cfg.audit_witness_path)
         head = await self.store.run(lambda s: self.witness.write(s, force=True))
