@@ -21,6 +21,7 @@ Contract (COMMON.md / DESIGN.md): request `{"op", "args"}` -> `{"ok": true, "res
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import email
 import email.policy
@@ -37,7 +38,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import audit
 from .approvals import Router, decide
@@ -48,6 +49,7 @@ from .masking import mask_text
 from .store import DELAYED, HELD, STATES, AsyncStore, Store
 
 log = logging.getLogger("dlpgate.control")
+T = TypeVar("T")
 
 MAX_REQUEST = 64 * 1024  # one request line; anything longer is not a request
 IDLE_TIMEOUT = 60.0
@@ -159,6 +161,28 @@ class Authority:
         self.identities = identities if identities is not None else Identities(config)
         self.on_decision = on_decision
         self._verify = verify
+        # reads (lists, exports, verify) run on a read-only connection of their own, one at a time:
+        # a long export or a verify of the whole chain never holds up the writer thread (SMTP accepts)
+        self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dlpgate-control-read")
+        self._read_store: Store | None = None
+
+    async def _read(self, job: Callable[[Store], T]) -> T:
+        def run() -> T:
+            if self._read_store is None:
+                self._read_store = Store(self.store.root, readonly=True)
+            return job(self._read_store)
+
+        return await asyncio.get_running_loop().run_in_executor(self._reader, run)
+
+    def close(self) -> None:
+        def shut() -> None:
+            if self._read_store is not None:
+                self._read_store.conn.close()
+                self._read_store = None
+
+        with contextlib.suppress(RuntimeError):
+            self._reader.submit(shut).result(30)
+        self._reader.shutdown(wait=True)
 
     def reconfigure(self, config: Config) -> None:
         """SIGHUP: new routes, people and admins apply from the next call on."""
@@ -246,7 +270,7 @@ class Authority:
 
     async def _outbox_list(self, caller: Caller, me: Identity, args: Mapping[str, Any]) -> list[dict[str, Any]]:
         sender = self._sender_filter(me, _opt_str(args, "sender"))
-        rows = await self.store.run(lambda s: s.list(states=(DELAYED,), sender=sender))
+        rows = await self._read(lambda s: s.list(states=(DELAYED,), sender=sender))
         now = time.time()
         out = []
         for d in rows:
@@ -295,7 +319,7 @@ class Authority:
 
         now = time.time()
         out = []
-        for d, decisions in await self.store.run(job):
+        for d, decisions in await self._read(job):
             if not self._visible(me, d["sender"], router):
                 # even a non-admin may filter by a sender that is theirs; routed mail shows too
                 continue
@@ -333,7 +357,7 @@ class Authority:
                 raw = None
             return d, raw, audit.export(s, msg_id=mid)
 
-        d, raw, trail = await self.store.run(job)
+        d, raw, trail = await self._read(job)
         headers, parts = mime_parts(raw) if raw is not None else ({}, [])
         who = router.for_sender(d["sender"])
         logins = _approved_logins(d["approvals"])
@@ -411,12 +435,12 @@ class Authority:
                 self._check_visible(me, mid, s.get(mid)["sender"], router)
             return audit.export(s, since=since, until=until, msg_id=mid)
 
-        rows = await self.store.run(job)
+        rows = await self._read(job)
         return [r.to_json() | {"summary": audit.summary(r)} for r in rows]
 
     async def _audit_verify(self, caller: Caller, me: Identity, args: Mapping[str, Any]) -> dict[str, Any]:
         verify = self._verify or audit.verify
-        rep = await self.store.run(verify)
+        rep = await self._read(verify)
         return {"ok": rep.ok, "message": rep.message}
 
     async def _log_search(self, caller: Caller, me: Identity, args: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -428,8 +452,7 @@ class Authority:
         if h is not None and not (8 <= len(h) <= 64 and all(c in "0123456789abcdefABCDEF" for c in h)):
             raise InputError("--attachment-hash: expected 64 hex digits (SHA-256) or a prefix of at least 8")
         router = self._router()
-        rows = await self.store.run(lambda s: s.sendlog(sender=sender, since=since, until=until,
-                                                        attachment_hash=h))
+        rows = await self._read(lambda s: s.sendlog(sender=sender, since=since, until=until, attachment_hash=h))
         out = []
         for d in rows:
             if not self._visible(me, d["sender"], router):

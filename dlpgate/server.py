@@ -258,6 +258,8 @@ class Gateway:
                 await asyncio.sleep(0.05)
         if self.control is not None:
             await self.control.stop()
+        if self.authority is not None:
+            self.authority.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         if self.delivery is not None:

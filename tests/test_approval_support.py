@@ -254,6 +254,7 @@ class ControlThread:
 
         async def stop() -> None:
             await self.server.stop()
+            self.authority.close()
 
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(60)
         self.store.close()

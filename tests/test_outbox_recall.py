@@ -124,5 +124,6 @@ async def test_delivering_and_held_cannot_be_recalled(tmp_path: Path) -> None:
         entry = [e for e in st.audit_entries(msg_id=c) if e.event == "recalled"][0]
         assert entry.actor == "boss" and entry.detail["on_behalf_of"] == SENDER and entry.os_user == "boss"
     finally:
+        auth.close()
         astore.close()
         st.close()
