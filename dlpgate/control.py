@@ -496,6 +496,18 @@ def peer_caller(sock: socket.socket) -> Caller:
     return Caller(login, uid, "socket")
 
 
+def _listening(path: Path) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2)
+    try:
+        s.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True
+
+
 def _error_reply(e: BaseException) -> dict[str, Any]:
     name = type(e).__name__
     for t in type(e).__mro__:
@@ -518,11 +530,16 @@ class ControlServer:
     async def start(self) -> None:
         p = self.path
         p.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        d = p.parent.stat()
+        if d.st_mode & 0o002:  # anyone could swap the socket for their own between our bind and a client's connect
+            raise InputError(f"control.socket: its directory {p.parent} is writable by everyone; use one only the"
+                             " service account writes (e.g. /run/dlpgate)")
         with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(p.lstat().st_mode):
-                p.unlink()  # a socket left by a killed gateway (the delivery lock says we are alone)
-            else:
+            if not stat.S_ISSOCK(p.lstat().st_mode):
                 raise InputError(f"control.socket: {p} exists and is not a socket")
+            if _listening(p):
+                raise InputError(f"control.socket: another gateway is serving on {p}")
+            p.unlink()  # a socket left by a killed gateway
         gid = -1
         if self.group:
             try:
