@@ -549,6 +549,9 @@ class ControlServer:
         old = os.umask(0o177)  # created 0600: nobody else connects before the mode below is set
         try:
             self.server = await asyncio.start_unix_server(self._client, path=str(p), limit=MAX_REQUEST)
+        except OSError as e:
+            raise InputError(f"control.socket: cannot listen on {p}: {e.strerror or e}"
+                             + (" (Unix socket paths must be under 108 bytes)" if len(str(p)) > 100 else "")) from None
         finally:
             os.umask(old)
         if gid >= 0:
