@@ -154,13 +154,14 @@ class Authority:
 
     def __init__(self, config: Config, store: AsyncStore, *, hostname: str, identities: Identities | None = None,
                  on_decision: Callable[[str], Any] | None = None,
-                 verify: Callable[[Store], audit.VerifyReport] | None = None) -> None:
+                 verify: Callable[[Store], audit.VerifyReport] | None = None, public_key: Any = None) -> None:
         self.config = config
         self.store = store
         self.hostname = hostname
         self.identities = identities if identities is not None else Identities(config)
         self.on_decision = on_decision
         self._verify = verify
+        self._public_key = public_key  # auditkey.PublicKey of the chain's signing key
         # reads (lists, exports, verify) run on a read-only connection of their own, one at a time:
         # a long export or a verify of the whole chain never holds up the writer thread (SMTP accepts)
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dlpgate-control-read")
@@ -443,6 +444,12 @@ class Authority:
         rep = await self._read(verify)
         return {"ok": rep.ok, "message": rep.message}
 
+    async def _audit_key(self, caller: Caller, me: Identity, args: Mapping[str, Any]) -> dict[str, Any]:
+        """The public key auditors verify with (offline: `audit verify --public-key FILE`)."""
+        if self._public_key is None:
+            raise InputError("this gateway has no audit signing key")
+        return {"fingerprint": self._public_key.fingerprint, "pem": self._public_key.pem().decode("ascii")}
+
     async def _log_search(self, caller: Caller, me: Identity, args: Mapping[str, Any]) -> list[dict[str, Any]]:
         since, until = _opt_time(args, "since"), _opt_time(args, "until")
         sender = _opt_str(args, "sender")
@@ -480,6 +487,7 @@ _OPS: dict[str, Callable[..., Any]] = {
     "quarantine.decide": Authority._quarantine_decide,
     "audit.export": Authority._audit_export,
     "audit.verify": Authority._audit_verify,
+    "audit.key": Authority._audit_key,
     "log.search": Authority._log_search,
 }
 

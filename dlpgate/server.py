@@ -139,7 +139,7 @@ class Gateway:
         key, witness_path = self.audit_key, cfg.audit_witness_path
         self.authority = Authority(cfg, self.store, hostname=self.hostname, identities=Identities(cfg),
                                    on_decision=self._after_decision,
-                                   verify=lambda s: audit.verify(s, key, witness_path))
+                                   verify=lambda s: audit.verify(s, key, witness_path), public_key=key)
         self.control = ControlServer(self.authority, cfg.control_socket, cfg.control.group)
         await self.control.start()
         sock_dir = cfg.control_socket.parent.resolve()

@@ -134,7 +134,10 @@ def test_forged_decision_row_is_caught(env) -> None:  # noqa: ANN001
 
 def test_copied_database_with_the_wrong_key_fails_offline(env, tmp_path: Path) -> None:  # noqa: ANN001
     cfg = env["config"]
-    pub = Path(str(cfg.audit_key_path) + ".pub")
+    code, out, err = run_cli(["audit", "key", "--config", env["cfg"]])  # what an auditor is handed
+    assert code == 0 and out.startswith("-----BEGIN PUBLIC KEY-----") and env["gw"].key.fingerprint in out
+    pub = tmp_path / "auditor.pub"
+    pub.write_text(out.split("# fingerprint")[0], encoding="ascii")
     copy = tmp_path / "copy"
     shutil.copytree(env["db"].parent, copy, ignore=shutil.ignore_patterns("*.sock"))
     code, out, err = run_cli(["audit", "verify", "--public-key", str(pub), "--store", str(copy),
