@@ -506,6 +506,7 @@ class Store:
                 except sqlite3.OperationalError:  # a copy without its -shm on a read-only disk: read it as is
                     self.conn.close()
                     self.conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+                    self.conn.execute("SELECT 1 FROM audit LIMIT 1").fetchall()  # not a store: StoreError below
                 self.conn.row_factory = sqlite3.Row
             else:
                 self._open()
