@@ -94,6 +94,8 @@ class RelayConfig:
     retry_initial: float = 60.0
     retry_max: float = 3600.0
     give_up_after: float = 5 * 24 * 3600.0
+    # greet the upstream at start (and every 30 s while it does not answer) to say whether it does
+    probe: bool = True
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,8 @@ class Gateway:
         metrics.UP.set(1)
         log_started(cfg, self.summary, _listening(self.server),
                     _listening(self.metrics_server.server) if self.metrics_server is not None else "")
-        self._probe_task = asyncio.create_task(self.probe_upstream(), name="upstream-probe")
+        if cfg.relay.probe:
+            self._probe_task = asyncio.create_task(self.probe_upstream(), name="upstream-probe")
 
     async def _bind(self) -> None:
         """Both listening sockets, not yet accepting: a taken port fails here, first."""
@@ -271,7 +272,8 @@ class Gateway:
         await self.store.run(lambda s: s.purge(cfg.store.retention_days * 86400,
                                                cfg.store.sendlog_retention_days * 86400))
         await self.refresh_gauges()
-        if self.upstream_state()[0] is False and (self._probe_task is None or self._probe_task.done()):
+        if (cfg.relay.probe and self.upstream_state()[0] is False
+                and (self._probe_task is None or self._probe_task.done())):
             self._probe_task = asyncio.create_task(self.probe_upstream(), name="upstream-probe")  # back yet?
         seen = self._decision_seq
         new, top = await self.store.run(lambda s: s.decision_counts(seen))
