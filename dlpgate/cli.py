@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from . import eventloop
 from .config import Config, find_config, load_config
-from .errors import DlpgateError
+from .errors import DlpgateError, InputError
 
 Command = Callable[[argparse.Namespace, Config], int]
 
@@ -135,6 +135,8 @@ def cmd_rules_check(args: argparse.Namespace, config: Config) -> int:
     from .scan.scanner import Scanner
 
     d = args.dir or str(config.rules_path)
+    if not os.path.isdir(d):
+        raise InputError(f"rules directory {d} does not exist")
     Scanner.load(d)
     Policy.load(d, config.policy.internal_domains)
     print(f"rules in {d}: ok")

@@ -68,9 +68,8 @@ def _check_rules(cfg: Config) -> tuple[int, int, int, int]:
 
     d = cfg.rules_path
     if not d.is_dir():
-        hint = (f" (install the source tree's rules/ there: sudo install -d {d.parent} && sudo cp -r rules {d};"
-                " see deploy/README.md)") if d.is_absolute() else ""
-        raise ConfigError(f"policy.rules: rules directory {d} does not exist{hint}")
+        raise ConfigError(f"policy.rules: rules directory {d} does not exist (copy the shipped rules/ there:"
+                          f" cp -r rules {d}; see deploy/README.md)")
     rules = load_detector_rules(d)  # RuleError names the file and key
     policy = Policy.load(d, cfg.policy.internal_domains)
     keywords = sum(len(getattr(rules, k)) for k in ("my_number_keywords", "resident_keywords",
