@@ -276,7 +276,7 @@ class Delivery:
                 client = None
                 if not fresh_try and isinstance(e, aiosmtplib.SMTPServerDisconnected):
                     continue
-                reason = f"upstream unavailable: {type(e).__name__}: {e}"[:300]
+                reason = f"upstream unavailable: {_why(e)}"[:300]
                 self._upstream_seen(False, reason)
                 return None, [RcptOutcome(r, 0, reason) for r in c.recipients]
         return client, [RcptOutcome(r, 0, "upstream unavailable") for r in c.recipients]
@@ -321,6 +321,19 @@ class Delivery:
                 log.info("delivery attempt %d: %s", attempts, state, extra=extra)
             else:
                 log.warning("delivery attempt %d: %s: %s", attempts, state, "; ".join(replies), extra=extra)
+
+
+def _why(e: BaseException) -> str:
+    """A connection failure in a few words: the OS's reason where there is one ("Connection
+    refused", "No route to host"), not the wrapper's repr."""
+    seen: BaseException | None = e
+    for _ in range(4):
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno:
+            return f"{type(e).__name__}: {os.strerror(seen.errno)}"
+        seen = seen.__cause__ or seen.__context__
+    return f"{type(e).__name__}: {e}"
 
 
 async def _reset(client: aiosmtplib.SMTP | None) -> None:

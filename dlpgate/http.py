@@ -53,12 +53,12 @@ class MetricsServer:
                     break
             parts = line.decode("latin-1").split()
             path = parts[1].split("?")[0] if len(parts) >= 2 else ""
+            if path in ("/metrics", "/healthz") and self.refresh is not None:
+                try:
+                    await asyncio.wait_for(self.refresh(), timeout=5)
+                except Exception:  # noqa: BLE001 - a stale gauge beats no answer; the store check says why
+                    pass
             if path == "/metrics":
-                if self.refresh is not None:
-                    try:
-                        await asyncio.wait_for(self.refresh(), timeout=5)
-                    except Exception:  # noqa: BLE001 - a stale gauge beats no scrape; /healthz says why
-                        pass
                 status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(REGISTRY)
             elif path == "/healthz":
                 report = self.health()
