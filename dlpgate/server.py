@@ -77,17 +77,21 @@ class Gateway:
         """Check, bind, then start. A bad file or a busy port is one ConfigError before anything
         is created or spawned; a failure later stops whatever had started (no orphan children)."""
         cfg = self.config
-        self.summary = preflight(cfg)  # creates nothing; names the key or file at fault
-        await self._bind()
+        await self._bind()  # first: a second gateway on the same ports stops at once
         try:
+            self.summary = preflight(cfg)  # creates nothing; names the key or file at fault
             await self._start_parts()
             assert self.server is not None
+            # listen() may still find the port taken by a process that bound it meanwhile
             try:
                 await self.server.start_serving()
+            except OSError as e:
+                raise ConfigError(_bind_error("smtp.listen", cfg.smtp.listen, e)) from None
+            try:
                 if self.metrics_server is not None:
                     await self.metrics_server.serve()
-            except OSError as e:  # another process bound the same port meanwhile
-                raise ConfigError(_bind_error("smtp.listen", cfg.smtp.listen, e)) from None
+            except OSError as e:
+                raise ConfigError(_bind_error("metrics.listen", cfg.metrics.listen, e)) from None
         except BaseException:
             await self.stop(grace=0)
             raise

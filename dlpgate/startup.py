@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,7 +144,7 @@ def preflight(cfg: Config) -> Summary:
         counts = _check_rules(cfg)
     except DlpgateError as e:
         problems.append(str(e))
-    checks = [_check_tls, _check_store]
+    checks: list[Callable[[Config], object]] = [_check_tls, _check_store]
     if cfg.smtp.auth_users_file:  # a broken users file stops start-up naming the line, not locks all out
         checks.insert(0, lambda c: FileAuthenticator(c.smtp.auth_users_file).users())
     for check in checks:
