@@ -101,9 +101,29 @@ async def test_busy_metrics_port_in_process_starts_nothing(held_port: int, tmp_p
         await gw.start()
     assert multiprocessing.active_children() == []
     assert not (tmp_path / "store").exists()
-    # and the SMTP port it had bound is free again
-    host, port = gw.config.smtp.listen.rsplit(":", 1)
-    assert gw.server is None
+    assert gw.server is None  # the SMTP socket it had bound is closed again
+
+
+async def test_a_failure_after_the_children_started_stops_them(tmp_path: Path, sink: Sink,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers and the delivery process are up when start-up fails: they are stopped, not orphaned."""
+    import multiprocessing
+
+    async def broken(self: Gateway) -> None:
+        assert multiprocessing.active_children()  # the deliverer and a worker are running now
+        raise RuntimeError("housekeeping cannot run")
+
+    monkeypatch.setattr(Gateway, "housekeep_once", broken)
+    port = free_port()
+    base = make_config(tmp_path, sink.port)
+    gw = Gateway(replace(base, smtp=replace(base.smtp, listen=f"127.0.0.1:{port}")), workers=1)
+    with pytest.raises(RuntimeError, match="housekeeping cannot run"):
+        await gw.start()
+    assert multiprocessing.active_children() == []
+    with socket.socket() as s:  # the port is free again: another gateway can take it
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen(1)
 
 
 # ------------------------------------------------------------------------------ 2. missing rules
