@@ -68,6 +68,7 @@ class Gateway:
         self._decision_seq = 0  # audit entries already folded into dlpgate_decisions_total
         self._reload_task: asyncio.Future[bool] | None = None
         self._tls: ssl.SSLContext | None = None
+        self._listen_config = config
         self.summary: Summary | None = None
         self._probe: tuple[float, bool | None, str] = (0.0, None, "")  # (when, answered, why not)
         self._probe_task: asyncio.Task[None] | None = None
@@ -103,7 +104,7 @@ class Gateway:
 
     async def _bind(self) -> None:
         """Both listening sockets, not yet accepting: a taken port fails here, first."""
-        cfg = self.config
+        cfg = self._listen_config = self.config
         loop = asyncio.get_running_loop()
         host, port = parse_hostport(cfg.smtp.listen, "smtp.listen")
         try:
@@ -123,7 +124,7 @@ class Gateway:
                 raise ConfigError(_bind_error("metrics.listen", cfg.metrics.listen, e)) from None
 
     def _smtp_factory(self) -> GatewaySMTP:
-        cfg = self.config
+        cfg = self._listen_config  # as at start: listener settings are read at start only
         assert self.handler is not None
         kwargs: dict[str, Any] = dict(hostname=self.hostname, data_size_limit=cfg.smtp.max_message_bytes,
                                       enable_SMTPUTF8=True, decode_data=False, timeout=cfg.smtp.timeout,
