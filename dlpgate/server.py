@@ -195,14 +195,15 @@ class Gateway:
         up_ok, up_reason = self.upstream_state()
         limit = cfg.metrics.max_deferred_age
         age = self.oldest_deferred_age
+        upstream: dict[str, Any] = {"ok": up_ok is not False, "address": cfg.relay.upstream}
+        if up_reason or up_ok is None:
+            upstream["detail"] = up_reason or "not tried yet"
         checks: dict[str, dict[str, Any]] = {
             "smtp": {"ok": self.server is not None and self.server.is_serving(), "listen": cfg.smtp.listen},
             "store": {"ok": store_ok},
             "deliverer": {"ok": self.delivery is not None and bool(self.delivery.alive)},
             "housekeeping": {"ok": time.time() - self.last_housekeeping < HOUSEKEEPING_EVERY * 3},
-            "upstream": {"ok": up_ok is not False, "address": cfg.relay.upstream,
-                         **({"detail": up_reason} if up_reason else {}),
-                         **({} if up_ok is not None else {"detail": "not tried yet"})},
+            "upstream": upstream,
             "deferred": {"ok": age <= limit, "oldest_age_seconds": round(age, 1), "limit_seconds": limit},
         }
         core = ("smtp", "store", "deliverer", "housekeeping")
