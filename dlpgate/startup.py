@@ -147,7 +147,9 @@ def preflight(cfg: Config) -> Summary:
         counts = _check_rules(cfg)
     except DlpgateError as e:
         problems.append(str(e))
-    checks: list[Callable[[Config], object]] = [_check_tls, _check_store]
+    from .control import preflight as _check_control
+
+    checks: list[Callable[[Config], object]] = [_check_tls, _check_store, _check_control]
     if cfg.smtp.auth_users_file:  # a broken users file stops start-up naming the line, not locks all out
         checks.insert(0, lambda c: FileAuthenticator(c.smtp.auth_users_file).users())
     for check in checks:
