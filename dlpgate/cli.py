@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dlpgate", description="Outbound email DLP gateway", parents=[common])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("auth", help="SMTP AUTH users file: auth add|remove|list FILE [LOGIN] [--password-stdin]")
+    sub.add_parser("web-user", help="web console accounts: web-user add|remove|list FILE [LOGIN] [--password-stdin]")
 
     p = sub.add_parser("serve", parents=[common], help="run the gateway")
     p.set_defaults(func=cmd_serve)
@@ -96,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .auth import main as auth_main
 
         return auth_main(argv[1:])
+    if argv[:1] == ["web-user"]:  # the web console's accounts file: same shape of tool
+        from .web.accounts import main as web_user_main
+
+        return web_user_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     # everything the gateway writes (DB, its WAL and SHM files, spool, notices) is the service's
