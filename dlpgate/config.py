@@ -228,6 +228,15 @@ class Config:
             p = Path(self.source).resolve().parent / p
         return p
 
+    def beside(self, value: str) -> str:
+        """A file named in this config, relative to the config file's directory ("" stays "")."""
+        if not value:
+            return ""
+        p = Path(value)
+        if not p.is_absolute() and self.source:
+            p = Path(self.source).resolve().parent / p
+        return str(p)
+
     @property
     def control_socket(self) -> Path:
         return self._beside(self.control.socket, "control.sock")

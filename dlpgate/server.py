@@ -53,6 +53,7 @@ class Gateway:
         self.authority: Any = None
         self.control: Any = None
         self._last_witness = 0.0
+        self.web: Any = None  # dlpgate.web.WebServer when [web] listen is set
 
     async def start(self) -> None:
         cfg = self.config
@@ -93,6 +94,10 @@ class Gateway:
         await self.pipeline.start()
         await self.delivery.start()
         await self._start_control()
+        if cfg.web.listen:  # the browser console: one more client of the same authority, same loop
+            from .web import start_web
+
+            self.web = await start_web(cfg, self.authority)
         self.handler = Handler(cfg, self.pipeline)
         host, port = parse_hostport(cfg.smtp.listen, "smtp.listen")
         tls = tls_context(cfg)
@@ -238,6 +243,8 @@ class Gateway:
             self.approvals.config = new
         if self.authority is not None:
             self.authority.reconfigure(new)
+        if self.web is not None:  # sign-in policy and links; the listener itself needs a restart
+            self.web.reconfigure(new)
             from .identities import log_binding_problems
 
             log_binding_problems(new)
@@ -256,6 +263,8 @@ class Gateway:
                 await asyncio.sleep(0.05)
         if self.control is not None:
             await self.control.stop()
+        if self.web is not None:
+            await self.web.stop()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         if self.delivery is not None:

@@ -69,14 +69,22 @@ class WebServer:
         scheme = "https" if self.config.web.tls_cert else "http"
         return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{self.port}"
 
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: the new config's sign-in policy, links and language; the socket stays as it is."""
+        self.config = config
+        self.console.reconfigure(config)
+
     async def start(self) -> None:
         import uvicorn
+
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # the gateway logs its own start line
 
         web = self.config.web
         self._sock = _bind(web.listen)
         cfg = uvicorn.Config(self.console.app, lifespan="off", access_log=False, log_config=None,
                              server_header=False, date_header=True, proxy_headers=False, http="h11",
-                             ws="none", ssl_certfile=web.tls_cert or None, ssl_keyfile=web.tls_key or None,
+                             ws="none", ssl_certfile=self.config.beside(web.tls_cert) or None,
+                             ssl_keyfile=self.config.beside(web.tls_key) or None,
                              timeout_keep_alive=30, limit_concurrency=200, h11_max_incomplete_event_size=65536)
         try:
             cfg.load()

@@ -35,7 +35,7 @@ from ..config import Config
 from ..errors import DlpgateError, InputError, NotFound, PermissionDenied, StateError
 from ..masking import mask_text
 from .accounts import AccountFile, normal_login, totp_matches
-from .guard import COOKIE, Session, Sessions, Throttle, csrf_ok
+from .guard import COOKIE, PRE_COOKIE, Session, Sessions, Throttle, csrf_ok
 from .i18n import LANGS, translate
 
 log = logging.getLogger("dlpgate.web")
@@ -95,7 +95,7 @@ class Console:
         web = config.web
         self.config = config
         self.authority = authority
-        self.accounts = AccountFile(web.users_file) if web.users_file else None
+        self.accounts = AccountFile(config.beside(web.users_file)) if web.users_file else None
         self.sessions = Sessions(web.session_idle, clock)
         self.by_account = Throttle(web.lockout_after, web.lockout_seconds, clock)
         self.by_address = Throttle(max(20, 4 * web.lockout_after), web.lockout_seconds, clock)
@@ -124,8 +124,16 @@ class Console:
             Route("/admin/verify", self.verify, methods=["POST"]),
             Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
         ]
-        self.app = SecurityHeaders(Starlette(routes=routes, exception_handlers={404: self.not_found}),
+        self.app = SecurityHeaders(Starlette(routes=routes, exception_handlers={404: self.not_found, 405: self.not_found}),
                                    hsts=bool(web.tls_cert))
+
+    def reconfigure(self, config: Config) -> None:
+        """New policy from a reload (sessions and lock-outs carry over)."""
+        self.config = config
+        users = config.beside(config.web.users_file)
+        if users != (str(self.accounts.path) if self.accounts else ""):
+            self.accounts = AccountFile(users) if users else None
+        self.proxies = tuple(ipaddress.ip_network(n, strict=False) for n in config.web.trusted_proxies)
 
     # ------------------------------------------------------------------ plumbing
     def _lang(self, session: Session | None) -> str:
@@ -146,13 +154,31 @@ class Console:
                 return t("age.h", n=s // 3600)
             return t("age.m", n=max(1, s // 60) if s else 0)
 
+        # where the language switch returns to: this page if it can be fetched again, else home
+        path = ctx.pop("path", request.url.path if request.method == "GET" else "/")
         html = self.env.get_template(name).render(
-            t=t, age=age, lang=lang, session=session, me=ctx.pop("me", None), path=request.url.path, **ctx)
+            t=t, age=age, lang=lang, session=session, me=ctx.pop("me", None), path=path, **ctx)
         return HTMLResponse(html, status_code=status)
 
     def _set_cookie(self, response: Response, session: Session) -> None:
-        response.set_cookie(COOKIE, session.token, httponly=True, samesite="strict", secure=self.secure_cookie,
+        """The signed-in session's cookie, or the pre-session's (a sign-in form's CSRF) under its own
+        name, so an abandoned sign-in page never replaces a signed-in session."""
+        name = COOKIE if session.login else PRE_COOKIE
+        response.set_cookie(name, session.token, httponly=True, samesite="strict", secure=self.secure_cookie,
                             path="/")
+        if session.login:
+            response.delete_cookie(PRE_COOKIE, path="/", httponly=True, samesite="strict", secure=self.secure_cookie)
+
+    def _pre_session(self, request: Request) -> Session | None:
+        s = self.sessions.get(request.cookies.get(PRE_COOKIE))
+        return s if s is not None and not s.login else None
+
+    def _form_session(self, request: Request, csrf: str | None) -> Session | None:
+        """Whichever of this browser's sessions issued `csrf` (the signed-in one or the sign-in form's)."""
+        for s in (self.sessions.get(request.cookies.get(COOKIE)), self._pre_session(request)):
+            if csrf_ok(s, csrf):
+                return s
+        return None
 
     def _client(self, request: Request) -> str:
         return request.client.host if request.client is not None else ""
@@ -181,6 +207,10 @@ class Console:
                 log.info("signed in through the trusted proxy", extra={"event": "web_signin", "via": "proxy"})
         if s is not None and s.login:
             return s, None
+        if request.method == "GET" and request.headers.get("sec-fetch-site") == "cross-site":
+            # a link followed from another site (webmail): SameSite=Strict withheld the cookie. Load the
+            # page once more from here, where the browser sends it; no script, no token in the URL.
+            return None, HTMLResponse('<!doctype html><meta http-equiv="refresh" content="0">', status_code=200)
         nxt = request.url.path if _NEXT.match(request.url.path) else "/"
         expired = "&expired=1" if request.cookies.get(COOKIE) else ""
         return None, RedirectResponse(f"/signin?next={nxt}{expired}", status_code=303)
@@ -215,8 +245,10 @@ class Console:
         return self.render(request, "error.html", session, status=status, key=key, detail=mask_text(str(e)))
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
+        """404 and 405 as a page of the console (same headers, same language), not a bare text."""
         s = self.sessions.get(request.cookies.get(COOKIE))
-        return self.render(request, "error.html", s, status=404, key="err.notfound", detail="")
+        status = int(getattr(exc, "status_code", 404))
+        return self.render(request, "error.html", s, status=status, key="err.notfound", detail="")
 
     async def _posted(self, request: Request) -> tuple[Session | None, Mapping[str, str], Response | None]:
         """A POST from a signed-in session with the right CSRF token, or the refusal."""
@@ -236,11 +268,12 @@ class Console:
     # ------------------------------------------------------------------ sign-in
     async def signin(self, request: Request) -> Response:
         web = self.config.web
-        s = self.sessions.get(request.cookies.get(COOKIE))
+        signed_in = self.sessions.get(request.cookies.get(COOKIE))
+        s = self._pre_session(request)
         if request.method == "GET":
-            if s is not None and s.login:
-                return RedirectResponse("/", status_code=303)
-            s = s or self.sessions.new("", self._lang(None))
+            if signed_in is not None and signed_in.login:
+                return RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
+            s = s or self.sessions.new("", self._lang(signed_in))
             notice = "signin.expired" if request.query_params.get("expired") else ""
             if self.accounts is None:
                 notice = "signin.proxy_only"
@@ -284,6 +317,8 @@ class Console:
         assert account is not None
         try:
             me = await self.authority.call(_caller(account.login), "whoami", {})
+            if not me.get("known", True):
+                raise PermissionDenied("not a person of the gateway")
         except (PermissionDenied, NotFound):
             log.warning("sign-in refused: account not bound to a person", extra={"event": "web_signin_unbound"})
             return again("signin.unbound", 403)
@@ -312,18 +347,18 @@ class Console:
         log.info("signed out", extra={"event": "web_signout", "login": session.login})
         fresh = self.sessions.new("", session.lang)
         r = self.render(request, "signin.html", fresh, next="/", notice="signedout", error="", login="")
+        r.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=self.secure_cookie)
         self._set_cookie(r, fresh)
         return r
 
     async def set_lang(self, request: Request) -> Response:
-        s = self.sessions.get(request.cookies.get(COOKIE))
         try:
             form = await self._form(request)
         except InputError as e:
-            return self.error_page(request, s, e)
-        if not csrf_ok(s, form.get("csrf")):
-            return self.render(request, "error.html", s, status=403, key="err.csrf", detail="")
-        assert s is not None
+            return self.error_page(request, None, e)
+        s = self._form_session(request, form.get("csrf"))
+        if s is None:
+            return self.render(request, "error.html", None, status=403, key="err.csrf", detail="")
         if form.get("lang") in LANGS:
             s.lang = form["lang"]
         return RedirectResponse(_safe_next(form.get("next")), status_code=303)
@@ -515,7 +550,7 @@ class Console:
         except DlpgateError as e:
             return self.error_page(request, session, e)
         return self.render(request, "admin.html", session, me=me, rows=rows, sendlog=[], q={}, state="held",
-                           searched=False, verify=result)
+                           searched=False, verify=result, path="/admin")
 
 
 # ---------------------------------------------------------------------- helpers
