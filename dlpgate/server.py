@@ -61,6 +61,10 @@ class Gateway:
             from .auth import FileAuthenticator
 
             FileAuthenticator(cfg.smtp.auth_users_file).users()
+        if cfg.web.listen:  # the console's port and certificate: a problem stops start-up before anything runs
+            from .web import WebServer
+
+            self.web = WebServer(cfg)
         from .auditkey import AuditKey
 
         self.audit_key, created = AuditKey.load_or_create(cfg.audit_key_path)
@@ -94,10 +98,8 @@ class Gateway:
         await self.pipeline.start()
         await self.delivery.start()
         await self._start_control()
-        if cfg.web.listen:  # the browser console: one more client of the same authority, same loop
-            from .web import start_web
-
-            self.web = await start_web(cfg, self.authority)
+        if self.web is not None:  # the browser console: one more client of the same authority, same loop
+            await self.web.start(self.authority)
         self.handler = Handler(cfg, self.pipeline)
         host, port = parse_hostport(cfg.smtp.listen, "smtp.listen")
         tls = tls_context(cfg)

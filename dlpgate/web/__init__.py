@@ -47,20 +47,39 @@ def _bind(listen: str) -> socket.socket:
 
 
 class WebServer:
-    """The console's listener: start() once the authority exists, stop() before the store closes."""
+    """The console's listener. Made early in start-up (binds the port, loads the certificate: a
+    problem stops the gateway before anything runs), started once the authority exists, stopped
+    before the store closes."""
 
-    def __init__(self, config: Config, authority: Any) -> None:
-        from .app import Console
+    def __init__(self, config: Config) -> None:
+        import uvicorn
 
         self.config = config
-        self.console = Console(config, authority)
+        self.console: Any = None
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
-        self._sock: socket.socket | None = None
+        web = config.web
+        if web.users_file:  # a missing or broken accounts file names itself now, not at the first sign-in
+            from .accounts import AccountFile
+
+            try:
+                AccountFile(config.beside(web.users_file)).accounts()
+            except ConfigError as e:
+                raise ConfigError(f"{e} (create accounts with: dlpgate web-user add FILE LOGIN)") from None
+        self._sock = _bind(web.listen)
+        self._uvicorn = uvicorn.Config(
+            _Deferred(self), lifespan="off", access_log=False, log_config=None, server_header=False,
+            date_header=True, proxy_headers=False, http="h11", ws="none",
+            ssl_certfile=config.beside(web.tls_cert) or None, ssl_keyfile=config.beside(web.tls_key) or None,
+            timeout_keep_alive=30, limit_concurrency=200, h11_max_incomplete_event_size=65536)
+        try:
+            self._uvicorn.load()
+        except (OSError, ValueError) as e:  # unreadable or mismatched certificate and key
+            self._sock.close()
+            raise ConfigError(f"web.tls_cert: cannot load the certificate and key: {e}") from None
 
     @property
     def port(self) -> int:
-        assert self._sock is not None
         return int(self._sock.getsockname()[1])
 
     @property
@@ -72,26 +91,15 @@ class WebServer:
     def reconfigure(self, config: Config) -> None:
         """SIGHUP: the new config's sign-in policy, links and language; the socket stays as it is."""
         self.config = config
-        self.console.reconfigure(config)
+        if self.console is not None:
+            self.console.reconfigure(config)
 
-    async def start(self) -> None:
-        import uvicorn
+    async def start(self, authority: Any) -> None:
+        from .app import Console
 
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # the gateway logs its own start line
-
-        web = self.config.web
-        self._sock = _bind(web.listen)
-        cfg = uvicorn.Config(self.console.app, lifespan="off", access_log=False, log_config=None,
-                             server_header=False, date_header=True, proxy_headers=False, http="h11",
-                             ws="none", ssl_certfile=self.config.beside(web.tls_cert) or None,
-                             ssl_keyfile=self.config.beside(web.tls_key) or None,
-                             timeout_keep_alive=30, limit_concurrency=200, h11_max_incomplete_event_size=65536)
-        try:
-            cfg.load()
-        except (OSError, ValueError) as e:  # unreadable or mismatched certificate and key
-            self._sock.close()
-            raise ConfigError(f"web.tls_cert: cannot load the certificate and key: {e}") from None
-        self._server = _QuietServer(cfg)
+        self.console = Console(self.config, authority)
+        self._server = _QuietServer(self._uvicorn)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]), name="web-console")
         while not self._server.started:
             if self._task.done():
@@ -101,18 +109,26 @@ class WebServer:
         log.info("web console on %s", self.url, extra={"event": "web_started"})
 
     async def stop(self, timeout: float = 5.0) -> None:
-        if self._server is None or self._task is None:
-            return
-        self._server.should_exit = True
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except asyncio.TimeoutError:
-            self._server.force_exit = True
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        if self._sock is not None:
-            self._sock.close()
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except asyncio.TimeoutError:
+                self._server.force_exit = True
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
+        self._sock.close()
+
+
+class _Deferred:
+    """The ASGI app of a WebServer whose console is made at start (uvicorn wants an app up front)."""
+
+    def __init__(self, web: WebServer) -> None:
+        self.web = web
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.web.console.app(scope, receive, send)
 
 
 def _quiet_server_class() -> type:
@@ -130,12 +146,3 @@ def _quiet_server_class() -> type:
 
 def _QuietServer(cfg: Any) -> Any:  # noqa: N802 - a class built late (uvicorn imported only when used)
     return _quiet_server_class()(cfg)
-
-
-async def start_web(config: Config, authority: Any) -> WebServer | None:
-    """The hook `serve` calls: the console when `[web] listen` is set, else None."""
-    if not config.web.listen:
-        return None
-    web = WebServer(config, authority)
-    await web.start()
-    return web

@@ -20,6 +20,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -589,8 +590,11 @@ def _top_finding(findings: Any) -> str:
 def _when(ts: Any) -> str:
     if ts in (None, ""):
         return "-"
-    if isinstance(ts, str):
-        return ts
+    if isinstance(ts, str):  # the authority's ISO times (audit trail)
+        try:
+            return datetime.fromisoformat(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            return ts
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(float(ts)))
 
 

@@ -65,6 +65,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "state.rejected": "却下", "state.expired": "期限切れ", "state.recalled": "取り消し済み",
         "age.d": "{n}日", "age.h": "{n}時間", "age.m": "{n}分", "none": "なし",
         "signedin_as": "{login} としてサインイン中",
+        "sev.high": "高", "sev.medium": "中", "sev.low": "低",
+        "decision.release": "承認", "decision.reject": "却下", "state.all": "すべて",
     },
     "en": {
         "app": "dlpgate approval console",
@@ -128,6 +130,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "state.recalled": "recalled",
         "age.d": "{n} d", "age.h": "{n} h", "age.m": "{n} min", "none": "none",
         "signedin_as": "Signed in as {login}",
+        "sev.high": "high", "sev.medium": "medium", "sev.low": "low",
+        "decision.release": "release", "decision.reject": "reject", "state.all": "all",
     },
 }
 
