@@ -25,6 +25,9 @@ approvers = ["kacho@example.jp"]
 [[people]]
 login = "kacho"
 addresses = ["kacho@example.jp"]
+[[people]]
+login = "tanaka"
+addresses = ["tanaka@soumu.example.jp"]
 """
 
 
@@ -117,3 +120,74 @@ async def test_a_taken_port_is_a_config_error(tmp_path: Path, sink: Sink) -> Non
         with pytest.raises(ConfigError, match="web.listen"):
             async with running(load_config(write_config(tmp_path, sink, web))):
                 pass
+
+
+def _cookie(r: http.client.HTTPResponse, name: str) -> str:
+    for h in r.headers.get_all("set-cookie") or []:
+        if h.startswith(name + "="):
+            return h.split(";")[0]
+    return ""
+
+
+async def test_sign_in_idle_timeout_and_sign_out_without_a_browser(tmp_path: Path, sink: Sink) -> None:
+    import re
+
+    import pyotp
+
+    users = tmp_path / "web-users"
+    secret = set_account(users, "kacho", "a long password")
+    set_account(users, "tanaka", "another password", totp=False)
+    web = f'listen = "127.0.0.1:0"\nusers_file = "{users}"'
+    async with running(load_config(write_config(tmp_path, sink, web))) as gw:
+        port = gw.web.port
+        r = await asyncio.to_thread(get, port, "/signin")
+        pre = _cookie(r, "dlpgate_pre")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', r.body.decode()).group(1)  # type: ignore[union-attr,attr-defined]
+        form = f"csrf={csrf}&login=kacho&password=a+long+password&next=/approvals&totp={pyotp.TOTP(secret).now()}"
+        r = await asyncio.to_thread(get, port, "/signin", method="POST", body=form, headers={"cookie": pre})
+        assert r.status == 303 and r.getheader("location") == "/approvals", r.body  # type: ignore[attr-defined]
+        session = _cookie(r, "dlpgate_session")
+        assert session and session.split("=", 1)[1] != pre.split("=", 1)[1]  # a new token after sign-in
+        r = await asyncio.to_thread(get, port, "/approvals", headers={"cookie": session})
+        assert r.status == 200
+        # the same code again (a replay, e.g. from a proxy log) is refused even with the password
+        r = await asyncio.to_thread(get, port, "/signin", method="POST", body=form, headers={"cookie": pre})
+        assert r.status in (401, 403)
+        # idle past [web] session_idle: signed out, told why
+        gw.web.console.sessions.idle = 0.2
+        await asyncio.sleep(1.0)
+        r = await asyncio.to_thread(get, port, "/approvals", headers={"cookie": session})
+        assert r.status == 303 and "expired=1" in r.getheader("location", "")
+        # sign-out ends the session on the server: the old cookie replayed gets nothing
+        gw.web.console.sessions.idle = 900
+        # (tanaka sends mail but approves nothing: a password alone under require_totp = "approvers")
+        r = await asyncio.to_thread(get, port, "/signin")
+        pre = _cookie(r, "dlpgate_pre")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', r.body.decode()).group(1)  # type: ignore[union-attr,attr-defined]
+        form = f"csrf={csrf}&login=tanaka&password=another+password&next=/"
+        r = await asyncio.to_thread(get, port, "/signin", method="POST", body=form, headers={"cookie": pre})
+        session = _cookie(r, "dlpgate_session")
+        r = await asyncio.to_thread(get, port, "/mine", headers={"cookie": session})
+        csrf = re.search(r'name="csrf" value="([^"]+)"', r.body.decode()).group(1)  # type: ignore[union-attr,attr-defined]
+        r = await asyncio.to_thread(get, port, "/signout", method="POST", body=f"csrf={csrf}",
+                                    headers={"cookie": session})
+        assert r.status == 200 and "サインアウトしました" in r.body.decode()  # type: ignore[attr-defined]
+        r = await asyncio.to_thread(get, port, "/mine", headers={"cookie": session})
+        assert r.status == 303
+
+
+async def test_approver_without_totp_is_refused(tmp_path: Path, sink: Sink) -> None:
+    import re
+
+    users = tmp_path / "web-users"
+    set_account(users, "kacho", "a long password", totp=False)
+    web = f'listen = "127.0.0.1:0"\nusers_file = "{users}"'
+    async with running(load_config(write_config(tmp_path, sink, web))) as gw:
+        port = gw.web.port
+        r = await asyncio.to_thread(get, port, "/signin")
+        pre = _cookie(r, "dlpgate_pre")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', r.body.decode()).group(1)  # type: ignore[union-attr,attr-defined]
+        form = f"csrf={csrf}&login=kacho&password=a+long+password&next=/"
+        r = await asyncio.to_thread(get, port, "/signin", method="POST", body=form, headers={"cookie": pre})
+        assert r.status == 403 and "二要素認証" in r.body.decode()  # type: ignore[attr-defined]
+        assert not _cookie(r, "dlpgate_session")

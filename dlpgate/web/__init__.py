@@ -113,7 +113,7 @@ class WebServer:
             self._server.should_exit = True
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._server.force_exit = True
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -237,9 +237,15 @@ class Console:
         return response
 
     def error_page(self, request: Request, session: Session | None, e: Exception) -> HTMLResponse:
-        status, key = {PermissionDenied: (403, "err.forbidden"), NotFound: (404, "err.notfound"),
-                       StateError: (409, "err.title"), InputError: (400, "err.title")}.get(type(e), (400, "err.title"))
-        if not isinstance(e, (PermissionDenied, NotFound, StateError, InputError)):
+        if isinstance(e, PermissionDenied):
+            status, key = 403, "err.forbidden"
+        elif isinstance(e, NotFound):
+            status, key = 404, "err.notfound"
+        elif isinstance(e, StateError):
+            status, key = 409, "err.title"
+        elif isinstance(e, InputError):
+            status, key = 400, "err.title"
+        else:  # Unavailable, StoreError: the gateway could not answer
             status, key = 503, "err.unavailable"
         log.info("web request refused", extra={"event": "web_refused", "error": type(e).__name__,
                                                "route": request.url.path.split("/")[1] if request.url.path else ""})
@@ -300,7 +306,10 @@ class Console:
             return self.render(request, "signin.html", s, status=status, next=nxt, notice="", error=error,
                                login=login)
 
-        if self.by_account.locked("acct:" + login) or self.by_address.locked("addr:" + addr):
+        # a local reverse proxy makes every browser 127.0.0.1: no address throttle there (the account
+        # lock-out still holds), or one person's typos would lock the whole office out
+        by_addr = not _loopback(addr)
+        if self.by_account.locked("acct:" + login) or (by_addr and self.by_address.locked("addr:" + addr)):
             log.warning("sign-in refused: locked", extra={"event": "web_signin_locked", "client": addr})
             return again("signin.locked", 429)
         account = await self.accounts.check_password_async(login, form.get("password", ""))
@@ -312,7 +321,8 @@ class Console:
             ok = step is not None
         if not ok:
             locked = self.by_account.fail("acct:" + login)
-            locked = self.by_address.fail("addr:" + addr) or locked
+            if by_addr:
+                locked = self.by_address.fail("addr:" + addr) or locked
             log.warning("sign-in failed", extra={"event": "web_signin_failed", "client": addr, "locked": locked})
             return again("signin.locked" if locked else "signin.failed", 429 if locked else 401)
         assert account is not None
@@ -335,9 +345,9 @@ class Console:
         self.sessions.end(s.token)  # a fresh token after sign-in: no session fixation
         new = self.sessions.new(account.login, s.lang)
         log.info("signed in", extra={"event": "web_signin", "login": account.login, "client": addr})
-        r = RedirectResponse(nxt, status_code=303)
-        self._set_cookie(r, new)
-        return r
+        done = RedirectResponse(nxt, status_code=303)
+        self._set_cookie(done, new)
+        return done
 
     async def signout(self, request: Request) -> Response:
         session, form, refused = await self._posted(request)
@@ -412,7 +422,7 @@ class Console:
             return refused
         assert session is not None
         decision = form.get("decision", "")
-        reason = " ".join(form.get("reason", "").split())[:500]
+        reason = mask_text(" ".join(form.get("reason", "").split())[:500])  # shown on the next page
         try:
             if not _ID.match(mid):
                 raise NotFound("no such message")
@@ -559,6 +569,13 @@ def _safe_next(value: str | None) -> str:
     """Only a path of this console: never an open redirect to another site."""
     v = (value or "").strip()
     return v if v and _NEXT.match(v) and not v.startswith("//") else "/"
+
+
+def _loopback(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_admin(me: Mapping[str, Any]) -> bool:
