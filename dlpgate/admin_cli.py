@@ -7,6 +7,7 @@
     dlpgate quarantine release ID [--approver ADDR] [--reason TEXT]
     dlpgate quarantine reject ID [--approver ADDR] --reason TEXT
     dlpgate audit verify [--public-key FILE [--store DIR] [--witness FILE]]
+    dlpgate audit key                      the public key (PEM) and its fingerprint, for auditors
     dlpgate audit export [--since WHEN] [--until WHEN] [--id ID] [--json]
     dlpgate log search [--sender ADDR] [--since WHEN] [--until WHEN] [--attachment-hash SHA256] [--json]
 
@@ -86,6 +87,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--store", metavar="DIR", help="offline: the store directory (default: the config's)")
     p.add_argument("--witness", metavar="FILE", help="offline: the witness file (default: the config's)")
     p.set_defaults(func=cmd_audit_verify)
+    p = asub.add_parser("key", parents=[common], help="print the public key auditors verify the chain with")
+    p.set_defaults(func=cmd_audit_key)
     p = asub.add_parser("export", parents=[common], help="who sent what, who approved it")
     p.add_argument("--since", metavar="WHEN", help="ISO date/time, epoch seconds, today, yesterday, or an age like 7d / 12h")
     p.add_argument("--until", metavar="WHEN", help="same forms as --since (exclusive)")
@@ -349,6 +352,13 @@ def cmd_audit_verify(args: argparse.Namespace, config: Config) -> int:
         ok, message = bool(res["ok"]), str(res["message"])
     print(("audit log ok: " if ok else "audit log BROKEN: ") + mask_text(message))
     return 0 if ok else 1
+
+
+def cmd_audit_key(args: argparse.Namespace, config: Config) -> int:
+    res = _call(config, "audit.key")
+    print(res["pem"], end="" if res["pem"].endswith("\n") else "\n")
+    print(f"# fingerprint {res['fingerprint']}")
+    return 0
 
 
 def _verify_offline(args: argparse.Namespace, config: Config) -> audit.VerifyReport:

@@ -37,7 +37,7 @@ log = logging.getLogger("dlpgate.audit")
 
 # values that are hashes or ids: masking their digit runs would only corrupt them
 _UNMASKED_KEYS = frozenset({"sha256", "original_sha256", "hash", "prev_hash", "msg_id", "id", "for", "dsn_for",
-                           "time", "head", "sig"})
+                           "time", "head", "sig", "pem", "fingerprint"})
 
 
 @dataclass(frozen=True)
@@ -72,22 +72,15 @@ def verify(store: Store, key: PublicKey | None = None, witness: Path | None = No
                     if why:
                         return VerifyReport(False, f"entry {e.seq}: {why} (entries after {last_signed} were"
                                                    " rewritten without the key, or this is not the gateway's key)")
-                fps.add(e.sig.partition(":")[0])
+                fps.add(e.sig.rpartition(":")[0])
                 last_signed = e.seq
             prev, expect = e.hash, expect + 1
         after = page[-1].seq
-    if key is not None and n and last_signed != n:
-        first = last_signed + 1
-        return VerifyReport(False, f"entry {first}: not signed (entries {first}..{n} were added without the key)")
     msg = f"{n} entries, chain intact"
     if key is not None and n:
         msg += f", signed by key {key.fingerprint}"
     elif signed_any:
         msg += f" (unkeyed check only: signatures by key {', '.join(sorted(fps))} not verified)"
-    # decisions people see are read from the chain; the table must not hold one the chain lacks
-    problem = _approvals_covered(store)
-    if problem:
-        return VerifyReport(False, problem)
     if witness is not None:
         heads, bad = read_witness(witness)
         if bad:
@@ -104,7 +97,7 @@ def verify(store: Store, key: PublicKey | None = None, witness: Path | None = No
         for h in heads:
             got = store.audit_chain(h.seq - 1, 1)
             if not got or got[0].seq != h.seq:
-                return VerifyReport(False, f"witnessed head seq {h.seq} (hash {h.hash[:16]}, {iso(h.ts)}) is missing:"
+                return VerifyReport(False, f"witnessed head seq {h.seq} (hash {short(h.hash)}, {iso(h.ts)}) is missing:"
                                            f" the log was cut after entry {n}")
             if got[0].hash != h.hash:
                 return VerifyReport(False, f"entry {h.seq}: differs from the head witnessed at {iso(h.ts)}"
@@ -112,7 +105,19 @@ def verify(store: Store, key: PublicKey | None = None, witness: Path | None = No
         if heads:
             top = max(heads, key=lambda h: h.seq)
             msg += f", {len(heads)} witnessed heads up to entry {top.seq}"
+    if key is not None and n and last_signed != n:
+        first = last_signed + 1
+        return VerifyReport(False, f"entry {first}: not signed (entries {first}..{n} were added without the key)")
+    # decisions people see are read from the chain; the table must not hold one the chain lacks
+    problem = _approvals_covered(store)
+    if problem:
+        return VerifyReport(False, problem)
     return VerifyReport(True, msg)
+
+
+def short(h: str) -> str:
+    """The first 16 hex digits of a hash in groups of four: readable, and never taken for a number."""
+    return ":".join(h[i:i + 4] for i in range(0, min(len(h), 16), 4))
 
 
 def _approvals_covered(store: Store) -> str:
@@ -253,7 +258,7 @@ def summary(r: ExportRow) -> str:
     if e == "refused":
         return f"{d.get('op', '?')} refused for {r.actor}: {d.get('reason', '')}"[:200]
     if e == "sealed":
-        return f"{d.get('entries')} earlier entries sealed under head {str(d.get('head', ''))[:16]}"
+        return f"{d.get('entries')} earlier entries sealed under head {short(str(d.get('head', '')))}"
     if e == "delivered":
         return f"to {_addrs(d.get('recipients', []))}"
     if e == "bounced":

@@ -34,8 +34,10 @@ _WITNESS = b"dlpgate-witness-v1\0"
 
 
 def fingerprint(pub: Ed25519PublicKey) -> str:
+    """SHA-256 of the raw public key, first 16 hex digits in groups of four ("ab12:cd34:...")."""
     raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+    h = hashlib.sha256(raw).hexdigest()
+    return ":".join(h[i:i + 4] for i in range(0, 16, 4))
 
 
 def _entry_message(seq: int, h: str) -> bytes:
@@ -72,7 +74,7 @@ class PublicKey:
 
     def _check(self, sig: str, message: bytes) -> str:
         """"" when `sig` verifies, else why not."""
-        fp, _, b64 = sig.partition(":")
+        fp, _, b64 = sig.rpartition(":")
         if fp != self.fingerprint:
             return f"signed with key {fp or '?'}, not {self.fingerprint}"
         try:
@@ -138,7 +140,7 @@ class AuditKey(PublicKey):
             if not pub.exists() or pub.read_bytes() != key.pem():
                 tmp = pub.with_name(pub.name + ".tmp")
                 tmp.write_bytes(key.pem())
-                os.chmod(tmp, 0o644)
+                os.chmod(tmp, 0o600)  # public, but it lives among the service's files: `dlpgate audit key` hands it out
                 os.replace(tmp, pub)
         return key, created
 

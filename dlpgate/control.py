@@ -21,6 +21,7 @@ Contract (COMMON.md / DESIGN.md): request `{"op", "args"}` -> `{"ok": true, "res
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import email
 import email.policy
@@ -37,7 +38,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import audit
 from .approvals import Router, decide
@@ -48,6 +49,7 @@ from .masking import mask_text
 from .store import DELAYED, HELD, STATES, AsyncStore, Store
 
 log = logging.getLogger("dlpgate.control")
+T = TypeVar("T")
 
 MAX_REQUEST = 64 * 1024  # one request line; anything longer is not a request
 IDLE_TIMEOUT = 60.0
@@ -152,13 +154,36 @@ class Authority:
 
     def __init__(self, config: Config, store: AsyncStore, *, hostname: str, identities: Identities | None = None,
                  on_decision: Callable[[str], Any] | None = None,
-                 verify: Callable[[Store], audit.VerifyReport] | None = None) -> None:
+                 verify: Callable[[Store], audit.VerifyReport] | None = None, public_key: Any = None) -> None:
         self.config = config
         self.store = store
         self.hostname = hostname
         self.identities = identities if identities is not None else Identities(config)
         self.on_decision = on_decision
         self._verify = verify
+        self._public_key = public_key  # auditkey.PublicKey of the chain's signing key
+        # reads (lists, exports, verify) run on a read-only connection of their own, one at a time:
+        # a long export or a verify of the whole chain never holds up the writer thread (SMTP accepts)
+        self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dlpgate-control-read")
+        self._read_store: Store | None = None
+
+    async def _read(self, job: Callable[[Store], T]) -> T:
+        def run() -> T:
+            if self._read_store is None:
+                self._read_store = Store(self.store.root, readonly=True)
+            return job(self._read_store)
+
+        return await asyncio.get_running_loop().run_in_executor(self._reader, run)
+
+    def close(self) -> None:
+        def shut() -> None:
+            if self._read_store is not None:
+                self._read_store.conn.close()
+                self._read_store = None
+
+        with contextlib.suppress(RuntimeError):
+            self._reader.submit(shut).result(30)
+        self._reader.shutdown(wait=True)
 
     def reconfigure(self, config: Config) -> None:
         """SIGHUP: new routes, people and admins apply from the next call on."""
@@ -246,7 +271,7 @@ class Authority:
 
     async def _outbox_list(self, caller: Caller, me: Identity, args: Mapping[str, Any]) -> list[dict[str, Any]]:
         sender = self._sender_filter(me, _opt_str(args, "sender"))
-        rows = await self.store.run(lambda s: s.list(states=(DELAYED,), sender=sender))
+        rows = await self._read(lambda s: s.list(states=(DELAYED,), sender=sender))
         now = time.time()
         out = []
         for d in rows:
@@ -295,7 +320,7 @@ class Authority:
 
         now = time.time()
         out = []
-        for d, decisions in await self.store.run(job):
+        for d, decisions in await self._read(job):
             if not self._visible(me, d["sender"], router):
                 # even a non-admin may filter by a sender that is theirs; routed mail shows too
                 continue
@@ -333,7 +358,7 @@ class Authority:
                 raw = None
             return d, raw, audit.export(s, msg_id=mid)
 
-        d, raw, trail = await self.store.run(job)
+        d, raw, trail = await self._read(job)
         headers, parts = mime_parts(raw) if raw is not None else ({}, [])
         who = router.for_sender(d["sender"])
         logins = _approved_logins(d["approvals"])
@@ -411,13 +436,19 @@ class Authority:
                 self._check_visible(me, mid, s.get(mid)["sender"], router)
             return audit.export(s, since=since, until=until, msg_id=mid)
 
-        rows = await self.store.run(job)
+        rows = await self._read(job)
         return [r.to_json() | {"summary": audit.summary(r)} for r in rows]
 
     async def _audit_verify(self, caller: Caller, me: Identity, args: Mapping[str, Any]) -> dict[str, Any]:
         verify = self._verify or audit.verify
-        rep = await self.store.run(verify)
+        rep = await self._read(verify)
         return {"ok": rep.ok, "message": rep.message}
+
+    async def _audit_key(self, caller: Caller, me: Identity, args: Mapping[str, Any]) -> dict[str, Any]:
+        """The public key auditors verify with (offline: `audit verify --public-key FILE`)."""
+        if self._public_key is None:
+            raise InputError("this gateway has no audit signing key")
+        return {"fingerprint": self._public_key.fingerprint, "pem": self._public_key.pem().decode("ascii")}
 
     async def _log_search(self, caller: Caller, me: Identity, args: Mapping[str, Any]) -> list[dict[str, Any]]:
         since, until = _opt_time(args, "since"), _opt_time(args, "until")
@@ -428,8 +459,7 @@ class Authority:
         if h is not None and not (8 <= len(h) <= 64 and all(c in "0123456789abcdefABCDEF" for c in h)):
             raise InputError("--attachment-hash: expected 64 hex digits (SHA-256) or a prefix of at least 8")
         router = self._router()
-        rows = await self.store.run(lambda s: s.sendlog(sender=sender, since=since, until=until,
-                                                        attachment_hash=h))
+        rows = await self._read(lambda s: s.sendlog(sender=sender, since=since, until=until, attachment_hash=h))
         out = []
         for d in rows:
             if not self._visible(me, d["sender"], router):
@@ -457,6 +487,7 @@ _OPS: dict[str, Callable[..., Any]] = {
     "quarantine.decide": Authority._quarantine_decide,
     "audit.export": Authority._audit_export,
     "audit.verify": Authority._audit_verify,
+    "audit.key": Authority._audit_key,
     "log.search": Authority._log_search,
 }
 
@@ -471,6 +502,18 @@ def peer_caller(sock: socket.socket) -> Caller:
     except KeyError:
         login = f"uid:{uid}"  # no passwd entry: known to nobody
     return Caller(login, uid, "socket")
+
+
+def _listening(path: Path) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2)
+    try:
+        s.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True
 
 
 def _error_reply(e: BaseException) -> dict[str, Any]:
@@ -495,11 +538,16 @@ class ControlServer:
     async def start(self) -> None:
         p = self.path
         p.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        d = p.parent.stat()
+        if d.st_mode & 0o002:  # anyone could swap the socket for their own between our bind and a client's connect
+            raise InputError(f"control.socket: its directory {p.parent} is writable by everyone; use one only the"
+                             " service account writes (e.g. /run/dlpgate)")
         with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(p.lstat().st_mode):
-                p.unlink()  # a socket left by a killed gateway (the delivery lock says we are alone)
-            else:
+            if not stat.S_ISSOCK(p.lstat().st_mode):
                 raise InputError(f"control.socket: {p} exists and is not a socket")
+            if _listening(p):
+                raise InputError(f"control.socket: another gateway is serving on {p}")
+            p.unlink()  # a socket left by a killed gateway
         gid = -1
         if self.group:
             try:
@@ -509,11 +557,20 @@ class ControlServer:
         old = os.umask(0o177)  # created 0600: nobody else connects before the mode below is set
         try:
             self.server = await asyncio.start_unix_server(self._client, path=str(p), limit=MAX_REQUEST)
+        except OSError as e:
+            raise InputError(f"control.socket: cannot listen on {p}: {e.strerror or e}"
+                             + (" (Unix socket paths must be under 108 bytes)" if len(str(p)) > 100 else "")) from None
         finally:
             os.umask(old)
         if gid >= 0:
-            os.chown(p, -1, gid)
-            os.chmod(p, 0o660)
+            try:
+                if p.stat().st_gid != gid:
+                    os.chown(p, -1, gid)  # the service account must be a member of the group
+                os.chmod(p, 0o660)
+            except OSError as e:
+                await self.stop()
+                raise InputError(f"control.group: cannot hand the socket {p} to group {self.group!r}: {e.strerror}"
+                                 " (the service account must be a member of it)") from None
         log.info("control socket %s%s", p, f" (group {self.group})" if self.group else " (service account only)",
                  extra={"event": "control_listening"})
 

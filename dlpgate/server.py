@@ -134,6 +134,8 @@ class Gateway:
 
         assert self.store is not None
         cfg = self.config
+        with contextlib.suppress(OSError):  # only the gateway reads or writes its store
+            os.chmod(cfg.store_path, 0o700)
         sealed = await self.store.run(audit.seal_legacy)
         self.witness = audit.Witness(self.audit_key, cfg.audit_witness_path)
         head = await self.store.run(lambda s: self.witness.write(s, force=True))
@@ -144,7 +146,7 @@ class Gateway:
         key, witness_path = self.audit_key, cfg.audit_witness_path
         self.authority = Authority(cfg, self.store, hostname=self.hostname, identities=Identities(cfg),
                                    on_decision=self._after_decision,
-                                   verify=lambda s: audit.verify(s, key, witness_path))
+                                   verify=lambda s: audit.verify(s, key, witness_path), public_key=key)
         self.control = ControlServer(self.authority, cfg.control_socket, cfg.control.group)
         await self.control.start()
         sock_dir = cfg.control_socket.parent.resolve()
@@ -267,6 +269,8 @@ class Gateway:
             await self.control.stop()
         if self.web is not None:
             await self.web.stop()
+        if self.authority is not None:
+            self.authority.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         if self.delivery is not None:
