@@ -124,7 +124,15 @@ def test_sign_in_see_open_release_delivered_once(env: tuple[WebGateway, Sink, An
     gw.send(TANAKA, ["partner@example.com"], raw)
     msg = gw.message("住民名簿の送付（release）")
     assert msg["state"] == "held" and msg["approvals_required"] == 1
+    # the approval request links to the message page; following the link decides nothing
+    def request() -> list[tuple[str, str]]:
+        return [n for n in notices_to(sink, "kacho@example.jp") if "住民名簿の送付（release）" in n[0]]
+
+    _, text = wait_for(request, timeout=60)[0]
+    assert link_in(text, gw.url) == f"{gw.url}/m/{msg['id']}"
     page = people("kacho")
+    page.goto(link_in(text, gw.url))
+    assert "住民名簿の送付（release）" in page.inner_text("h1") and gw.state_of(msg["id"]) == "held"
     page.goto(gw.url + "/approvals")
     row = page.locator("table.list tr", has_text="住民名簿の送付（release）")
     assert row.count() == 1
@@ -203,9 +211,12 @@ def test_two_person_release(env: tuple[WebGateway, Sink, Any], people: People) -
     first.goto(f"{gw.url}/m/{msg['id']}")
     assert first.locator("form:has(input[name=decision])").count() == 0  # the same person cannot count twice
     assert "承認 1 / 2" in first.inner_text("main")
-    second = people("bucho")
+    second = people("bucho", phone=True)  # the second approver decides from a phone
     second.goto(gw.url + "/approvals")
     assert second.locator("table.list tr", has_text="全職員名簿（二人承認）").count() == 1
+    shot(second, "approvals-phone")
+    second.goto(f"{gw.url}/m/{msg['id']}")
+    shot(second, "message-phone")
     result = decide_in_browser(second, gw, msg["id"], "release")
     assert "承認しました" in result
     wait_for(lambda: delivered(sink, "全職員名簿（二人承認）"), timeout=60)
