@@ -191,3 +191,50 @@ async def test_approver_without_totp_is_refused(tmp_path: Path, sink: Sink) -> N
         r = await asyncio.to_thread(get, port, "/signin", method="POST", body=form, headers={"cookie": pre})
         assert r.status == 403 and "二要素認証" in r.body.decode()  # type: ignore[attr-defined]
         assert not _cookie(r, "dlpgate_session")
+
+
+async def test_a_person_with_two_approver_addresses_chooses_one(tmp_path: Path, sink: Sink) -> None:
+    import re
+    import urllib.parse
+
+    from .conftest import send_ok, wait_until
+    from .test_web_support import held_mail
+
+    p = write_config(tmp_path, sink, 'listen = "127.0.0.1:0"\ntrusted_proxies = ["127.0.0.2/32"]')
+    text = p.read_text().replace('addresses = ["kacho@example.jp"]', 'addresses = ["kacho@example.jp", "kacho2@example.jp"]')
+    text = text.replace('approvers = ["kacho@example.jp"]', 'approvers = ["kacho@example.jp", "kacho2@example.jp"]')
+    p.write_text(text)
+    async with running(load_config(p)) as gw:
+        port = gw.web.port
+        raw, _ = held_mail("tanaka@soumu.example.jp", "二つのアドレス")
+        await asyncio.to_thread(send_ok, gw.smtp_port, "tanaka@soumu.example.jp", ["partner@example.com"], raw)
+        rows = await gw.authority.call(_root(), "quarantine.list", {"state": "held"})
+        mid = [r for r in rows if r["subject"] == "二つのアドレス"][0]["id"]
+        proxy = {"source": "127.0.0.2", "headers": {"X-Remote-User": "kacho"}}
+        r = await asyncio.to_thread(get, port, f"/m/{mid}", **proxy)  # type: ignore[arg-type]
+        page = r.body.decode()  # type: ignore[attr-defined]
+        assert r.status == 200 and '<select name="approver">' in page
+        cookie = _cookie(r, "dlpgate_session")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        hdrs = {"X-Remote-User": "kacho", "cookie": cookie}
+        body = urllib.parse.urlencode({"csrf": csrf, "decision": "release", "approver": "kacho2@example.jp"})
+        r = await asyncio.to_thread(get, port, f"/m/{mid}/decide", method="POST", body=body, source="127.0.0.2",
+                                    headers=hdrs)
+        nonce = re.search(r'name="nonce" value="([^"]+)"', r.body.decode()).group(1)  # type: ignore[union-attr,attr-defined]
+        body = urllib.parse.urlencode({"csrf": csrf, "nonce": nonce})
+        r = await asyncio.to_thread(get, port, "/confirm", method="POST", body=body, source="127.0.0.2", headers=hdrs)
+        assert r.status == 200 and "承認しました" in r.body.decode()  # type: ignore[attr-defined]
+        d = await gw.authority.call(_root(), "quarantine.show", {"id": mid})
+        assert [a["approver"] for a in d["decisions"]] == ["kacho2@example.jp"]
+        # the nonce is spent: posting it again does nothing
+        r = await asyncio.to_thread(get, port, "/confirm", method="POST", body=body, source="127.0.0.2", headers=hdrs)
+        assert r.status == 403
+        await wait_until(lambda: any("partner@example.com" in m.rcpt_tos for m in sink.handler.messages), timeout=30)
+
+
+def _root():  # noqa: ANN202 - the test as the service account: an administrator of the authority
+    import os
+
+    from dlpgate.control import Caller
+
+    return Caller("root", os.getuid(), "socket")

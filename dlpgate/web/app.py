@@ -409,8 +409,10 @@ class Console:
             needed = d.get("approvals_needed")
             if needed is None:
                 needed = max(0, int(d.get("approvals_required") or 1) - len(approved))
+            routed = set(d.get("approvers") or ()) | set(d.get("deputies") or ())
+            as_addresses = [a for a in me.get("addresses") or () if a in routed]
             return self.render(request, "message.html", session, me=me, d=d, can_decide=bool(can),
-                               approved=approved, needed=needed)
+                               approved=approved, needed=needed, as_addresses=as_addresses)
 
         return await self._page(request, body)
 
@@ -434,8 +436,10 @@ class Console:
             d = await self._call(session, "quarantine.show", {"id": mid})
         except DlpgateError as e:
             return self.error_page(request, session, e)
-        nonce = self._pend(session, {"op": "quarantine.decide", "id": d["id"], "decision": decision,
-                                     "reason": reason})
+        action = {"op": "quarantine.decide", "id": d["id"], "decision": decision, "reason": reason}
+        if form.get("approver"):  # a person with two routed addresses says which one acts (the authority checks)
+            action["approver"] = form["approver"].strip().lower()[:200]
+        nonce = self._pend(session, action)
         return self.render(request, "confirm.html", session, me=me, d=d, action=decision, reason=reason,
                            nonce=nonce, back=f"/m/{d['id']}")
 
@@ -501,7 +505,7 @@ class Console:
                 msg, back = translate(self._lang(session), "done.recall"), "/mine"
             else:
                 res = await self._call(session, "quarantine.decide", {
-                    "id": action["id"], "decision": action["decision"], "reason": action["reason"]})
+                    k: action[k] for k in ("id", "decision", "reason", "approver") if k in action})
                 lang = self._lang(session)
                 if action["decision"] == "reject":
                     msg = translate(lang, "done.reject")
