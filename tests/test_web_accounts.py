@@ -142,3 +142,15 @@ def test_config_accepts_tls_or_loopback(tmp_path: Path) -> None:
     p.write_text('[web]\nlisten = "[::1]:8080"\ntrusted_proxies = ["::1/128"]\n')
     assert load_config(p).web.trusted_proxies == ("::1/128",)
     assert load_config(None).web.listen == ""
+
+
+def test_a_flood_of_sign_in_pages_does_not_sign_anyone_out() -> None:
+    from dlpgate.web import guard
+
+    clock = Clock()
+    s = Sessions(900, clock)
+    kept = s.new("tanaka", "ja")
+    for _ in range(guard.MAX_SESSIONS + 50):
+        clock.t += 0.001
+        s.new("", "ja")
+    assert s.get(kept.token) is kept

@@ -238,3 +238,17 @@ def _root():  # noqa: ANN202 - the test as the service account: an administrator
     from dlpgate.control import Caller
 
     return Caller("root", os.getuid(), "socket")
+
+
+async def test_oversized_or_unsized_posts_are_refused_unread(tmp_path: Path, sink: Sink) -> None:
+    users = tmp_path / "web-users"
+    set_account(users, "kacho", "a long password")
+    async with running(load_config(write_config(tmp_path, sink, f'listen = "127.0.0.1:0"\nusers_file = "{users}"'))) as gw:
+        port = gw.web.port
+        r = await asyncio.to_thread(get, port, "/signin", method="POST", body="x=" + "a" * 70_000)
+        assert r.status == 413
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(b"POST /signin HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                      b"Content-Type: application/x-www-form-urlencoded\r\n\r\n5\r\nx=abc\r\n")
+            reply = await asyncio.to_thread(s.recv, 200)
+        assert reply.startswith(b"HTTP/1.1 411")

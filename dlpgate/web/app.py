@@ -76,6 +76,16 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         static = scope.get("path", "").startswith("/static/")
+        if scope.get("method") == "POST":
+            # forms are small and browsers always say how small: no length, or too long, is refused
+            # before a byte of the body is read (a chunked or endless body cannot fill memory)
+            length = dict(scope.get("headers") or []).get(b"content-length", b"")
+            if not length.isdigit() or int(length) > MAX_FORM_BYTES:
+                status = 411 if not length.isdigit() else 413
+                await send({"type": "http.response.start", "status": status,
+                            "headers": [(b"content-type", b"text/plain; charset=utf-8"), *self.headers]})
+                await send({"type": "http.response.body", "body": b"request body refused\n"})
+                return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

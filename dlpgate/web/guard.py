@@ -42,6 +42,7 @@ class Sessions:
         self.idle = idle
         self.clock = clock
         self._by_token: dict[str, Session] = {}
+        self._made = 0
 
     def new(self, login: str, lang: str) -> Session:
         self._evict()
@@ -72,11 +73,16 @@ class Sessions:
             self._by_token.pop(t, None)
 
     def _evict(self) -> None:
+        self._made += 1
+        if self._made % 256 and len(self._by_token) < MAX_SESSIONS:
+            return  # the idle sweep is O(sessions): now and then, or when full
         now = self.clock()
         for t in [t for t, s in self._by_token.items() if now - s.last_seen > self.idle]:
             self._by_token.pop(t, None)
-        if len(self._by_token) >= MAX_SESSIONS:  # a flood of pre-sessions: drop the oldest
-            for t, _ in sorted(self._by_token.items(), key=lambda kv: kv[1].last_seen)[: MAX_SESSIONS // 10]:
+        if len(self._by_token) >= MAX_SESSIONS:
+            # a flood of sign-in pages: drop the oldest pre-sessions first, so nobody signed in is thrown out
+            order = sorted(self._by_token.items(), key=lambda kv: (bool(kv[1].login), kv[1].last_seen))
+            for t, _ in order[: MAX_SESSIONS // 10]:
                 self._by_token.pop(t, None)
 
 
