@@ -252,3 +252,17 @@ async def test_oversized_or_unsized_posts_are_refused_unread(tmp_path: Path, sin
                       b"Content-Type: application/x-www-form-urlencoded\r\n\r\n5\r\nx=abc\r\n")
             reply = await asyncio.to_thread(s.recv, 200)
         assert reply.startswith(b"HTTP/1.1 411")
+
+
+async def test_start_up_names_accounts_that_cannot_sign_in(tmp_path: Path, sink: Sink,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    users = tmp_path / "web-users"
+    set_account(users, "kacho", "a long password", totp=False)  # an approver without TOTP
+    set_account(users, "nobody", "a long password")  # not a person of the gateway
+    set_account(users, "tanaka", "a long password", totp=False)  # a sender: fine without TOTP
+    caplog.set_level("WARNING", logger="dlpgate.web")
+    async with running(load_config(write_config(tmp_path, sink, f'listen = "127.0.0.1:0"\nusers_file = "{users}"'))):
+        events = {(r.__dict__.get("event"), r.__dict__.get("login")) for r in caplog.records}
+    assert ("web_account_no_totp", "kacho") in events
+    assert ("web_account_unbound", "nobody") in events
+    assert not any(login == "tanaka" for _, login in events)

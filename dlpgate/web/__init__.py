@@ -107,6 +107,27 @@ class WebServer:
                 raise ConfigError("web.listen: the console did not start")
             await asyncio.sleep(0.01)
         log.info("web console on %s", self.url, extra={"event": "web_started"})
+        await self._check_accounts(authority)
+
+    async def _check_accounts(self, authority: Any) -> None:
+        """One line per account that cannot sign in as configured (unknown login, approver without TOTP)."""
+        accounts = self.console.accounts
+        if accounts is None:
+            return
+        from .app import _caller, needs_totp
+
+        for acc in accounts.accounts().values():
+            try:
+                me = await authority.call(_caller(acc.login), "whoami", {})
+            except Exception:  # noqa: BLE001 - a check, never a reason not to start
+                continue
+            if not me.get("known", True):
+                log.warning("web account %s is not a person of [[people]] or an administrator: it cannot sign in",
+                            acc.login, extra={"event": "web_account_unbound", "login": acc.login})
+            elif needs_totp(self.config, me) and not acc.totp_secret:
+                log.warning("web account %s approves or administers but has no TOTP: it cannot sign in"
+                            " (dlpgate web-user add FILE %s)", acc.login, acc.login,
+                            extra={"event": "web_account_no_totp", "login": acc.login})
 
     async def stop(self, timeout: float = 5.0) -> None:
         if self._server is not None and self._task is not None:

@@ -284,7 +284,6 @@ class Console:
 
     # ------------------------------------------------------------------ sign-in
     async def signin(self, request: Request) -> Response:
-        web = self.config.web
         signed_in = self.sessions.get(request.cookies.get(COOKIE))
         s = self._pre_session(request)
         if request.method == "GET":
@@ -343,10 +342,7 @@ class Console:
         except (PermissionDenied, NotFound):
             log.warning("sign-in refused: account not bound to a person", extra={"event": "web_signin_unbound"})
             return again("signin.unbound", 403)
-        roles = set(me.get("roles") or ())
-        needs_totp = web.require_totp == "all" or (web.require_totp == "approvers" and bool(
-            roles & {"approver", "deputy", "admin"} or me.get("approver_addresses")))
-        if needs_totp and not account.totp_secret:
+        if needs_totp(self.config, me) and not account.totp_secret:
             log.warning("sign-in refused: TOTP required", extra={"event": "web_signin_no_totp"})
             return again("signin.need_totp", 403)
         if step is not None:
@@ -583,6 +579,15 @@ def _safe_next(value: str | None) -> str:
     """Only a path of this console: never an open redirect to another site."""
     v = (value or "").strip()
     return v if v and _NEXT.match(v) and not v.startswith("//") else "/"
+
+
+def needs_totp(config: Config, me: Mapping[str, Any]) -> bool:
+    """`[web] require_totp`: everyone, or whoever approves, stands in for an approver, or administers."""
+    policy = config.web.require_totp
+    if policy == "all":
+        return True
+    roles = set(me.get("roles") or ())
+    return policy == "approvers" and bool(roles & {"approver", "deputy", "admin"} or me.get("approver_addresses"))
 
 
 def _loopback(addr: str) -> bool:
