@@ -34,6 +34,7 @@ from typing import Any
 
 from . import audit
 from .config import Config
+from .control import parse_states
 from .control_client import call as control_call
 from .control_client import socket_path
 from .errors import InputError
@@ -229,24 +230,13 @@ def cmd_outbox_recall(args: argparse.Namespace, config: Config) -> int:
 
 
 # ------------------------------------------------------------------------------ quarantine
-def _states(arg: str) -> tuple[str, ...]:
-    if arg.strip().lower() == "all":
-        return ()
-    out = tuple(s.strip().lower() for s in arg.split(",") if s.strip())
-    bad = [s for s in out if s not in STATES]
-    if bad or not out:
-        named = ", ".join(bad) if bad else repr(arg)
-        raise InputError(f"--state: unknown state {named}; use all or one of {', '.join(STATES)}")
-    return out
-
-
 _LIST_JSON_KEYS = ("id", "state", "arrived", "age_seconds", "sender", "recipients", "subject", "verdict", "rules",
                    "reason", "findings", "records", "approvals", "approvals_required", "approvers", "deputies",
                    "expires_at", "can_decide", "approvals_needed")
 
 
 def cmd_quarantine_list(args: argparse.Namespace, config: Config) -> int:
-    states = _states(args.state)
+    states = parse_states(args.state)
     rows = _call(config, "quarantine.list", {"sender": args.sender, "approver": args.approver, "state": args.state})
     if args.json:
         for d in rows:

@@ -105,7 +105,8 @@ def mime_parts(raw: bytes) -> tuple[dict[str, str], list[dict[str, Any]]]:
     return headers, parts
 
 
-def _states(arg: Any) -> tuple[str, ...]:
+def parse_states(arg: Any) -> tuple[str, ...]:
+    """`--state`: held (default), all (= no filter), or a comma list of states."""
     text = str(arg if arg is not None else HELD)
     if text.strip().lower() == "all":
         return ()
@@ -306,7 +307,7 @@ class Authority:
         return {"id": mid, "state": "recalled", "on_behalf_of": sender if admin else None}
 
     async def _quarantine_list(self, caller: Caller, me: Identity, args: Mapping[str, Any]) -> list[dict[str, Any]]:
-        states = _states(args.get("state"))
+        states = parse_states(args.get("state"))
         sender = self._sender_filter(me, _opt_str(args, "sender")) if not me.admin else _opt_str(args, "sender")
         approver = _opt_str(args, "approver")
         approver = approver.lower() if approver else None

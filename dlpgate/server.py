@@ -85,6 +85,7 @@ class Gateway:
         if recovered or orphans:
             log.info("recovered %d in-flight messages, removed %d unacknowledged spool files", recovered,
                      len(orphans), extra={"event": "recovery"})
+        await self._anchor_audit()  # before anything else appends: an old chain is sealed first
         try:
             from .approvals import Notices
         except ImportError:  # pragma: no cover - approvals not built into this tree
@@ -126,11 +127,9 @@ class Gateway:
         metrics.UP.set(1)
         log.info("listening on %s", cfg.smtp.listen, extra={"event": "started"})
 
-    async def _start_control(self) -> None:
-        """The anchored audit chain (seal an old store, witness the head) and the control socket."""
+    async def _anchor_audit(self) -> None:
+        """Seal a chain from before signing, and witness the head the gateway starts from."""
         from . import audit
-        from .control import Authority, ControlServer
-        from .identities import Identities, log_binding_problems
 
         assert self.store is not None
         cfg = self.config
@@ -142,6 +141,15 @@ class Gateway:
         if sealed:
             log.warning("sealed %d audit entries written before signing under the first witnessed head %s",
                         sealed, head, extra={"event": "audit_sealed", "entries": sealed})
+
+    async def _start_control(self) -> None:
+        """The authority (routes, people, admins of this config) and its control socket."""
+        from . import audit
+        from .control import Authority, ControlServer
+        from .identities import Identities, log_binding_problems
+
+        assert self.store is not None
+        cfg = self.config
         log_binding_problems(cfg)
         key, witness_path = self.audit_key, cfg.audit_witness_path
         self.authority = Authority(cfg, self.store, hostname=self.hostname, identities=Identities(cfg),

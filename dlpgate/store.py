@@ -499,7 +499,14 @@ class Store:
                 db = self.root / "dlpgate.db"
                 if not db.is_file():
                     raise InputError(f"no message store at {self.root}")
-                self.conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+                uri = db.resolve().as_uri()
+                self.conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+                try:
+                    self.conn.execute("SELECT 1 FROM audit LIMIT 1").fetchall()
+                except sqlite3.OperationalError:  # a copy without its -shm on a read-only disk: read it as is
+                    self.conn.close()
+                    self.conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+                    self.conn.execute("SELECT 1 FROM audit LIMIT 1").fetchall()  # not a store: StoreError below
                 self.conn.row_factory = sqlite3.Row
             else:
                 self._open()
