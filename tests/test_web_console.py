@@ -288,6 +288,14 @@ def test_unrouted_supervisor_sees_nothing_and_forged_posts_are_refused(
     assert "/signin" in evil.url or "不正な送信" in evil.content()
     evil.close()
     assert gw.state_of(msg["id"]) == "held"
+    # a plain link from another site (webmail) reaches the signed-in page after one same-site reload
+    webmail = kacho.context.new_page()
+    webmail.set_content(f'<a id=l href="{gw.url}/m/{msg["id"]}">link</a>')
+    webmail.click("#l")
+    webmail.wait_for_url(f"{gw.url}/m/{msg['id']}")
+    webmail.wait_for_selector("h1.subject")
+    assert "総務の名簿" in webmail.inner_text("h1") and webmail.locator("form[action='/signout']").count() == 1
+    webmail.close()
     refusals = [r for r in gw.call("audit.export", {"id": msg["id"]}) if r["event"] == "refused"]
     assert refusals, "the authority's refusal is audited"
 
@@ -364,6 +372,7 @@ def test_headers_cookies_language_and_sign_out(env: tuple[WebGateway, Sink, Any]
     page.click("form[action='/lang'] button")
     page.wait_for_load_state()
     assert "Administration" in page.inner_text("main")
+    shot(page, "admin-en")
     page.click("form[action='/lang'] button")
     page.wait_for_load_state()
     # a non-admin gets no admin page
