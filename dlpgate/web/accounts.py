@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyotp
 
@@ -181,45 +181,63 @@ def provisioning_uri(login: str, secret: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=normal_login(login), issuer_name=ISSUER)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`dlpgate web-user add|remove|list FILE [LOGIN]`. Exit 0 ok, 1 not found, 2 usage/input."""
-    ap = argparse.ArgumentParser(prog="dlpgate web-user", description="Manage the web console's local accounts")
-    sub = ap.add_subparsers(dest="op", required=True)
-    a = sub.add_parser("add", help="add an account or change its password (prints the TOTP URI once)")
-    a.add_argument("file")
-    a.add_argument("login", help="the person's login, as in the gateway's identities")
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """`web-user add|remove|list FILE [LOGIN]` under the main parser (like `auth`: no config needed)."""
+    parser_class = sub._parser_class  # noqa: SLF001 - the caller's one-line-error parser
+    top = sub.add_parser("web-user", parents=[common],
+                         help="web console accounts: add|remove|list FILE [LOGIN] (scrypt + TOTP)")
+    wsub = top.add_subparsers(dest="web_user_command", required=True, parser_class=parser_class)
+    a = wsub.add_parser("add", parents=[common],
+                        help="add an account or change its password (prints the TOTP URI once)")
+    a.add_argument("file", metavar="FILE")
+    a.add_argument("login", metavar="LOGIN", help="the person's login, as in the gateway's [[people]]")
     a.add_argument("--password-stdin", action="store_true", help="read the password from one stdin line")
     a.add_argument("--no-totp", action="store_true",
                    help="no second factor (refused at sign-in for approvers unless [web] require_totp = none)")
     a.add_argument("--keep-totp", action="store_true", help="change the password only, keep the enrolled TOTP")
-    r = sub.add_parser("remove", help="remove an account")
-    r.add_argument("file")
-    r.add_argument("login")
-    ls = sub.add_parser("list", help="list logins and whether TOTP is enrolled (never secrets)")
-    ls.add_argument("file")
-    args = ap.parse_args(argv)
-    old_umask = os.umask(0o077)
+    a.set_defaults(func=cmd_add, config_needed=False)
+    r = wsub.add_parser("remove", parents=[common], help="remove an account")
+    r.add_argument("file", metavar="FILE")
+    r.add_argument("login", metavar="LOGIN")
+    r.set_defaults(func=cmd_remove, config_needed=False)
+    ls = wsub.add_parser("list", parents=[common], help="list logins and whether TOTP is enrolled (never secrets)")
+    ls.add_argument("file", metavar="FILE")
+    ls.set_defaults(func=cmd_list, config_needed=False)
+
+
+def cmd_add(args: argparse.Namespace, config: Any = None) -> int:
+    _check_login(args.login)
+    name = normal_login(args.login)
+    secret = set_account(args.file, args.login, _read_password(args.password_stdin),
+                         totp=not args.no_totp, keep_totp=args.keep_totp)
+    if secret and not args.keep_totp:
+        print(f"saved {name} in {args.file}. Enrol this in the person's authenticator app now;"
+              " it is not shown again:")
+        print(provisioning_uri(args.login, secret))
+    elif not secret:
+        print(f"saved {name} in {args.file} without TOTP")
+    else:
+        print(f"changed the password of {name} in {args.file}; TOTP unchanged")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace, config: Any = None) -> int:
+    if not Path(args.file).exists():
+        raise InputError(f"{args.file}: no such accounts file")
+    if not remove_account(args.file, args.login):
+        raise InputError(f"{normal_login(args.login)}: no such login in {args.file}")
+    print(f"removed {normal_login(args.login)} from {args.file}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, config: Any = None) -> int:
     try:
-        if args.op == "add":
-            _check_login(args.login)
-            secret = set_account(args.file, args.login, _read_password(args.password_stdin),
-                                 totp=not args.no_totp, keep_totp=args.keep_totp)
-            if secret and not args.keep_totp:
-                print("Enrol this in the person's authenticator app now; it is not shown again:")
-                print(provisioning_uri(args.login, secret))
-            elif not secret:
-                print(f"account {normal_login(args.login)} saved without TOTP")
-            else:
-                print(f"password of {normal_login(args.login)} changed; TOTP unchanged")
-            return 0
-        if args.op == "remove":
-            return 0 if remove_account(args.file, args.login) else 1
-        accounts = parse_accounts(Path(args.file).read_text(encoding="utf-8"), args.file)
-        for login in sorted(accounts):
-            print(f"{login}\t{'totp' if accounts[login].totp_secret else 'no-totp'}")
-        return 0
-    except (ConfigError, InputError, OSError) as e:
-        print(f"dlpgate: {e}", file=sys.stderr)
-        return 2
-    finally:
-        os.umask(old_umask)
+        text = Path(args.file).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{args.file}: no such accounts file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{args.file}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    accounts = parse_accounts(text, args.file)
+    for login in sorted(accounts):
+        print(f"{login}\t{'totp' if accounts[login].totp_secret else 'no-totp'}")
+    return 0
