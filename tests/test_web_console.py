@@ -158,6 +158,7 @@ def test_sign_in_see_open_release_delivered_once(env: tuple[WebGateway, Sink, An
     trail = gw.call("audit.export", {"id": msg["id"]})
     released = [r for r in trail if r["event"] in ("released", "approved")]
     assert released and "kacho" in json.dumps(released, ensure_ascii=False)
+    assert '"via": "web"' in json.dumps(released, ensure_ascii=False)
     # the release form is gone; a replayed confirmation nonce does nothing
     page.goto(f"{gw.url}/m/{msg['id']}")
     assert page.locator("form:has(input[name=decision])").count() == 0
