@@ -494,6 +494,31 @@ _OPS: dict[str, Callable[..., Any]] = {
 
 
 # ------------------------------------------------------------------------------ the socket
+def preflight(cfg: Config) -> None:
+    """What `serve` needs for the control socket and the audit key, checked creating nothing
+    (startup.preflight runs it with the other checks): ConfigError naming the key."""
+    from .errors import ConfigError
+
+    sock = cfg.control_socket
+    if len(os.fsencode(str(sock))) > 100:
+        raise ConfigError(f"control.socket: {sock} is too long for a Unix socket (keep it under 100 bytes)")
+    if cfg.control.group:
+        try:
+            grp.getgrnam(cfg.control.group)
+        except KeyError:
+            raise ConfigError(f"control.group: no Unix group {cfg.control.group!r} (groupadd it, and add the"
+                              " service account and the people who approve)") from None
+    if sock.parent.is_dir() and sock.parent.stat().st_mode & 0o002:
+        raise ConfigError(f"control.socket: its directory {sock.parent} is writable by everyone; use one only the"
+                          " service account writes (e.g. /run/dlpgate)")
+    key = cfg.audit_key_path
+    if key.exists():
+        if not os.access(key, os.R_OK):
+            raise ConfigError(f"audit.key: {key} is not readable by uid {os.getuid()}")
+        if key.stat().st_mode & 0o077:
+            raise ConfigError(f"audit.key: {key} is readable by others; chmod 600 it")
+
+
 def peer_caller(sock: socket.socket) -> Caller:
     """The connecting process's uid from the kernel, and its login from the passwd database."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))

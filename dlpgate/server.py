@@ -68,18 +68,18 @@ class Gateway:
         self.last_housekeeping = 0.0
         self._decision_seq = 0  # audit entries already folded into dlpgate_decisions_total
         self._reload_task: asyncio.Future[bool] | None = None
-        self.audit_key: Any = None
-        self.witness: Any = None
-        self.authority: Any = None
-        self.control: Any = None
-        self._last_witness = 0.0
-        self.web: Any = None  # dlpgate.web.WebServer when [web] listen is set
         self._tls: ssl.SSLContext | None = None
         self._listen_config = config
         self.summary: Summary | None = None
         self._probe: tuple[float, bool | None, str] = (0.0, None, "")  # (when, answered, why not)
         self._probe_task: asyncio.Task[None] | None = None
         self.oldest_deferred_age = 0.0
+        self.audit_key: Any = None
+        self.witness: Any = None
+        self.authority: Any = None
+        self.control: Any = None
+        self._last_witness = 0.0
+        self.web: Any = None  # dlpgate.web.WebServer when [web] listen is set
 
     async def start(self) -> None:
         """Check, bind, then start. A bad file or a busy port is one ConfigError before anything
@@ -220,11 +220,10 @@ class Gateway:
         """The authority (routes, people, admins of this config) and its control socket."""
         from . import audit
         from .control import Authority, ControlServer
-        from .identities import Identities, log_binding_problems
+        from .identities import Identities
 
         assert self.store is not None
-        cfg = self.config
-        log_binding_problems(cfg)
+        cfg = self.config  # binding problems are among the start-up warnings (startup.warnings)
         key, witness_path = self.audit_key, cfg.audit_witness_path
         self.authority = Authority(cfg, self.store, hostname=self.hostname, identities=Identities(cfg),
                                    on_decision=self._after_decision,

@@ -111,3 +111,11 @@ def auth_caller():  # noqa: ANN201
     from dlpgate.control import Caller
 
     return Caller(my_login(), os.getuid(), "socket")
+
+
+def test_config_check_names_a_missing_control_group(tmp_path: Path) -> None:
+    from tests.test_approval_support import run_cli
+
+    cfg = config_toml(tmp_path, tail='[control]\ngroup = "no-such-group-dlpgate"\n')
+    code, out, err = run_cli(["config", "check", "--no-probe", "--config", str(cfg)])
+    assert code == 2 and "control.group: no Unix group 'no-such-group-dlpgate'" in err and err.count("\n") == 1
