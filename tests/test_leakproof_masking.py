@@ -11,7 +11,6 @@ import asyncio
 import email
 import json
 import logging
-
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
@@ -113,7 +112,7 @@ def leaky_mail(n: str, m: str) -> bytes:
     msg["To"] = f"{PARTNER}, {BOUNCER}"
     msg["Subject"] = subject_number(n)
     msg.set_content(f"マイナンバー {m[:4]}ー{m[4:8]}ー{m[8:]} をお送りします。\n")
-    csv = "氏名,個人番号\n山田,{0}\n".format(f"{n[:4]}―{n[4:8]}―{n[8:]}").encode()
+    csv = f"氏名,個人番号\n山田,{n[:4]}―{n[4:8]}―{n[8:]}\n".encode()
     msg.add_attachment(csv, maintype="text", subtype="csv", filename=f"名簿_{n[:4]}–{n[4:8]}–{n[8:]}.csv")
     return msg.as_bytes()
 
