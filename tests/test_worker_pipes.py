@@ -1,0 +1,83 @@
+"""Issue 15 items 7 and 8: requests and replies of any size cross the worker pipes under both event
+loops, and closing a pool (a rules reload) lets in-flight calls finish however long they take
+within their own budget."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from dlpgate.workers import WorkerPool
+
+SIZES = [1024, 8 * 1024, 64 * 1024, 200 * 1024, 213 * 1024, 222 * 1024, 256 * 1024, 300 * 1024,
+         512 * 1024, 1024 * 1024]
+
+
+def _noop() -> None:
+    pass
+
+
+def echo(data: bytes) -> bytes:
+    return data[::-1]
+
+
+def tag_init(tag: str) -> None:
+    os.environ["DLPGATE_TEST_TAG"] = tag
+
+
+def slow_tag(seconds: float) -> str:
+    time.sleep(seconds)
+    return os.environ.get("DLPGATE_TEST_TAG", "")
+
+
+def run_on(loop: str, main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
+            return r.run(main())
+    with asyncio.Runner() as r:
+        return r.run(main())
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_any_size_crosses_the_pipe_under_both_loops(loop: str) -> None:
+    async def main() -> list[str]:
+        pool = WorkerPool(2, _noop, ())
+        await pool.start()
+        errors = []
+        try:
+            for size in SIZES:
+                data = os.urandom(size)
+                # alone, and several at once (batched small ones, parallel big ones)
+                for got in await asyncio.gather(*(pool.call(echo, data, timeout=60, batchable=size <= 64 * 1024)
+                                                  for _ in range(5)), return_exceptions=True):
+                    if got != data[::-1]:
+                        errors.append(f"{size}: {type(got).__name__} {str(got)[:80]}")
+        finally:
+            await pool.close()
+        return errors
+
+    assert run_on(loop, main) == []
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_close_lets_a_long_inflight_call_finish_on_the_old_workers(loop: str) -> None:
+    async def main() -> tuple[str, str]:
+        old = WorkerPool(1, tag_init, ("old",))
+        await old.start()
+        inflight = asyncio.ensure_future(old.call(slow_tag, 12.0, timeout=60))
+        await asyncio.sleep(0.5)
+        new = WorkerPool(1, tag_init, ("new",))
+        await new.start()
+        await old.close()  # what Pipeline.reload does: the old pool drains
+        try:
+            return await inflight, await new.call(slow_tag, 0, timeout=30)
+        finally:
+            await new.close()
+
+    assert run_on(loop, main) == ("old", "new")
