@@ -27,7 +27,7 @@ from .config import Config
 from .errors import StoreError
 from .masking import mask_text
 from .store import DELAYED, HELD, REJECTED, AsyncStore, NewMessage, forget_unsynced, new_id
-from .workers import WorkerCrashed, WorkerPool
+from .workers import WorkerCrashed, WorkerInitError, WorkerPool
 
 log = logging.getLogger("dlpgate.pipeline")
 
@@ -234,6 +234,12 @@ class Pipeline:
             self._pool = None
 
     @property
+    def judging_ok(self) -> bool:
+        """False once no judging worker can start (every DATA is then answered 451)."""
+        pool = self._pool
+        return pool is not None and not (pool.broken and not pool._slots)  # noqa: SLF001
+
+    @property
     def busy(self) -> int:
         return self._pool.busy if self._pool is not None else 0
 
@@ -333,6 +339,12 @@ class Pipeline:
             else:
                 await self.store.accept(m, notices, content=j.rewritten if j.rewritten is not None else data)
             self._remember(self._contact_scope(env), (r.rpartition("@")[2].lower() for r in env.recipients))
+        except WorkerInitError as e:  # nothing can judge: the client keeps the message and retries
+            log.error("%s", e, extra={"event": "judging_unavailable", "msg_id": msg_id})
+            if spool is not None:
+                await asyncio.get_running_loop().run_in_executor(None, _unlink, spool)
+            metrics.RECEIVED.labels(result="error").inc()
+            return Reply(451, "4.3.0 Content scanner unavailable, try again later")
         except (StoreError, OSError) as e:
             log.error("store commit failed: %s", e, extra={"event": "store_error", "msg_id": msg_id})
             if spool is not None:

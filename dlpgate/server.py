@@ -114,7 +114,8 @@ class Gateway:
     def healthy(self) -> bool:
         ok = (self.server is not None and self.server.is_serving() and self.delivery is not None
               and self.delivery.alive and self.store is not None and self.store._thread.is_alive()
-              and time.time() - self.last_housekeeping < HOUSEKEEPING_EVERY * 3)
+              and time.time() - self.last_housekeeping < HOUSEKEEPING_EVERY * 3
+              and self.pipeline is not None and self.pipeline.judging_ok)
         if ok and self.store is not None:
             try:
                 probe = self.store.root / ".healthz"

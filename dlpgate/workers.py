@@ -37,9 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
-
 from multiprocessing.reduction import ForkingPickler
+from typing import Any
 
 from .errors import DlpgateError
 from .prctl import set_process_name
@@ -280,6 +279,9 @@ class WorkerPool:
                 fut.set_exception(WorkerCrashed("worker process died"))
             if slot.batch is not None:
                 self._lost(slot, WorkerCrashed("worker process died"))
+            elif slot in self._idle:  # died idle: replace it now, not when a call finds it dead
+                self._idle.remove(slot)
+                asyncio.ensure_future(self._replace(slot))
 
     def _message(self, slot: _Slot, msg: Any) -> None:
         if slot.batch is None:  # the start-up handshake
