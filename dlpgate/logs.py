@@ -39,7 +39,14 @@ def _masked(v: str | list[object]) -> str | list[object]:
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        base = mask_text(super().format(record))
+        masked = logging.makeLogRecord(record.__dict__)  # the time stamp is not masked, the text is
+        masked.msg, masked.args = mask_text(record.getMessage()), None
+        if record.exc_info and not record.exc_text:
+            masked.exc_text = mask_text(self.formatException(record.exc_info))
+        elif record.exc_text:
+            masked.exc_text = mask_text(record.exc_text)
+        masked.exc_info = None
+        base = super().format(masked)
         extra = {k: v for k, v in record.__dict__.items() if k not in _STD and not k.startswith("_")}
         if extra:
             base += " " + " ".join(f"{k}={v if k in _UNMASKED else mask_text(str(v))}" for k, v in extra.items())

@@ -27,7 +27,7 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from . import metrics
 from .config import Config
 from .pipeline import Envelope, Pipeline
-from .smtp_addr import simple_address
+from .smtp_addr import has_control, simple_address, valid_helo, valid_params
 
 log = logging.getLogger("dlpgate.smtp")
 
@@ -52,6 +52,22 @@ def header_field_count(data: bytes, stop_after: int) -> int:
         if n > stop_after:
             break
     return n
+
+
+_BARE_EOL = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+
+def crlf_lines(data: bytes) -> bytes:
+    """Every bare CR and bare LF as CRLF, before the message is judged or stored.
+
+    Mail systems downstream (aiosmtplib, Postfix, the recipient's MUA) read a bare CR or LF as a
+    line break; judged as something else, it would let headers or a body through unscanned (and
+    a bare-LF dot line is the SMTP-smuggling trick). Normalising rather than refusing keeps old
+    clients and scripts that send bare LF working, and makes what is judged, stored and delivered
+    one and the same byte string."""
+    if _BARE_EOL.search(data) is None:
+        return data
+    return _BARE_EOL.sub(b"\r\n", data)
 
 
 def client_networks(specs: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -121,14 +137,29 @@ class Handler:
         self.total -= 1
         metrics.SESSIONS.set(self.total)
 
+    async def handle_HELO(self, server: SMTP, session: Session, envelope: SmtpEnvelope, hostname: str) -> str:
+        if not valid_helo(hostname):
+            metrics.REFUSED.labels(reason="bad_helo").inc()
+            return "501 5.5.4 Invalid domain name"
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: SmtpEnvelope, hostname: str,
                           responses: list[str]) -> list[str]:
+        if not valid_helo(hostname):
+            # the name goes into the Received: header: no line break, control or space may ride in
+            metrics.REFUSED.labels(reason="bad_helo").inc()
+            session.host_name = None
+            return ["501 5.5.4 Invalid domain name"]
         session.host_name = hostname
         # aiosmtpd reads commands one by one, so pipelined clients are served correctly
         return responses[:-1] + ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
                           mail_options: list[str]) -> str:
+        if has_control(address) or not valid_params(mail_options):
+            metrics.REFUSED.labels(reason="bad_syntax").inc()
+            return "501 5.5.4 Control character or bad parameter in MAIL"
         if self.config.smtp.auth_users_file and not session.authenticated:
             metrics.REFUSED.labels(reason="auth_required").inc()
             return "530 5.7.0 Authentication required"
@@ -152,6 +183,9 @@ class Handler:
         if len(envelope.rcpt_tos) >= self.config.smtp.max_recipients:
             metrics.REFUSED.labels(reason="too_many_recipients").inc()
             return "452 4.5.3 Too many recipients"
+        if has_control(address) or not valid_params(rcpt_options):
+            metrics.REFUSED.labels(reason="bad_syntax").inc()
+            return "501 5.5.4 Control character or bad parameter in RCPT"
         if "@" not in address:
             return "501 5.1.3 Recipient address must be a full address"
         envelope.rcpt_tos.append(address)
@@ -163,6 +197,7 @@ class Handler:
         if isinstance(data, str):  # decode_data is off; this is defensive only
             data = data.encode("utf-8", "surrogateescape")
         assert isinstance(data, bytes)
+        data = crlf_lines(data)
         if len(data) > self.config.smtp.max_message_bytes:
             metrics.RECEIVED.labels(result="too_big").inc()
             return "552 5.3.4 Message too big"
