@@ -157,6 +157,8 @@ class Config:
     approvers: tuple[ApproverRoute, ...] = ()
     # approver address -> the OS logins allowed to act as that approver from the CLI
     approver_logins: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # SMTP AUTH login -> the MAIL FROM addresses (or "*@domain", "<>") it may use besides itself
+    sender_logins: tuple[tuple[str, tuple[str, ...]], ...] = ()
     quarantine: QuarantineConfig = QuarantineConfig()
     extract: ExtractConfig = ExtractConfig()
     log: LogConfig = LogConfig()
@@ -276,6 +278,19 @@ def _approver_logins(data: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(out)
 
 
+def _sender_logins(data: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if not isinstance(data, dict):
+        raise ConfigError("sender_logins: expected a table of \"login\" = [\"address\", \"*@domain\", ...]")
+    out = []
+    for login, senders in data.items():
+        vals = _coerce(f"sender_logins.{login}", senders, None, "tuple")
+        for v in vals:
+            if v != "<>" and ("@" not in v or v.count("@") != 1 or any(c.isspace() for c in v)):
+                raise ConfigError(f"sender_logins.{login}: {v!r} is not an address, \"*@domain\" or \"<>\"")
+        out.append((login.lower(), tuple(v.lower() for v in vals)))
+    return tuple(out)
+
+
 def _validate(cfg: Config) -> None:
     parse_hostport(cfg.smtp.listen, "smtp.listen")
     parse_hostport(cfg.relay.upstream, "relay.upstream")
@@ -318,6 +333,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             kwargs["approvers"] = _approvers(value)
         elif name == "approver_logins":
             kwargs["approver_logins"] = _approver_logins(value)
+        elif name == "sender_logins":
+            kwargs["sender_logins"] = _sender_logins(value)
         else:
             raise ConfigError(f"{name}: unknown section")
     cfg = Config(**kwargs)

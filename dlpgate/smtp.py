@@ -85,6 +85,26 @@ def client_networks(specs: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipad
     return nets
 
 
+def login_may_send_as(config: Config, login: str, address: str) -> bool:
+    """Whether an authenticated `login` may use `address` as MAIL FROM: its own address (a login
+    that is one) or what `[sender_logins]` lists for it (addresses, `*@domain`, `<>` for the null
+    sender). Everything else, including any sender for a login with no entry, is refused."""
+    login = login.strip().lower()
+    sender = "" if address in ("", "<>") else address.strip().lower()
+    if sender and "@" in login and sender == login:
+        return True
+    for name, patterns in config.sender_logins:
+        if name != login:
+            continue
+        for p in patterns:
+            if p == "<>":
+                if not sender:
+                    return True
+            elif sender and (p == sender or (p.startswith("*@") and sender.rpartition("@")[2] == p[2:])):
+                return True
+    return False
+
+
 class Handler:
     def __init__(self, config: Config, pipeline: Pipeline) -> None:
         self.config = config
@@ -163,9 +183,9 @@ class Handler:
         if self.config.smtp.auth_users_file and not session.authenticated:
             metrics.REFUSED.labels(reason="auth_required").inc()
             return "530 5.7.0 Authentication required"
-        login = session.auth_data if session.authenticated and isinstance(session.auth_data, str) else ""
-        if "@" in login and address.lower() != login:
-            # an authenticated address sends as itself: approvals and recalls are routed by sender
+        if session.authenticated and not login_may_send_as(self.config, str(session.auth_data or ""), address):
+            # approvals, notices and recalls are routed by sender: a login sends only as its own
+            # address or those `[sender_logins]` gives it
             metrics.REFUSED.labels(reason="sender_not_owned").inc()
             return "553 5.7.1 Sender address not owned by the authenticated user"
         allowed = self.config.smtp.allowed_sender_domains
