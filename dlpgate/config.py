@@ -121,6 +121,9 @@ class ApproverRoute:
 class QuarantineConfig:
     expire_after: float = 7 * 24 * 3600.0
     expire_action: str = "reject"  # "reject" | "release"
+    # with expire_action = "release": also auto-release holds that needed two approvers or could
+    # not be scanned (default: those expire unsent, whatever expire_action says)
+    expire_release_all: bool = False
     remind_every: float = 24 * 3600.0  # 0 = no reminders
     language: str = "ja"  # "ja" | "en" for notices
     notify: bool = True
