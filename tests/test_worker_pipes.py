@@ -81,3 +81,16 @@ def test_close_lets_a_long_inflight_call_finish_on_the_old_workers(loop: str) ->
             await new.close()
 
     assert run_on(loop, main) == ("old", "new")
+
+
+async def test_gateway_reload_does_not_cut_inflight_judging(tmp_path: Any, sink: Any) -> None:
+    from tests.conftest import make_config, running
+
+    async with running(make_config(tmp_path, sink.port)) as gw:
+        assert gw.pipeline is not None and gw.pipeline._pool is not None
+        old = gw.pipeline._pool
+        inflight = asyncio.ensure_future(old.call(slow_tag, 12.0, timeout=60))  # a judgement taking 12 s
+        await asyncio.sleep(0.5)
+        assert await gw.reload_now()
+        assert gw.pipeline._pool is not old
+        assert await inflight == ""  # answered by the old worker, not cut as "worker crashed"
