@@ -255,6 +255,9 @@ class Scanner:
         else:
             facts = self._body_tables(part, text, hits) if hits else []
         occurrences = self._occurrences(text, triggers, hits, _merged_context(facts)) if triggers else {}
+        for f in facts:
+            if f.joined:
+                self._add_joined(occurrences, f.joined)
         if not occurrences and not facts and self._label_ids.isdisjoint(hits):
             return _EMPTY
         return ScanResult(
@@ -419,6 +422,27 @@ class Scanner:
                 for occ in found:
                     tally.add(occ[1], occ[2], occ[3], distinct_enough)
         return out
+
+    def _add_joined(self, out: dict[str, _Tally], joined: tuple[tuple[str, str], ...]) -> None:
+        """Identifiers a table split over cells under one keyword header: high when they check."""
+        for category, digits in joined:
+            detector = {"my_number": "my_number", "card": "credit_card", "licence": "drivers_licence",
+                        "resident": "resident_code"}.get(category)
+            if detector == "my_number" and not (len(digits) == 12 and is_valid_my_number(digits)
+                                                and not is_placeholder(digits)):
+                continue
+            if detector == "credit_card" and not is_card_number(digits):
+                continue
+            if detector == "resident_code" and len(digits) != 11:
+                continue
+            if detector == "drivers_licence" and len(digits) != 12:
+                continue
+            if detector is None:
+                continue
+            tally = out.get(detector)
+            if tally is None:
+                tally = out[detector] = _Tally()
+            tally.add(0, digits, "high", self.rules.distinct_high)
 
     def _categorise(self, cell: str) -> frozenset[str]:
         """The categories a header cell names (My Number, licence ... or a negative label)."""
