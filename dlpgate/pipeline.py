@@ -89,6 +89,9 @@ REQUIRED_MODULES = (
     "openpyxl",
     "docx",
     "defusedxml",
+    "olefile",
+    "py7zr",
+    "tnefparse",
 )
 OPTIONAL_MODULES = ("hyperscan",)
 
