@@ -13,6 +13,7 @@ import pytest
 
 from dlpgate.pipeline import Envelope
 from dlpgate.server import Gateway
+from dlpgate import workers as workers_mod
 from dlpgate.workers import WorkerCrashed, WorkerInitError, WorkerPool
 
 
@@ -75,14 +76,27 @@ async def test_crash_is_reported_and_pool_recovers() -> None:
 async def _busy_then_queue(pool: WorkerPool, calls: list[tuple]) -> tuple[list[asyncio.Future], int]:
     """Occupy the only worker, queue `calls` (fn, args, batchable) behind it, free it: the size of
     the batch the freed worker was given."""
-    blocker = asyncio.ensure_future(pool.call(sleepy, 0.3, timeout=10))
-    await asyncio.sleep(0.05)
-    futs = [asyncio.ensure_future(pool.call(fn, *args, timeout=timeout, batchable=b)) for fn, args, timeout, b in calls]
-    await asyncio.sleep(0.05)
-    assert len(pool._waiting) == len(calls)  # noqa: SLF001 - all queued behind the blocker
-    await blocker
-    (slot,) = pool._slots  # noqa: SLF001
-    return futs, len(slot.batch or [])
+    sizes: list[int] = []  # the size of each batch as it is sent (read then, not after: a fast
+    real_frame = workers_mod.frame  # worker may have answered it by the time the test looks)
+
+    def counting_frame(obj: object) -> bytes:
+        if isinstance(obj, list):
+            sizes.append(len(obj))
+        return real_frame(obj)
+
+    workers_mod.frame = counting_frame  # type: ignore[assignment]
+    try:
+        blocker = asyncio.ensure_future(pool.call(sleepy, 0.3, timeout=10))
+        await asyncio.sleep(0.05)
+        futs = [asyncio.ensure_future(pool.call(fn, *args, timeout=timeout, batchable=b))
+                for fn, args, timeout, b in calls]
+        await asyncio.sleep(0.05)
+        assert len(pool._waiting) == len(calls)  # noqa: SLF001 - all queued behind the blocker
+        await blocker
+    finally:
+        workers_mod.frame = real_frame  # type: ignore[assignment]
+    assert sizes[0] == 1  # the blocker
+    return futs, sizes[1]
 
 
 async def test_queued_small_calls_share_the_next_free_worker() -> None:
