@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from dlpgate import workers as workers_mod
 from dlpgate.pipeline import Envelope
 from dlpgate.server import Gateway
-from dlpgate import workers as workers_mod
 from dlpgate.workers import WorkerCrashed, WorkerInitError, WorkerPool
 
 
