@@ -219,3 +219,49 @@ def test_log_formatters_mask_what_a_caller_forgot() -> None:
         out = fmt.format(rec)
         assert not leaks(out, n), out
         assert "0123456789abcdef01" in out  # ids are left alone
+
+
+async def test_dsn_returns_only_identifying_headers_masked(tmp_path: Path, sink: Sink) -> None:
+    """Item 5: a bounce of delivered (clean) mail carries the original's Date/From/To/Cc/Subject/
+    Message-ID, masked, and nothing else of it: no other header, no body."""
+    from tests.conftest import make_config, running, send_ok
+
+    n = synthetic_numbers(1, seed=77)[0]
+    sink.handler.rcpt_codes[BOUNCER] = "550 5.1.1 unknown user"
+    raw = (f"From: {SENDER}\r\nTo: {BOUNCER}\r\nSubject: order {n[:4]}\u3000{n[4:8]}\u3000{n[8:]}\r\n"
+           f"Message-ID: <dsn-test@example.jp>\r\nX-Internal-Note: secret routing\r\n"
+           f"Content-Type: text/plain; charset=utf-8\r\n\r\nbody text that must not come back\r\n").encode()
+    async with running(make_config(tmp_path, sink.port)) as gw:
+        await asyncio.to_thread(send_ok, gw.smtp_port, SENDER, [BOUNCER], raw)
+        await wait_for(lambda: sink.handler.to(SENDER), timeout=30)
+    dsn = email.message_from_bytes(sink.handler.to(SENDER)[0].data, policy=default_policy)
+    assert dsn.get_content_type() == "multipart/report"
+    parts = [p.get_content_type() for p in dsn.iter_parts()]
+    assert parts == ["text/plain", "message/delivery-status", "text/rfc822-headers"]
+    returned = list(dsn.iter_parts())[2].get_payload()
+    headers = email.message_from_string(returned, policy=default_policy)
+    assert sorted(headers.keys()) == ["From", "Message-ID", "Subject", "To"]
+    assert str(headers["Subject"]) == f"order {mask_number(n)}"
+    whole = decoded(sink.handler.to(SENDER)[0].data)
+    assert "secret routing" not in whole and "must not come back" not in whole and not leaks(whole, n)
+
+
+async def test_outbox_views_mask_subjects(tmp_path: Path, sink: Sink) -> None:
+    """A message in its send delay: `outbox list` (table and JSON) shows its subject masked."""
+    from dataclasses import replace
+
+    from dlpgate.config import DelayConfig
+    from tests.conftest import running, send_ok
+
+    cfg, c = gateway_config(tmp_path, sink)
+    cfg = replace(cfg, delay=DelayConfig(seconds=3600))
+    digits = "202401153321"  # an order number: not an identifier, still masked (8+ digits)
+    raw = (f"From: {SENDER}\r\nTo: {PARTNER}\r\nSubject: 注文 {digits[:4]}\uff70{digits[4:8]}\uff70{digits[8:]}\r\n"
+           "\r\nhello\r\n").encode()
+    async with running(cfg) as gw:
+        reply = await asyncio.to_thread(send_ok, gw.smtp_port, SENDER, [PARTNER], raw)
+        assert "held" not in reply
+        for argv in (("outbox", "list"), ("outbox", "list", "--json")):
+            code, out, err = await cli(*argv, "--config", c)
+            assert code == 0 and "注文" in out, err
+            assert not leaks(out, digits) and "2024********" in out, out
