@@ -94,3 +94,47 @@ async def test_gateway_reload_does_not_cut_inflight_judging(tmp_path: Any, sink:
         assert await gw.reload_now()
         assert gw.pipeline._pool is not old
         assert await inflight == ""  # answered by the old worker, not cut as "worker crashed"
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_real_serve_judges_messages_of_every_size(tmp_path: Any, sink: Any, loop: str) -> None:
+    """A real `dlpgate serve` (DLPGATE_EVENT_LOOP selects the loop) judges 1 KB - 1 MB messages:
+    none is held as "scan worker crashed" (the 222 KB newsletter of the issue included)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port, smtp_data
+    from tests.test_crash import write_config
+
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    port = free_port()
+    cfg = write_config(tmp_path, port, sink.port)
+    env = dict(os.environ, DLPGATE_EVENT_LOOP=loop)
+    log = open(tmp_path / "gateway.log", "wb")  # noqa: SIM115
+    p = subprocess.Popen([sys.executable, "-m", "dlpgate.cli", "serve", "--config", str(cfg)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=log)
+    log.close()
+    replies = []
+    try:
+        for size in SIZES + [222 * 1024] * 4:
+            line = b"<p>Newsletter: spring events, opening hours, our new office.</p>\r\n"
+            body = line * (size // len(line) + 1)
+            raw = (b"From: news@example.jp\r\nTo: reader@example.com\r\nSubject: newsletter\r\n"
+                   b"Content-Type: text/html; charset=utf-8\r\n\r\n" + body)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    code, reply = smtp_data(port, "news@example.jp", ["reader@example.com"], raw, timeout=120)
+                    break
+                except OSError:
+                    assert p.poll() is None, (tmp_path / "gateway.log").read_text()[-2000:]
+                    assert time.monotonic() < deadline, "gateway did not start"
+                    time.sleep(0.2)
+            replies.append((size, code, reply))
+    finally:
+        p.terminate()
+        p.wait(timeout=60)
+    bad = [r for r in replies if r[1] != 250 or "held" in r[2]]
+    assert bad == [], bad
+    assert "worker" not in (tmp_path / "gateway.log").read_text()
