@@ -59,3 +59,26 @@ async def test_cli_views_show_hostile_text_inert(tmp_path: Path, sink: Sink) -> 
     assert "\\u001b[8m" in outputs[f"quarantine show {mid}"]  # shown, not obeyed
     shown = json.loads(outputs[f"quarantine show {mid} --json"])
     assert shown["subject"].endswith("問題なし \x1b[8m")  # JSON keeps the value (a JSON escape is no escape sequence)
+
+
+def test_offline_scan_output_is_masked_and_inert(tmp_path: Path) -> None:
+    import io
+
+    from dlpgate.offline_scan import run
+    from tests.test_leakproof_masking import leaks
+
+    n = synthetic_numbers(1, seed=5)[0]
+    msg = EmailMessage()
+    msg["From"] = SENDER
+    msg["To"] = "partner@example.com"
+    msg["Subject"] = "名簿"
+    msg.set_content("マイナンバー " + n + "\n")
+    name = f"名簿_{n[:4]}\u3000{n[4:8]}\u3000{n[8:]}\x1b[8m.csv"
+    msg.add_attachment(f"氏名,個人番号\n山田,{n}\n".encode(), maintype="text", subtype="csv", filename=name)
+    p = tmp_path / "m.eml"
+    p.write_bytes(msg.as_bytes())
+    for as_json in (False, True):
+        out, err = io.StringIO(), io.StringIO()
+        assert run([str(p)], as_json=as_json, rules_dir=None, explain=True, out=out, err=err) == 1
+        text = out.getvalue() + err.getvalue()
+        assert "名簿_" in text and not leaks(text, n) and "\x1b" not in text, text
