@@ -63,6 +63,7 @@ _POSITIVE_SET = frozenset(_POSITIVE)
 _DETECTOR_ORDER = ("my_number", "resident_code", "credit_card", "drivers_licence")
 
 _EMPTY = ScanResult(findings=(), records=0)
+_CATEGORISED_CACHE = 4096
 _NOTHING: tuple[list[int], dict[int, list[int]]] = ([], {})  # what a gate finds in ""; never mutated
 _NO_CONTEXT: Mapping[str, frozenset[str]] = MappingProxyType({})
 
@@ -194,6 +195,8 @@ class Scanner:
             for w in spelt(g.keywords):
                 field_groups.setdefault(w, set()).add(g.name)
                 categories.setdefault(w, set())
+        for w in spelt(rules.product_context):  # reported by the gate, judged only as "a product list"
+            categories.setdefault(w, set())
         # Negative labels that are nothing else (注文番号, FAX ...) only matter in the few
         # characters before a run that could be a finding: they are looked for there, on demand,
         # rather than reported by the gate from all over the text.
@@ -226,10 +229,9 @@ class Scanner:
                 folded.setdefault(fold(w), set()).add(category)
         self._header_keywords = tuple(sorted(((k, frozenset(v)) for k, v in folded.items() if k),
                                              key=lambda kv: -len(kv[0])))
-        self._product = (
-            re.compile("|".join(raw_keyword_regex(w) for w in sorted(rules.product_context, key=len, reverse=True)))
-            if rules.product_context else None
-        )
+        self._categorised: dict[str, frozenset[str]] = {}
+        product = set(spelt(rules.product_context))
+        self._product_ids = frozenset(k for k, w in enumerate(self._words) if w in product)
 
     @classmethod
     def load(cls, rules_dir: str | os.PathLike[str] | None = None, engine: str = "auto") -> Scanner:
@@ -448,12 +450,20 @@ class Scanner:
         """The categories a header cell names (My Number, licence ... or a negative label)."""
         if not cell or len(cell) > self.rules.max_header_cell:
             return frozenset()
+        cache = self._categorised
+        got = cache.get(cell)
+        if got is not None:
+            return got
         key = fold(cell)
         found: set[str] = set()
         for word, cats in self._header_keywords:
             if word in key:
                 found |= cats
-        return frozenset(found)
+        got = frozenset(found)
+        if len(cache) >= _CATEGORISED_CACHE:
+            cache.clear()  # header cells repeat; row labels and stray cells must not grow it without end
+        cache[cell] = got
+        return got
 
     def _run(self, text: str, raw: str, cs: int, ce: int, hits: dict[int, list[int]],
              column_context: Mapping[str, frozenset[str]], lazy: _Lazy) -> _Occurrence | None:
@@ -508,15 +518,15 @@ class Scanner:
         pop = _population(lazy, key)
         pop[0] += 1
         if is_datetime(digits) or (isinstance(key, tuple) and key[0] == "fixed") or (
-                is_upc_a(digits) and self._names_products(text, lazy)):
+                is_upc_a(digits) and self._names_products(hits, lazy)):
             return None
         pop[1] += 1
         pop[2].append(occ)
         return None
 
-    def _names_products(self, text: str, lazy: _Lazy) -> bool:
+    def _names_products(self, hits: dict[int, list[int]], lazy: _Lazy) -> bool:
         if lazy.product is None:
-            lazy.product = self._product is not None and self._product.search(text) is not None
+            lazy.product = not self._product_ids.isdisjoint(hits)
         return lazy.product
 
     def _is_field(self, word: str) -> bool:
