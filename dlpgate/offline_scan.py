@@ -39,7 +39,6 @@ def _header_recipients(raw: bytes) -> tuple[tuple[str, ...], tuple[str, ...], tu
 
 def _judge(path: str, scanner: Scanner, policy: Policy) -> tuple[dict[str, object], list[str]]:
     from dlpgate.extract import extract_file, extract_message  # lazily: extract/ is heavy
-
     from dlpgate.extract.sniff import sniff
 
     data = Path(path).read_bytes()

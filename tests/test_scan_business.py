@@ -32,7 +32,7 @@ from dlpgate.extract import ENCRYPTED, extract_file, extract_message  # noqa: E4
 from dlpgate.extract.model import Table  # noqa: E402
 from dlpgate.offline_scan import run  # noqa: E402
 from dlpgate.scan.checks import is_valid_my_number  # noqa: E402
-from dlpgate.scan.normalize import fold, keyword_spellings, normalise  # noqa: E402
+from dlpgate.scan.normalize import fold, keyword_spellings  # noqa: E402
 from dlpgate.scan.scanner import Scanner  # noqa: E402
 
 CASES = {c.name: c for c in business.build()}

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from dlpgate.extract.model import Table
 from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask, my_number_check_digit
-from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
 from dlpgate.scan.columns import TextColumns
+from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
 from dlpgate.scan.normalize import NORMALISE_TABLE, fold, keyword_spellings
 from dlpgate.scan.scanner import _LONGEST_RUN, Scanner
 from dlpgate.scan.shapes import is_datetime, is_placeholder, is_upc_a

@@ -40,8 +40,8 @@ from dlpgate.scan.normalize import (
     keyword_spellings,
     raw_keyword_regex,
 )
-from dlpgate.scan.shapes import is_datetime, is_placeholder, is_upc_a
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
+from dlpgate.scan.shapes import is_datetime, is_placeholder, is_upc_a
 from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at
 
 # A maximal digit run on raw text: a digit, then digits each optionally after one separator.
