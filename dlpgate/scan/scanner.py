@@ -272,10 +272,13 @@ class Scanner:
         records = 0
         for part in extraction.parts:
             if part.unscannable:
-                # A picture (a logo in an HTML signature, a photo) has no text to read: note it at
-                # low severity so it holds only mail to personal addresses, not every HTML mail.
-                # Everything else unreadable (encrypted, corrupt, over a limit, a scan without a
-                # text layer) fails closed at medium.
+                # One rule for pictures: an image file (a logo in an HTML signature, a photo, a JPEG
+                # of a scanned page) and a PDF whose pages are only pictures (a scan without a text
+                # layer, kind "image" from extract/pdf.py) have no text to read and no OCR here:
+                # both are noted at low severity, so they hold mail to personal addresses (policy
+                # personal_mail_any_finding) but not every external mail with a picture; a site that
+                # wants scans held everywhere raises them with a policy rule on unscannable findings.
+                # Everything else unreadable (encrypted, corrupt, over a limit) fails closed at medium.
                 image = part.kind == "image"
                 findings.append(Finding("unscannable", "unscannable", 1, "low" if image else "medium", part.path,
                                         "image" if image else part.unscannable))
