@@ -41,7 +41,7 @@ from dlpgate.scan.normalize import (
     raw_keyword_regex,
 )
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
-from dlpgate.scan.shapes import is_datetime, is_placeholder, is_upc_a
+from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
 from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at
 
 # A maximal digit run on raw text: a digit, then digits each optionally after one separator.
@@ -195,13 +195,14 @@ class Scanner:
             for w in spelt(g.keywords):
                 field_groups.setdefault(w, set()).add(g.name)
                 categories.setdefault(w, set())
-        for w in spelt(rules.product_context):  # reported by the gate, judged only as "a product list"
+        product = set(spelt(rules.product_context))
+        for w in product:  # reported by the gate, judged only as "a product list"
             categories.setdefault(w, set())
         # Negative labels that are nothing else (注文番号, FAX ...) only matter in the few
         # characters before a run that could be a finding: they are looked for there, on demand,
         # rather than reported by the gate from all over the text.
         local = sorted(w for w, c in categories.items() if c == {NEGATIVE} and w not in field_groups
-                       and w not in self._label_severity)
+                       and w not in self._label_severity and w not in product)
         self._local_negatives = (
             re.compile("|".join(raw_keyword_regex(w[::-1]) for w in sorted(local, key=len, reverse=True)))
             if local else None
@@ -230,7 +231,6 @@ class Scanner:
         self._header_keywords = tuple(sorted(((k, frozenset(v)) for k, v in folded.items() if k),
                                              key=lambda kv: -len(kv[0])))
         self._categorised: dict[str, frozenset[str]] = {}
-        product = set(spelt(rules.product_context))
         self._product_ids = frozenset(k for k, w in enumerate(self._words) if w in product)
 
     @classmethod
@@ -508,6 +508,8 @@ class Scanner:
                     return None
         elif kind != "card" or not is_card_number(digits):
             return None
+        if in_trace_header(text, cs):
+            return None  # a Message-ID, a Received queue id, a DKIM value pasted into a text: not a person's
         if lazy.context is None:
             lazy.context = self._packed(hits)
         occ = self._classify(text, kind, digits, separated, valid, cs, ce, lazy.context, column_context, header)
