@@ -32,14 +32,17 @@ def doc_text(data: bytes, budget: Budget) -> str:
         ole = olefile.OleFileIO(io.BytesIO(data))
         word = ole.openstream("WordDocument").read()
         if len(word) < 0x1AA or struct.unpack_from("<H", word, 0)[0] != 0xA5EC:
-            raise corrupt("not a Word 97-2003 document")
+            raise corrupt("damaged Word .doc (no FIB)")
         flags = struct.unpack_from("<H", word, 0x0A)[0]
-        if flags & 0x0100:
-            raise Unreadable(ENCRYPTED, "password-protected Word .doc")
         table_name = "1Table" if flags & 0x0200 else "0Table"
         if not ole.exists(table_name):
             raise corrupt("Word .doc without its table stream")
         table = ole.openstream(table_name).read()
+        if flags & 0x0100:  # fEncrypted: XOR obfuscation, or RC4 / CryptoAPI with its header in the table stream
+            version = struct.unpack_from("<HH", table, 0) if len(table) >= 4 else (0, 0)
+            if flags & 0x8000 or version in ((1, 1), (2, 2), (3, 2), (4, 2)):
+                raise Unreadable(ENCRYPTED, "password-protected Word .doc")
+            raise corrupt("damaged Word .doc (encryption flag without an encryption header)")
     except Unreadable:
         raise
     except Exception as exc:  # olefile's errors on damaged input

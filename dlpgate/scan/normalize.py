@@ -107,13 +107,14 @@ def fold(text: str) -> str:
     to their common form, circled numbers to digits), `normalise`, no spaces, no bracketed
     qualifier (`生年月日（和暦）` -> `生年月日`; a name wholly in brackets is unwrapped), no trailing
     numbering (`住所１`, `電話番号-2`). Not length-preserving: for short strings (cells, keywords)."""
-    text = normalise(unicodedata.normalize("NFKC", text)).strip()
+    # numbering is cut before `normalise` turns the long mark into "-" (`マイナンバー①` is not "-1")
+    text = unicodedata.normalize("NFKC", text).strip()
     m = _WRAPPED.match(text)
     if m is not None:
         text = m.group(1)
     text = _SPACES.sub("", _BRACKETED.sub("", text))
     folded = _NUMBERING.sub("", text)
-    return folded or text
+    return normalise(folded or text)
 
 
 def _halfwidth_map() -> dict[str, str]:

@@ -40,8 +40,8 @@ from dlpgate.scan.normalize import (
     keyword_spellings,
     raw_keyword_regex,
 )
-from dlpgate.scan.shapes import is_datetime, is_placeholder, is_upc_a
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
+from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
 from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at
 
 # A maximal digit run on raw text: a digit, then digits each optionally after one separator.
@@ -63,6 +63,7 @@ _POSITIVE_SET = frozenset(_POSITIVE)
 _DETECTOR_ORDER = ("my_number", "resident_code", "credit_card", "drivers_licence")
 
 _EMPTY = ScanResult(findings=(), records=0)
+_CATEGORISED_CACHE = 4096
 _NOTHING: tuple[list[int], dict[int, list[int]]] = ([], {})  # what a gate finds in ""; never mutated
 _NO_CONTEXT: Mapping[str, frozenset[str]] = MappingProxyType({})
 
@@ -194,11 +195,14 @@ class Scanner:
             for w in spelt(g.keywords):
                 field_groups.setdefault(w, set()).add(g.name)
                 categories.setdefault(w, set())
+        product = set(spelt(rules.product_context))
+        for w in product:  # reported by the gate, judged only as "a product list"
+            categories.setdefault(w, set())
         # Negative labels that are nothing else (注文番号, FAX ...) only matter in the few
         # characters before a run that could be a finding: they are looked for there, on demand,
         # rather than reported by the gate from all over the text.
         local = sorted(w for w, c in categories.items() if c == {NEGATIVE} and w not in field_groups
-                       and w not in self._label_severity)
+                       and w not in self._label_severity and w not in product)
         self._local_negatives = (
             re.compile("|".join(raw_keyword_regex(w[::-1]) for w in sorted(local, key=len, reverse=True)))
             if local else None
@@ -226,10 +230,8 @@ class Scanner:
                 folded.setdefault(fold(w), set()).add(category)
         self._header_keywords = tuple(sorted(((k, frozenset(v)) for k, v in folded.items() if k),
                                              key=lambda kv: -len(kv[0])))
-        self._product = (
-            re.compile("|".join(raw_keyword_regex(w) for w in sorted(rules.product_context, key=len, reverse=True)))
-            if rules.product_context else None
-        )
+        self._categorised: dict[str, frozenset[str]] = {}
+        self._product_ids = frozenset(k for k, w in enumerate(self._words) if w in product)
 
     @classmethod
     def load(cls, rules_dir: str | os.PathLike[str] | None = None, engine: str = "auto") -> Scanner:
@@ -270,10 +272,13 @@ class Scanner:
         records = 0
         for part in extraction.parts:
             if part.unscannable:
-                # A picture (a logo in an HTML signature, a photo) has no text to read: note it at
-                # low severity so it holds only mail to personal addresses, not every HTML mail.
-                # Everything else unreadable (encrypted, corrupt, over a limit, a scan without a
-                # text layer) fails closed at medium.
+                # One rule for pictures: an image file (a logo in an HTML signature, a photo, a JPEG
+                # of a scanned page) and a PDF whose pages are only pictures (a scan without a text
+                # layer, kind "image" from extract/pdf.py) have no text to read and no OCR here:
+                # both are noted at low severity, so they hold mail to personal addresses (policy
+                # personal_mail_any_finding) but not every external mail with a picture; a site that
+                # wants scans held everywhere raises them with a policy rule on unscannable findings.
+                # Everything else unreadable (encrypted, corrupt, over a limit) fails closed at medium.
                 image = part.kind == "image"
                 findings.append(Finding("unscannable", "unscannable", 1, "low" if image else "medium", part.path,
                                         "image" if image else part.unscannable))
@@ -448,12 +453,20 @@ class Scanner:
         """The categories a header cell names (My Number, licence ... or a negative label)."""
         if not cell or len(cell) > self.rules.max_header_cell:
             return frozenset()
+        cache = self._categorised
+        got = cache.get(cell)
+        if got is not None:
+            return got
         key = fold(cell)
         found: set[str] = set()
         for word, cats in self._header_keywords:
             if word in key:
                 found |= cats
-        return frozenset(found)
+        got = frozenset(found)
+        if len(cache) >= _CATEGORISED_CACHE:
+            cache.clear()  # header cells repeat; row labels and stray cells must not grow it without end
+        cache[cell] = got
+        return got
 
     def _run(self, text: str, raw: str, cs: int, ce: int, hits: dict[int, list[int]],
              column_context: Mapping[str, frozenset[str]], lazy: _Lazy) -> _Occurrence | None:
@@ -495,6 +508,8 @@ class Scanner:
                     return None
         elif kind != "card" or not is_card_number(digits):
             return None
+        if in_trace_header(text, cs):
+            return None  # a Message-ID, a Received queue id, a DKIM value pasted into a text: not a person's
         if lazy.context is None:
             lazy.context = self._packed(hits)
         occ = self._classify(text, kind, digits, separated, valid, cs, ce, lazy.context, column_context, header)
@@ -508,15 +523,15 @@ class Scanner:
         pop = _population(lazy, key)
         pop[0] += 1
         if is_datetime(digits) or (isinstance(key, tuple) and key[0] == "fixed") or (
-                is_upc_a(digits) and self._names_products(text, lazy)):
+                is_upc_a(digits) and self._names_products(hits, lazy)):
             return None
         pop[1] += 1
         pop[2].append(occ)
         return None
 
-    def _names_products(self, text: str, lazy: _Lazy) -> bool:
+    def _names_products(self, hits: dict[int, list[int]], lazy: _Lazy) -> bool:
         if lazy.product is None:
-            lazy.product = self._product is not None and self._product.search(text) is not None
+            lazy.product = not self._product_ids.isdisjoint(hits)
         return lazy.product
 
     def _is_field(self, word: str) -> bool:

@@ -241,9 +241,9 @@ class TableAnalyser:
         columns: dict[int, set[str]] = {}
         for r in range(first, last + 1):
             for i, cell in enumerate(rows[r]):
-                cats = self._cell_category(cell)
-                if cats:
-                    columns.setdefault(i, set()).update(cats)
+                named = self._cell_category(cell)
+                if named:
+                    columns.setdefault(i, set()).update(named)
         context: dict[str, frozenset[str]] = {}
         for i, categories in columns.items():
             cats = frozenset(categories)

@@ -1,0 +1,87 @@
+"""The scanner of this checkout against another checkout's, alternated on the same machine. Prints figures.
+
+    .venv/bin/python benchmarks/scan_ab.py --other /path/to/old/checkout [--rounds 5] [--mb 5]
+
+Each round runs one child process per checkout (order alternating round by round, so load on a
+shared machine falls on both alike); a child builds the corpus of benchmarks/scan_throughput.py
+(the same bytes for both), then measures, best of three: the scanner on one large text, on many
+~2.7 KB messages, and on an extracted 20,000-row resident spreadsheet (scan only, extraction not
+timed). The medians over rounds and the ratio this/other are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def child(tree: str, mb: float, rows: int) -> None:
+    sys.path.insert(0, tree)
+    from dlpgate.extract import extract_file  # the tree's own code, imported before the corpus module
+    from dlpgate.scan.scanner import Scanner
+
+    sys.path.insert(0, str(HERE))
+    import scan_throughput as st
+
+    lines = st.corpus_lines(int(mb * 1_000_000))
+    big = "\n".join(lines)
+    messages = st.as_messages(lines)
+    size = len(big.encode()) / 1e6
+    scanner = Scanner.load(Path(tree) / "rules", engine="hyperscan")
+    sheet = extract_file("住民.xlsx", st.spreadsheet(rows))
+
+    def best(fn: object) -> float:
+        out = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()  # type: ignore[operator]
+            out = min(out, time.perf_counter() - t0)
+        return out
+
+    print(json.dumps({
+        "one_text_mb_s": size / best(lambda: scanner.scan("body", big)),
+        "messages_mb_s": size / best(lambda: [scanner.scan("body", m) for m in messages]),
+        "sheet_scan_s": best(lambda: scanner.scan_extraction(sheet)),
+    }))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--other", required=False)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--mb", type=float, default=5.0)
+    ap.add_argument("--rows", type=int, default=20_000)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.mb, args.rows)
+        return
+    if not args.other:
+        ap.error("--other DIR is required")
+    trees = {"this": str(HERE.parent), "other": str(Path(args.other).resolve())}
+    results: dict[str, list[dict[str, float]]] = {"this": [], "other": []}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for r in range(args.rounds):
+        order = ["this", "other"] if r % 2 == 0 else ["other", "this"]
+        for name in order:
+            out = subprocess.run([sys.executable, __file__, "--child", trees[name], "--mb", str(args.mb),
+                                  "--rows", str(args.rows)], capture_output=True, text=True, env=env, timeout=1800,
+                                 check=True)
+            results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"{args.rounds} alternated rounds, {args.mb:g} MB corpus, {args.rows}-row sheet; medians:")
+    for key in ("one_text_mb_s", "messages_mb_s", "sheet_scan_s"):
+        this = statistics.median(x[key] for x in results["this"])
+        other = statistics.median(x[key] for x in results["other"])
+        print(f"  {key:15s} this {this:9.3f}  other {other:9.3f}  this/other {this / other:5.2f}")
+
+
+if __name__ == "__main__":
+    main()
