@@ -46,6 +46,17 @@ def leaks(text: str, digits: str) -> bool:
 def test_spans_use_the_scanners_run_pattern() -> None:
     # one candidate definition: if the scanner's run changes, masking changes with it
     assert RAW_RUN_PATTERN == _RAW_RUN.pattern
+    from dlpgate.scan.spans import MASK_RUN_PATTERN
+
+    # masking's run is the scanner's with more room between digits: it matches everything that does
+    assert MASK_RUN_PATTERN.replace("{0,3}", "?").replace("\\\t", "") == RAW_RUN_PATTERN
+
+
+def test_masking_keeps_a_margin_beyond_the_scanner() -> None:
+    n = my_number("12345678901")
+    for sep in (" - ", "  ", "\u3000\u3000", " ー ", "--", "．．", "\t", " \u3000"):
+        out = mask_text(f"個人番号 {n[:4]}{sep}{n[4:8]}{sep}{n[8:]}")
+        assert not leaks(out, n), (sep, out)
 
 
 def test_issue_subject_is_masked() -> None:

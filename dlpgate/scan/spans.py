@@ -4,8 +4,8 @@ Masking must hide everything the scanner could call an identifier, so it looks f
 the way the scanner does: the same raw digit and separator classes (`normalize.RAW_DIGITS`,
 `normalize.RAW_SEPARATORS`, every width and separator the normaliser folds: U+3000, the dash
 look-alikes, full-width stops and the katakana long mark), the same "maximal run of digits each
-optionally after one separator" shape (`scanner._RAW_RUN`; a test holds the two patterns equal),
-counted in normalised digits. It is deliberately looser than the detectors: any run of
+optionally after one separator" shape (`scanner._RAW_RUN`; a test holds the two patterns equal,
+and masking widens it to up to three separators between digits), counted in normalised digits. It is deliberately looser than the detectors: any run of
 `MIN_DIGITS` or more digits is reported whatever its check digit or context, so that a number the
 scanner judged harmless in one place is still hidden in a subject line (fail safe).
 
@@ -21,9 +21,14 @@ from dlpgate.scan.normalize import RAW_DIGITS, RAW_SEPARATORS, char_class, norma
 
 # The scanner's candidate run on raw text (identical pattern to scanner._RAW_RUN).
 RAW_RUN_PATTERN = char_class(RAW_DIGITS) + "(?:" + char_class(RAW_SEPARATORS) + "?" + char_class(RAW_DIGITS) + ")*"
-_RUN = re.compile(RAW_RUN_PATTERN)
+# What masking looks for: the same run with a margin, up to three separators (or tabs) between
+# digits (`1234  5678  9018`, `1234 - 5678 - 9018`). The scanner reads such text as shorter runs
+# today; masking them too keeps a future, looser scanner from outrunning the mask.
+_GAP = char_class(RAW_SEPARATORS + "\t") + "{0,3}"
+MASK_RUN_PATTERN = char_class(RAW_DIGITS) + "(?:" + _GAP + char_class(RAW_DIGITS) + ")*"
+_RUN = re.compile(MASK_RUN_PATTERN)
 # Any decimal digit the normaliser does not know, in runs broken the same way.
-_OTHER_RUN = re.compile(r"\d(?:" + char_class(RAW_SEPARATORS) + r"?\d)*")
+_OTHER_RUN = re.compile(r"\d(?:" + _GAP + r"\d)*")
 
 # The shortest run masked. Detectors accept 11 digits and more; 8 keeps dates (20240101) and
 # phone-number fragments hidden too, as the gateway always did.
