@@ -483,14 +483,16 @@ class Scanner:
         header: frozenset[str] = frozenset()
         key: object = None
         if kind == "twelve":
-            if is_placeholder(digits):
+            if digits.count(digits[0]) == 12:  # shapes.is_placeholder, inline: once per 12-digit run
                 return None
             valid = is_valid_my_number(digits)
-            if lazy.columns is None:
-                lazy.columns = TextColumns(text, self._categorise)
-            key, header = lazy.columns.at(cs)
-            if NEGATIVE in header and _POSITIVE_SET.isdisjoint(header) and digits not in column_context:
-                return None  # a column (or row) of order numbers, phone numbers, timestamps ...
+            known = column_context.get(digits)
+            if known is None or _POSITIVE_SET.isdisjoint(known):  # a keyword column's cell needs no more
+                if lazy.columns is None:
+                    lazy.columns = TextColumns(text, self._categorise)
+                key, header = lazy.columns.at(cs)
+                if NEGATIVE in header and _POSITIVE_SET.isdisjoint(header) and known is None:
+                    return None  # a column (or row) of order numbers, phone numbers, timestamps ...
             if not valid and digits not in column_context and LICENCE not in header:
                 if lazy.has_licence is None:
                     lazy.has_licence = not self._licence_ids.isdisjoint(hits)
@@ -508,7 +510,7 @@ class Scanner:
                     return None
         elif kind != "card" or not is_card_number(digits):
             return None
-        if in_trace_header(text, cs):
+        if digits not in column_context and in_trace_header(text, cs):
             return None  # a Message-ID, a Received queue id, a DKIM value pasted into a text: not a person's
         if lazy.context is None:
             lazy.context = self._packed(hits)
