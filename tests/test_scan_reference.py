@@ -180,7 +180,7 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
                     continue
                 pop = populations.setdefault(key, [0, 0, []])
                 valid = is_valid_my_number(digits)
-                if not valid and digits not in column and "licence" not in header and not has_licence:
+                if not valid and digits not in column and not has_licence:
                     pop[0] += 1
                     continue
                 if in_trace_header(text, rs):

@@ -120,7 +120,7 @@ def _merged_context(facts: list[TableFacts]) -> Mapping[str, frozenset[str]]:
 class _Lazy:
     """Per-text facts computed the first time a run needs them."""
 
-    __slots__ = ("has_licence", "has_resident", "context", "columns", "product", "populations")
+    __slots__ = ("has_licence", "has_resident", "context", "columns", "product", "populations", "failing")
 
     def __init__(self) -> None:
         self.has_licence: bool | None = None  # whether such keywords are in the text
@@ -130,6 +130,7 @@ class _Lazy:
         self.product: bool | None = None  # whether the text names products (商品, 単価 ...)
         # population key -> [12-digit candidates, passing ones, the passing bare occurrences]
         self.populations: dict[object, list] = {}  # type: ignore[type-arg]
+        self.failing: list[int] = []  # starts of 12-digit runs that fail the check digit
 
 
 def _population(lazy: _Lazy, key: object) -> list:  # type: ignore[type-arg]
@@ -419,6 +420,15 @@ class Scanner:
         # Bare 12-digit numbers (no keyword, no labelled column) are My Numbers only as a set that
         # passes the check digit as real ones do: per column, or per part outside tables.
         rate = self.rules.min_pass_percent
+        if lazy.failing and any(pop[2] for pop in lazy.populations.values()):
+            columns = lazy.columns if lazy.columns is not None else TextColumns(text, self._categorise)
+            populations = lazy.populations
+            for cs in lazy.failing:
+                key, header = columns.at(cs)
+                pop = populations.get(key)
+                # a population with no passing number needs no count; a labelled one never counts
+                if pop is not None and not (NEGATIVE in header and _POSITIVE_SET.isdisjoint(header)):
+                    pop[0] += 1
         for candidates, passing, found in lazy.populations.values():
             if found and passing * 100 >= rate * candidates:
                 tally = out.get("my_number")
@@ -487,18 +497,20 @@ class Scanner:
                 return None
             valid = is_valid_my_number(digits)
             known = column_context.get(digits)
+            if not valid and known is None:
+                if lazy.has_licence is None:  # (a licence header cell is in the text: the gate saw it)
+                    lazy.has_licence = not self._licence_ids.isdisjoint(hits)
+                if not lazy.has_licence:
+                    # Counted in its population only if that population turns out to matter: most
+                    # texts hold no bare passing number, and most 12-digit numbers do not pass.
+                    lazy.failing.append(cs)
+                    return None
             if known is None or _POSITIVE_SET.isdisjoint(known):  # a keyword column's cell needs no more
                 if lazy.columns is None:
                     lazy.columns = TextColumns(text, self._categorise)
                 key, header = lazy.columns.at(cs)
                 if NEGATIVE in header and _POSITIVE_SET.isdisjoint(header) and known is None:
                     return None  # a column (or row) of order numbers, phone numbers, timestamps ...
-            if not valid and digits not in column_context and LICENCE not in header:
-                if lazy.has_licence is None:
-                    lazy.has_licence = not self._licence_ids.isdisjoint(hits)
-                if not lazy.has_licence:
-                    _population(lazy, key)[0] += 1
-                    return None
         elif kind == "eleven":
             context = column_context.get(digits)
             if context is not None and MY_NUMBER in context and is_valid_my_number("0" + digits):
