@@ -38,7 +38,7 @@ def _categories() -> dict[str, set[str]]:
                        (RULES.resident_keywords, "resident"), (RULES.card_keywords, "card"),
                        (RULES.negative_labels, "negative")):
         for w in words:
-            for v in (w, *keyword_spellings(w)):
+            for v in (w, *keyword_spellings(w, long_words=cat == "my_number")):
                 cats.setdefault(v, set()).add(cat)
     return cats
 

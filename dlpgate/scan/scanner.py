@@ -129,14 +129,17 @@ class _Lazy:
         self.columns: TextColumns | None = None
         self.product: bool | None = None  # whether the text names products (商品, 単価 ...)
         # population key -> [12-digit candidates, passing ones, the passing bare occurrences]
-        self.populations: dict[object, list] = {}  # type: ignore[type-arg]
-        self.failing: list[int] = []  # starts of 12-digit runs that fail the check digit
+        self.populations: dict[object, list] | None = None  # type: ignore[type-arg]
+        self.failing: list[int] | None = None  # starts of 12-digit runs that fail the check digit
 
 
 def _population(lazy: _Lazy, key: object) -> list:  # type: ignore[type-arg]
-    pop = lazy.populations.get(key)
+    populations = lazy.populations
+    if populations is None:
+        populations = lazy.populations = {}
+    pop = populations.get(key)
     if pop is None:
-        pop = lazy.populations[key] = [0, 0, []]
+        pop = populations[key] = [0, 0, []]
     return pop
 
 
@@ -171,12 +174,12 @@ class Scanner:
         self.engine = engine
         categories: dict[str, set[str]] = {}
 
-        def spelt(words: Sequence[str]) -> list[str]:
+        def spelt(words: Sequence[str], long_words: bool = False) -> list[str]:
             # every keyword with the raw spellings the gates cannot derive (half-width kana, 氏　名)
-            return [v for w in words for v in (w, *keyword_spellings(w))]
+            return [v for w in words for v in (w, *keyword_spellings(w, long_words=long_words))]
 
         def add(words: Sequence[str], category: str) -> None:
-            for w in spelt(words):
+            for w in spelt(words, long_words=category == MY_NUMBER):
                 categories.setdefault(w, set()).add(category)
 
         add(rules.my_number_keywords, MY_NUMBER)
@@ -196,7 +199,7 @@ class Scanner:
             for w in spelt(g.keywords):
                 field_groups.setdefault(w, set()).add(g.name)
                 categories.setdefault(w, set())
-        product = set(spelt(rules.product_context))
+        product = set(rules.product_context)  # words, not header names: no spellings
         for w in product:  # reported by the gate, judged only as "a product list"
             categories.setdefault(w, set())
         # Negative labels that are nothing else (注文番号, FAX ...) only matter in the few
@@ -419,17 +422,19 @@ class Scanner:
                     tally.add(occ[1], occ[2], occ[3], distinct_enough)
         # Bare 12-digit numbers (no keyword, no labelled column) are My Numbers only as a set that
         # passes the check digit as real ones do: per column, or per part outside tables.
+        populations = lazy.populations
+        if populations is None:
+            return out
         rate = self.rules.min_pass_percent
-        if lazy.failing and any(pop[2] for pop in lazy.populations.values()):
+        if lazy.failing and any(pop[2] for pop in populations.values()):
             columns = lazy.columns if lazy.columns is not None else TextColumns(text, self._categorise)
-            populations = lazy.populations
             for cs in lazy.failing:
                 key, header = columns.at(cs)
                 pop = populations.get(key)
                 # a population with no passing number needs no count; a labelled one never counts
                 if pop is not None and not (NEGATIVE in header and _POSITIVE_SET.isdisjoint(header)):
                     pop[0] += 1
-        for candidates, passing, found in lazy.populations.values():
+        for candidates, passing, found in populations.values():
             if found and passing * 100 >= rate * candidates:
                 tally = out.get("my_number")
                 if tally is None:
@@ -503,7 +508,10 @@ class Scanner:
                 if not lazy.has_licence:
                     # Counted in its population only if that population turns out to matter: most
                     # texts hold no bare passing number, and most 12-digit numbers do not pass.
-                    lazy.failing.append(cs)
+                    if lazy.failing is None:
+                        lazy.failing = [cs]
+                    else:
+                        lazy.failing.append(cs)
                     return None
             if known is None or _POSITIVE_SET.isdisjoint(known):  # a keyword column's cell needs no more
                 if lazy.columns is None:
@@ -536,8 +544,8 @@ class Scanner:
         # A bare valid number: judged with its population; plainly-other shapes need a keyword.
         pop = _population(lazy, key)
         pop[0] += 1
-        if is_datetime(digits) or (isinstance(key, tuple) and key[0] == "fixed") or (
-                is_upc_a(digits) and self._names_products(hits, lazy)):
+        if is_datetime(digits) or (key.__class__ is tuple and key[0] == "fixed") or (  # type: ignore[index]
+                self._names_products(hits, lazy) and is_upc_a(digits)):
             return None
         pop[1] += 1
         pop[2].append(occ)
