@@ -28,7 +28,7 @@ from types import MappingProxyType
 from dlpgate.errors import RuleError
 from dlpgate.extract.model import Extraction, Table
 from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask
-from dlpgate.scan.columns import TextColumns
+from dlpgate.scan.columns import FIXED_MIN, TextColumns
 from dlpgate.scan.gate import Gate, make_gate
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
 from dlpgate.scan.normalize import (
@@ -428,8 +428,18 @@ class Scanner:
         rate = self.rules.min_pass_percent
         if lazy.failing and any(pop[2] for pop in populations.values()):
             columns = lazy.columns if lazy.columns is not None else TextColumns(text, self._categorise)
+            rfind, find, n = text.rfind, text.find, len(text)
+            no_header: frozenset[str] = frozenset()
             for cs in lazy.failing:
-                key, header = columns.at(cs)
+                ls = rfind("\n", 0, cs) + 1
+                le = find("\n", cs)
+                if le < 0:
+                    le = n
+                if le - ls < FIXED_MIN and find("\t", ls, le) < 0 and find(",", ls, le) < 0:
+                    key: object = "part"  # as in _run: a short line of prose
+                    header = no_header
+                else:
+                    key, header = columns.at(cs)
                 pop = populations.get(key)
                 # a population with no passing number needs no count; a labelled one never counts
                 if pop is not None and not (NEGATIVE in header and _POSITIVE_SET.isdisjoint(header)):
@@ -514,11 +524,18 @@ class Scanner:
                         lazy.failing.append(cs)
                     return None
             if known is None or _POSITIVE_SET.isdisjoint(known):  # a keyword column's cell needs no more
-                if lazy.columns is None:
-                    lazy.columns = TextColumns(text, self._categorise)
-                key, header = lazy.columns.at(cs)
-                if NEGATIVE in header and _POSITIVE_SET.isdisjoint(header) and known is None:
-                    return None  # a column (or row) of order numbers, phone numbers, timestamps ...
+                ls = text.rfind("\n", 0, cs) + 1
+                le = text.find("\n", ce)
+                if le < 0:
+                    le = len(text)
+                if le - ls < FIXED_MIN and text.find("\t", ls, le) < 0 and text.find(",", ls, le) < 0:
+                    key = "part"  # a short line of prose: what TextColumns.at says, without the call
+                else:
+                    if lazy.columns is None:
+                        lazy.columns = TextColumns(text, self._categorise)
+                    key, header = lazy.columns.at(cs)
+                    if NEGATIVE in header and _POSITIVE_SET.isdisjoint(header) and known is None:
+                        return None  # a column (or row) of order numbers, phone numbers, timestamps ...
         elif kind == "eleven":
             context = column_context.get(digits)
             if context is not None and MY_NUMBER in context and is_valid_my_number("0" + digits):
