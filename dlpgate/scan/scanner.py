@@ -430,7 +430,12 @@ class Scanner:
             columns = lazy.columns if lazy.columns is not None else TextColumns(text, self._categorise)
             rfind, find, n = text.rfind, text.find, len(text)
             no_header: frozenset[str] = frozenset()
+            # Failing numbers only lower a pass rate: once every population holding a passing bare
+            # number is below the threshold, counting more changes nothing.
+            undecided = {k for k, pop in populations.items() if pop[2] and pop[1] * 100 >= rate * pop[0]}
             for cs in lazy.failing:
+                if not undecided:
+                    break
                 ls = rfind("\n", 0, cs) + 1
                 le = find("\n", cs)
                 if le < 0:
@@ -444,6 +449,8 @@ class Scanner:
                 # a population with no passing number needs no count; a labelled one never counts
                 if pop is not None and not (NEGATIVE in header and _POSITIVE_SET.isdisjoint(header)):
                     pop[0] += 1
+                    if pop[1] * 100 < rate * pop[0]:
+                        undecided.discard(key)
         for candidates, passing, found in populations.values():
             if found and passing * 100 >= rate * candidates:
                 tally = out.get("my_number")
