@@ -64,6 +64,10 @@ _DETECTOR_ORDER = ("my_number", "resident_code", "credit_card", "drivers_licence
 
 _EMPTY = ScanResult(findings=(), records=0)
 _CATEGORISED_CACHE = 4096
+# A label/value line of a form pasted into a text: a short label, a colon, a value to the line's end.
+FORM_LINE = re.compile(r"[ \t\u3000]*([^\s:：]{1,20})[ \t\u3000]*[:：][ \t\u3000]*(\S.*)")
+_FORM_LINE = FORM_LINE
+_FORM_LINES = 5000
 _NOTHING: tuple[list[int], dict[int, list[int]]] = ([], {})  # what a gate finds in ""; never mutated
 _NO_CONTEXT: Mapping[str, frozenset[str]] = MappingProxyType({})
 
@@ -260,6 +264,8 @@ class Scanner:
             return _EMPTY  # the common case: nothing, or only keywords that find nothing alone
         else:
             facts = self._body_tables(part, text, hits) if hits else []
+            if hits and not facts:
+                facts = self._body_forms(part, text, hits)
         occurrences = self._occurrences(text, triggers, hits, _merged_context(facts)) if triggers else {}
         for f in facts:
             if f.joined:
@@ -374,6 +380,34 @@ class Scanner:
                 out.append(facts)
                 done_until = end
         return out
+
+    def _body_forms(self, part: str, text: str, hits: dict[int, list[int]]) -> list[TableFacts]:
+        """Label/value lines in a text (`氏名：試験 太郎`, `住所：...`): a form pasted into a body is
+        read as the rows (label, value) of a table whose field names run down a column, one record
+        per block (a label seen again starts the next one). Only lines holding a field keyword are
+        read, and only when the text names `min_fields` groups at all."""
+        fields = self._fields
+        present = [k for k in hits if fields[k]]
+        if not present or len(frozenset().union(*[fields[k] for k in present])) < self.rules.min_fields:
+            return []
+        ends = sorted(end for k in present for end in hits[k])
+        if len(ends) > _FORM_LINES:
+            return []  # a keyword on thousands of lines is a listing, not a form
+        rows: list[tuple[str, ...]] = []
+        last = -1
+        for end in ends:
+            ls = text.rfind("\n", 0, end - 1) + 1
+            if ls == last:
+                continue
+            last = ls
+            le = text.find("\n", end)
+            m = _FORM_LINE.match(text, ls, le if le >= 0 else len(text))
+            if m is not None:
+                rows.append((m.group(1), m.group(2).rstrip()))
+        if len(rows) < self.rules.min_fields:
+            return []
+        facts = self._tables.analyse(Table(part, tuple(rows)))
+        return [facts] if facts is not None and facts.records else []
 
     def _occurrences(
         self, text: str, triggers: list[int], hits: dict[int, list[int]], column_context: Mapping[str, frozenset[str]]

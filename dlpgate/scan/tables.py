@@ -97,7 +97,7 @@ class TableAnalyser:
         for c in cells:
             if self.cell_fields(c):
                 named += 1
-            elif not _QUALIFIER.match(c) and len(c) > 4:
+            elif not _QUALIFIER.match(c) and len(c) > 4:  # short words ("No", "備考") may head columns
                 return False
         return named > 0 or all(_QUALIFIER.match(c) for c in cells)
 
@@ -113,6 +113,10 @@ class TableAnalyser:
             records = rows.records_after(last)
         else:
             records = sum(map(bool, map(str.strip, map("".join, rows[last + 1 :]))))
+        if not records:  # a header with nothing under it: perhaps a form read across (label, value)
+            down = self._down_a_column(table)
+            if down is not None:
+                return down
         return TableFacts(
             name=table.name,
             records=records,

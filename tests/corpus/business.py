@@ -272,6 +272,11 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
     add("pos_form_blocks_noid_15.csv", csv_of([row for p in ppl[:15] for row in form(p) if row[0] != "個人番号"]),
         True, 15, ("personal_records",), kind="form")
 
+    body_form = "\n\n".join(f"氏名：{p['name']}\n住所：{p['address']}\n生年月日：{p['birth']}\n個人番号：{p['mn']}"
+                              for p in ppl[:2])
+    add("pos_body_form_2.eml", eml("申請内容を転記します。\n\n" + body_form), True, 2, ("my_number", "personal_records"),
+        kind="form")
+
     # multi-row headers
     two = [("", "氏名", "連絡先", "", "生年月日"), ("No", "", "電話番号", "住所", "")] + [
         (p["no"], p["name"], p["phone"], p["address"], p["birth"]) for p in ppl[:14]]
