@@ -62,6 +62,11 @@ for _g in RULES.labels:  # the most severe group wins for a word in two groups
             if SEVERITY_RANK[_g.severity] > SEVERITY_RANK[LABELS[_v]]:
                 LABELS[_v] = _g.severity
 FIELDS = {v for g in RULES.record_fields for w in g.keywords for v in (w, *keyword_spellings(w))}
+FIELD_GROUPS: dict[str, set[str]] = {}
+for _g in RULES.record_fields:
+    for _w in _g.keywords:
+        for _v in (_w, *keyword_spellings(_w)):
+            FIELD_GROUPS.setdefault(_v, set()).add(_g.name)
 PRODUCT = [w for w in RULES.product_context]
 
 
@@ -148,6 +153,12 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
             if (w not in FIELDS and w not in LABELS) or pos < done_until or line in seen:
                 continue
             seen.add(line)
+            # the scanner reads a line as a header only when its keyword hits (the gate's spellings)
+            # name min_fields groups; the cells are then judged folded
+            end_of_line = text.find("\n", pos)
+            in_line = norm[line:end_of_line if end_of_line >= 0 else len(norm)]
+            if len({g for w in FIELDS if w in in_line for g in FIELD_GROUPS[w]}) < RULES.min_fields:
+                continue
             got = body_table_at(text, pos, part, lambda w: bool(ANALYSER.cell_fields(w)))
             if got is None or len(ANALYSER.row_fields(got[0].rows[0])) < RULES.min_fields:
                 continue
