@@ -4,6 +4,9 @@ prometheus-client's own parser. Counters are process-global, so every check is a
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import pwd
 import random
 import re
 import smtplib
@@ -16,7 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dlpgate.config import ApproverRoute, MetricsConfig, QuarantineConfig
+from dlpgate.config import ApproverRoute, MetricsConfig, Person, QuarantineConfig
 from dlpgate.extract import extract_message
 from dlpgate.extract.model import ExtractLimits
 from dlpgate.server import Gateway
@@ -49,6 +52,12 @@ def scrape_text(port: int, path: str = "/metrics") -> tuple[int, str]:
         return e.code, e.read().decode("utf-8")
 
 
+def health(port: int) -> tuple[int, str]:
+    """/healthz: (HTTP status, the JSON body's status)."""
+    code, body = scrape_text(port, "/healthz")
+    return code, json.loads(body)["status"]
+
+
 def parse(text: str) -> dict[Sample, float]:
     return {(s.name, frozenset(s.labels.items())): s.value
             for fam in text_string_to_metric_families(text) for s in fam.samples}
@@ -74,7 +83,9 @@ async def metered(tmp_path: Path, sink: Sink) -> AsyncIterator[Gateway]:
     base = make_config(tmp_path, sink.port)
     cfg = replace(base, smtp=replace(base.smtp, allowed_clients=("127.0.0.1/32",)),
                   metrics=MetricsConfig(listen="127.0.0.1:0"), quarantine=QuarantineConfig(notify=False),
-                  approvers=(ApproverRoute(senders=("*@example.jp",), approvers=("boss@example.jp",)),))
+                  approvers=(ApproverRoute(senders=("*@example.jp",), approvers=("boss@example.jp",)),),
+                  # this process's own login is boss@: the CLI release below acts through the socket
+                  people=(Person(pwd.getpwuid(os.getuid()).pw_name, ("boss@example.jp",)),))
     gw = Gateway(cfg, workers=1)
     await gw.start()
     # the first housekeeping pass runs as a task just after start(); until it has, /healthz says 503
@@ -197,19 +208,21 @@ async def test_healthz_503_when_the_store_cannot_be_written(metered: Gateway) ->
     gw = metered
     assert gw.metrics_server is not None and gw.store is not None
     port = gw.metrics_server.port
-    assert await asyncio.to_thread(scrape_text, port, "/healthz") == (200, "ok\n")
+    assert await asyncio.to_thread(health, port) == (200, "ok")
     root = Path(gw.store.root)
     aside = root.with_name(root.name + ".aside")
     root.rename(aside)
     root.write_bytes(b"not a directory")
     try:
-        assert await asyncio.to_thread(scrape_text, port, "/healthz") == (503, "unhealthy\n")
+        code, report = await asyncio.to_thread(scrape_text, port, "/healthz")
+        assert code == 503 and json.loads(report)["status"] == "unhealthy"
+        assert json.loads(report)["checks"]["store"] == {"ok": False}
         samples = parse((await asyncio.to_thread(scrape_text, port))[1])
         assert value(samples, "dlpgate_up") == 0
     finally:
         root.unlink()
         aside.rename(root)
-    assert await asyncio.to_thread(scrape_text, port, "/healthz") == (200, "ok\n")
+    assert await asyncio.to_thread(health, port) == (200, "ok")
 
 
 async def test_healthz_503_when_the_listener_is_closed(metered: Gateway) -> None:
