@@ -529,9 +529,10 @@ class Scanner:
             if word in key:
                 found |= cats
         got = frozenset(found)
-        if len(cache) >= _CATEGORISED_CACHE:
-            cache.clear()  # header cells repeat; row labels and stray cells must not grow it without end
-        cache[cell] = got
+        if got:  # only cells that name something (headers, labels) are kept: never a person's data
+            if len(cache) >= _CATEGORISED_CACHE:
+                cache.clear()
+            cache[cell] = got
         return got
 
     def _run(self, text: str, raw: str, cs: int, ce: int, hits: dict[int, list[int]],

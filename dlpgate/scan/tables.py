@@ -127,7 +127,7 @@ class TableAnalyser:
         )
 
     def _cell_category(self, cell: str) -> set[str]:
-        if not cell or len(cell) > self._rules.max_header_cell:
+        if not cell or len(cell) > self._rules.max_header_cell or _NUMBER_CELL.match(cell):
             return set()
         text = fold(cell)
         return {category for category, keywords in self._column_keywords if any(k in text for k in keywords)}
