@@ -224,6 +224,7 @@ class Scanner:
         self._fields = tuple(frozenset(field_groups.get(w, ())) for w in self._words)
         self._label_ids = frozenset(k for k, w in enumerate(self._words) if w in self._label_severity)
         self._licence_ids = frozenset(k for k, c in enumerate(self._categories) if LICENCE in c)
+        self._name_ids = frozenset(k for k, f in enumerate(self._fields) if FORM_NAME_GROUP in f)
         self._resident_ids = frozenset(k for k, c in enumerate(self._categories) if RESIDENT in c)
         self._longest_keyword = max(self._lengths)
         if len(self._words) > _KEY_MASK:
@@ -265,7 +266,7 @@ class Scanner:
             return _EMPTY  # the common case: nothing, or only keywords that find nothing alone
         else:
             facts = self._body_tables(part, text, hits) if hits else []
-            if hits and not facts:
+            if hits and not facts and not self._name_ids.isdisjoint(hits):
                 facts = self._body_forms(part, text, hits)
         occurrences = self._occurrences(text, triggers, hits, _merged_context(facts)) if triggers else {}
         for f in facts:
