@@ -49,9 +49,14 @@ _TRACE_FIELD = re.compile(
 _CONTINUATION_LINES = 30  # a folded Received or DKIM-Signature field is looked up this many lines back
 
 
+_TRACE_FIRST = frozenset("mMrRiIdDaAtTlLcCxXfF \t")  # first letters of the fields above, and folding
+
+
 def in_trace_header(text: str, pos: int) -> bool:
     """Whether `pos` lies in the value of a trace header field (first line or a folded continuation)."""
     ls = text.rfind("\n", 0, pos) + 1
+    if text[ls] not in _TRACE_FIRST:
+        return False
     for _ in range(_CONTINUATION_LINES):
         if ls >= len(text):
             return False
