@@ -132,14 +132,24 @@ def parse(raw: bytes) -> EmailMessage:
     message/* type, or a header block the parser does not end where the first empty line is)
     takes the full parse. Property-tested against it (tests/test_extract_header_memo.py).
     """
-    end = raw.find(b"\r\n\r\n")
+    end = header_end(raw)
     if end >= 0:
-        head: _SinglePartMessage = BytesParser(policy=_SINGLE_PART_POLICY).parsebytes(raw[:end + 4])  # type: ignore[assignment]
+        head: _SinglePartMessage = BytesParser(policy=_SINGLE_PART_POLICY).parsebytes(raw[:end])  # type: ignore[assignment]
         if head.get_content_maintype() not in ("multipart", "message") and head._payload == "":
-            head._raw_body = raw[end + 4:]  # the feed parser's payload, as bytes; text on demand
+            head._raw_body = raw[end:]  # the feed parser's payload, as bytes; text on demand
             head.__dict__["_payload_text"] = None
             return head
     return BytesParser(policy=_PARSE_POLICY).parsebytes(raw)  # type: ignore[return-value]
+
+
+def header_end(raw: bytes) -> int:
+    """Offset just past the empty line that ends the header block (CRLF or bare LF, as mail
+    saved to disk by mbox, Maildir and most clients has it), or -1 when there is none."""
+    lf = raw.find(b"\n\n")
+    crlf = raw.find(b"\n\r\n", 0, lf + 2 if lf >= 0 else len(raw))
+    if crlf >= 0:
+        return crlf + 3
+    return lf + 2 if lf >= 0 else -1
 
 
 def extract_message(raw: bytes, budget: Budget) -> Extraction:
