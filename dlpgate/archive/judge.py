@@ -82,7 +82,8 @@ def judge_raw(location: str, raw: bytes, size: int) -> dict[str, Any]:
     try:
         from dlpgate.extract.mime import decode_words, fix_header
 
-        subject = fix_header(decode_words(str(headers.get("Subject", ""))))
+        raw_subject = next((str(v) for k, v in headers.raw_items() if k.lower() == "subject"), "")
+        subject = fix_header(decode_words(raw_subject))  # raw 8-bit CP932 / UTF-8 subjects too
     except Exception:
         subject = ""
     return {

@@ -79,7 +79,7 @@ def msg_to_email(data: bytes) -> bytes:
     import olefile  # noqa: PLC0415 - imported where used: only archives and .msg attachments need it
 
     try:
-        ole = olefile.OleFileIO(io.BytesIO(data))
+        ole = olefile.OleFileIO(io.BytesIO(data), raise_defects=olefile.DEFECT_INCORRECT)
     except Exception as exc:  # olefile raises OSError, struct.error, IndexError... on damaged files
         raise MsgError(f"not a readable compound file ({type(exc).__name__})") from exc
     try:
