@@ -9,6 +9,7 @@ masking.mask_text; recipients are reduced to their domains.
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ def judge_raw(location: str, raw: bytes, size: int) -> dict[str, Any]:
         return damaged(location, "not a message (no header fields)", size)
     when = _date(headers.get("Date"))
     if when is not None and ((settings.since and when < settings.since) or (settings.until and when >= settings.until)):
-        return {"location": location, "skipped": "date", "bytes": size}
+        return {"location": mask_location(location), "skipped": "date", "bytes": size}
     to, cc, bcc, sender = header_recipients(headers)
     record, _ = judge_message(raw, headers, _STATE["scanner"], _STATE["policy"])
     domains = sorted({a.rpartition("@")[2].lower().strip(">") for a in (*to, *cc, *bcc)} - {""})
@@ -87,7 +88,7 @@ def judge_raw(location: str, raw: bytes, size: int) -> dict[str, Any]:
     except Exception:
         subject = ""
     return {
-        "location": location,
+        "location": mask_location(location),
         "message_id": mask_text(str(headers.get("Message-ID", "") or "").strip()),
         "date": when.isoformat() if when is not None else "",
         "sender": mask_text(sender),
@@ -98,8 +99,20 @@ def judge_raw(location: str, raw: bytes, size: int) -> dict[str, Any]:
     }
 
 
+_SUFFIX = re.compile(r"(@\d+|/\d+)$")
+
+
+def mask_location(location: str) -> str:
+    """A location masked like any text (a file may be named after its content), except the offset
+    or item number the reader put at its end, which is what finds the message again."""
+    m = _SUFFIX.search(location)
+    if m is None:
+        return mask_text(location)
+    return mask_text(location[:m.start()]) + m.group(0)
+
+
 def damaged(location: str, error: str, size: int) -> dict[str, Any]:
-    return {"location": location, "message_id": "", "date": "", "verdict": "unreadable", "error": mask_text(error),
+    return {"location": mask_location(location), "message_id": "", "date": "", "verdict": "unreadable", "error": mask_text(error),
             "findings": [], "records": 0, "bytes": size}
 
 

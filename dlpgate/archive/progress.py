@@ -43,10 +43,20 @@ class Progress:
         is_tty = self.stream.isatty() if tty is None else tty
         self._bar = None
         if is_tty:
+            import os
+
             from tqdm import tqdm
 
+            try:
+                size = os.get_terminal_size(self.stream.fileno())
+                known = size.columns > 0 and size.lines > 0
+            except (OSError, ValueError, AttributeError):
+                known = False
+            # a terminal that reports no size (a fresh pty, a serial console) still gets a bar: tqdm
+            # would hide it behind 0 rows
             self._bar = tqdm(total=self.total, initial=done, unit="B", unit_scale=True, unit_divisor=1000,
-                             file=self.stream, dynamic_ncols=True, mininterval=0.2, desc="archive")
+                             file=self.stream, dynamic_ncols=known, ncols=None if known else 100,
+                             nrows=None if known else 24, mininterval=0.2, desc="archive")
 
     def update(self, nbytes: int, result: dict[str, object] | None) -> None:
         self.done += nbytes

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -101,7 +102,7 @@ def _write_csv(d: Path, s: Summary, flagged: list[dict[str, Any]], domain_class:
         for r in flagged:
             findings = "; ".join(f"{x['detector']} x{x['count']} in {x['part']}" + (f" [{x['sample']}]" if x["sample"] else "")
                                  for x in r["findings"])
-            w.writerow([_m(v) for v in (r.get("date", ""), r.get("sender", ""), " ".join(r.get("recipient_domains", [])),
+            w.writerow([_date(r.get("date", ""))] + [_m(v) for v in (r.get("sender", ""), " ".join(r.get("recipient_domains", [])),
                                         r.get("subject", ""), r["verdict"], r["records"], findings, r["location"],
                                         r.get("message_id", ""))])
     with (d / "summary.csv").open("w", encoding="utf-8", newline="") as f:
@@ -121,9 +122,21 @@ def _write_csv(d: Path, s: Summary, flagged: list[dict[str, Any]], domain_class:
         for dom, n in s.domains.most_common(TOP):
             w.writerow(["recipient domains", _m(dom), n, domain_class(dom)])
         for r in s.largest:
-            w.writerow(["largest record counts", _m(r["location"]), r["records"], _m(r.get("date", ""))])
+            w.writerow(["largest record counts", _m(r["location"]), r["records"], _date(r.get("date", ""))])
         for loc, err in s.damaged:
             w.writerow(["unreadable", _m(loc), "", _m(err)])
+
+
+def _date(value: object) -> str:
+    """A date the judge formatted itself (ISO 8601): shown as it is, not digit-masked; anything
+    else is treated as free text."""
+    text = str(value)
+    if _ISO_DATE.fullmatch(text):
+        return text[:16].replace("T", " ")
+    return _e(text)
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:\d{2})?")
 
 
 def _m(value: object) -> str:
@@ -238,7 +251,7 @@ def render_html(s: Summary, domain_class: Any) -> str:
                             for d in r.get("recipient_domains", []))
             findings = "<br>".join(f"{_e(f['detector'])} ×{int(f['count'])} in {_e(f['part'])}"
                                    + (f" [{_e(f['sample'])}]" if f["sample"] else "") for f in r["findings"])
-            out.append(f"<tr><td>{_e(r.get('date', '')[:16])}</td><td>{_e(r.get('sender', ''))}</td><td>{doms}</td>"
+            out.append(f"<tr><td>{_date(r.get('date', ''))}</td><td>{_e(r.get('sender', ''))}</td><td>{doms}</td>"
                        f"<td>{_e(r.get('subject', ''))}</td><td class=num>{int(r['records']):,}</td>"
                        f"<td>{findings}</td><td>{_e(r['location'])}</td></tr>")
         out.append("</table>")
