@@ -57,7 +57,7 @@ def _judge(path: str, scanner: Scanner, policy: Policy) -> tuple[dict[str, objec
 
     data = Path(path).read_bytes()
     if path.lower().endswith(".eml"):
-        record, explanation = judge_message(data, header_message(data), scanner, policy, explain=True)
+        record, explanation = judge_message(data, _header_recipients(data), scanner, policy, explain=True)
         return {"path": path, **record}, explanation
     extraction = extract_file(Path(path).name, data)
     facts = MessageFacts(sender="", recipients=(EXTERNAL_PLACEHOLDER,), attachments=extraction.attachments)
@@ -65,15 +65,18 @@ def _judge(path: str, scanner: Scanner, policy: Policy) -> tuple[dict[str, objec
     return {"path": path, **record}, explanation
 
 
-def judge_message(raw: bytes, headers: email.message.Message, scanner: Scanner, policy: Policy,
+Recipients = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str]  # to, cc, bcc, from
+
+
+def judge_message(raw: bytes, recipients: Recipients, scanner: Scanner, policy: Policy,
                   limits: ExtractLimits | None = None, explain: bool = False) -> tuple[dict[str, object], list[str]]:
-    """One message judged as the gateway judges it, against its header recipients (To, Cc, Bcc);
-    {"verdict", "findings", "records"} plus, with `explain`, why each rule fired or not.
-    `dlpgate archive` calls this for every message of an archive."""
+    """One message judged as the gateway judges it, against its header recipients (To, Cc, Bcc:
+    `recipients` as header_recipients gives them); {"verdict", "findings", "records"} plus, with
+    `explain`, why each rule fired or not. `dlpgate archive` calls this for every message."""
     from dlpgate.extract import DEFAULT_LIMITS, extract_message
 
     extraction = extract_message(raw, limits or DEFAULT_LIMITS)
-    to, cc, bcc, sender = header_recipients(headers)
+    to, cc, bcc, sender = recipients
     recipients = tuple(dict.fromkeys(to + cc + bcc)) or (EXTERNAL_PLACEHOLDER,)
     facts = MessageFacts(
         sender=sender,

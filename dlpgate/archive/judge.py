@@ -64,36 +64,29 @@ def judge_item(item: Item) -> dict[str, Any] | None:
 
 
 def judge_raw(location: str, raw: bytes, size: int) -> dict[str, Any]:
-    from dlpgate.offline_scan import header_message, header_recipients, judge_message
+    from dlpgate.offline_scan import judge_message
+
+    from .headers import read_headers
 
     settings: Settings = _STATE["settings"]
     try:
-        headers = header_message(raw)
+        h = read_headers(raw)
     except Exception as exc:
         return damaged(location, f"unreadable header block ({type(exc).__name__})", size)
-    if not headers.keys():
+    if not h.fields:
         return damaged(location, "not a message (no header fields)", size)
-    when = _date(headers.get("Date"))
+    when = _date(h.date)
     if when is not None and ((settings.since and when < settings.since) or (settings.until and when >= settings.until)):
         return {"location": mask_location(location), "skipped": "date", "bytes": size}
-    to, cc, bcc, sender = header_recipients(headers)
-    record, _ = judge_message(raw, headers, _STATE["scanner"], _STATE["policy"])
-    domains = sorted({a.rpartition("@")[2].lower().strip(">") for a in (*to, *cc, *bcc)} - {""})
-    subject = ""
-    try:
-        from dlpgate.extract.mime import decode_words, fix_header
-
-        raw_subject = next((str(v) for k, v in headers.raw_items() if k.lower() == "subject"), "")
-        subject = fix_header(decode_words(raw_subject))  # raw 8-bit CP932 / UTF-8 subjects too
-    except Exception:
-        subject = ""
+    record, _ = judge_message(raw, (h.to, h.cc, h.bcc, h.sender), _STATE["scanner"], _STATE["policy"])
+    domains = sorted({a.rpartition("@")[2].lower().strip(">") for a in (*h.to, *h.cc, *h.bcc)} - {""})
     return {
         "location": mask_location(location),
-        "message_id": mask_text(str(headers.get("Message-ID", "") or "").strip()),
+        "message_id": mask_text(h.message_id),
         "date": when.isoformat() if when is not None else "",
-        "sender": mask_text(sender),
+        "sender": mask_text(h.sender),
         "recipient_domains": [mask_text(d) for d in domains],
-        "subject": mask_text(subject)[:200],
+        "subject": mask_text(h.subject)[:200],
         **record,
         "bytes": size,
     }
