@@ -14,6 +14,7 @@ import functools
 import hashlib
 import quopri
 import re
+from email._encoded_words import decode_b as _decode_b
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.policy import EmailPolicy
@@ -139,7 +140,7 @@ def parse(raw: bytes) -> EmailMessage:
             head._raw_body = raw[end:]  # the feed parser's payload, as bytes; text on demand
             head.__dict__["_payload_text"] = None
             return head
-        if head.get_content_maintype() == "multipart" and raw.count(b"\r") == raw.count(b"\r\n"):
+        if head.get_content_maintype() == "multipart" and (b"\r" not in raw or raw.count(b"\r") == raw.count(b"\r\n")):
             try:
                 fast = _multipart(raw, 0)
             except RecursionError:
@@ -401,8 +402,13 @@ def _attached_message(part: Message, prefix: str, filename: str, used: set[str],
 def payload_bytes(part: Message) -> bytes:
     """The decoded content. `email` already undoes base64/QP; 8-bit bodies come back as their raw bytes."""
     body = part._raw_body if isinstance(part, _SinglePartMessage) else None
-    if body is not None and str(part.get("content-transfer-encoding", "")).lower() not in _TRANSFER_ENCODINGS:
-        return body  # what get_payload(decode=True) returns, without decoding and re-encoding it
+    if body is not None:
+        cte = str(part.get("content-transfer-encoding", "")).lower()
+        if cte not in _TRANSFER_ENCODINGS:
+            return body  # what get_payload(decode=True) returns, without decoding and re-encoding it
+        if cte == "base64":  # what get_payload(decode=True) does, minus the round trip through str
+            value, _defects = _decode_b(b"".join(body.splitlines()))
+            return value
     data = part.get_payload(decode=True)
     if isinstance(data, bytes):
         return data
