@@ -16,6 +16,7 @@ and the walk goes on; contacts, appointments and other non-mail items are passed
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -58,23 +59,40 @@ def read_pst(path: str, position: int = 0) -> Iterator[Item]:
         yield Item(path, None, 0, position, f"unreadable PST ({_why(exc)})")
         return
     try:
-        counter = 0
-        for folder_name, get in _items(f.get_root_folder(), ""):
-            counter += 1
+        items = list(_items(f.get_root_folder(), ""))
+        share = pst_share(os.path.getsize(path), len(items))
+        for counter, (folder_name, get) in enumerate(items, start=1):
             if counter <= position:
                 continue
             location = f"{path}#{folder_name}/{counter}"
+            size = share(counter) - share(counter - 1)  # progress: the file's bytes shared out by item
             try:
                 item = get()
                 kind = _string(item, _MESSAGE_CLASS).lower()
                 if not kind.startswith(_MAIL_CLASSES):
-                    yield Item("", None, 0, counter)
+                    yield Item("", None, size, counter)
                     continue
                 data = build_message(item, 0).as_bytes(policy=SMTP_POLICY)
             except Exception as exc:  # a damaged block: report it and go on
-                yield Item(location, None, 0, counter, f"damaged PST item ({_why(exc)})")
+                yield Item(location, None, size, counter, f"damaged PST item ({_why(exc)})")
                 continue
-            yield Item(location, Source("bytes", path, data=data), len(data), counter)
+            yield Item(location, Source("bytes", path, data=data), size, counter)
+    finally:
+        f.close()
+
+
+def pst_share(file_size: int, count: int):  # type: ignore[no-untyped-def]
+    """Bytes of the file counted as done once `n` of `count` items are: progress for a PST."""
+    return lambda n: file_size if n >= count else file_size * n // max(count, 1)
+
+
+def items_in(path: str) -> int:
+    import pypff  # noqa: PLC0415
+
+    f = pypff.file()
+    f.open(path)
+    try:
+        return len(list(_items(f.get_root_folder(), "")))
     finally:
         f.close()
 

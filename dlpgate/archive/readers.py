@@ -83,7 +83,9 @@ class Archive:
         if self.kind == "mbox":
             return min(position, self.size)
         if self.kind == "pst":
-            return 0
+            from .pst import items_in, pst_share
+
+            return int(pst_share(self.size, items_in(self.path))(position)) if position else 0
         index, inner = divmod(position, PACK)
         entries = _listing(self.path, self.kind)
         return sum(size for _, size, _ in entries[:index]) + (inner if index < len(entries) and

@@ -244,6 +244,8 @@ def _scan(archives: list[Archive], positions: list[int], complete: list[bool], p
                     _emit(result, options.as_json, out)
             progress.update(item.size, result)
             positions[index] = item.position
+            if stop.requested:  # the rest of this batch is judged again on --resume
+                break
         if checkpoint is not None:
             checkpoint.save()
 
