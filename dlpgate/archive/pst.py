@@ -3,8 +3,11 @@
 Chosen over Debian's pff-tools (`pffexport` as a child): pffexport writes the whole archive out
 as a tree of text files before the first message can be judged (a 20 GB PST needs 20 GB of
 scratch space and a second pass), while pypff hands over one item at a time from the file; the
-wheel installs from the registry with no system package. Measured on the one real PST at hand
-(271 KB): pypff opens and walks it in a few ms, pffexport takes ~0.1 s of start-up and export.
+wheel installs from the registry with no system package. Measured on a generated 148 KB PST of 60
+messages with attachments: pypff read and rebuilt all 60 as MIME in 173 ms (warm), pffexport took
+537 ms only to write them out as 300 text files, before anything could parse them.
+libpff does not check block CRCs: a block damaged in its text is read as it is; one damaged in
+its structure makes the item unreadable, which is reported.
 
 Each mail item (message class IPM.Note*, meeting requests, reports) is rebuilt as MIME the way a
 .msg is (extract/msgfile.py): transport headers when the item has them (received mail), else
