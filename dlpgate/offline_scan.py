@@ -1,7 +1,8 @@
 """`dlpgate scan`: judge files offline with the same scanner and policy the gateway runs.
 
-`.eml` files are judged against their header recipients (To, Cc, Bcc); any other file as one
-attachment sent to an external address. Exit 0 when nothing was found, 1 when any file has a
+A message is recognised by its content, not its suffix: an `.eml`, or any file whose bytes are an
+RFC 5322 message (a `.txt` saved from a mail client), is judged against its header recipients
+(To, Cc, Bcc); any other file as one attachment sent to an external address. Exit 0 when nothing was found, 1 when any file has a
 finding, 2 on a usage or input error (a missing or unreadable file, a bad rules directory).
 Output never holds a full identifier: samples are masked by the scanner.
 """
@@ -54,9 +55,10 @@ def header_recipients(msg: email.message.Message) -> tuple[tuple[str, ...], tupl
 
 def _judge(path: str, scanner: Scanner, policy: Policy) -> tuple[dict[str, object], list[str]]:
     from dlpgate.extract import extract_file  # lazily: extract/ is heavy
+    from dlpgate.extract.sniff import sniff
 
     data = Path(path).read_bytes()
-    if path.lower().endswith(".eml"):
+    if path.lower().endswith(".eml") or sniff(data[:8192], Path(path).name) == "eml":
         record, explanation = judge_message(data, _header_recipients(data), scanner, policy, explain=True)
         return {"path": path, **record}, explanation
     extraction = extract_file(Path(path).name, data)

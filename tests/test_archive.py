@@ -200,6 +200,12 @@ def test_msg_attached_to_mail_is_read_and_damaged_msg_fails_closed(tmp_path: Pat
     by_path = {p.path: p for p in ex.parts}
     assert VALID[:4] in by_path["old.msg/body"].text.replace(" ", "")
     assert by_path["old.msg/subject"].text == "inner"
+    # a .msg carrying a workbook by value is still read as the message (the .xls marker is inside it)
+    xls = write_msg(subject="xls", body="b", sender="a@city.example.jp", to=["b@example.com"],
+                    attachments=[("old.xls", fx.xls_bytes({"s": [fx.HEADER, *fx.resident_rows(3)]}))])
+    ex = extract_message(fx.email_bytes("転送します", attachments=[("x.msg", xls)]))
+    assert {"x.msg/subject", "x.msg/body"} <= {p.path for p in ex.parts}
+    assert any(p.path.startswith("x.msg/old.xls") and p.text for p in ex.parts)
     broken = inner[:-512] + b"\x41" * 512  # the FAT (the last sector) overwritten
     ex = extract_message(fx.email_bytes("転送します", attachments=[("old.msg", broken)]))
     (part,) = [p for p in ex.parts if p.path.startswith("old.msg")]

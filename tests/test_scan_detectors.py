@@ -179,9 +179,11 @@ def test_image_parts_are_low_unscannable_other_failures_medium() -> None:
 
     sc = Scanner.load(default_rules_dir())
     ex = Extraction(parts=(Part("logo.png", unscannable="unsupported", detail="image", kind="image"),
-                           Part("scan.pdf", unscannable="unsupported", detail="no text layer", kind="pdf")))
+                           Part("scan.pdf", unscannable="unsupported", detail="no text layer", kind="image"),
+                           Part("bad.pdf", unscannable="corrupt", detail="damaged", kind="pdf")))
     got = {(f.part, f.severity, f.sample) for f in sc.scan_extraction(ex).findings}
-    assert got == {("logo.png", "low", "image"), ("scan.pdf", "medium", "unsupported")}
+    # one rule for pictures (issue 16): a JPEG of a page and a PDF of scanned pages alike are low
+    assert got == {("logo.png", "low", "image"), ("scan.pdf", "low", "image"), ("bad.pdf", "medium", "corrupt")}
 
 
 def test_space_aligned_columns_are_judged_number_by_number() -> None:

@@ -1,10 +1,10 @@
 """Compound File (CFB/OLE2) containers: password-protected OOXML, legacy .xls/.doc/.ppt, Outlook .msg.
 
 A password-protected xlsx/docx/pptx is a CFB holding an `EncryptedPackage` stream: `encrypted`.
-Legacy .xls (BIFF) is read by python-calamine; an encrypted one is `encrypted`. Legacy .doc/.ppt and
-an Outlook .msg is rebuilt as MIME (msgfile.py) and read as an attached message; legacy .doc/.ppt
-have no well-kept reader in our dependency set: `unsupported`, never a silent pass. Stream names
-sit in the CFB directory as UTF-16LE, which is what is looked for here.
+Legacy .xls (BIFF) is read by python-calamine; an encrypted one is `encrypted`. Legacy .doc is read
+through olefile and its piece table (worddoc.py). An Outlook .msg is rebuilt as MIME (msgfile.py)
+and read as an attached message. Legacy .ppt has no reader here yet: `unsupported`, never a silent
+pass. Stream names sit in the CFB directory as UTF-16LE, which is what is looked for here.
 """
 
 from __future__ import annotations
@@ -26,16 +26,21 @@ _MSG = _u16("__substg1.0_")
 
 
 def extract_cfb(path: str, data: bytes, budget: Budget, depth: int = 0) -> list[Part]:
+    if _MSG in data:  # first: a .msg holds its attachments' bytes, and with them their markers
+        return _extract_msg(path, data, budget, depth)
     if _ENCRYPTED_PACKAGE in data:
         raise Unreadable(ENCRYPTED, "password-protected Office document")
     if any(marker in data for marker in _WORKBOOK):
         return extract_with_calamine(path, data, budget, kind="xls")
     if _WORD in data:
-        raise Unreadable(UNSUPPORTED, "legacy Word .doc (no text reader)")
+        from .files import text_parts
+        from .worddoc import doc_text
+
+        text = doc_text(data, budget)
+        budget.charge(len(text))
+        return text_parts(path, text, "doc")
     if _PPT in data:
         raise Unreadable(UNSUPPORTED, "legacy PowerPoint .ppt (no text reader)")
-    if _MSG in data:
-        return _extract_msg(path, data, budget, depth)
     raise Unreadable(UNSUPPORTED, "unknown OLE2 compound file")
 
 
