@@ -146,7 +146,7 @@ def parse(raw: bytes) -> EmailMessage:
             except RecursionError:
                 fast = None
             if fast is not None:
-                return fast
+                return fast  # type: ignore[return-value]  # built with policy.default's EmailMessage
     return BytesParser(policy=_PARSE_POLICY).parsebytes(raw)  # type: ignore[return-value]
 
 
