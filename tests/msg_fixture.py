@@ -168,7 +168,7 @@ def message_node(node: Node, *, subject: str, body: str, sender: str, to: list[s
                  bcc: list[str] = (), html: str | None = None, attachments: list[tuple[str, bytes]] = (),
                  embedded: list[dict] = (), when: datetime | None = None, message_id: str = "",
                  embedded_level: bool = False, rtf: bytes | None = None) -> Node:
-    strings = [_string_node(node, 0x0037, subject), _string_node(node, 0x0C1F, sender),
+    strings = [_string_node(node, 0x001A, "IPM.Note"), _string_node(node, 0x0037, subject), _string_node(node, 0x0C1F, sender),
                _string_node(node, 0x0C1A, sender.split("@")[0])]
     if body:
         strings.append(_string_node(node, 0x1000, body))

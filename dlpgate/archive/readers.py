@@ -293,6 +293,8 @@ def _mbox_item(path: str, buf: bytes, start: int, end: int, base: int) -> Item:
     offset = base + start
     block = buf[start:end]
     position = base + end
+    if not block.strip():
+        return Item("", None, end - start, position)  # blank lines before the first From_ line: nothing
     if not block.startswith(b"From "):
         return Item(f"{path}@{offset}", None, end - start, position,
                     "damaged block: bytes that are not a message (no From_ line)")

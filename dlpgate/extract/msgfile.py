@@ -4,9 +4,11 @@ The message is rebuilt as MIME (headers, plain and HTML bodies, attachments, emb
 message/rfc822) so that everything after this module is the one MIME path the gateway runs:
 `dlpgate archive` reads saved .msg files with it, and extraction reads a .msg attached to a mail.
 
-Read with olefile (pure Python, already needed for the legacy-format tests) rather than
-`extract-msg`: that package pulls in a dozen dependencies (RTF de-encapsulation, tzlocal, bs4...)
-for features we do not use, and we need only the property streams named in [MS-OXMSG] 2.1-2.2:
+Read with olefile (pure Python, already a dependency for legacy .doc) rather than `extract-msg`:
+measured on five real Outlook files and a generated one, both take ~4 ms per .msg (extract-msg is
+built on olefile too), but extract-msg brings 17 packages (cryptography, oletools, RTFDE, lark,
+bs4, tzlocal...) for features we do not use, and refuses items that are not IPM.Note. We need only
+the property streams named in [MS-OXMSG] 2.1-2.2:
 subject, bodies, sender, recipients (with their To/Cc/Bcc type from the property stream),
 transport headers, submit time, attachments. A body kept only as compressed RTF is decompressed
 ([MS-OXRTFCP]) and its text read with a small RTF-to-text pass.
