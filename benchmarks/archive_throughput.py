@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,11 +35,22 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from dense_corpus import corpus as dense_corpus  # noqa: E402
 from dense_corpus import density  # noqa: E402
-from scan_throughput import HsCallback, corpus_lines, timed  # noqa: E402
+from scan_throughput import HsCallback, corpus_lines  # noqa: E402
 
 from dlpgate.scan.scanner import Scanner  # noqa: E402
 
 CLI = [sys.executable, "-c", "import sys; from dlpgate.cli import main; sys.exit(main())"]
+
+
+def cpu_timed(fn: Callable[[], object], repeat: int = 1) -> float:
+    """Best CPU seconds of this process over `repeat` calls: on a machine shared with other busy
+    work, wall-clock time measures the neighbours; CPU time measures the code."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t)
+    return best
 
 
 def scanner_figures(mb: float, repeat: int) -> None:
@@ -50,10 +62,10 @@ def scanner_figures(mb: float, repeat: int) -> None:
         runs, per = density(text)
         best = {"ours": float("inf"), "hs+callback": float("inf")}
         for _ in range(repeat):
-            best["ours"] = min(best["ours"], timed(lambda t=text: ours.scan("body", t), 1))
-            best["hs+callback"] = min(best["hs+callback"], timed(lambda t=text: peer.scan(t), 1))
+            best["ours"] = min(best["ours"], cpu_timed(lambda t=text: ours.scan("body", t)))
+            best["hs+callback"] = min(best["hs+callback"], cpu_timed(lambda t=text: peer.scan(t)))
         o, p = size / best["ours"], size / best["hs+callback"]
-        print(f"[scanner, {name} corpus: {size:.1f} MB, a digit run every {per:.0f} chars]")
+        print(f"[scanner, {name} corpus: {size:.1f} MB, a digit run every {per:.0f} chars; MB per CPU-second]")
         print(f"  ours/hyperscan   {o:7.1f} MB/s")
         print(f"  hs+callback      {p:7.1f} MB/s")
         print(f"  ratio            {o / p:7.2f}x  (target >= 0.5x and >= 200 MB/s per core)")
@@ -88,17 +100,18 @@ def scan_figures(mb: float, repeat: int, tmp: Path) -> None:
         path = tmp / f"{name}.eml"
         path.write_bytes(_message(text))
         size = path.stat().st_size / 1e6
-        startup = big = alone = float("inf")
+        startup = big = (float("inf"), float("inf"))
+        alone = float("inf")
         for _ in range(repeat):
-            startup = min(startup, _run_cli(["scan", str(small)]))
-            big = min(big, _run_cli(["scan", str(path)]))
-            alone = min(alone, timed(lambda t=text: ours.scan("body", t), 1))
-        net = max(big - startup, 1e-9)
+            startup = min(startup, _run_cli_cpu(["scan", str(small)]), key=lambda x: x[1])
+            big = min(big, _run_cli_cpu(["scan", str(path)]), key=lambda x: x[1])
+            alone = min(alone, cpu_timed(lambda t=text: ours.scan("body", t)))
+        net_wall, net_cpu = max(big[0] - startup[0], 1e-9), max(big[1] - startup[1], 1e-9)
         print(f"[dlpgate scan of one {size:.0f} MB single-part message, {name} text]")
-        print(f"  start-up {startup:.2f} s, whole run {big:.2f} s: {size / net:7.1f} MB/s net of start-up "
-              f"(target >= 150 MB/s)")
-        print(f"  peer: the scanner alone on the same text {size / alone:7.1f} MB/s; end to end is "
-              f"{alone / net:.2f}x of it")
+        print(f"  start-up {startup[1]:.2f} CPU-s, whole run {big[1]:.2f} CPU-s: {size / net_cpu:7.1f} MB per "
+              f"CPU-second net of start-up (target >= 150 MB/s); wall {size / net_wall:.1f} MB/s")
+        print(f"  peer: the scanner alone on the same text {size / alone:7.1f} MB per CPU-second; end to end is "
+              f"{alone / net_cpu:.2f}x of it")
 
 
 # ------------------------------------------------------------------------------ the mbox
@@ -201,20 +214,45 @@ def archive_figures(mb: float, repeat: int, tmp: Path) -> None:
           f"{time.perf_counter() - t:.0f} s; {os.cpu_count()} cores]")
     small = tmp / "one.mbox"
     small.write_bytes(b"From a@b Mon Jan  1 00:00:00 2024\nFrom: a@b\nTo: c@d\nSubject: s\n\nhello\n")
-    best: dict[int, tuple[float, float]] = {1: (float("inf"), 0.0), 2: (float("inf"), 0.0)}
-    startup = (float("inf"), 0.0)
+    runs: dict[int, tuple[float, float, float]] = {}  # jobs -> best (wall, parent CPU, worker CPU)
+    start: tuple[float, float, float] | None = None
     for _ in range(repeat):
-        startup = min(startup, _run_cli_cpu(["archive", str(small)]))
+        got = _archive_run([str(small)])
+        if start is None or got[1] + got[2] < start[1] + start[2]:
+            start = got
         for jobs in (1, 2):  # alternated: a burst of load from elsewhere hits both alike
-            best[jobs] = min(best[jobs], _run_cli_cpu(["archive", str(path), "--jobs", str(jobs)]))
+            got = _archive_run([str(path), "--jobs", str(jobs)])
+            if jobs not in runs or got[1] + got[2] < runs[jobs][1] + runs[jobs][2]:
+                runs[jobs] = got
+    assert start is not None
+    base = start[1] + start[2]
     for jobs in (1, 2):
-        wall, cpu = best[jobs][0] - startup[0], best[jobs][1] - startup[1]
-        print(f"  --jobs {jobs}: {best[jobs][0]:.1f} s wall, {size / wall:7.1f} MB/s net of start-up; "
-              f"{size / cpu:6.1f} MB per CPU-second")
-    w1, w2 = best[1][0] - startup[0], best[2][0] - startup[0]
-    c1, c2 = best[1][1] - startup[1], best[2][1] - startup[1]
-    print(f"  --jobs 2 vs 1: {w1 / w2:.2f}x wall (target >= 1.7x); CPU per MB with 2 jobs {c2 / c1:.2f}x that "
-          f"of 1 (the cost of the pool); load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        wall, parent, workers = runs[jobs]
+        cpu = parent + workers - base
+        print(f"  --jobs {jobs}: {size / cpu:6.1f} MB per CPU-second net of start-up (target >= 50 per core); "
+              f"CPU {parent:.1f} s in the reader process + {workers:.1f} s in workers; wall {wall:.1f} s "
+              f"({size / max(wall - start[0], 1e-9):.1f} MB/s)")
+    w1, w2 = runs[1][0] - start[0], runs[2][0] - start[0]
+    cpu1 = runs[1][1] + runs[1][2] - base
+    parent2, workers2 = runs[2][1] - start[1], runs[2][2]
+    bound = cpu1 / max(parent2, workers2 / 2)
+    print(f"  --jobs 2 vs 1: {w1 / w2:.2f}x wall on this machine (target >= 1.7x); on 2 free cores the CPU "
+          f"split allows {bound:.2f}x (jobs 1 CPU / max(reader CPU, worker CPU / 2) with 2 jobs); "
+          f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
+_WRAPPER = ("import resource, sys, time\nfrom dlpgate.cli import main\nt = time.perf_counter()\nmain(sys.argv[1:])\n"
+            "s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+            "print('CPU', time.perf_counter() - t, s.ru_utime + s.ru_stime, c.ru_utime + c.ru_stime, file=sys.stderr)\n")
+
+
+def _archive_run(args: list[str]) -> tuple[float, float, float]:
+    """(wall, CPU of the reader process, CPU of its workers) of one `dlpgate archive` run."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", _WRAPPER, "archive", *args], capture_output=True, env=env, check=False)
+    line = [ln for ln in proc.stderr.decode().splitlines() if ln.startswith("CPU ")][-1]
+    wall, parent, workers = (float(x) for x in line.split()[1:])
+    return wall, parent, workers
 
 
 def main() -> None:

@@ -314,3 +314,10 @@ def test_report_never_shows_an_identifier(tmp_path: Path) -> None:
     for f in (tmp_path / "r").iterdir():
         assert VALID not in f.read_text(encoding="utf-8"), f.name
     assert records[-1]["subject"] == "番号6214********の件"
+
+
+def test_blank_lines_before_the_first_message_are_not_damage(tmp_path: Path) -> None:
+    path = tmp_path / "blank.mbox"
+    path.write_bytes(b"\n\n" + mbox([message(1, "a"), message(2, "b")]))
+    code, records, _ = archive([str(path)])
+    assert [r["verdict"] for r in records] == ["clean", "clean"] and code == 0

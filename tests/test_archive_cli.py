@@ -153,3 +153,29 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert counts.get((0xC2, 0x41, 0x0C), 0) > 2000  # the bars of flagged mail per month
     assert counts.get((0x25, 0x63, 0xEB), 0) > 2000  # detector / sender / domain bars
     assert counts.get((0xB4, 0x23, 0x18), 0) > 500  # personal-mail domains, marked red
+
+
+def _peak_rss_mb(args: list[str]) -> float:
+    """Peak resident memory (MB) of one `dlpgate archive` run and its workers, read by the child
+    itself from RUSAGE_SELF / RUSAGE_CHILDREN so other tests' children do not count."""
+    code = ("import resource, sys\nfrom dlpgate.cli import main\nrc = main(sys.argv[1:])\n"
+            "peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+            " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\nprint(peak, file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, env=_env(), timeout=600)
+    assert proc.returncode in (0, 1), proc.stderr.decode()[-2000:]
+    return int(proc.stderr.decode().strip().splitlines()[-1]) / 1024
+
+
+def test_memory_does_not_grow_with_the_archive(tmp_path: Path) -> None:
+    block = message(0, "お世話になっております。資料を送付します。\n" * 60).encode()
+    sep = b"From staff@city.example.jp Mon Jan  1 09:00:00 2024\n"
+    small, large = tmp_path / "small.mbox", tmp_path / "large.mbox"
+    small.write_bytes((sep + block + b"\n\n") * 600)
+    with large.open("wb") as f:
+        for _ in range(8):
+            f.write((sep + block + b"\n\n") * 600)
+    assert large.stat().st_size > 7 * small.stat().st_size > 14_000_000
+    for jobs in ("1", "2"):
+        low = _peak_rss_mb(["archive", str(small), "--jobs", jobs, "--report", str(tmp_path / f"s{jobs}")])
+        high = _peak_rss_mb(["archive", str(large), "--jobs", jobs, "--report", str(tmp_path / f"l{jobs}")])
+        assert high < low + 30, (jobs, low, high)  # 8x the archive, the same memory
