@@ -321,3 +321,12 @@ def test_blank_lines_before_the_first_message_are_not_damage(tmp_path: Path) -> 
     path.write_bytes(b"\n\n" + mbox([message(1, "a"), message(2, "b")]))
     code, records, _ = archive([str(path)])
     assert [r["verdict"] for r in records] == ["clean", "clean"] and code == 0
+
+
+def test_month_axis_has_no_gaps() -> None:
+    from collections import Counter
+
+    from dlpgate.archive.report import month_series
+
+    assert month_series(Counter({"2023-11": 2, "2024-02": 1, "unknown": 3})) == [
+        ("2023-11", 2), ("2023-12", 0), ("2024-01", 0), ("2024-02", 1), ("unknown", 3)]

@@ -213,8 +213,24 @@ def _bar_chart_horizontal(items: list[tuple[str, int]], title: str, marks: dict[
     return "".join(parts)
 
 
+def month_series(months: Counter[str]) -> list[tuple[str, int]]:
+    """Flagged counts for every month from the first to the last (quiet months as 0, so the time
+    axis is true), then "unknown" for undated mail."""
+    dated = sorted(m for m in months if re.fullmatch(r"\d{4}-\d{2}", m))
+    out: list[tuple[str, int]] = []
+    if dated:
+        y, mo = int(dated[0][:4]), int(dated[0][5:])
+        last = (int(dated[-1][:4]), int(dated[-1][5:]))
+        while (y, mo) <= last and len(out) < 1200:
+            key = f"{y:04d}-{mo:02d}"
+            out.append((key, months.get(key, 0)))
+            y, mo = (y + 1, 1) if mo == 12 else (y, mo + 1)
+    out.extend((m, n) for m, n in sorted(months.items()) if m not in dated)
+    return out
+
+
 def render_html(s: Summary, domain_class: Any) -> str:
-    months = sorted(s.months.items())
+    months = month_series(s.months)
     marks = {d: domain_class(d) for d in s.domains}
     personal = sum(n for d, n in s.domains.items() if marks.get(d) == "personal_mail")
     period = f"{s.first[:10]} – {s.last[:10]}" if s.first else "no dated messages"
