@@ -330,3 +330,27 @@ def test_month_axis_has_no_gaps() -> None:
 
     assert month_series(Counter({"2023-11": 2, "2024-02": 1, "unknown": 3})) == [
         ("2023-11", 2), ("2023-12", 0), ("2024-01", 0), ("2024-02", 1), ("unknown", 3)]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_message_that_kills_its_worker_costs_only_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           jobs: int) -> None:
+    """A reader crash (a C parser's segfault on a hostile attachment) ends a worker process, not
+    the run: the batch is judged again message by message, the culprit is reported unreadable."""
+    from dlpgate.archive import judge
+
+    original = judge.judge_raw
+
+    def deadly(location: str, raw: bytes, size: int) -> dict:
+        if b"CRASH-ME" in raw:
+            os._exit(139)
+        return original(location, raw, size)
+
+    monkeypatch.setattr(judge, "judge_raw", deadly)  # forked workers inherit it
+    path = tmp_path / "m.mbox"
+    path.write_bytes(mbox([message(i, "CRASH-ME" if i == 4 else (f"個人番号 {SPACED}" if i == 7 else "x"))
+                           for i in range(10)]))
+    code, records, _ = archive([str(path)], jobs=jobs)
+    assert len(records) == 10 and code == 1
+    assert records[4]["verdict"] == "unreadable" and "crashed" in records[4]["error"]
+    assert [r["verdict"] for i, r in enumerate(records) if i != 4] == ["clean"] * 6 + ["hold"] + ["clean"] * 2

@@ -45,8 +45,10 @@ class Progress:
         if is_tty:
             import os
 
+            import tqdm as tqdm_module
             from tqdm import tqdm
 
+            tqdm_module.tqdm.monitor_interval = 0  # no monitor thread in a process that forks workers
             try:
                 size = os.get_terminal_size(self.stream.fileno())
                 known = size.columns > 0 and size.lines > 0

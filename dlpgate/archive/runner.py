@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -55,16 +56,51 @@ class Options:
     tty: bool | None = None  # None: ask the stream
 
 
-class _Inline:
-    """jobs=1: judge in this process (no pipe, no pickling), behind the executor's interface."""
+class _Pool:
+    """The judging processes. Even with --jobs 1 they are separate processes: the C parsers
+    (pdfium, calamine, libpff's neighbours) read hostile files, and a crash must cost one message,
+    not the run. A batch whose worker died is judged again message by message in a fresh pool;
+    the message that kills a worker again is reported as unreadable."""
 
-    def submit(self, fn: Any, *args: Any) -> Future[Any]:
-        f: Future[Any] = Future()
-        f.set_result(fn(*args))
-        return f
+    def __init__(self, jobs: int, settings: judge.Settings) -> None:
+        self.jobs = jobs
+        self.settings = settings
+        self.executor = self._new()
+
+    def _new(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.jobs, initializer=judge.init, initargs=(self.settings,))
+
+    def submit(self, items: list[Item]) -> Future[Any]:
+        try:
+            return self.executor.submit(judge.judge_batch, items)
+        except BrokenProcessPool:
+            f: Future[Any] = Future()
+            f.set_exception(BrokenProcessPool("pool broken"))
+            return f
+
+    def results(self, items: list[Item], future: Future[Any]) -> list[dict[str, Any] | None]:
+        try:
+            return list(future.result())
+        except BrokenProcessPool:
+            pass
+        out: list[dict[str, Any] | None] = []
+        for item in items:
+            self._renew()
+            try:
+                out.extend(self.executor.submit(judge.judge_batch, [item]).result())
+            except BrokenProcessPool:
+                out.append(judge.damaged(item.location, "the reader crashed on this message (worker process died)",
+                                         item.size))
+        self._renew()
+        return out
+
+    def _renew(self) -> None:
+        if getattr(self.executor, "_broken", False):
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = self._new()
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        return None
+        self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 class _Stop:
@@ -179,7 +215,8 @@ def _run(paths: list[str], options: Options, out: TextIO, err: TextIO) -> int:
         raise InputError("--resume needs --report DIR (the checkpoint is kept there)")
     archives = [open_archive(p) for p in paths]
     settings = judge.Settings(options.rules_dir, options.internal_domains, options.since, options.until)
-    judge.init(settings, in_pool=False)  # in this process too: a bad rules directory is exit 2 before any work
+    judge.init(settings, in_pool=False)  # here first: a bad rules directory is exit 2 before any work, and
+    # the forked workers find the compiled databases already made
 
     checkpoint = _Checkpoint(options.report_dir, archives, options) if options.report_dir else None
     if checkpoint is not None:
@@ -190,8 +227,7 @@ def _run(paths: list[str], options: Options, out: TextIO, err: TextIO) -> int:
     done = sum(a.size if complete[i] else a.progress_at(positions[i]) for i, a in enumerate(archives))
     progress = Progress(total, done, stream=err, every=options.progress_every, tty=options.tty)
     with _Stop() as stop:
-        pool: Any = _Inline() if options.jobs == 1 else ProcessPoolExecutor(
-            max_workers=options.jobs, initializer=judge.init, initargs=(settings,))
+        pool = _Pool(options.jobs, settings)
         try:
             counts = _scan(archives, positions, complete, pool, options, checkpoint, progress, stop, out)
         except KeyboardInterrupt:  # a second Ctrl-C: stop at once, keep what is checkpointed
@@ -224,7 +260,7 @@ def _run(paths: list[str], options: Options, out: TextIO, err: TextIO) -> int:
     return 1 if flagged else 0
 
 
-def _scan(archives: list[Archive], positions: list[int], complete: list[bool], pool: Any, options: Options,
+def _scan(archives: list[Archive], positions: list[int], complete: list[bool], pool: _Pool, options: Options,
           checkpoint: _Checkpoint | None, progress: Progress, stop: _Stop, out: TextIO) -> tuple[int, int]:
     """Judge every archive from its position; returns (flagged, unreadable) of this run. Returns
     early, with the checkpoint at the last result taken, when a stop is requested."""
@@ -232,7 +268,7 @@ def _scan(archives: list[Archive], positions: list[int], complete: list[bool], p
 
     def take(index: int, window: deque[tuple[list[Item], Future[Any]]]) -> None:
         items, future = window.popleft()
-        for item, result in zip(items, future.result(), strict=True):
+        for item, result in zip(items, pool.results(items, future), strict=True):
             if result is not None:
                 if checkpoint is not None:
                     checkpoint.add(result)
@@ -257,7 +293,7 @@ def _scan(archives: list[Archive], positions: list[int], complete: list[bool], p
         for batch in _batches(archive, positions[index]):
             if stop.requested:
                 break
-            window.append((batch, pool.submit(judge.judge_batch, batch)))
+            window.append((batch, pool.submit(batch)))
             while window and not stop.requested and (len(window) >= limit or window[0][1].done()):
                 take(index, window)
         while window and not stop.requested:
@@ -272,9 +308,9 @@ def _scan(archives: list[Archive], positions: list[int], complete: list[bool], p
     return counts[0], counts[1]
 
 
-def _stop_workers(pool: Any) -> None:
+def _stop_workers(pool: _Pool) -> None:
     """Workers ignore SIGINT; a batch in progress is not waited for (its items are not checkpointed)."""
-    processes = getattr(pool, "_processes", None) or {}
+    processes = getattr(pool.executor, "_processes", None) or {}
     for proc in list(processes.values()):
         try:
             proc.terminate()
