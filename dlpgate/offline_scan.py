@@ -79,10 +79,10 @@ def judge_message(raw: bytes, recipients: Recipients, scanner: Scanner, policy: 
 
     extraction = extract_message(raw, limits or DEFAULT_LIMITS)
     to, cc, bcc, sender = recipients
-    recipients = tuple(dict.fromkeys(to + cc + bcc)) or (EXTERNAL_PLACEHOLDER,)
+    envelope = tuple(dict.fromkeys(to + cc + bcc)) or (EXTERNAL_PLACEHOLDER,)
     facts = MessageFacts(
         sender=sender,
-        recipients=recipients,
+        recipients=envelope,
         subject=extraction.subject,
         header_to=extraction.header_to or to,
         header_cc=extraction.header_cc or cc,

@@ -125,6 +125,7 @@ def test_maildir_new_and_cur_mh_and_tree(tmp_path: Path) -> None:
     for sub in ("cur", "new", "tmp"):
         (md / sub).mkdir(parents=True)
     (md / "cur" / "1700000001.M1.host:2,S").write_text(message(1, f"個人番号 {SPACED}"), encoding="utf-8")
+    (md / "cur" / "1700000000.M0.host:2,S").write_text(message(0, "先の件"), encoding="utf-8")
     (md / "new" / "1700000002.M2.host").write_text(message(2, "会議の件"), encoding="utf-8")
     (md / "tmp" / "1700000003.M3.host").write_text(message(3, f"個人番号 {SPACED}"), encoding="utf-8")
     sent = md / ".Sent"
@@ -135,9 +136,9 @@ def test_maildir_new_and_cur_mh_and_tree(tmp_path: Path) -> None:
     code, records, _ = archive([str(md)])
     locations = [r["location"] for r in records]
     # tmp/ is mail still being delivered; a location is masked like any text but for its offset
-    assert locations == ["Maildir/cur/1700******.M1.host:2,S", "Maildir/new/1700******.M2.host",
-                         "Maildir/.Sent/cur/1700******.M4.host:2,S"]
-    assert [r["verdict"] for r in records] == ["hold", "clean", "clean"] and code == 1
+    assert locations == ["Maildir/cur/1700******.M0.host:2,S", "Maildir/cur/1700******.M1.host:2,S",
+                         "Maildir/new/1700******.M2.host", "Maildir/.Sent/cur/1700******.M4.host:2,S"]
+    assert [r["verdict"] for r in records] == ["clean", "hold", "clean", "clean"] and code == 1
 
     mh = tmp_path / "inbox"
     mh.mkdir()

@@ -130,7 +130,7 @@ def _entries(item: Any, record: int = 0) -> dict[int, Any]:
         rs = item.get_record_set(record)
     except Exception:
         return {}
-    out = {}
+    out: dict[int, Any] = {}
     for e in rs.entries:
         out.setdefault(e.entry_type, e)
     return out

@@ -165,8 +165,8 @@ def _maildir(p: Path) -> list[Entry]:
     out: list[Entry] = []
     for sub in ("cur", "new"):
         d = p / sub
-        files = sorted(e for e in os.scandir(d) if e.is_file() and not e.name.startswith("."))
-        out.extend((e.path, e.stat().st_size, "file") for e in sorted(files, key=lambda e: e.name))
+        files = sorted((e for e in os.scandir(d) if e.is_file() and not e.name.startswith(".")), key=lambda e: e.name)
+        out.extend((e.path, e.stat().st_size, "file") for e in files)
     for e in sorted(os.scandir(p), key=lambda e: e.name):  # Maildir++ folders: .Sent, .Archive.2019
         if e.name.startswith(".") and e.is_dir() and (Path(e.path) / "cur").is_dir():
             out.extend(_maildir(Path(e.path)))
