@@ -56,8 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     from . import auth
+    from .web import accounts
 
     auth.register(sub, common)
+    accounts.register(sub, common)
 
     p = sub.add_parser("serve", parents=[common], help="run the gateway")
     p.set_defaults(func=cmd_serve)
@@ -169,6 +171,10 @@ def cmd_rules_check(args: argparse.Namespace, config: Config) -> int:
     Scanner.load(d)
     Policy.load(d, config.policy.internal_domains)
     print(f"rules in {d}: ok")
+    from .identities import binding_problems
+
+    for line in binding_problems(config):  # who may approve: fail closed, said in one line each
+        print(f"warning: {line}")
     return 0
 
 

@@ -151,6 +151,34 @@ class QuarantineConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    """The control API's Unix socket and who is an administrator (issue 14)."""
+
+    socket: str = ""  # "" = <store path>/control.sock (only the service account can reach it there)
+    group: str = ""  # Unix group whose members may connect (socket 0660, chgrp); "" = the service account only
+    admins: tuple[str, ...] = ()  # OS logins that may list all mail, export the audit log, recall for others
+    admin_group: str = ""  # members of this Unix group are administrators too
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Where the audit chain's signing key and its witness file live (outside the database)."""
+
+    key: str = ""  # Ed25519 private key (PEM, 0600), created at first start; "" = <store path>/audit.key
+    witness: str = ""  # append-only file of signed chain heads; "" = <store path>/audit.witness
+    witness_every: float = 60.0  # seconds between witnessed heads (and one on every decision)
+
+
+@dataclass(frozen=True)
+class Person:
+    """One `[[people]]` entry: an OS login and the mail addresses that are theirs."""
+
+    login: str
+    addresses: tuple[str, ...] = ()
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class ExtractConfig:
     max_total_bytes: int = 200 * 1024 * 1024
     max_zip_depth: int = 5
@@ -160,6 +188,25 @@ class ExtractConfig:
     max_pdf_pages: int = 500
     max_parts: int = 1000
     worker_memory_mb: int = 4096  # address-space cap of each judging process (0 = none)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The browser console (dlpgate/web). Off while `listen` is empty."""
+
+    listen: str = ""  # "127.0.0.1:8443"; plain HTTP only on a loopback address (a reverse proxy in front)
+    tls_cert: str = ""
+    tls_key: str = ""
+    base_url: str = ""  # what notices link to, e.g. "https://dlpgate.example.jp"; "" = no links
+    users_file: str = ""  # local accounts: `dlpgate web-user add FILE LOGIN`; "" = trusted proxy only
+    require_totp: str = "approvers"  # "approvers" (and admins) | "all" | "none"
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs of reverse proxies whose login header is believed
+    proxy_login_header: str = "X-Remote-User"
+    session_idle: float = 900.0  # seconds without a request before a session ends
+    lockout_after: int = 5  # failed sign-ins of one account before it is locked
+    lockout_seconds: float = 900.0
+    language: str = "ja"  # "ja" | "en": the default before a user picks one
+    notify_delayed: bool = False  # tell senders of mail in its send delay, with a link to recall it
 
 
 @dataclass(frozen=True)
@@ -180,8 +227,12 @@ class Config:
     # approver address -> the OS logins allowed to act as that approver from the CLI
     approver_logins: tuple[tuple[str, tuple[str, ...]], ...] = ()
     quarantine: QuarantineConfig = QuarantineConfig()
+    control: ControlConfig = ControlConfig()
+    audit: AuditConfig = AuditConfig()
+    people: tuple[Person, ...] = ()
     extract: ExtractConfig = ExtractConfig()
     log: LogConfig = LogConfig()
+    web: WebConfig = WebConfig()
     source: str = ""  # the file it came from ("" = embedded defaults)
 
     @property
@@ -190,6 +241,35 @@ class Config:
         if not p.is_absolute() and self.source:
             p = Path(self.source).resolve().parent / p
         return p
+
+    def _beside(self, value: str, default_name: str) -> Path:
+        if not value:
+            return self.store_path / default_name
+        p = Path(value)
+        if not p.is_absolute() and self.source:
+            p = Path(self.source).resolve().parent / p
+        return p
+
+    def beside(self, value: str) -> str:
+        """A file named in this config, relative to the config file's directory ("" stays "")."""
+        if not value:
+            return ""
+        p = Path(value)
+        if not p.is_absolute() and self.source:
+            p = Path(self.source).resolve().parent / p
+        return str(p)
+
+    @property
+    def control_socket(self) -> Path:
+        return self._beside(self.control.socket, "control.sock")
+
+    @property
+    def audit_key_path(self) -> Path:
+        return self._beside(self.audit.key, "audit.key")
+
+    @property
+    def audit_witness_path(self) -> Path:
+        return self._beside(self.audit.witness, "audit.witness")
 
     @property
     def rules_path(self) -> Path:
@@ -211,8 +291,11 @@ _SECTIONS: dict[str, type] = {
     "metrics": MetricsConfig,
     "policy": PolicyConfig,
     "quarantine": QuarantineConfig,
+    "control": ControlConfig,
+    "audit": AuditConfig,
     "extract": ExtractConfig,
     "log": LogConfig,
+    "web": WebConfig,
 }
 
 _CHOICES = {
@@ -221,6 +304,8 @@ _CHOICES = {
     "quarantine.language": ("ja", "en"),
     "log.format": ("text", "json"),
     "policy.first_contact_scope": ("sender", "organisation"),
+    "web.require_totp": ("approvers", "all", "none"),
+    "web.language": ("ja", "en"),
 }
 
 
@@ -298,6 +383,33 @@ def _approver_logins(data: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(out)
 
 
+def _people(data: Any) -> tuple[Person, ...]:
+    if not isinstance(data, list):
+        raise ConfigError("people: expected [[people]] tables")
+    out: list[Person] = []
+    seen: set[str] = set()
+    for i, item in enumerate(data):
+        key = f"people[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{key}: expected a table")
+        for k in item:
+            if k not in ("login", "addresses", "name"):
+                raise ConfigError(f"{key}.{k}: unknown key")
+        login = item.get("login")
+        if not isinstance(login, str) or not login.strip() or any(c.isspace() for c in login):
+            raise ConfigError(f"{key}.login: expected an OS login name")
+        if login in seen:
+            raise ConfigError(f"{key}.login: {login!r} is listed twice")
+        seen.add(login)
+        addrs = _coerce(f"{key}.addresses", item.get("addresses", []), None, "tuple")
+        for a in addrs:
+            if "@" not in a:
+                raise ConfigError(f"{key}.addresses: {a!r} is not an email address")
+        name = _coerce(f"{key}.name", item.get("name", ""), None, "str")
+        out.append(Person(login, tuple(dict.fromkeys(a.strip().lower() for a in addrs)), name))
+    return tuple(out)
+
+
 def _validate(cfg: Config) -> None:
     parse_hostport(cfg.smtp.listen, "smtp.listen")
     parse_hostport(cfg.relay.upstream, "relay.upstream")
@@ -315,6 +427,46 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("smtp.tls_cert: tls_cert and tls_key must be set together")
     if cfg.relay.concurrency < 1:
         raise ConfigError("relay.concurrency: must be at least 1")
+    _validate_web(cfg.web)
+
+
+def _validate_web(web: WebConfig) -> None:
+    """The console's listener: TLS off loopback, someone able to sign in, links that are URLs."""
+    for i, net in enumerate(web.trusted_proxies):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"web.trusted_proxies[{i}]: not a CIDR network: {net!r}") from None
+    if bool(web.tls_cert) != bool(web.tls_key):
+        raise ConfigError("web.tls_cert: tls_cert and tls_key must be set together")
+    if web.base_url and not web.base_url.startswith(("https://", "http://")):
+        raise ConfigError(f"web.base_url: expected an https:// URL, got {web.base_url!r}")
+    if not web.proxy_login_header.strip() or not all(c.isalnum() or c == "-" for c in web.proxy_login_header):
+        raise ConfigError("web.proxy_login_header: expected a header name like X-Remote-User")
+    if web.notify_delayed and not web.base_url:
+        raise ConfigError("web.notify_delayed: needs web.base_url (the notice links to the console)")
+    if not web.listen:
+        return
+    host, _ = parse_hostport(web.listen, "web.listen")
+    if not web.tls_cert and not _is_loopback(host):
+        raise ConfigError(f"web.listen: plain HTTP is allowed only on a loopback address, not {host};"
+                          " set web.tls_cert and web.tls_key")
+    if not web.users_file and not web.trusted_proxies:
+        raise ConfigError("web.users_file: nobody could sign in; set web.users_file (dlpgate web-user add)"
+                          " or web.trusted_proxies")
+    if web.session_idle < 60:
+        raise ConfigError("web.session_idle: at least 60 seconds")
+    if web.lockout_after < 1:
+        raise ConfigError("web.lockout_after: at least 1")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
@@ -340,6 +492,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             kwargs["approvers"] = _approvers(value)
         elif name == "approver_logins":
             kwargs["approver_logins"] = _approver_logins(value)
+        elif name == "people":
+            kwargs["people"] = _people(value)
         else:
             raise ConfigError(f"{name}: unknown section")
     cfg = Config(**kwargs)

@@ -99,6 +99,7 @@ def _child_main(config: Config, hostname: str, conn: Connection) -> None:
 
 
 async def _child(config: Config, hostname: str, conn: Connection) -> None:
+    from .auditkey import signer_for
     from .delivery import Delivery
     from .store import AsyncStore
 
@@ -113,7 +114,7 @@ async def _child(config: Config, hostname: str, conn: Connection) -> None:
         if latency is not None:
             latencies.append(latency)
 
-    store = AsyncStore(config.store_path)
+    store = AsyncStore(config.store_path, signer=signer_for(config))  # its audit entries are signed too
     delivery = Delivery(config, store, hostname, on_result=on_result)
 
     def on_ctl() -> None:
@@ -241,12 +242,13 @@ class DeliveryProcess:
             await self._recover_and_respawn()
 
     async def _recover_and_respawn(self) -> None:
+        from .auditkey import signer_for
         from .store import Store
 
         def recover() -> int:
             fd = acquire_lock(lock_path(self.config), timeout=15, evict=True)
             try:
-                st = Store(self.config.store_path)
+                st = Store(self.config.store_path, signer=signer_for(self.config))
                 try:
                     return st.recover()
                 finally:

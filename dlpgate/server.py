@@ -8,6 +8,7 @@ accepting, let in-flight SMTP transactions and deliveries finish (bounded), then
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -73,6 +74,12 @@ class Gateway:
         self._probe: tuple[float, bool | None, str] = (0.0, None, "")  # (when, answered, why not)
         self._probe_task: asyncio.Task[None] | None = None
         self.oldest_deferred_age = 0.0
+        self.audit_key: Any = None
+        self.witness: Any = None
+        self.authority: Any = None
+        self.control: Any = None
+        self._last_witness = 0.0
+        self.web: Any = None  # dlpgate.web.WebServer when [web] listen is set
 
     async def start(self) -> None:
         """Check, bind, then start. A bad file or a busy port is one ConfigError before anything
@@ -122,6 +129,18 @@ class Gateway:
                 self.server.close()
                 self.server = None
                 raise ConfigError(_bind_error("metrics.listen", cfg.metrics.listen, e)) from None
+        if cfg.web.listen:  # the console's port, certificate and accounts file, before anything runs
+            from .web import WebServer
+
+            try:
+                self.web = WebServer(cfg)
+            except ConfigError:
+                self.server.close()
+                self.server = None
+                if self.metrics_server is not None:
+                    await self.metrics_server.stop()
+                    self.metrics_server = None
+                raise
 
     def _smtp_factory(self) -> GatewaySMTP:
         cfg = self._listen_config  # as at start: listener settings are read at start only
@@ -138,7 +157,13 @@ class Gateway:
 
     async def _start_parts(self) -> None:
         cfg = self.config
-        self.store = AsyncStore(cfg.store_path)
+        from .auditkey import AuditKey
+
+        self.audit_key, created = AuditKey.load_or_create(cfg.audit_key_path)
+        if created:
+            log.info("created the audit signing key %s (public key %s.pub, fingerprint %s)", cfg.audit_key_path,
+                     cfg.audit_key_path, self.audit_key.fingerprint, extra={"event": "audit_key_created"})
+        self.store = AsyncStore(cfg.store_path, signer=self.audit_key.sign)
         loop = asyncio.get_running_loop()
         # a deliverer left from a killed gateway must be gone before its rows go back to the queue
         lock_fd = await loop.run_in_executor(None, lambda: acquire_lock(lock_path(cfg), 15.0, evict=True))
@@ -152,6 +177,7 @@ class Gateway:
         if recovered or orphans:
             log.info("recovered %d in-flight messages, removed %d unacknowledged spool files", recovered,
                      len(orphans), extra={"event": "recovery"})
+        await self._anchor_audit()  # before anything else appends: an old chain is sealed first
         try:
             from .approvals import Notices
         except ImportError:  # pragma: no cover - approvals not built into this tree
@@ -167,10 +193,57 @@ class Gateway:
         except WorkerInitError as e:  # the rules parsed in preflight but do not compile
             raise ConfigError(f"policy.rules: the judging workers cannot start: {e}") from None
         await self.delivery.start()
+        await self._start_control()
+        if self.web is not None:  # the browser console: one more client of the same authority, same loop
+            await self.web.start(self.authority)
         self.handler = Handler(cfg, self.pipeline)
         self._tls = tls_context(cfg)
         await self.housekeep_once()  # gauges and health are meaningful from the first scrape
         self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")
+
+    async def _anchor_audit(self) -> None:
+        """Seal a chain from before signing, and witness the head the gateway starts from."""
+        from . import audit
+
+        assert self.store is not None
+        cfg = self.config
+        with contextlib.suppress(OSError):  # only the gateway reads or writes its store
+            os.chmod(cfg.store_path, 0o700)
+        sealed = await self.store.run(audit.seal_legacy)
+        self.witness = audit.Witness(self.audit_key, cfg.audit_witness_path)
+        head = await self.store.run(lambda s: self.witness.write(s, force=True))
+        if sealed:
+            log.warning("sealed %d audit entries written before signing under the first witnessed head %s",
+                        sealed, head, extra={"event": "audit_sealed", "entries": sealed})
+
+    async def _start_control(self) -> None:
+        """The authority (routes, people, admins of this config) and its control socket."""
+        from . import audit
+        from .control import Authority, ControlServer
+        from .identities import Identities
+
+        assert self.store is not None
+        cfg = self.config  # binding problems are among the start-up warnings (startup.warnings)
+        key, witness_path = self.audit_key, cfg.audit_witness_path
+        self.authority = Authority(cfg, self.store, hostname=self.hostname, identities=Identities(cfg),
+                                   on_decision=self._after_decision,
+                                   verify=lambda s: audit.verify(s, key, witness_path), public_key=key)
+        self.control = ControlServer(self.authority, cfg.control_socket, cfg.control.group)
+        await self.control.start()
+        sock_dir = cfg.control_socket.parent.resolve()
+        if cfg.control.group and (sock_dir == cfg.store_path.resolve()):
+            log.warning("control.socket %s is inside the store directory (0700): only the service account can"
+                        " connect; set [control] socket outside it", cfg.control_socket,
+                        extra={"event": "control_socket_private"})
+
+    def _after_decision(self, msg_id: str) -> None:
+        """A decision or recall: the deliverer hears at once, and the chain head is witnessed."""
+        if self.delivery is not None:
+            self.delivery.poke(time.time())
+        if self.store is not None and self.witness is not None:
+            w = self.witness
+            task = asyncio.ensure_future(self.store.run(lambda s: w.write(s, force=True)))
+            task.add_done_callback(_log_failure)
 
     @property
     def smtp_port(self) -> int:
@@ -270,6 +343,9 @@ class Gateway:
         cfg = self.config
         if self.approvals is not None:
             expired, reminded = await self.approvals.housekeep(self.store, self.delivery)
+            if expired and self.witness is not None:
+                w = self.witness
+                await self.store.run(lambda s: w.write(s, force=True))
             for mid in expired:
                 log.info("held message expired", extra={"event": "expired", "msg_id": mid,
                                                         "action": cfg.quarantine.expire_action})
@@ -286,6 +362,10 @@ class Gateway:
         for k, n in new.items():
             metrics.DECISIONS.counts[k] = metrics.DECISIONS.counts.get(k, 0.0) + n
         self._decision_seq = top
+        if self.witness is not None and time.time() - self._last_witness >= cfg.audit.witness_every:
+            w = self.witness
+            await self.store.run(lambda s: w.write(s))
+            self._last_witness = time.time()
         self.last_housekeeping = time.time()
 
     def reload(self) -> None:
@@ -307,6 +387,13 @@ class Gateway:
             self.handler.reconfigure(new)
         if self.approvals is not None:
             self.approvals.config = new
+        if self.authority is not None:
+            self.authority.reconfigure(new)
+            from .identities import log_binding_problems
+
+            log_binding_problems(new)
+        if self.web is not None:  # sign-in policy and links; the listener itself needs a restart
+            self.web.reconfigure(new)
         log.info("rules and approvers reloaded", extra={"event": "reloaded"})
         return True
 
@@ -320,6 +407,12 @@ class Gateway:
             deadline = time.monotonic() + grace
             while self.handler is not None and self.handler.total and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
+        if self.control is not None:
+            await self.control.stop()
+        if self.web is not None:
+            await self.web.stop()
+        if self.authority is not None:
+            self.authority.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         if self._probe_task is not None:
@@ -331,8 +424,17 @@ class Gateway:
         if self.pipeline is not None:
             await self.pipeline.stop()
         if self.store is not None:
+            if self.witness is not None:  # the last head, so a cut tail after a restart shows
+                w = self.witness
+                with contextlib.suppress(Exception):
+                    await self.store.run(lambda s: w.write(s))
             self.store.close()
         self._stopped.set()
+
+
+def _log_failure(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("witnessing the audit chain head failed: %s", fut.exception(), extra={"event": "audit_witness_error"})
 
 
 def _authenticator(cfg: Config) -> Any:

@@ -126,6 +126,9 @@ def warnings(cfg: Config) -> list[str]:
         for i, r in enumerate(cfg.approvers):
             if not r.approvers and not r.deputies:
                 out.append(f"approvers[{i}] names nobody who may decide")
+    from .identities import binding_problems
+
+    out += binding_problems(cfg)  # approver addresses no login is bound to act for nobody (fail closed)
     if cfg.relay.tls == "off":
         host, _ = parse_hostport(cfg.relay.upstream, "relay.upstream")
         if host not in ("127.0.0.1", "::1", "localhost"):
@@ -144,7 +147,9 @@ def preflight(cfg: Config) -> Summary:
         counts = _check_rules(cfg)
     except DlpgateError as e:
         problems.append(str(e))
-    checks: list[Callable[[Config], object]] = [_check_tls, _check_store]
+    from .control import preflight as _check_control
+
+    checks: list[Callable[[Config], object]] = [_check_tls, _check_store, _check_control]
     if cfg.smtp.auth_users_file:  # a broken users file stops start-up naming the line, not locks all out
         checks.insert(0, lambda c: FileAuthenticator(c.smtp.auth_users_file).users())
     for check in checks:

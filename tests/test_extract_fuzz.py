@@ -52,6 +52,7 @@ def seeds() -> tuple[tuple[str, bytes], ...]:
         ("a.doc", lf.doc_bytes(["本文"], [("氏名", "番号"), ("佐藤", "123456789018")])),
         ("a.csv.gz", __import__("gzip").compress(fx.csv_bytes(rows), mtime=0)),
         ("a.7z", lf.sevenzip_bytes({"a.csv": fx.csv_bytes(rows)})),
+        ("a.tar.gz", lf.tar_gz_bytes({"d/a.csv": fx.csv_bytes(rows)})),
     )
 
 

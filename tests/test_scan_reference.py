@@ -20,8 +20,8 @@ from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask, my_num
 from dlpgate.scan.columns import TextColumns
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
 from dlpgate.scan.normalize import NORMALISE_TABLE, fold, keyword_spellings
-from dlpgate.scan.scanner import _LONGEST_RUN, Scanner
-from dlpgate.scan.shapes import is_datetime, is_placeholder, is_upc_a
+from dlpgate.scan.scanner import _LONGEST_RUN, FORM_LINE, Scanner
+from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
 from dlpgate.scan.tables import TableAnalyser, body_table_at
 
 HS = Scanner.load(engine="hyperscan")
@@ -38,7 +38,7 @@ def _categories() -> dict[str, set[str]]:
                        (RULES.resident_keywords, "resident"), (RULES.card_keywords, "card"),
                        (RULES.negative_labels, "negative")):
         for w in words:
-            for v in (w, *keyword_spellings(w)):
+            for v in (w, *keyword_spellings(w, long_words=cat == "my_number")):
                 cats.setdefault(v, set()).add(cat)
     return cats
 
@@ -62,6 +62,11 @@ for _g in RULES.labels:  # the most severe group wins for a word in two groups
             if SEVERITY_RANK[_g.severity] > SEVERITY_RANK[LABELS[_v]]:
                 LABELS[_v] = _g.severity
 FIELDS = {v for g in RULES.record_fields for w in g.keywords for v in (w, *keyword_spellings(w))}
+FIELD_GROUPS: dict[str, set[str]] = {}
+for _g in RULES.record_fields:
+    for _w in _g.keywords:
+        for _v in (_w, *keyword_spellings(_w)):
+            FIELD_GROUPS.setdefault(_v, set()).add(_g.name)
 PRODUCT = [w for w in RULES.product_context]
 
 
@@ -148,6 +153,12 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
             if (w not in FIELDS and w not in LABELS) or pos < done_until or line in seen:
                 continue
             seen.add(line)
+            # the scanner reads a line as a header only when its keyword hits (the gate's spellings)
+            # name min_fields groups; the cells are then judged folded
+            end_of_line = text.find("\n", pos)
+            in_line = norm[line:end_of_line if end_of_line >= 0 else len(norm)]
+            if len({g for w in FIELDS if w in in_line for g in FIELD_GROUPS[w]}) < RULES.min_fields:
+                continue
             got = body_table_at(text, pos, part, lambda w: bool(ANALYSER.cell_fields(w)))
             if got is None or len(ANALYSER.row_fields(got[0].rows[0])) < RULES.min_fields:
                 continue
@@ -155,6 +166,20 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
             if fact is not None:
                 facts.append(fact)
                 done_until = got[1]
+        if not facts:  # no body table: label/value lines of a form, each line holding a field word
+            groups = {g.name for g in RULES.record_fields for w in g.keywords
+                      for v in (w, *keyword_spellings(w)) if v in norm}
+            starts = sorted({text.rfind("\n", 0, s) + 1 for w in FIELDS for s in occurrences(norm, w)})
+            if len(groups) >= RULES.min_fields and starts:
+                rows = []
+                for ls in starts:
+                    le = text.find("\n", ls)
+                    m = FORM_LINE.match(text, ls, le if le >= 0 else len(text))
+                    if m is not None:
+                        rows.append((m.group(1), m.group(2).rstrip()))
+                fact = ANALYSER.analyse(Table(part, tuple(rows))) if len(rows) >= RULES.min_fields else None
+                if fact is not None and fact.records:
+                    facts.append(fact)
     column: dict[str, frozenset[str]] = {}
     for f in facts:
         for digits, cats in f.column_context.items():
@@ -180,8 +205,10 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
                     continue
                 pop = populations.setdefault(key, [0, 0, []])
                 valid = is_valid_my_number(digits)
-                if not valid and digits not in column and "licence" not in header and not has_licence:
+                if not valid and digits not in column and not has_licence:
                     pop[0] += 1
+                    continue
+                if in_trace_header(text, rs):
                     continue
                 verdict = judge(kind, digits, separated, rs, re_, hits, column, header)
                 if verdict is None:
@@ -200,6 +227,8 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
                 continue
             if kind == "eleven" and "my_number" in column.get(digits, ()) and is_valid_my_number("0" + digits):
                 judged.setdefault("my_number", []).append((rs, "0" + digits, "high"))
+                continue
+            if kind and in_trace_header(text, rs):
                 continue
             verdict = judge(kind, digits, separated, rs, re_, hits, column) if kind else None
             if verdict is not None:
@@ -242,7 +271,8 @@ WORDS = ["マイナンバー", "ﾏｲﾅﾝﾊﾞｰ", "個人番号", "個人�
          "driver's license", "機密性３", "機密性2", "部外秘", "極秘", "氏名", "名前", "住所", "生年月日", "電話番号", "電話", "email",
          "order", "JAN", "jan", "\u212aey", "İd", "\t", ",", "\n", "\r\n", " ", "　", "-", "ー", "−", ".", "あいう", "漢字",
          "abc", "😀", "𠮷", "\ud800", "é", "0", "7", "12", "4111", "1111", "9832", "0257", "12345678901", "4111111111111111",
-         "378282246310005", "621498320257", "ーー", "ーーー"]
+         "378282246310005", "621498320257", "ーー", "ーーー", "Message-ID: <", "\nReceived: from x by y id ", "\n\t",
+         "000000000000", "個人番号\t注文番号\n", "202401151230", "\t個人　番号\t"]
 
 
 def piece(r: random.Random) -> str:

@@ -1,4 +1,4 @@
-"""gzip and 7z: each member inflated within the budget, then read by its own bytes like a zip member.
+"""gzip, tar and 7z: each member inflated within the budget, then read by its own bytes like a zip member.
 
 gzip (`.gz`, `.csv.gz`) holds one file: its name is the FNAME header or the outer name without `.gz`.
 7z goes through py7zr; an encrypted 7z (a password on the data or on the header) is `encrypted`, as
@@ -127,3 +127,27 @@ def sevenzip_members(data: bytes, budget: Budget) -> list[tuple[str, bytes]]:
     except Exception as exc:  # py7zr's errors on damaged input: corrupt, never a crash
         raise corrupt(f"unreadable 7z archive ({type(exc).__name__})") from None
     return [(name, bytes(s.buf)) for name, s in sinks.items()]
+
+
+def tar_members(data: bytes, budget: Budget) -> list[tuple[str, bytes]]:
+    """(name, bytes) of every regular file in a tar (the inside of a .tar.gz); links and devices skipped."""
+    import tarfile
+
+    out: list[tuple[str, bytes]] = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tf:
+            for info in tf:
+                if not info.isfile():
+                    continue
+                if len(out) >= budget.limits.max_zip_members:
+                    raise Unreadable(LIMIT, f"more than {budget.limits.max_zip_members} tar members")
+                budget.step(info.size)  # the tar's own bytes: what is charged is what is read
+                fh = tf.extractfile(info)
+                if fh is None:
+                    continue
+                out.append((info.name.lstrip("/") or "member", fh.read(info.size)))
+    except Unreadable:
+        raise
+    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+        raise corrupt(f"unreadable tar archive ({type(exc).__name__})") from None
+    return out

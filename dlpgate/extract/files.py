@@ -103,7 +103,7 @@ def _by_kind(kind: str, path: str, data: bytes, budget: Budget, depth: int) -> l
 
 
 def _archive(path: str, data: bytes, budget: Budget, depth: int) -> list[Part]:
-    """gzip and 7z are read (archives.py); rar, bzip2, xz, cab, lzh are not (yet): `unsupported`."""
+    """gzip, tar and 7z are read (archives.py); rar, bzip2, xz, cab, lzh are not (yet): `unsupported`."""
     kind = archive_kind(data)
     if kind == "gzip":
         enter_container(kind, depth, budget)
@@ -120,6 +120,15 @@ def _archive(path: str, data: bytes, budget: Budget, depth: int) -> list[Part]:
             budget.members += 1
             parts.extend(extract_blob(f"{path}/{name}", member, budget, depth + 1))
         return parts or [Part(path=path, kind="7z")]
+    if kind == "tar":
+        enter_container(kind, depth, budget)
+        from .archives import tar_members
+
+        parts = []
+        for name, member in tar_members(data, budget):
+            budget.members += 1
+            parts.extend(extract_blob(f"{path}/{name}", member, budget, depth + 1))
+        return parts or [Part(path=path, kind="tar")]
     raise Unreadable(UNSUPPORTED, f"{kind} archive (not read)")
 
 

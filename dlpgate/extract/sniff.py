@@ -39,6 +39,8 @@ def sniff(data: bytes, name: str = "") -> str:
     for magic in _OTHER_ARCHIVES:
         if head.startswith(magic):
             return "archive"
+    if data[257:262] == b"ustar":  # a tar file (often the inside of a .tar.gz)
+        return "archive"
     if not _looks_textual(data[:8192]):
         return "binary"
     sample = data[:4096]
@@ -58,6 +60,8 @@ def archive_kind(data: bytes) -> str:
     for magic, kind in _OTHER_ARCHIVES.items():
         if data.startswith(magic):
             return kind
+    if data[257:262] == b"ustar":
+        return "tar"
     return "archive"
 
 

@@ -135,16 +135,16 @@ _HALFWIDTH = _halfwidth_map()
 _CJK = re.compile(r"^[\u3040-\u30ff\u3400-\u9fff]+$")
 
 
-def keyword_spellings(keyword: str) -> tuple[str, ...]:
+def keyword_spellings(keyword: str, *, long_words: bool = False) -> tuple[str, ...]:
     """Raw-text spellings of a normalised keyword beyond those `raw_variants` covers, each in
     normalised form (so the gates can match them on raw text without changing lengths): the
-    half-width katakana spelling (`ﾏｲﾅﾝﾊﾞｰ`), and for a two- or four-character kanji/kana word
-    the spelling with a space in the middle (`氏　名`, `個人　番号`: how aligned headers are typed).
-    Every spelling folds to the keyword's own fold (property-tested)."""
+    half-width katakana spelling (`ﾏｲﾅﾝﾊﾞｰ`), and for a two-character kanji/kana word the spelling
+    with a space in the middle (`氏　名`: how aligned headers are typed); with `long_words`, four-
+    character words too (`個人　番号`). Every spelling folds to the keyword's own fold (property-tested)."""
     out: list[str] = []
     if any(c in _HALFWIDTH for c in keyword):
         out.append(normalise("".join(_HALFWIDTH.get(c, c) for c in keyword)))
-    if _CJK.match(keyword) and len(keyword) in (2, 4):
+    if _CJK.match(keyword) and (len(keyword) == 2 or (long_words and len(keyword) == 4)):
         half = len(keyword) // 2
         out.append(keyword[:half] + " " + keyword[half:])
     return tuple(s for s in dict.fromkeys(out) if s != keyword)

@@ -28,7 +28,7 @@ from types import MappingProxyType
 from dlpgate.errors import RuleError
 from dlpgate.extract.model import Extraction, Table
 from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask
-from dlpgate.scan.columns import TextColumns
+from dlpgate.scan.columns import FIXED_MIN, TextColumns
 from dlpgate.scan.gate import Gate, make_gate
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
 from dlpgate.scan.normalize import (
@@ -41,7 +41,7 @@ from dlpgate.scan.normalize import (
     raw_keyword_regex,
 )
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
-from dlpgate.scan.shapes import is_datetime, is_placeholder, is_upc_a
+from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
 from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at
 
 # A maximal digit run on raw text: a digit, then digits each optionally after one separator.
@@ -64,6 +64,10 @@ _DETECTOR_ORDER = ("my_number", "resident_code", "credit_card", "drivers_licence
 
 _EMPTY = ScanResult(findings=(), records=0)
 _CATEGORISED_CACHE = 4096
+# A label/value line of a form pasted into a text: a short label, a colon, a value to the line's end.
+FORM_LINE = re.compile(r"[ \t\u3000]*([^\s:：]{1,20})[ \t\u3000]*[:：][ \t\u3000]*(\S.*)")
+_FORM_LINE = FORM_LINE
+_FORM_LINES = 5000
 _NOTHING: tuple[list[int], dict[int, list[int]]] = ([], {})  # what a gate finds in ""; never mutated
 _NO_CONTEXT: Mapping[str, frozenset[str]] = MappingProxyType({})
 
@@ -120,7 +124,7 @@ def _merged_context(facts: list[TableFacts]) -> Mapping[str, frozenset[str]]:
 class _Lazy:
     """Per-text facts computed the first time a run needs them."""
 
-    __slots__ = ("has_licence", "has_resident", "context", "columns", "product", "populations")
+    __slots__ = ("has_licence", "has_resident", "context", "columns", "product", "populations", "failing")
 
     def __init__(self) -> None:
         self.has_licence: bool | None = None  # whether such keywords are in the text
@@ -129,13 +133,17 @@ class _Lazy:
         self.columns: TextColumns | None = None
         self.product: bool | None = None  # whether the text names products (商品, 単価 ...)
         # population key -> [12-digit candidates, passing ones, the passing bare occurrences]
-        self.populations: dict[object, list] = {}  # type: ignore[type-arg]
+        self.populations: dict[object, list] | None = None  # type: ignore[type-arg]
+        self.failing: list[int] | None = None  # starts of 12-digit runs that fail the check digit
 
 
 def _population(lazy: _Lazy, key: object) -> list:  # type: ignore[type-arg]
-    pop = lazy.populations.get(key)
+    populations = lazy.populations
+    if populations is None:
+        populations = lazy.populations = {}
+    pop = populations.get(key)
     if pop is None:
-        pop = lazy.populations[key] = [0, 0, []]
+        pop = populations[key] = [0, 0, []]
     return pop
 
 
@@ -179,12 +187,12 @@ class Scanner:
         self.engine = engine
         categories: dict[str, set[str]] = {}
 
-        def spelt(words: Sequence[str]) -> list[str]:
+        def spelt(words: Sequence[str], long_words: bool = False) -> list[str]:
             # every keyword with the raw spellings the gates cannot derive (half-width kana, 氏　名)
-            return [v for w in words for v in (w, *keyword_spellings(w))]
+            return [v for w in words for v in (w, *keyword_spellings(w, long_words=long_words))]
 
         def add(words: Sequence[str], category: str) -> None:
-            for w in spelt(words):
+            for w in spelt(words, long_words=category == MY_NUMBER):
                 categories.setdefault(w, set()).add(category)
 
         add(rules.my_number_keywords, MY_NUMBER)
@@ -204,13 +212,14 @@ class Scanner:
             for w in spelt(g.keywords):
                 field_groups.setdefault(w, set()).add(g.name)
                 categories.setdefault(w, set())
-        for w in spelt(rules.product_context):  # reported by the gate, judged only as "a product list"
+        product = set(rules.product_context)  # words, not header names: no spellings
+        for w in product:  # reported by the gate, judged only as "a product list"
             categories.setdefault(w, set())
         # Negative labels that are nothing else (注文番号, FAX ...) only matter in the few
         # characters before a run that could be a finding: they are looked for there, on demand,
         # rather than reported by the gate from all over the text.
         local = sorted(w for w, c in categories.items() if c == {NEGATIVE} and w not in field_groups
-                       and w not in self._label_severity)
+                       and w not in self._label_severity and w not in product)
         self._local_negatives = (
             re.compile("|".join(raw_keyword_regex(w[::-1]) for w in sorted(local, key=len, reverse=True)))
             if local else None
@@ -239,7 +248,6 @@ class Scanner:
         self._header_keywords = tuple(sorted(((k, frozenset(v)) for k, v in folded.items() if k),
                                              key=lambda kv: -len(kv[0])))
         self._categorised: dict[str, frozenset[str]] = {}
-        product = set(spelt(rules.product_context))
         self._product_ids = frozenset(k for k, w in enumerate(self._words) if w in product)
 
     @classmethod
@@ -265,6 +273,8 @@ class Scanner:
             return _EMPTY  # the common case: nothing, or only keywords that find nothing alone
         else:
             facts = self._body_tables(part, text, hits) if hits else []
+            if hits and not facts:
+                facts = self._body_forms(part, text, hits)
         occurrences = self._occurrences(text, triggers, hits, _merged_context(facts)) if triggers else {}
         for f in facts:
             if f.joined:
@@ -380,6 +390,34 @@ class Scanner:
                 done_until = end
         return out
 
+    def _body_forms(self, part: str, text: str, hits: dict[int, list[int]]) -> list[TableFacts]:
+        """Label/value lines in a text (`氏名：試験 太郎`, `住所：...`): a form pasted into a body is
+        read as the rows (label, value) of a table whose field names run down a column, one record
+        per block (a label seen again starts the next one). Only lines holding a field keyword are
+        read, and only when the text names `min_fields` groups at all."""
+        fields = self._fields
+        present = [k for k in hits if fields[k]]
+        if not present or len(frozenset().union(*[fields[k] for k in present])) < self.rules.min_fields:
+            return []
+        ends = sorted(end for k in present for end in hits[k])
+        if len(ends) > _FORM_LINES:
+            return []  # a keyword on thousands of lines is a listing, not a form
+        rows: list[tuple[str, ...]] = []
+        last = -1
+        for end in ends:
+            ls = text.rfind("\n", 0, end - 1) + 1
+            if ls == last:
+                continue
+            last = ls
+            le = text.find("\n", end)
+            m = _FORM_LINE.match(text, ls, le if le >= 0 else len(text))
+            if m is not None:
+                rows.append((m.group(1), m.group(2).rstrip()))
+        if len(rows) < self.rules.min_fields:
+            return []
+        facts = self._tables.analyse(Table(part, tuple(rows)))
+        return [facts] if facts is not None and facts.records else []
+
     def _occurrences(
         self, text: str, triggers: list[int], hits: dict[int, list[int]], column_context: Mapping[str, frozenset[str]]
     ) -> dict[str, _Tally]:
@@ -434,8 +472,36 @@ class Scanner:
                     tally.add(occ[1], occ[2], occ[3], distinct_enough)
         # Bare 12-digit numbers (no keyword, no labelled column) are My Numbers only as a set that
         # passes the check digit as real ones do: per column, or per part outside tables.
+        populations = lazy.populations
+        if populations is None:
+            return out
         rate = self.rules.min_pass_percent
-        for candidates, passing, found in lazy.populations.values():
+        if lazy.failing and any(pop[2] for pop in populations.values()):
+            columns = lazy.columns if lazy.columns is not None else TextColumns(text, self._categorise)
+            rfind, find, n = text.rfind, text.find, len(text)
+            no_header: frozenset[str] = frozenset()
+            # Failing numbers only lower a pass rate: once every population holding a passing bare
+            # number is below the threshold, counting more changes nothing.
+            undecided = {k for k, pop in populations.items() if pop[2] and pop[1] * 100 >= rate * pop[0]}
+            for cs in lazy.failing:
+                if not undecided:
+                    break
+                ls = rfind("\n", 0, cs) + 1
+                le = find("\n", cs)
+                if le < 0:
+                    le = n
+                if le - ls < FIXED_MIN and find("\t", ls, le) < 0 and find(",", ls, le) < 0:
+                    key: object = "part"  # as in _run: a short line of prose
+                    header = no_header
+                else:
+                    key, header = columns.at(cs)
+                pop = populations.get(key)
+                # a population with no passing number needs no count; a labelled one never counts
+                if pop is not None and not (NEGATIVE in header and _POSITIVE_SET.isdisjoint(header)):
+                    pop[0] += 1
+                    if pop[1] * 100 < rate * pop[0]:
+                        undecided.discard(key)
+        for candidates, passing, found in populations.values():
             if found and passing * 100 >= rate * candidates:
                 tally = out.get("my_number")
                 if tally is None:
@@ -479,9 +545,10 @@ class Scanner:
             if word in key:
                 found |= cats
         got = frozenset(found)
-        if len(cache) >= _CATEGORISED_CACHE:
-            cache.clear()  # header cells repeat; row labels and stray cells must not grow it without end
-        cache[cell] = got
+        if got:  # only cells that name something (headers, labels) are kept: never a person's data
+            if len(cache) >= _CATEGORISED_CACHE:
+                cache.clear()
+            cache[cell] = got
         return got
 
     def _run(self, text: str, raw: str, cs: int, ce: int, hits: dict[int, list[int]],
@@ -499,20 +566,34 @@ class Scanner:
         header: frozenset[str] = frozenset()
         key: object = None
         if kind == "twelve":
-            if is_placeholder(digits):
+            if digits.count(digits[0]) == 12:  # shapes.is_placeholder, inline: once per 12-digit run
                 return None
             valid = is_valid_my_number(digits)
-            if lazy.columns is None:
-                lazy.columns = TextColumns(text, self._categorise)
-            key, header = lazy.columns.at(cs)
-            if NEGATIVE in header and _POSITIVE_SET.isdisjoint(header) and digits not in column_context:
-                return None  # a column (or row) of order numbers, phone numbers, timestamps ...
-            if not valid and digits not in column_context and LICENCE not in header:
-                if lazy.has_licence is None:
+            known = column_context.get(digits)
+            if not valid and known is None:
+                if lazy.has_licence is None:  # (a licence header cell is in the text: the gate saw it)
                     lazy.has_licence = not self._licence_ids.isdisjoint(hits)
                 if not lazy.has_licence:
-                    _population(lazy, key)[0] += 1
+                    # Counted in its population only if that population turns out to matter: most
+                    # texts hold no bare passing number, and most 12-digit numbers do not pass.
+                    if lazy.failing is None:
+                        lazy.failing = [cs]
+                    else:
+                        lazy.failing.append(cs)
                     return None
+            if known is None or _POSITIVE_SET.isdisjoint(known):  # a keyword column's cell needs no more
+                ls = text.rfind("\n", 0, cs) + 1
+                le = text.find("\n", ce)
+                if le < 0:
+                    le = len(text)
+                if le - ls < FIXED_MIN and text.find("\t", ls, le) < 0 and text.find(",", ls, le) < 0:
+                    key = "part"  # a short line of prose: what TextColumns.at says, without the call
+                else:
+                    if lazy.columns is None:
+                        lazy.columns = TextColumns(text, self._categorise)
+                    key, header = lazy.columns.at(cs)
+                    if NEGATIVE in header and _POSITIVE_SET.isdisjoint(header) and known is None:
+                        return None  # a column (or row) of order numbers, phone numbers, timestamps ...
         elif kind == "eleven":
             context = column_context.get(digits)
             if context is not None and MY_NUMBER in context and is_valid_my_number("0" + digits):
@@ -524,6 +605,8 @@ class Scanner:
                     return None
         elif kind != "card" or not is_card_number(digits):
             return None
+        if digits not in column_context and in_trace_header(text, cs):
+            return None  # a Message-ID, a Received queue id, a DKIM value pasted into a text: not a person's
         if lazy.context is None:
             lazy.context = self._packed(hits)
         occ = self._classify(text, kind, digits, separated, valid, cs, ce, lazy.context, column_context, header)
@@ -536,8 +619,8 @@ class Scanner:
         # A bare valid number: judged with its population; plainly-other shapes need a keyword.
         pop = _population(lazy, key)
         pop[0] += 1
-        if is_datetime(digits) or (isinstance(key, tuple) and key[0] == "fixed") or (
-                is_upc_a(digits) and self._names_products(hits, lazy)):
+        if is_datetime(digits) or (key.__class__ is tuple and key[0] == "fixed") or (  # type: ignore[index]
+                self._names_products(hits, lazy) and is_upc_a(digits)):
             return None
         pop[1] += 1
         pop[2].append(occ)

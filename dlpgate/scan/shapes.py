@@ -8,6 +8,7 @@ evidence (a My Number keyword nearby or a My Number column) before it reports on
 from __future__ import annotations
 
 import datetime
+import re
 
 
 def is_placeholder(digits: str) -> bool:
@@ -36,3 +37,33 @@ def is_upc_a(digits: str) -> bool:
     odd = sum(ord(c) - 48 for c in digits[0:11:2])
     even = sum(ord(c) - 48 for c in digits[1:11:2])
     return (10 - (3 * odd + even) % 10) % 10 == ord(digits[11]) - 48
+
+
+# Header fields that carry machine-made ids (a message id, a queue id, a signature), as they appear
+# when a header block is pasted into a body, saved as a text file or returned in a bounce.
+_TRACE_FIELD = re.compile(
+    r"(?i)(?:message-id|resent-message-id|x-original-message-id|original-message-id|references|in-reply-to|"
+    r"received|x-received|received-spf|return-path|dkim-signature|domainkey-signature|arc-[a-z-]+|"
+    r"authentication-results|thread-index|thread-topic|list-id|content-id|x-ms-[a-z0-9-]+|x-google-[a-z0-9-]+|"
+    r"x-gm-[a-z0-9-]+|x-mailer|x-originating-ip|x-[a-z0-9-]*-id|feedback-id)[ \t]*:")
+_CONTINUATION_LINES = 30  # a folded Received or DKIM-Signature field is looked up this many lines back
+
+
+_TRACE_FIRST = frozenset("mMrRiIdDaAtTlLcCxXfF \t")  # first letters of the fields above, and folding
+
+
+def in_trace_header(text: str, pos: int) -> bool:
+    """Whether `pos` lies in the value of a trace header field (first line or a folded continuation)."""
+    ls = text.rfind("\n", 0, pos) + 1
+    if text[ls] not in _TRACE_FIRST:
+        return False
+    for _ in range(_CONTINUATION_LINES):
+        if ls >= len(text):
+            return False
+        first = text[ls]
+        if first not in " \t":
+            return _TRACE_FIELD.match(text, ls) is not None
+        if ls == 0:
+            return False
+        ls = text.rfind("\n", 0, ls - 1) + 1
+    return False

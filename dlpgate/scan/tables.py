@@ -97,7 +97,7 @@ class TableAnalyser:
         for c in cells:
             if self.cell_fields(c):
                 named += 1
-            elif not _QUALIFIER.match(c) and len(c) > 4:
+            elif not _QUALIFIER.match(c) and len(c) > 4:  # short words ("No", "備考") may head columns
                 return False
         return named > 0 or all(_QUALIFIER.match(c) for c in cells)
 
@@ -113,6 +113,10 @@ class TableAnalyser:
             records = rows.records_after(last)
         else:
             records = sum(map(bool, map(str.strip, map("".join, rows[last + 1 :]))))
+        if not records:  # a header with nothing under it: perhaps a form read across (label, value)
+            down = self._down_a_column(table)
+            if down is not None:
+                return down
         return TableFacts(
             name=table.name,
             records=records,
@@ -123,7 +127,7 @@ class TableAnalyser:
         )
 
     def _cell_category(self, cell: str) -> set[str]:
-        if not cell or len(cell) > self._rules.max_header_cell:
+        if not cell or len(cell) > self._rules.max_header_cell or _NUMBER_CELL.match(cell):
             return set()
         text = fold(cell)
         return {category for category, keywords in self._column_keywords if any(k in text for k in keywords)}
@@ -241,9 +245,9 @@ class TableAnalyser:
         columns: dict[int, set[str]] = {}
         for r in range(first, last + 1):
             for i, cell in enumerate(rows[r]):
-                cats = self._cell_category(cell)
-                if cats:
-                    columns.setdefault(i, set()).update(cats)
+                named = self._cell_category(cell)
+                if named:
+                    columns.setdefault(i, set()).update(named)
         context: dict[str, frozenset[str]] = {}
         for i, categories in columns.items():
             cats = frozenset(categories)

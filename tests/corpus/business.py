@@ -272,6 +272,11 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
     add("pos_form_blocks_noid_15.csv", csv_of([row for p in ppl[:15] for row in form(p) if row[0] != "個人番号"]),
         True, 15, ("personal_records",), kind="form")
 
+    body_form = "\n\n".join(f"氏名：{p['name']}\n住所：{p['address']}\n生年月日：{p['birth']}\n個人番号：{p['mn']}"
+                              for p in ppl[:2])
+    add("pos_body_form_2.eml", eml("申請内容を転記します。\n\n" + body_form), True, 2, ("my_number", "personal_records"),
+        kind="form")
+
     # multi-row headers
     two = [("", "氏名", "連絡先", "", "生年月日"), ("No", "", "電話番号", "住所", "")] + [
         (p["no"], p["name"], p["phone"], p["address"], p["birth"]) for p in ppl[:14]]
@@ -329,6 +334,8 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
     add("pos_legacy_text.doc", lf.doc_bytes([f"マイナンバー：{my_number(r)}", "以上"]), True, None, ("my_number",), kind="doc")
     add("pos_roster.csv.gz", gzip.compress(roster12, mtime=0), True, 12, ("my_number", "personal_records"), kind="gzip")
     add("pos_roster.7z", lf.sevenzip_bytes({"名簿.csv": roster12}), True, 12, ("my_number", "personal_records"), kind="7z")
+    add("pos_roster.tar.gz", lf.tar_gz_bytes({"out/名簿.csv": roster12}), True, 12, ("my_number", "personal_records"),
+        kind="gzip")
     add("neg_orders.csv.gz", gzip.compress(csv_of(orders(100)), mtime=0), False, kind="gzip")
     add("neg_orders.7z", lf.sevenzip_bytes({"orders.csv": csv_of(orders(100))}), False, kind="7z")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
