@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from DIR's checkpoint")
     p.add_argument("--json", action="store_true", help="one JSON object per message on stdout, in archive order")
     p.add_argument("--rules", metavar="DIR", help="rules directory (default: the configured one)")
-    p.add_argument("--internal-domains", nargs="+", metavar="DOMAIN", default=None,
-                   help="what is internal (default: [policy] internal_domains of the config)")
+    p.add_argument("--internal-domains", action="append", metavar="DOMAIN[,DOMAIN...]", default=None,
+                   help="what is internal, comma-separated or repeated (default: [policy] internal_domains)")
     p.add_argument("--progress-every", type=float, default=10.0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_archive)
 
@@ -154,8 +154,8 @@ def cmd_archive(args: argparse.Namespace, config: Config) -> int:
         jobs=args.jobs, since=parse_when(args.since, "--since"), until=parse_when(args.until, "--until"),
         report_dir=args.report, resume=args.resume, as_json=args.json,
         rules_dir=args.rules or str(config.rules_path),
-        internal_domains=tuple(args.internal_domains if args.internal_domains is not None
-                               else config.policy.internal_domains),
+        internal_domains=tuple(d.strip() for v in args.internal_domains for d in v.split(",") if d.strip())
+        if args.internal_domains is not None else tuple(config.policy.internal_domains),
         progress_every=args.progress_every,
     )
     return run(args.paths, options)

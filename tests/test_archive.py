@@ -355,3 +355,14 @@ def test_a_message_that_kills_its_worker_costs_only_itself(tmp_path: Path, monke
     assert len(records) == 10 and code == 1
     assert records[4]["verdict"] == "unreadable" and "crashed" in records[4]["error"]
     assert [r["verdict"] for i, r in enumerate(records) if i != 4] == ["clean"] * 6 + ["hold"] + ["clean"] * 2
+
+
+def test_internal_domains_option_before_or_after_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dlpgate.cli import main
+
+    path = tmp_path / "m.mbox"
+    path.write_bytes(mbox([message(1, f"照会 {SPACED}", to="a@city.example.jp")]))  # medium: held only outside
+    assert main(["archive", "--internal-domains", "city.example.jp,town.example.jp", str(path), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["verdict"] == "clean"  # a finding (exit 1), internal: not held
+    assert main(["archive", str(path), "--json", "--internal-domains", "town.example.jp"]) == 1
+    assert json.loads(capsys.readouterr().out)["verdict"] == "hold"
