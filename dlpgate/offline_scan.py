@@ -22,8 +22,10 @@ from typing import TextIO
 
 from dlpgate.errors import DlpgateError
 from dlpgate.extract.model import Extraction, ExtractLimits
+from dlpgate.masking import mask_text
 from dlpgate.policy import MessageFacts, Policy
 from dlpgate.scan.scanner import Scanner
+from dlpgate.terminal import for_terminal
 
 EXTERNAL_PLACEHOLDER = "recipient@external.invalid"
 
@@ -98,7 +100,8 @@ def _decide(extraction: Extraction, facts: MessageFacts, scanner: Scanner, polic
     findings = result.findings + verdict.extra_findings
     record: dict[str, object] = {
         "verdict": verdict.action,
-        "findings": [f.to_json() for f in findings],
+        # part names come from inside the file (attachment and sheet names): masked like the gateway's
+        "findings": [{**f.to_json(), "part": mask_text(f.part)} for f in findings],
         "records": result.records,
     }
     explanation: list[str] = []
@@ -153,11 +156,11 @@ def run(
             status = 2
             continue
         if as_json:
-            print(json.dumps(record, ensure_ascii=False), file=out)
+            print(for_terminal(json.dumps(record, ensure_ascii=False)), file=out)
         else:
-            print(_human(record), file=out)
+            print(for_terminal(_human(record)), file=out)
         if explain:
-            print("\n".join(explanation), file=err if as_json else out)
+            print(for_terminal(mask_text("\n".join(explanation))), file=err if as_json else out)
         if record["findings"] and status == 0:
             status = 1
     return status

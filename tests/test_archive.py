@@ -366,3 +366,23 @@ def test_internal_domains_option_before_or_after_paths(tmp_path: Path, capsys: p
     assert json.loads(capsys.readouterr().out)["verdict"] == "clean"  # a finding (exit 1), internal: not held
     assert main(["archive", str(path), "--json", "--internal-domains", "town.example.jp"]) == 1
     assert json.loads(capsys.readouterr().out)["verdict"] == "hold"
+
+
+def test_sender_text_is_shown_not_obeyed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A subject with terminal escapes or a bidi override must not rewrite the auditor's screen or
+    turn the report's table around."""
+    from dlpgate.cli import main
+
+    path = tmp_path / "m.mbox"
+    raw = message(1, f"個人番号 {SPACED}").replace("Subject: message 1", "Subject: =?UTF-8?B?"
+                                                + __import__("base64").b64encode("請求\x1b[2K\u202eTXT.EXE".encode()).decode() + "?=")
+    path.write_bytes(mbox([raw]))
+    for extra in ([], ["--json"]):
+        assert main(["archive", str(path), "--report", str(tmp_path / "r"), *extra]) == 1
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\u202e" not in out
+    records = [json.loads(line) for line in (tmp_path / "r" / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert "\u202e" in records[0]["subject"]  # kept as data in the results file (JSON-escaped on screen)
+    for name in ("report.html", "flagged.csv"):
+        text = (tmp_path / "r" / name).read_text(encoding="utf-8")
+        assert "\x1b" not in text and "\u202e" not in text and "\\u202e" in text, name

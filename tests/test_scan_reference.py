@@ -20,7 +20,7 @@ from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask, my_num
 from dlpgate.scan.columns import TextColumns
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
 from dlpgate.scan.normalize import NORMALISE_TABLE, fold, keyword_spellings
-from dlpgate.scan.scanner import _LONGEST_RUN, FORM_LINE, Scanner
+from dlpgate.scan.scanner import _LONGEST_RUN, FORM_LINE, FORM_LINES, FORM_NAME_GROUP, Scanner
 from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
 from dlpgate.scan.tables import TableAnalyser, body_table_at
 
@@ -169,8 +169,9 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
         if not facts:  # no body table: label/value lines of a form, each line holding a field word
             groups = {g.name for g in RULES.record_fields for w in g.keywords
                       for v in (w, *keyword_spellings(w)) if v in norm}
-            starts = sorted({text.rfind("\n", 0, s) + 1 for w in FIELDS for s in occurrences(norm, w)})
-            if len(groups) >= RULES.min_fields and starts:
+            hits_at = [s for w in FIELDS for s in occurrences(norm, w)]
+            starts = sorted({text.rfind("\n", 0, s) + 1 for s in hits_at})
+            if len(groups) >= RULES.min_fields and FORM_NAME_GROUP in groups and starts and len(hits_at) <= FORM_LINES:
                 rows = []
                 for ls in starts:
                     le = text.find("\n", ls)
@@ -178,7 +179,7 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
                     if m is not None:
                         rows.append((m.group(1), m.group(2).rstrip()))
                 fact = ANALYSER.analyse(Table(part, tuple(rows))) if len(rows) >= RULES.min_fields else None
-                if fact is not None and fact.records:
+                if fact is not None and fact.records and FORM_NAME_GROUP in fact.fields:
                     facts.append(fact)
     column: dict[str, frozenset[str]] = {}
     for f in facts:

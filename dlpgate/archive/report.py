@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dlpgate.masking import mask_text
+from dlpgate.terminal import for_terminal
 
 TOP = 15
 LARGEST = 20
@@ -140,11 +141,12 @@ _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{
 
 
 def _m(value: object) -> str:
-    return mask_text(str(value))
+    """Masked, and control or bidi characters (from senders) written as \\uXXXX, never obeyed."""
+    return for_terminal(mask_text(str(value)))
 
 
 def _e(value: object) -> str:
-    return html.escape(mask_text(str(value)))
+    return html.escape(_m(value))
 
 
 # ------------------------------------------------------------------------------ HTML

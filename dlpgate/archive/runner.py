@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from dlpgate.errors import DlpgateError, InputError
+from dlpgate.terminal import for_terminal
 
 from . import judge
 from .progress import Progress
@@ -131,7 +132,7 @@ def run(paths: Sequence[str], options: Options, out: TextIO | None = None, err: 
     try:
         return _run(list(paths), options, out, err)
     except DlpgateError as exc:
-        print(f"dlpgate archive: {exc}", file=err)
+        print(for_terminal(f"dlpgate archive: {exc}"), file=err)
         return 2
 
 
@@ -321,16 +322,19 @@ def _stop_workers(pool: _Pool) -> None:
 
 
 def _emit(result: dict[str, Any], as_json: bool, out: TextIO) -> None:
+    """One result on stdout; control and bidi characters from senders are shown, never obeyed."""
+    out.write(for_terminal(_text(result, as_json)))
+
+
+def _text(result: dict[str, Any], as_json: bool) -> str:
     if as_json:
-        out.write(json.dumps(result, ensure_ascii=False) + "\n")
-        return
+        return json.dumps(result, ensure_ascii=False) + "\n"
     if result["verdict"] == "unreadable":
-        out.write(f"{result['location']}: unreadable: {result.get('error', '')}\n")
-        return
+        return f"{result['location']}: unreadable: {result.get('error', '')}\n"
     if not result["findings"]:
-        return
+        return ""
     lines = [f"{result['location']}: {result['verdict']} (records: {result['records']}) "
              f"{result.get('date', '')} {result.get('sender', '')}".rstrip()]
     for f in result["findings"]:
         lines.append(f"  {f['severity']:6s} {f['rule']} x{f['count']} in {f['part']}" + (f" [{f['sample']}]" if f["sample"] else ""))
-    out.write("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"

@@ -67,7 +67,8 @@ _CATEGORISED_CACHE = 4096
 # A label/value line of a form pasted into a text: a short label, a colon, a value to the line's end.
 FORM_LINE = re.compile(r"[ \t\u3000]*([^\s:：]{1,20})[ \t\u3000]*[:：][ \t\u3000]*(\S.*)")
 _FORM_LINE = FORM_LINE
-_FORM_LINES = 5000
+FORM_LINES = 200  # at most this many field-word hits in a text for its label/value lines to be read
+FORM_NAME_GROUP = "name"  # the field group a form must name (the rules' group for 氏名, 名前 ...)
 _NOTHING: tuple[list[int], dict[int, list[int]]] = ([], {})  # what a gate finds in ""; never mutated
 _NO_CONTEXT: Mapping[str, frozenset[str]] = MappingProxyType({})
 
@@ -232,6 +233,7 @@ class Scanner:
         self._fields = tuple(frozenset(field_groups.get(w, ())) for w in self._words)
         self._label_ids = frozenset(k for k, w in enumerate(self._words) if w in self._label_severity)
         self._licence_ids = frozenset(k for k, c in enumerate(self._categories) if LICENCE in c)
+        self._name_ids = frozenset(k for k, f in enumerate(self._fields) if FORM_NAME_GROUP in f)
         self._resident_ids = frozenset(k for k, c in enumerate(self._categories) if RESIDENT in c)
         self._longest_keyword = max(self._lengths)
         if len(self._words) > _KEY_MASK:
@@ -273,7 +275,7 @@ class Scanner:
             return _EMPTY  # the common case: nothing, or only keywords that find nothing alone
         else:
             facts = self._body_tables(part, text, hits) if hits else []
-            if hits and not facts:
+            if hits and not facts and not self._name_ids.isdisjoint(hits):
                 facts = self._body_forms(part, text, hits)
         occurrences = self._occurrences(text, triggers, hits, _merged_context(facts)) if triggers else {}
         for f in facts:
@@ -397,11 +399,14 @@ class Scanner:
         read, and only when the text names `min_fields` groups at all."""
         fields = self._fields
         present = [k for k in hits if fields[k]]
-        if not present or len(frozenset().union(*[fields[k] for k in present])) < self.rules.min_fields:
+        if not present:
             return []
+        groups = frozenset().union(*[fields[k] for k in present])
+        if len(groups) < self.rules.min_fields or FORM_NAME_GROUP not in groups:
+            return []  # a person's form names the person
         ends = sorted(end for k in present for end in hits[k])
-        if len(ends) > _FORM_LINES:
-            return []  # a keyword on thousands of lines is a listing, not a form
+        if len(ends) > FORM_LINES:
+            return []  # field words on hundreds of lines are a listing or a log, not a form
         rows: list[tuple[str, ...]] = []
         last = -1
         for end in ends:
@@ -416,7 +421,7 @@ class Scanner:
         if len(rows) < self.rules.min_fields:
             return []
         facts = self._tables.analyse(Table(part, tuple(rows)))
-        return [facts] if facts is not None and facts.records else []
+        return [facts] if facts is not None and facts.records and FORM_NAME_GROUP in facts.fields else []
 
     def _occurrences(
         self, text: str, triggers: list[int], hits: dict[int, list[int]], column_context: Mapping[str, frozenset[str]]
