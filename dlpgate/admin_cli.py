@@ -106,10 +106,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 @contextlib.contextmanager
 def open_store(config: Config) -> Iterator[Store]:
     """The server's store; refuse to create an empty one (a wrong --config is the usual cause)."""
+    from .store_engine import open_store as open_engine
+    from .store_engine import uses_pg
+
     root = config.store_path
-    if not (root / "dlpgate.db").exists():
+    if not uses_pg(config) and not (root / "dlpgate.db").exists():
         raise InputError(f"no message store at {root} (check --config and [store] path)")
-    st = Store(root)
+    st = open_engine(config, migrate_at_start=False)
     try:
         yield st
     finally:

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         admin_cli = None  # type: ignore[assignment]
     if admin_cli is not None:
         admin_cli.register(sub, common)
+    from . import store_cli
+
+    store_cli.register(sub, common)
     return parser
 
 

@@ -100,6 +100,7 @@ class Delivery:
             self._wake.set()
 
     async def start(self) -> None:
+        self.store.on_due(self.poke)  # another gateway on the same database made a message due
         self._tasks.append(asyncio.create_task(self._scheduler(), name="scheduler"))
         for i in range(self.concurrency):
             self._tasks.append(asyncio.create_task(self._worker(i), name=f"delivery-{i}"))

@@ -100,7 +100,7 @@ def _child_main(config: Config, hostname: str, conn: Connection) -> None:
 
 async def _child(config: Config, hostname: str, conn: Connection) -> None:
     from .delivery import Delivery
-    from .store import AsyncStore
+    from .store_engine import open_async_store
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -113,7 +113,7 @@ async def _child(config: Config, hostname: str, conn: Connection) -> None:
         if latency is not None:
             latencies.append(latency)
 
-    store = AsyncStore(config.store_path)
+    store = open_async_store(config)
     delivery = Delivery(config, store, hostname, on_result=on_result)
 
     def on_ctl() -> None:
@@ -236,12 +236,12 @@ class DeliveryProcess:
             await self._recover_and_respawn()
 
     async def _recover_and_respawn(self) -> None:
-        from .store import Store
+        from .store_engine import open_store
 
         def recover() -> int:
             fd = acquire_lock(lock_path(self.config), timeout=15, evict=True)
             try:
-                st = Store(self.config.store_path)
+                st = open_store(self.config)
                 try:
                     return st.recover()
                 finally:

@@ -23,6 +23,7 @@ from .http import MetricsServer
 from .pipeline import Pipeline
 from .smtp import GatewaySMTP, Handler, tls_context
 from .store import AsyncStore
+from .store_engine import open_async_store
 
 log = logging.getLogger("dlpgate.server")
 
@@ -54,7 +55,8 @@ class Gateway:
             from .auth import FileAuthenticator
 
             FileAuthenticator(cfg.smtp.auth_users_file).users()
-        self.store = AsyncStore(cfg.store_path)
+        self.store = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: open_async_store(cfg, lead=True))
         loop = asyncio.get_running_loop()
         # a deliverer left from a killed gateway must be gone before its rows go back to the queue
         lock_fd = await loop.run_in_executor(None, lambda: acquire_lock(lock_path(cfg), 15.0, evict=True))
@@ -140,15 +142,18 @@ class Gateway:
         """Expiry, reminders, retention, gauges. Safe to call any time (tests call it directly)."""
         assert self.store is not None
         cfg = self.config
-        if self.approvals is not None:
+        # expiry, reminders and retention: one gateway of those sharing a store at a time
+        lead = self.store.is_leader()
+        if self.approvals is not None and lead:
             expired, reminded = await self.approvals.housekeep(self.store, self.delivery)
             for mid in expired:
                 log.info("held message expired", extra={"event": "expired", "msg_id": mid,
                                                         "action": cfg.quarantine.expire_action})
             if reminded:
                 log.info("approvers reminded", extra={"event": "reminded", "count": len(reminded)})
-        await self.store.run(lambda s: s.purge(cfg.store.retention_days * 86400,
-                                               cfg.store.sendlog_retention_days * 86400))
+        if lead:
+            await self.store.run(lambda s: s.purge(cfg.store.retention_days * 86400,
+                                                   cfg.store.sendlog_retention_days * 86400))
         counts = await self.store.run(lambda s: s.count_by_state())
         for st in ("delayed", "held", "deferred", "delivering", "released"):
             metrics.QUEUE.labels(state=st).set(counts.get(st, 0))
