@@ -782,6 +782,8 @@ class PgStore:
                     raise NotFound(f"no message with id {msg_id!r}")
             if r["state"] != DELIVERING:
                 raise StateError(f"message {msg_id} is {r['state']}, not delivering")
+            if r["lease_node"] != self.node:  # our lease ran out and another node took it
+                raise StateError(f"message {msg_id} is claimed by node {r['lease_node']}, not {self.node}")
             delivered, bounced, updates = [], [], []
             for o in outcomes:
                 if 200 <= o.code < 300:
@@ -836,6 +838,8 @@ class PgStore:
                 st = states.get(mid)
                 if st is None or st["state"] != DELIVERING:
                     raise StateError(f"message {mid} is {st['state'] if st else None}, not delivering")
+                if st["lease_node"] != self.node:
+                    raise StateError(f"message {mid} is claimed by node {st['lease_node']}, not {self.node}")
             rows: list[Any] = []
             for mid, outcomes in items:
                 for o in outcomes:
