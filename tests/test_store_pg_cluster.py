@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from dlpgate.errors import StateError
 from dlpgate.cli import main as cli_main
+from dlpgate.errors import StateError
 from dlpgate.store import DELAYED, HELD, NewMessage, RcptOutcome, write_spool_file
 from dlpgate.store_pg import LATEST, AsyncPgStore, PgStore, migrate_url
 from tests.pg_support import pg_cluster, pg_url  # noqa: F401 - fixtures
