@@ -301,6 +301,7 @@ def test_postgres_restart_under_load(pg_cluster: PgCluster, pg_url: str, tmp_pat
         try:
             # while it is gone: a temporary refusal, never 250 (nothing can be committed)
             with smtplib.SMTP("127.0.0.1", nodes[0].port, timeout=30) as c:
+                c.ehlo("client.test")
                 code, _ = c.mail(SENDER)
                 if code == 250:
                     c.rcpt(PARTNER)
