@@ -72,6 +72,7 @@ from .store import (
 log = logging.getLogger("dlpgate.store_pg")
 
 CHUNK = 1024 * 1024  # bytes per message_chunks row: big messages never need one giant bytea
+CLAIM_BYTES = 64 * 1024 * 1024  # message bytes one claim brings into memory (at least one message)
 CHANNEL = "dlpgate_due"
 LEADER_KEY = 0x646C7067  # advisory lock: housekeeping leadership ("dlpg")
 MIGRATE_KEY = 0x646C706D  # advisory lock: one node migrates at a time ("dlpm")
@@ -110,7 +111,13 @@ CREATE TABLE messages (
   updated double precision NOT NULL,
   lease_node text,
   lease_until double precision
-) WITH (fillfactor = 70);
+) WITH (fillfactor = 70,
+  -- every message passes through this table once: vacuum it after a thousand dead rows, not after
+  -- a fifth of the table, so the claims' index never fills with dead entries (queue bloat)
+  autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
+  autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 1000,
+  autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 1000,
+  autovacuum_vacuum_cost_delay = 0);
 -- claims scan due rows only; leases and holds have their own small partial indexes
 CREATE INDEX messages_due ON messages (due_at) WHERE state IN ('delayed', 'deferred', 'released');
 CREATE INDEX messages_leases ON messages (lease_until) WHERE state = 'delivering';
@@ -118,6 +125,7 @@ CREATE INDEX messages_held ON messages (expires_at) WHERE state = 'held';
 CREATE INDEX messages_sender_ci ON messages (lower(sender));
 -- finished messages: same columns, never scanned by a claim
 CREATE TABLE messages_history (LIKE messages INCLUDING DEFAULTS);
+ALTER TABLE messages_history SET (fillfactor = 100);
 ALTER TABLE messages_history ADD PRIMARY KEY (id);
 CREATE INDEX messages_history_updated ON messages_history (updated) WHERE spool IS NOT NULL;
 CREATE INDEX messages_history_sender_ci ON messages_history (lower(sender));
@@ -722,16 +730,23 @@ class PgStore:
         out: list[Claimed] = []
         with self.transaction() as c:
             self.reclaim_expired(c, now)
-            rows = c.execute(
-                "WITH d AS (SELECT id FROM messages WHERE state IN ('delayed','deferred','released') AND due_at <= %s"
-                " ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED)"
-                " UPDATE messages m SET state = 'delivering', prev_state = m.state,"
-                " first_attempt = coalesce(m.first_attempt, %s), updated = %s, lease_node = %s, lease_until = %s"
-                " FROM d WHERE m.id = d.id RETURNING m.id, m.sender, m.client, m.helo, m.arrived, m.attempts,"
-                " m.first_attempt, m.kind, m.due_at",
-                (now, limit, now, now, self.node, now + self.lease_seconds)).fetchall()
-            if not rows:
+            due = c.execute("SELECT id, size FROM messages WHERE state IN ('delayed','deferred','released')"
+                            " AND due_at <= %s ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                            (now, limit)).fetchall()
+            take, budget = [], 0
+            for r in due:  # the bytes come with the claim: a few big messages fill one claim
+                if take and budget + int(r["size"]) > CLAIM_BYTES:
+                    break
+                take.append(r["id"])
+                budget += int(r["size"])
+            if not take:
                 return out
+            rows = c.execute(
+                "UPDATE messages m SET state = 'delivering', prev_state = m.state,"
+                " first_attempt = coalesce(m.first_attempt, %s), updated = %s, lease_node = %s, lease_until = %s"
+                " WHERE m.id = ANY(%s) RETURNING m.id, m.sender, m.client, m.helo, m.arrived, m.attempts,"
+                " m.first_attempt, m.kind, m.due_at",
+                (now, now, self.node, now + self.lease_seconds, take)).fetchall()
             rows.sort(key=lambda r: (r["due_at"] or 0.0, r["id"]))
             ids = [r["id"] for r in rows]
             pending: dict[str, list[str]] = {i: [] for i in ids}

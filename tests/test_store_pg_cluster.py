@@ -202,3 +202,18 @@ def test_unreachable_database_is_a_plain_error(tmp_path: Path, capsys: pytest.Ca
     assert cli_main(["quarantine", "list", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dlpgate: ") and "secret" not in err and "Traceback" not in err
+
+
+def test_claim_bytes_bounded(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    import dlpgate.store_pg as spg
+
+    monkeypatch.setattr(spg, "CLAIM_BYTES", 100)
+    (a,) = nodes(pg_url, tmp_path, 1)
+    try:
+        ms = [msg(a.root) for _ in range(5)]  # ~40 bytes each
+        with a.transaction():
+            a.accept_many(ms)
+        sizes = [len(a.claim_due(10)) for _ in range(4)]
+        assert sizes[0] in (2, 3) and sum(sizes) == 5  # a claim stops at the byte budget, the rest follow
+    finally:
+        a.close()
