@@ -9,6 +9,8 @@ throughput: accept and end-to-end rates of 1 SQLite node, then 1, 2 and 3 nodes 
   statements (pg_stat_statements), WAL bytes and PostgreSQL CPU seconds, to size a database server.
 claims: cost of one claim (10 due rows among 1,000 queued) after N messages went through the hot
   table (inserted, then moved to history as delivered): a churned queue must not claim slower.
+  The whole claim transaction (its COMMIT waits for the WAL fsync: noisy on a shared disk) and the
+  claim's SELECT alone (execution time and buffers touched: the figure that shows bloat).
 chaos: the test suite's kill -9 scenario at full size: three nodes, `--messages` across them, one
   node killed -9 in the middle and restarted; checks every acknowledged message arrived and that
   duplicates are only recovered (mid-delivery) messages.
@@ -228,7 +230,18 @@ def claims(args: argparse.Namespace) -> None:
                     dead = conn.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'messages'"
                                         ).fetchone()[0]  # type: ignore[index]
 
-                def measure() -> list[float]:
+                def plan(url: str = url) -> str:
+                    """The claim's SELECT alone: execution time and shared buffers it touched."""
+                    with psycopg.connect(url, autocommit=True) as conn:
+                        lines = [r[0] for r in conn.execute(
+                            "EXPLAIN (ANALYZE, BUFFERS) SELECT id, size FROM messages WHERE state IN"
+                            " ('delayed','deferred','released') AND due_at <= %s ORDER BY due_at LIMIT 10"
+                            " FOR UPDATE SKIP LOCKED", (time.time(),))]
+                    bufs = next((x.split("Buffers:")[1].strip() for x in lines if "Buffers:" in x), "?")
+                    ex = next((x.split(":")[1].strip() for x in lines if x.startswith("Execution Time")), "?")
+                    return f"claim SELECT {ex}, buffers {bufs}"
+
+                def measure(st: PgStore = st) -> list[float]:
                     times = []
                     for _ in range(50):
                         t = time.perf_counter()
@@ -240,14 +253,14 @@ def claims(args: argparse.Namespace) -> None:
 
                 times = measure()
                 print(f"after {n:>9,} messages, at once:      claim of 10 p50 {1000 * times[25]:.2f} ms, p90 "
-                      f"{1000 * times[45]:.2f} ms (churn {churn:.0f} s, dead rows in the hot table {dead})")
+                      f"{1000 * times[45]:.2f} ms (churn {churn:.0f} s, dead rows in the hot table {dead}); {plan()}")
                 t = time.perf_counter()
                 with psycopg.connect(url, autocommit=True) as conn:  # what autovacuum does (threshold 1,000)
                     conn.execute("VACUUM (ANALYZE) messages")
                 vac = time.perf_counter() - t
                 times = measure()
                 print(f"after {n:>9,} messages, vacuumed:     claim of 10 p50 {1000 * times[25]:.2f} ms, p90 "
-                      f"{1000 * times[45]:.2f} ms (vacuum of the hot table {vac:.1f} s)")
+                      f"{1000 * times[45]:.2f} ms (vacuum of the hot table {vac:.1f} s); {plan()}")
                 st.close()
     finally:
         c.cleanup()
