@@ -8,8 +8,10 @@ enforced. Here it is configuration: `[[approvers]]` maps sender patterns to appr
   on the sender's domain (`soumu.example.jp`, `*.example.jp`); a sender matching several routes
   may be approved by the approvers of any of them;
 - nobody may decide on a message they sent, even if they approve other people's mail;
-- a held message whose verdict asked for N approvals is released only by the N-th distinct one
-  (the count and the write are one store transaction: `Store.decide`).
+- an approver address acts only through an OS login bound to it in `[[people]]` (fail closed);
+- a held message whose verdict asked for N approvals is released only by the N-th distinct
+  person: distinct logins, not addresses (the count and the write are one store transaction:
+  `Store.decide`).
 
 Notices go through the upstream relay as ordinary queued mail of kind "notice" (never scanned, null
 envelope sender). They never carry the flagged content: only the message id, the masked subject,
@@ -27,9 +29,10 @@ from typing import Any
 
 from .config import ApproverRoute, Config
 from .errors import InputError, PermissionDenied, StateError
+from .identities import Identities
 from .masking import mask_text
 from .notices import Notice, queue_notice
-from .store import HELD, RELEASED, AsyncStore, NewMessage, Store, os_user, write_spool_file
+from .store import HELD, RELEASED, AsyncStore, NewMessage, Store, write_spool_file
 
 DECISIONS = ("release", "reject")
 
@@ -98,28 +101,30 @@ class Decision:
     required: int
 
 
-def check_login(config: Config, approver: str, login: str | None = None) -> None:
-    """Bind an approver address to OS accounts: `--approver` alone is only a claim.
-
-    With `[approver_logins]` an approver may act only from one of the listed logins; with
-    `[quarantine] require_login_binding = true` an approver missing from the table may not act.
-    """
-    logins = dict(config.approver_logins).get(approver)
-    if logins is None:
-        if config.quarantine.require_login_binding:
-            raise PermissionDenied(f"{approver} has no OS login bound in [approver_logins]; ask the administrator")
-        return
-    me = login if login is not None else os_user()
-    if me not in logins:
-        raise PermissionDenied(f"{approver} may act only from the OS account(s) {', '.join(logins)}, not {me}")
+def check_binding(identities: Identities, msg_id: str, approver: str, login: str, sender: str) -> None:
+    """An approver address acts only through a login bound to it in [[people]] (fail closed), and
+    nobody decides on mail they sent, whichever of their addresses they act with."""
+    bound = identities.logins_for(approver)
+    if not bound:
+        raise PermissionDenied(f"message {msg_id}: {approver} is bound to no login in [[people]]; nobody may"
+                               " act as it (ask the administrator)")
+    if login not in bound:
+        raise PermissionDenied(f"message {msg_id}: {approver} is not one of your addresses ({login})")
+    me = identities.identity(login)
+    if sender and me.owns(sender):
+        raise PermissionDenied(f"message {msg_id}: {login} sent it (as {sender}) and may not approve or reject"
+                               " it (no self-approval)")
 
 
 def decide(store: Store, config: Config, hostname: str, msg_id: str, approver: str, decision: str,
-           reason: str = "") -> Decision:
-    """Check the approver against the routes, then record the decision with its notices.
+           reason: str = "", *, login: str | None = None, via: str = "",
+           identities: Identities | None = None) -> Decision:
+    """Check the caller against the routes and bindings, then record the decision with its notices.
 
-    The state check, the approval count and the notices are one store transaction, so two
-    approvers acting at the same moment cannot both "release" a message or lose a notice.
+    `login` is the caller the control API verified (kernel peer credentials or the web sign-in).
+    None is for trusted in-process callers (tests, scripts): the one login bound to `approver`.
+    The state check, the count of distinct logins and the notices are one store transaction, so
+    two approvers acting at the same moment cannot both "release" a message or lose a notice.
     """
     who = approver.strip().lower()
     if decision not in DECISIONS:
@@ -129,16 +134,21 @@ def decide(store: Store, config: Config, hostname: str, msg_id: str, approver: s
     clean_reason = _one_line(mask_text(reason), 500)
     if decision == "reject" and not clean_reason:
         raise InputError("a reason is required to reject a message (--reason TEXT)")
+    ids = identities if identities is not None else Identities(config)
     row = store.get(msg_id)  # NotFound for an unknown id
     if row["kind"] != "mail":
         raise StateError(f"message {msg_id} is a gateway notice, not a held message")
     Router(config.approvers).check(msg_id, who, row["sender"])
-    check_login(config, who)
+    if login is None:
+        bound = ids.logins_for(who)
+        login = bound[0] if len(bound) == 1 else ""
+    check_binding(ids, msg_id, who, login, row["sender"])
     notices = Notices(config, hostname)
     state = store.decide(msg_id, who, decision, clean_reason,
-                         notices=lambda r, st: notices.for_decision(store, r["id"], st, who, clean_reason))
+                         notices=lambda r, st: notices.for_decision(store, r["id"], st, who, clean_reason),
+                         login=login, via=via)
     after = store.get(msg_id)
-    approvals = len({a["approver"] for a in after["approvals"] if a["decision"] == "release"})
+    approvals = len({a["login"] for a in after["approvals"] if a["decision"] == "release"})
     return Decision(msg_id, state, approvals, int(after["approvals_required"]))
 
 
@@ -316,8 +326,8 @@ class Notices:
     def _commands(self, msg_id: str) -> list[str]:
         return [f"{self._t('f.commands')}:",
                 f"  dlpgate quarantine show {msg_id}",
-                f"  dlpgate quarantine release {msg_id} --approver <you@example> [--reason TEXT]",
-                f"  dlpgate quarantine reject {msg_id} --approver <you@example> --reason TEXT"]
+                f"  dlpgate quarantine release {msg_id} [--reason TEXT]",
+                f"  dlpgate quarantine reject {msg_id} --reason TEXT"]
 
     def _notice(self, to: Sequence[str], subject: str, body: list[str], kind: str, msg_id: str,
                 now: float) -> NewMessage:

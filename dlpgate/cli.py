@@ -90,6 +90,10 @@ def cmd_rules_check(args: argparse.Namespace, config: Config) -> int:
     Scanner.load(d)
     Policy.load(d, config.policy.internal_domains)
     print(f"rules in {d}: ok")
+    from .identities import binding_problems
+
+    for line in binding_problems(config):  # who may approve: fail closed, said in one line each
+        print(f"warning: {line}")
     return 0
 
 

@@ -134,6 +134,34 @@ class QuarantineConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    """The control API's Unix socket and who is an administrator (issue 14)."""
+
+    socket: str = ""  # "" = <store path>/control.sock (only the service account can reach it there)
+    group: str = ""  # Unix group whose members may connect (socket 0660, chgrp); "" = the service account only
+    admins: tuple[str, ...] = ()  # OS logins that may list all mail, export the audit log, recall for others
+    admin_group: str = ""  # members of this Unix group are administrators too
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Where the audit chain's signing key and its witness file live (outside the database)."""
+
+    key: str = ""  # Ed25519 private key (PEM, 0600), created at first start; "" = <store path>/audit.key
+    witness: str = ""  # append-only file of signed chain heads; "" = <store path>/audit.witness
+    witness_every: float = 60.0  # seconds between witnessed heads (and one on every decision)
+
+
+@dataclass(frozen=True)
+class Person:
+    """One `[[people]]` entry: an OS login and the mail addresses that are theirs."""
+
+    login: str
+    addresses: tuple[str, ...] = ()
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class ExtractConfig:
     max_total_bytes: int = 200 * 1024 * 1024
     max_zip_depth: int = 5
@@ -163,6 +191,9 @@ class Config:
     # approver address -> the OS logins allowed to act as that approver from the CLI
     approver_logins: tuple[tuple[str, tuple[str, ...]], ...] = ()
     quarantine: QuarantineConfig = QuarantineConfig()
+    control: ControlConfig = ControlConfig()
+    audit: AuditConfig = AuditConfig()
+    people: tuple[Person, ...] = ()
     extract: ExtractConfig = ExtractConfig()
     log: LogConfig = LogConfig()
     source: str = ""  # the file it came from ("" = embedded defaults)
@@ -173,6 +204,26 @@ class Config:
         if not p.is_absolute() and self.source:
             p = Path(self.source).resolve().parent / p
         return p
+
+    def _beside(self, value: str, default_name: str) -> Path:
+        if not value:
+            return self.store_path / default_name
+        p = Path(value)
+        if not p.is_absolute() and self.source:
+            p = Path(self.source).resolve().parent / p
+        return p
+
+    @property
+    def control_socket(self) -> Path:
+        return self._beside(self.control.socket, "control.sock")
+
+    @property
+    def audit_key_path(self) -> Path:
+        return self._beside(self.audit.key, "audit.key")
+
+    @property
+    def audit_witness_path(self) -> Path:
+        return self._beside(self.audit.witness, "audit.witness")
 
     @property
     def rules_path(self) -> Path:
@@ -194,6 +245,8 @@ _SECTIONS: dict[str, type] = {
     "metrics": MetricsConfig,
     "policy": PolicyConfig,
     "quarantine": QuarantineConfig,
+    "control": ControlConfig,
+    "audit": AuditConfig,
     "extract": ExtractConfig,
     "log": LogConfig,
 }
@@ -281,6 +334,33 @@ def _approver_logins(data: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(out)
 
 
+def _people(data: Any) -> tuple[Person, ...]:
+    if not isinstance(data, list):
+        raise ConfigError("people: expected [[people]] tables")
+    out: list[Person] = []
+    seen: set[str] = set()
+    for i, item in enumerate(data):
+        key = f"people[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{key}: expected a table")
+        for k in item:
+            if k not in ("login", "addresses", "name"):
+                raise ConfigError(f"{key}.{k}: unknown key")
+        login = item.get("login")
+        if not isinstance(login, str) or not login.strip() or any(c.isspace() for c in login):
+            raise ConfigError(f"{key}.login: expected an OS login name")
+        if login in seen:
+            raise ConfigError(f"{key}.login: {login!r} is listed twice")
+        seen.add(login)
+        addrs = _coerce(f"{key}.addresses", item.get("addresses", []), None, "tuple")
+        for a in addrs:
+            if "@" not in a:
+                raise ConfigError(f"{key}.addresses: {a!r} is not an email address")
+        name = _coerce(f"{key}.name", item.get("name", ""), None, "str")
+        out.append(Person(login, tuple(dict.fromkeys(a.strip().lower() for a in addrs)), name))
+    return tuple(out)
+
+
 def _validate(cfg: Config) -> None:
     parse_hostport(cfg.smtp.listen, "smtp.listen")
     parse_hostport(cfg.relay.upstream, "relay.upstream")
@@ -323,6 +403,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             kwargs["approvers"] = _approvers(value)
         elif name == "approver_logins":
             kwargs["approver_logins"] = _approver_logins(value)
+        elif name == "people":
+            kwargs["people"] = _people(value)
         else:
             raise ConfigError(f"{name}: unknown section")
     cfg = Config(**kwargs)

@@ -99,6 +99,7 @@ def _child_main(config: Config, hostname: str, conn: Connection) -> None:
 
 
 async def _child(config: Config, hostname: str, conn: Connection) -> None:
+    from .auditkey import signer_for
     from .delivery import Delivery
     from .store_engine import open_async_store
 
@@ -113,7 +114,7 @@ async def _child(config: Config, hostname: str, conn: Connection) -> None:
         if latency is not None:
             latencies.append(latency)
 
-    store = open_async_store(config)
+    store = open_async_store(config, signer=signer_for(config))  # its audit entries are signed too
     delivery = Delivery(config, store, hostname, on_result=on_result)
 
     def on_ctl() -> None:
@@ -236,12 +237,13 @@ class DeliveryProcess:
             await self._recover_and_respawn()
 
     async def _recover_and_respawn(self) -> None:
+        from .auditkey import signer_for
         from .store_engine import open_store
 
         def recover() -> int:
             fd = acquire_lock(lock_path(self.config), timeout=15, evict=True)
             try:
-                st = open_store(self.config)
+                st = open_store(self.config, signer=signer_for(self.config))
                 try:
                     return st.recover()
                 finally:

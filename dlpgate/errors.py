@@ -34,3 +34,7 @@ class PermissionDenied(DlpgateError):
 
 class InputError(DlpgateError):
     """Bad input on the command line or in a file given to the CLI."""
+
+
+class Unavailable(DlpgateError):
+    """The running gateway cannot be reached (its control socket is missing, refused or closed)."""

@@ -8,6 +8,7 @@ accepting, let in-flight SMTP transactions and deliveries finish (bounded), then
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -48,6 +49,11 @@ class Gateway:
         self.last_housekeeping = 0.0
         self._decision_seq = 0  # audit entries already folded into dlpgate_decisions_total
         self._reload_task: asyncio.Future[bool] | None = None
+        self.audit_key: Any = None
+        self.witness: Any = None
+        self.authority: Any = None
+        self.control: Any = None
+        self._last_witness = 0.0
 
     async def start(self) -> None:
         cfg = self.config
@@ -55,8 +61,15 @@ class Gateway:
             from .auth import FileAuthenticator
 
             FileAuthenticator(cfg.smtp.auth_users_file).users()
+        from .auditkey import AuditKey
+
+        self.audit_key, created = AuditKey.load_or_create(cfg.audit_key_path)
+        if created:
+            log.info("created the audit signing key %s (public key %s.pub, fingerprint %s)", cfg.audit_key_path,
+                     cfg.audit_key_path, self.audit_key.fingerprint, extra={"event": "audit_key_created"})
+        sign = self.audit_key.sign
         self.store = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: open_async_store(cfg, lead=True))
+            None, lambda: open_async_store(cfg, lead=True, signer=sign))
         loop = asyncio.get_running_loop()
         # a deliverer left from a killed gateway must be gone before its rows go back to the queue
         lock_fd = await loop.run_in_executor(None, lambda: acquire_lock(lock_path(cfg), 15.0, evict=True))
@@ -82,6 +95,7 @@ class Gateway:
                                  on_new_due=self.delivery.poke)
         await self.pipeline.start()
         await self.delivery.start()
+        await self._start_control()
         self.handler = Handler(cfg, self.pipeline)
         host, port = parse_hostport(cfg.smtp.listen, "smtp.listen")
         tls = tls_context(cfg)
@@ -107,6 +121,44 @@ class Gateway:
         self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")
         metrics.UP.set(1)
         log.info("listening on %s", cfg.smtp.listen, extra={"event": "started"})
+
+    async def _start_control(self) -> None:
+        """The anchored audit chain (seal an old store, witness the head) and the control socket."""
+        from . import audit
+        from .control import Authority, ControlServer
+        from .identities import Identities, log_binding_problems
+
+        assert self.store is not None
+        cfg = self.config
+        with contextlib.suppress(OSError):  # only the gateway reads or writes its store
+            os.chmod(cfg.store_path, 0o700)
+        sealed = await self.store.run(audit.seal_legacy)
+        self.witness = audit.Witness(self.audit_key, cfg.audit_witness_path)
+        head = await self.store.run(lambda s: self.witness.write(s, force=True))
+        if sealed:
+            log.warning("sealed %d audit entries written before signing under the first witnessed head %s",
+                        sealed, head, extra={"event": "audit_sealed", "entries": sealed})
+        log_binding_problems(cfg)
+        key, witness_path = self.audit_key, cfg.audit_witness_path
+        self.authority = Authority(cfg, self.store, hostname=self.hostname, identities=Identities(cfg),
+                                   on_decision=self._after_decision,
+                                   verify=lambda s: audit.verify(s, key, witness_path))
+        self.control = ControlServer(self.authority, cfg.control_socket, cfg.control.group)
+        await self.control.start()
+        sock_dir = cfg.control_socket.parent.resolve()
+        if cfg.control.group and (sock_dir == cfg.store_path.resolve()):
+            log.warning("control.socket %s is inside the store directory (0700): only the service account can"
+                        " connect; set [control] socket outside it", cfg.control_socket,
+                        extra={"event": "control_socket_private"})
+
+    def _after_decision(self, msg_id: str) -> None:
+        """A decision or recall: the deliverer hears at once, and the chain head is witnessed."""
+        if self.delivery is not None:
+            self.delivery.poke(time.time())
+        if self.store is not None and self.witness is not None:
+            w = self.witness
+            task = asyncio.ensure_future(self.store.run(lambda s: w.write(s, force=True)))
+            task.add_done_callback(_log_failure)
 
     @property
     def smtp_port(self) -> int:
@@ -146,6 +198,9 @@ class Gateway:
         lead = self.store.is_leader()
         if self.approvals is not None and lead:
             expired, reminded = await self.approvals.housekeep(self.store, self.delivery)
+            if expired and self.witness is not None:
+                w = self.witness
+                await self.store.run(lambda s: w.write(s, force=True))
             for mid in expired:
                 log.info("held message expired", extra={"event": "expired", "msg_id": mid,
                                                         "action": cfg.quarantine.expire_action})
@@ -162,6 +217,10 @@ class Gateway:
         for k, n in new.items():
             metrics.DECISIONS.counts[k] = metrics.DECISIONS.counts.get(k, 0.0) + n
         self._decision_seq = top
+        if self.witness is not None and time.time() - self._last_witness >= cfg.audit.witness_every:
+            w = self.witness
+            await self.store.run(lambda s: w.write(s))
+            self._last_witness = time.time()
         oldest = await self.store.run(lambda s: s.oldest_held())
         metrics.OLDEST_HELD.set(0 if oldest is None else max(0.0, time.time() - oldest))
         self.last_housekeeping = time.time()
@@ -185,6 +244,11 @@ class Gateway:
             self.handler.reconfigure(new)
         if self.approvals is not None:
             self.approvals.config = new
+        if self.authority is not None:
+            self.authority.reconfigure(new)
+            from .identities import log_binding_problems
+
+            log_binding_problems(new)
         log.info("rules and approvers reloaded", extra={"event": "reloaded"})
         return True
 
@@ -198,6 +262,10 @@ class Gateway:
             deadline = time.monotonic() + grace
             while self.handler is not None and self.handler.total and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
+        if self.control is not None:
+            await self.control.stop()
+        if self.authority is not None:
+            self.authority.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         if self.delivery is not None:
@@ -207,8 +275,17 @@ class Gateway:
         if self.pipeline is not None:
             await self.pipeline.stop()
         if self.store is not None:
+            if self.witness is not None:  # the last head, so a cut tail after a restart shows
+                w = self.witness
+                with contextlib.suppress(Exception):
+                    await self.store.run(lambda s: w.write(s))
             self.store.close()
         self._stopped.set()
+
+
+def _log_failure(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("witnessing the audit chain head failed: %s", fut.exception(), extra={"event": "audit_witness_error"})
 
 
 def _authenticator(cfg: Config) -> Any:

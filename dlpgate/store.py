@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import NotFound, PermissionDenied, StateError, StoreError
+from .errors import InputError, NotFound, PermissionDenied, StateError, StoreError
 
 T = TypeVar("T")
 
@@ -237,6 +237,19 @@ class AuditEntry:
     detail: dict[str, Any]
     prev_hash: str
     hash: str
+    sig: str = ""  # "<key fingerprint>:<base64 Ed25519 signature of (seq, hash)>"; "" = covered by a later one
+    detail_json: str = ""  # the stored text the hash covers
+
+
+# decisions people make (the approvals view is derived from these chain entries)
+DECISION_EVENTS = ("approved", "released", "rejected")
+Signer = Callable[[int, str], str]  # (seq, hash) -> signature text (dlpgate.auditkey.AuditKey.sign)
+
+
+def entry_hash(prev_hash: str, seq: int, ts: float, msg_id: str, event: str, actor: str, user: str,
+               detail_json: str) -> str:
+    """The chain hash of one entry (unkeyed; the signatures over (seq, hash) are the key's part)."""
+    return _entry_hash(prev_hash, seq, ts, msg_id, event, actor, user, detail_json)
 
 
 def _entry_hash(prev_hash: str, seq: int, ts: float, msg_id: str, event: str, actor: str, user: str,
@@ -474,32 +487,51 @@ def _fsync_path(path: Path) -> None:
 class Store:
     """Synchronous store. One instance per thread; every public transition is one transaction."""
 
-    def __init__(self, root: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, clock: Callable[[], float] = time.time,
+                 signer: Signer | None = None, readonly: bool = False) -> None:
         self.root = Path(root)
         self._root_str = str(self.root)
         self.clock = clock
+        self.signer = signer  # signs the last audit entry of every append (None: entries stay unsigned)
         self.spool_dir = self.root / "spool"
         try:
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.spool_dir.mkdir(exist_ok=True, mode=0o700)
-            db = self.root / "dlpgate.db"
-            created = not db.exists()
-            self.conn = sqlite3.connect(db, isolation_level=None, timeout=30.0, check_same_thread=False)
-            if created:
-                os.chmod(db, 0o600)
-            self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
-            self.conn.execute("PRAGMA foreign_keys=ON")
-            had_segments = self.conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'segments'").fetchone()
-            self.conn.executescript(_SCHEMA)
-            if not had_segments:  # a store from before the table: count what its rows name
-                self.conn.execute("INSERT OR REPLACE INTO segments(path, live) SELECT substr(spool, 1,"
-                                  " instr(spool, '#') - 1), count(*) FROM messages WHERE spool LIKE 'spool/%#%'"
-                                  " GROUP BY 1")
+            if readonly:  # an auditor's copy: nothing is created, migrated or written
+                db = self.root / "dlpgate.db"
+                if not db.is_file():
+                    raise InputError(f"no message store at {self.root}")
+                self.conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+                self.conn.row_factory = sqlite3.Row
+            else:
+                self._open()
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open store at {self.root}: {e}") from e
+        self._init_state()
+
+    def _open(self) -> None:
+        """Create or open the database (WAL, synchronous=FULL) and migrate its schema."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.spool_dir.mkdir(exist_ok=True, mode=0o700)
+        db = self.root / "dlpgate.db"
+        created = not db.exists()
+        self.conn = sqlite3.connect(db, isolation_level=None, timeout=30.0, check_same_thread=False)
+        if created:
+            os.chmod(db, 0o600)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        had_segments = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'segments'").fetchone()
+        self.conn.executescript(_SCHEMA)
+        cols = {r[1] for r in self.conn.execute("PRAGMA table_info(audit)")}
+        if "sig" not in cols:  # a store from before signed entries (issue 14): sealed at first start
+            self.conn.execute("ALTER TABLE audit ADD COLUMN sig TEXT NOT NULL DEFAULT ''")
+        if not had_segments:  # a store from before the table: count what its rows name
+            self.conn.execute("INSERT OR REPLACE INTO segments(path, live) SELECT substr(spool, 1,"
+                              " instr(spool, '#') - 1), count(*) FROM messages WHERE spool LIKE 'spool/%#%'"
+                              " GROUP BY 1")
+
+    def _init_state(self) -> None:
         self._depth = 0
         self._chain: tuple[int, str] | None = None  # audit head, cached within one transaction
         self._dir_fds: dict[str, int] = {}
@@ -812,10 +844,13 @@ class Store:
             ts = self.clock()
             dj = _dumps(detail)
             h = _entry_hash(prev, seq, ts, msg_id, event, actor, user, dj)
-            rows += (seq, ts, msg_id, event, actor, user, dj, prev, h)
+            rows += (seq, ts, msg_id, event, actor, user, dj, prev, h, "")
             prev = h
-        _insert_rows(c, "INSERT INTO audit(seq, ts, msg_id, event, actor, os_user, detail, prev_hash, hash) VALUES ",
-                     9, rows)
+        # one signature per append: it covers this entry and, through the chain, every one before it
+        if self.signer is not None:
+            rows[-1] = self.signer(seq, prev)
+        _insert_rows(c, "INSERT INTO audit(seq, ts, msg_id, event, actor, os_user, detail, prev_hash, hash, sig)"
+                        " VALUES ", 10, rows)
         self._chain = (seq, prev)
 
     def audit_entries(self, *, since: float | None = None, until: float | None = None,
@@ -823,8 +858,58 @@ class Store:
         where, args = _where(("ts >= ?", since), ("ts < ?", until), ("msg_id = ?", msg_id))
         q = "SELECT * FROM audit" + where
         rows = self.conn.execute(q + " ORDER BY seq", args).fetchall()
-        return [AuditEntry(r["seq"], r["ts"], r["msg_id"], r["event"], r["actor"], r["os_user"],
-                           json.loads(r["detail"]), r["prev_hash"], r["hash"]) for r in rows]
+        return [_audit_entry(r) for r in rows]
+
+    def audit_chain(self, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
+        """Raw chain entries after `after_seq`, in seq order, for verification (a page at a time)."""
+        rows = self.conn.execute("SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
+        return [_audit_entry(r) for r in rows]
+
+    def audit_head(self) -> tuple[int, str]:
+        """(seq, hash) of the last entry; (0, GENESIS) for an empty log."""
+        r = self.conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return (int(r["seq"]), str(r["hash"])) if r else (0, GENESIS)
+
+    def audit_signed(self) -> bool:
+        """Whether any entry carries a signature (False: a store from before signing, or a new one)."""
+        return self.conn.execute("SELECT 1 FROM audit WHERE sig != '' LIMIT 1").fetchone() is not None
+
+    def append_audit(self, msg_id: str, event: str, actor: str, detail: dict[str, Any], user: str) -> None:
+        """One entry of its own (a refusal, the seal of an old chain): signed like every append."""
+        with self.transaction() as c:
+            self._audit(c, msg_id, event, actor=actor, detail=detail, user=user)
+
+    def approval_rows(self) -> builtins.list[dict[str, Any]]:
+        """The approvals table as stored (audit verify checks each row against the chain)."""
+        return [dict(r) for r in self.conn.execute(
+            "SELECT rowid, msg_id, approver, decision, reason, os_user, ts FROM approvals ORDER BY rowid")]
+
+    def decisions(self, msg_id: str, c: sqlite3.Connection | None = None) -> builtins.list[dict[str, Any]]:
+        """People's decisions on one message, read from the audit chain (the signed record)."""
+        rows = (c or self.conn).execute(
+            "SELECT * FROM audit WHERE msg_id = ? AND event IN ('approved','released','rejected')"
+            " AND actor != 'dlpgate' ORDER BY seq", (msg_id,)).fetchall()
+        out = []
+        for r in rows:
+            d = json.loads(r["detail"])
+            out.append({"approver": r["actor"], "decision": "reject" if r["event"] == "rejected" else "release",
+                        "reason": d.get("reason", ""), "os_user": r["os_user"],
+                        "login": d.get("login", r["os_user"]), "ts": r["ts"], "seq": r["seq"]})
+        return out
+
+    def resolve_id(self, prefix: str) -> str:
+        """A full message id from a unique prefix (NotFound / InputError for none or several)."""
+        p = prefix.strip().lower()
+        if not p or any(ch not in "0123456789abcdef" for ch in p):
+            raise NotFound(f"no message with id {prefix!r}")
+        rows = self.conn.execute("SELECT id FROM messages WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
+                                 (p, p + "g")).fetchall()
+        if not rows:
+            raise NotFound(f"no message with id {prefix!r}")
+        if len(rows) > 1 and rows[0]["id"] != p:
+            n = self.conn.execute("SELECT count(*) FROM messages WHERE id >= ? AND id < ?", (p, p + "g")).fetchone()[0]
+            raise InputError(f"id {prefix!r} is ambiguous: it starts {n} message ids; give more characters")
+        return str(rows[0]["id"])
 
     def verify_audit(self) -> tuple[bool, str]:
         """Walk the chain: (True, summary) or (False, the first broken entry and why)."""
@@ -1068,7 +1153,9 @@ class Store:
                 out.append(p)
         return out + self.unreferenced_segments()
 
-    def recall(self, msg_id: str, sender: str) -> None:
+    def recall(self, msg_id: str, sender: str, *, login: str | None = None, admin: bool = False) -> None:
+        """Cancel a delayed message. `login`: the caller the control API verified; `admin`: an
+        administrator acting for the sender (recorded as such: actor = the admin's login)."""
         with self.transaction() as c:
             r = self._row(msg_id, c)
             if r["sender"].lower() != sender.lower() or r["kind"] != "mail":
@@ -1077,45 +1164,53 @@ class Store:
                 raise StateError(f"message {msg_id} is {r['state']}: only a delayed message can be recalled")
             c.execute("UPDATE messages SET state='recalled', due_at=NULL, updated=? WHERE id=?",
                       (self.clock(), msg_id))
-            self._audit(c, msg_id, "recalled", actor=sender)
+            user = login if login is not None else None
+            detail: dict[str, Any] = {} if login is None else {"login": login}
+            if admin:
+                detail["on_behalf_of"] = r["sender"]
+            self._audit(c, msg_id, "recalled", actor=(login or sender) if admin else sender, detail=detail, user=user)
 
     def decide(self, msg_id: str, approver: str, decision: str, reason: str,
-               notices: Callable[[sqlite3.Row, str], Sequence[NewMessage]] | None = None) -> str:
+               notices: Callable[[sqlite3.Row, str], Sequence[NewMessage]] | None = None, *,
+               login: str | None = None, via: str = "") -> str:
         """Record a supervisor's release/reject of a held message; return the new state.
 
-        A release counts distinct approvers; the message is released only when their number reaches
-        approvals_required. Permission checks (routing, self-approval) are the caller's
-        (approvals.py); the state check and the write are here, in one transaction.
+        Two approvals are two people: a release counts distinct logins (the kernel-verified
+        caller, read back from the signed chain), not addresses; the message is released only when
+        their number reaches approvals_required. Permission checks (routing, bindings, no
+        self-approval) are the control API's (approvals.py); the state check, the count and the
+        write are here, in one transaction.
         """
         now = self.clock()
+        who = login if login is not None else os_user()
         with self.transaction() as c:
             r = self._row(msg_id, c)
             if r["state"] != HELD:
                 raise StateError(f"message {msg_id} is {r['state']}: already decided" if r["state"] != DELAYED
                                  else f"message {msg_id} is not held")
-            prior = {x["approver"] for x in c.execute(
-                "SELECT approver FROM approvals WHERE msg_id=? AND decision='release'", (msg_id,))}
-            if decision == "release" and approver in prior:
-                raise StateError(f"message {msg_id}: {approver} has already approved it; a second approver"
-                                 " is needed")
+            prior = {x["login"] for x in self.decisions(msg_id, c) if x["decision"] == "release"}
+            if decision == "release" and who in prior:
+                raise PermissionDenied(f"message {msg_id}: {who} has already approved it; a second person"
+                                       " is needed")
             c.execute("INSERT INTO approvals(msg_id, approver, decision, reason, os_user, ts) VALUES (?,?,?,?,?,?)",
-                      (msg_id, approver, decision, reason, os_user(), now))
+                      (msg_id, approver, decision, reason, who, now))
+            base = {"reason": reason, "login": who, **({"via": via} if via else {})}
             if decision == "reject":
                 state = REJECTED
                 c.execute("UPDATE messages SET state=?, due_at=NULL, updated=? WHERE id=?", (state, now, msg_id))
-                self._audit(c, msg_id, "rejected", actor=approver, detail={"reason": reason})
+                self._audit(c, msg_id, "rejected", actor=approver, detail=base, user=who)
             else:
                 have = len(prior) + 1
                 if have >= r["approvals_required"]:
                     state = RELEASED
                     c.execute("UPDATE messages SET state=?, due_at=?, updated=? WHERE id=?",
                               (state, now, now, msg_id))
-                    self._audit(c, msg_id, "released", actor=approver,
-                                detail={"reason": reason, "approvals": have})
+                    self._audit(c, msg_id, "released", actor=approver, detail={**base, "approvals": have},
+                                user=who)
                 else:
                     state = HELD
                     self._audit(c, msg_id, "approved", actor=approver, detail={
-                        "reason": reason, "approvals": have, "required": r["approvals_required"]})
+                        **base, "approvals": have, "required": r["approvals_required"]}, user=who)
             if notices is not None:
                 for n in notices(r, state):
                     self.accept(n)
@@ -1202,9 +1297,7 @@ class Store:
             d[k] = json.loads(d[k])
         d["recipients"] = [dict(x) for x in self.conn.execute(
             "SELECT rcpt, state, code, response FROM recipients WHERE msg_id=? ORDER BY rowid", (msg_id,))]
-        d["approvals"] = [dict(x) for x in self.conn.execute(
-            "SELECT approver, decision, reason, os_user, ts FROM approvals WHERE msg_id=? ORDER BY rowid",
-            (msg_id,))]
+        d["approvals"] = self.decisions(msg_id)  # from the signed chain, not the unsigned table
         return d
 
     def list(self, *, states: Sequence[str] = (), sender: str | None = None, kind: str | None = "mail",
@@ -1246,7 +1339,12 @@ class Store:
         where, args = _where(
             ("lower(s.sender) = lower(?)", sender or None), ("s.ts >= ?", since), ("s.ts < ?", until),
             ("s.msg_id IN (SELECT msg_id FROM attachment_hashes WHERE sha256 = ?)",
-             attachment_hash.lower() if attachment_hash else None))
+             attachment_hash.lower() if attachment_hash and len(attachment_hash) == 64 else None))
+        if attachment_hash and len(attachment_hash) < 64:  # a prefix: a range on the index ("g" > hex)
+            h = attachment_hash.lower()
+            where += (" AND " if where else " WHERE ") + ("s.msg_id IN (SELECT msg_id FROM attachment_hashes"
+                                                          " WHERE sha256 >= ? AND sha256 < ?)")
+            args += [h, h + "g"]
         q = "SELECT s.* FROM sendlog s" + where
         out = []
         for r in self.conn.execute(q + " ORDER BY s.ts", args):
@@ -1255,6 +1353,17 @@ class Store:
             d["attachments"] = json.loads(d["attachments"])
             out.append(d)
         return out
+
+
+def _audit_entry(r: sqlite3.Row) -> AuditEntry:
+    sig = r["sig"] if len(r) > 9 else ""  # a copy of a store from before signing has no column
+    return AuditEntry(r["seq"], r["ts"], r["msg_id"], r["event"], r["actor"], r["os_user"], json.loads(r["detail"]),
+                      r["prev_hash"], r["hash"], sig, r["detail"])
+
+
+def open_readonly(root: str | os.PathLike[str]) -> Store:
+    """A store opened only to read (the auditor's offline `audit verify`)."""
+    return Store(root, readonly=True)
 
 
 class AsyncStore:
@@ -1266,9 +1375,11 @@ class AsyncStore:
 
     MAX_BATCH = 256
 
-    def __init__(self, root: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, clock: Callable[[], float] = time.time,
+                 signer: Signer | None = None) -> None:
         self.root = Path(root)
         self._clock = clock
+        self._signer = signer
         self._q: queue.SimpleQueue[tuple[Callable[[Store], Any], asyncio.Future[Any], asyncio.AbstractEventLoop,
                                          tuple[str, ...]] | None] = queue.SimpleQueue()
         self._ready = threading.Event()
@@ -1283,7 +1394,7 @@ class AsyncStore:
 
     def _open(self) -> Store:
         """The engine the writer thread runs the jobs on (the PostgreSQL engine overrides it)."""
-        return Store(self.root, clock=self._clock)
+        return Store(self.root, clock=self._clock, signer=self._signer)
 
     def is_leader(self) -> bool:
         """Whether this gateway does the cluster's housekeeping: always, for the embedded engine."""
@@ -1291,6 +1402,10 @@ class AsyncStore:
 
     def on_due(self, callback: Callable[[float], None]) -> None:
         """Wake-ups from other gateways: none for the embedded engine (the pipeline pokes directly)."""
+
+    def open_reader(self) -> Store:
+        """A read-only store beside the writer (the control API's lists, exports, verify)."""
+        return Store(self.root, readonly=True)
 
     def _run(self) -> None:
         try:

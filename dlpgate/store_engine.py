@@ -8,7 +8,7 @@ from typing import Any
 
 from .config import Config
 from .errors import ConfigError
-from .store import AsyncStore, Store
+from .store import AsyncStore, Signer, Store
 
 
 def uses_pg(config: Config) -> bool:
@@ -22,22 +22,22 @@ def uses_pg(config: Config) -> bool:
     return True
 
 
-def open_store(config: Config, *, migrate_at_start: bool = True) -> Any:
-    """A synchronous store (the CLI, recovery): `Store` or `PgStore`, same interface."""
+def open_store(config: Config, *, migrate_at_start: bool = True, signer: Signer | None = None) -> Any:
+    """A synchronous store (recovery, tools): `Store` or `PgStore`, same interface."""
     if uses_pg(config):
         from .store_pg import PgStore
 
         return PgStore(config.store.url, config.store_path, node=config.store.node,
-                       lease_seconds=config.store.lease_seconds, migrate_at_start=migrate_at_start)
-    return Store(config.store_path)
+                       lease_seconds=config.store.lease_seconds, migrate_at_start=migrate_at_start, signer=signer)
+    return Store(config.store_path, signer=signer)
 
 
-def open_async_store(config: Config, *, lead: bool = False) -> AsyncStore:
+def open_async_store(config: Config, *, lead: bool = False, signer: Signer | None = None) -> AsyncStore:
     """The writer-thread store of `serve` and of the deliverer. `lead`: this process competes for
     the cluster's housekeeping leadership (the gateway does, its deliverer does not)."""
     if uses_pg(config):
         from .store_pg import AsyncPgStore
 
         return AsyncPgStore(config.store.url, config.store_path, node=config.store.node,
-                            lease_seconds=config.store.lease_seconds, lead=lead)
-    return AsyncStore(config.store_path)
+                            lease_seconds=config.store.lease_seconds, lead=lead, signer=signer)
+    return AsyncStore(config.store_path, signer=signer)

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import NotFound, PermissionDenied, StateError, StoreError
+from .errors import InputError, NotFound, PermissionDenied, StateError, StoreError
 from .store import (
     _UNSYNCED,
     _UNSYNCED_LOCK,
@@ -64,6 +64,7 @@ from .store import (
     DeliveredJob,
     NewMessage,
     RcptOutcome,
+    Signer,
     _dumps,
     _entry_hash,
     os_user,
@@ -155,7 +156,8 @@ CREATE TABLE audit (
   os_user text NOT NULL,
   detail text NOT NULL,
   prev_hash text NOT NULL,
-  hash text NOT NULL
+  hash text NOT NULL,
+  sig text NOT NULL DEFAULT ''
 );
 CREATE INDEX audit_msg ON audit (msg_id);
 CREATE INDEX audit_ts ON audit (ts);
@@ -316,8 +318,9 @@ class PgStore:
 
     def __init__(self, url: str, root: str | os.PathLike[str], *, node: str = "", lease_seconds: float = 30.0,
                  clock: Callable[[], float] = time.time, pool_size: int = 2, connect_timeout: float = 5.0,
-                 migrate_at_start: bool = True) -> None:
+                 migrate_at_start: bool = True, signer: Signer | None = None) -> None:
         psycopg = _psycopg()
+        self.signer = signer  # signs the last audit entry of every transaction (None: unsigned)
         from psycopg.rows import dict_row
         from psycopg_pool import ConnectionPool
 
@@ -562,14 +565,17 @@ class PgStore:
             return
         head = c.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE").fetchone()
         seq, prev = int(head["seq"]), head["hash"]
-        rows = []
+        rows: list[list[Any]] = []
         for ts, msg_id, event, actor, user, dj in self._audit_rows:
             seq += 1
             h = _entry_hash(prev, seq, ts, msg_id, event, actor, user, dj)
-            rows.append((seq, ts, msg_id, event, actor, user, dj, prev, h))
+            rows.append([seq, ts, msg_id, event, actor, user, dj, prev, h, ""])
             prev = h
+        # one signature per append: it covers this entry and, through the chain, every one before it
+        if self.signer is not None:
+            rows[-1][-1] = self.signer(seq, prev)
         with c.cursor() as cur:
-            with cur.copy("COPY audit (seq, ts, msg_id, event, actor, os_user, detail, prev_hash, hash)"
+            with cur.copy("COPY audit (seq, ts, msg_id, event, actor, os_user, detail, prev_hash, hash, sig)"
                           " FROM STDIN") as cp:
                 for r in rows:
                     cp.write_row(r)
@@ -581,8 +587,68 @@ class PgStore:
         conds, args = _conds(("ts >= %s", since), ("ts < %s", until), ("msg_id = %s", msg_id))
         with self._read() as c:
             rows = c.execute("SELECT * FROM audit" + conds + " ORDER BY seq", args).fetchall()
-        return [AuditEntry(r["seq"], r["ts"], r["msg_id"], r["event"], r["actor"], r["os_user"],
-                           json.loads(r["detail"]), r["prev_hash"], r["hash"]) for r in rows]
+        return [_audit_entry(r) for r in rows]
+
+    def audit_chain(self, after_seq: int = 0, limit: int = 10_000) -> builtins.list[AuditEntry]:
+        """Raw chain entries after `after_seq`, in seq order, for verification (a page at a time)."""
+        with self._read() as c:
+            rows = c.execute("SELECT * FROM audit WHERE seq > %s ORDER BY seq LIMIT %s", (after_seq, limit)).fetchall()
+        return [_audit_entry(r) for r in rows]
+
+    def audit_head(self) -> tuple[int, str]:
+        """(seq, hash) of the cluster's last entry; (0, GENESIS) for an empty log."""
+        with self._read() as c:
+            r = c.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return (int(r["seq"]), str(r["hash"])) if r else (0, GENESIS)
+
+    def audit_signed(self) -> bool:
+        with self._read() as c:
+            return c.execute("SELECT 1 FROM audit WHERE sig <> '' LIMIT 1").fetchone() is not None
+
+    def append_audit(self, msg_id: str, event: str, actor: str, detail: dict[str, Any], user: str) -> None:
+        """One entry of its own (a refusal, the seal of an old chain): signed like every append."""
+        with self.transaction() as c:
+            self._audit(c, msg_id, event, actor=actor, detail=detail, user=user)
+
+    def approval_rows(self) -> builtins.list[dict[str, Any]]:
+        with self._read() as c:
+            return [dict(r) for r in c.execute(
+                "SELECT id AS rowid, msg_id, approver, decision, reason, os_user, ts FROM approvals ORDER BY id")]
+
+    def decisions(self, msg_id: str, c: Any = None) -> builtins.list[dict[str, Any]]:
+        """People's decisions on one message, read from the audit chain (the signed record); in a
+        transaction, its own entries not yet appended count too."""
+        with (contextlib.nullcontext(c) if c is not None else self._read()) as conn:
+            rows = [dict(r) for r in conn.execute(
+                "SELECT seq, ts, actor, os_user, event, detail FROM audit WHERE msg_id = %s AND event IN"
+                " ('approved','released','rejected') AND actor <> 'dlpgate' ORDER BY seq", (msg_id,))]
+        if self._conn is not None:  # this transaction's entries, chained at its COMMIT
+            rows += [{"seq": 0, "ts": ts, "actor": actor, "os_user": user, "event": event, "detail": dj}
+                     for ts, mid, event, actor, user, dj in self._audit_rows
+                     if mid == msg_id and event in ("approved", "released", "rejected") and actor != "dlpgate"]
+        out = []
+        for r in rows:
+            d = json.loads(r["detail"])
+            out.append({"approver": r["actor"], "decision": "reject" if r["event"] == "rejected" else "release",
+                        "reason": d.get("reason", ""), "os_user": r["os_user"],
+                        "login": d.get("login", r["os_user"]), "ts": r["ts"], "seq": r["seq"]})
+        return out
+
+    def resolve_id(self, prefix: str) -> str:
+        """A full message id from a unique prefix (NotFound / InputError for none or several)."""
+        p = prefix.strip().lower()
+        if not p or any(ch not in "0123456789abcdef" for ch in p):
+            raise NotFound(f"no message with id {prefix!r}")
+        with self._read() as c:
+            rows = c.execute("SELECT id FROM messages_all WHERE id >= %s AND id < %s ORDER BY id LIMIT 2",
+                             (p, p + "g")).fetchall()
+            if not rows:
+                raise NotFound(f"no message with id {prefix!r}")
+            if len(rows) > 1 and rows[0]["id"] != p:
+                n = _scalar(c.execute("SELECT count(*) FROM messages_all WHERE id >= %s AND id < %s",
+                                      (p, p + "g")).fetchone())
+                raise InputError(f"id {prefix!r} is ambiguous: it starts {n} message ids; give more characters")
+        return str(rows[0]["id"])
 
     def verify_audit(self) -> tuple[bool, str]:
         prev, expect_seq, n = GENESIS, 1, 0
@@ -733,7 +799,8 @@ class PgStore:
             due = c.execute("SELECT id, size FROM messages WHERE state IN ('delayed','deferred','released')"
                             " AND due_at <= %s ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED",
                             (now, limit)).fetchall()
-            take, budget = [], 0
+            take: builtins.list[str] = []
+            budget = 0
             for r in due:  # the bytes come with the claim: a few big messages fill one claim
                 if take and budget + int(r["size"]) > CLAIM_BYTES:
                     break
@@ -901,7 +968,9 @@ class PgStore:
             raise NotFound(f"no message with id {msg_id!r}")
         return r
 
-    def recall(self, msg_id: str, sender: str) -> None:
+    def recall(self, msg_id: str, sender: str, *, login: str | None = None, admin: bool = False) -> None:
+        """Cancel a delayed message (`login`: the caller the control API verified; `admin`: an
+        administrator acting for the sender, recorded as such)."""
         with self.transaction() as c:
             r = self._row(msg_id, c, lock=True)
             if r["sender"].lower() != sender.lower() or r["kind"] != "mail":
@@ -910,40 +979,48 @@ class PgStore:
                 raise StateError(f"message {msg_id} is {r['state']}: only a delayed message can be recalled")
             c.execute("UPDATE messages SET state='recalled', due_at=NULL, updated=%s WHERE id=%s",
                       (self.clock(), msg_id))
-            self._audit(c, msg_id, "recalled", actor=sender)
+            detail: dict[str, Any] = {} if login is None else {"login": login}
+            if admin:
+                detail["on_behalf_of"] = r["sender"]
+            self._audit(c, msg_id, "recalled", actor=(login or sender) if admin else sender, detail=detail,
+                        user=login)
             self._retire(c, [msg_id])
 
     def decide(self, msg_id: str, approver: str, decision: str, reason: str,
-               notices: Callable[[Any, str], Sequence[NewMessage]] | None = None) -> str:
+               notices: Callable[[Any, str], Sequence[NewMessage]] | None = None, *,
+               login: str | None = None, via: str = "") -> str:
+        """As `Store.decide`: two approvals are two logins (read back from the chain)."""
         now = self.clock()
+        who = login if login is not None else os_user()
         with self.transaction() as c:
             r = self._row(msg_id, c, lock=True)  # a decision on another node waits here, then sees ours
             if r["state"] != HELD:
                 raise StateError(f"message {msg_id} is {r['state']}: already decided" if r["state"] != DELAYED
                                  else f"message {msg_id} is not held")
-            prior = {x["approver"] for x in c.execute(
-                "SELECT approver FROM approvals WHERE msg_id=%s AND decision='release'", (msg_id,))}
-            if decision == "release" and approver in prior:
-                raise StateError(f"message {msg_id}: {approver} has already approved it; a second approver"
-                                 " is needed")
+            prior = {x["login"] for x in self.decisions(msg_id, c) if x["decision"] == "release"}
+            if decision == "release" and who in prior:
+                raise PermissionDenied(f"message {msg_id}: {who} has already approved it; a second person"
+                                       " is needed")
             c.execute("INSERT INTO approvals (msg_id, approver, decision, reason, os_user, ts)"
-                      " VALUES (%s,%s,%s,%s,%s,%s)", (msg_id, approver, decision, reason, os_user(), now))
+                      " VALUES (%s,%s,%s,%s,%s,%s)", (msg_id, approver, decision, reason, who, now))
+            base = {"reason": reason, "login": who, **({"via": via} if via else {})}
             if decision == "reject":
                 state = REJECTED
                 c.execute("UPDATE messages SET state=%s, due_at=NULL, updated=%s WHERE id=%s", (state, now, msg_id))
-                self._audit(c, msg_id, "rejected", actor=approver, detail={"reason": reason})
+                self._audit(c, msg_id, "rejected", actor=approver, detail=base, user=who)
             else:
                 have = len(prior) + 1
                 if have >= r["approvals_required"]:
                     state = RELEASED
                     c.execute("UPDATE messages SET state=%s, due_at=%s, updated=%s WHERE id=%s",
                               (state, now, now, msg_id))
-                    self._audit(c, msg_id, "released", actor=approver, detail={"reason": reason, "approvals": have})
+                    self._audit(c, msg_id, "released", actor=approver, detail={**base, "approvals": have},
+                                user=who)
                     self._notify.add(repr(now))
                 else:
                     state = HELD
                     self._audit(c, msg_id, "approved", actor=approver, detail={
-                        "reason": reason, "approvals": have, "required": r["approvals_required"]})
+                        **base, "approvals": have, "required": r["approvals_required"]}, user=who)
             if notices is not None:
                 for n in notices(r, state):
                     self.accept(n)
@@ -1008,9 +1085,7 @@ class PgStore:
             d = dict(self._row(msg_id, c))
             d["recipients"] = [dict(x) for x in c.execute(
                 "SELECT rcpt, state, code, response FROM recipients WHERE msg_id=%s ORDER BY pos", (msg_id,))]
-            d["approvals"] = [dict(x) for x in c.execute(
-                "SELECT approver, decision, reason, os_user, ts FROM approvals WHERE msg_id=%s ORDER BY id",
-                (msg_id,))]
+            d["approvals"] = self.decisions(msg_id, c)  # from the signed chain, not the unsigned table
         for k in ("rules", "findings", "parts"):
             d[k] = json.loads(d[k])
         for k in ("lease_node", "lease_until"):
@@ -1069,7 +1144,12 @@ class PgStore:
         conds, args = _conds(
             ("lower(s.sender) = lower(%s)", sender or None), ("s.ts >= %s", since), ("s.ts < %s", until),
             ("s.msg_id IN (SELECT msg_id FROM attachment_hashes WHERE sha256 = %s)",
-             attachment_hash.lower() if attachment_hash else None))
+             attachment_hash.lower() if attachment_hash and len(attachment_hash) == 64 else None))
+        if attachment_hash and len(attachment_hash) < 64:  # a prefix: a range on the index ("g" > hex)
+            h = attachment_hash.lower()
+            conds += (" AND " if conds else " WHERE ") + ("s.msg_id IN (SELECT msg_id FROM attachment_hashes"
+                                                          " WHERE sha256 >= %s AND sha256 < %s)")
+            args += [h, h + "g"]
         with self._read() as c:
             rows = c.execute("SELECT s.* FROM sendlog s" + conds + " ORDER BY s.ts", args).fetchall()
         out = []
@@ -1079,6 +1159,11 @@ class PgStore:
             d["attachments"] = json.loads(d["attachments"])
             out.append(d)
         return out
+
+
+def _audit_entry(r: Any) -> AuditEntry:
+    return AuditEntry(r["seq"], r["ts"], r["msg_id"], r["event"], r["actor"], r["os_user"], json.loads(r["detail"]),
+                      r["prev_hash"], r["hash"], r.get("sig", ""), r["detail"])
 
 
 def _conds(*conds: tuple[str, Any]) -> tuple[str, builtins.list[Any]]:
@@ -1097,7 +1182,8 @@ class AsyncPgStore(AsyncStore):
     WATCH_EVERY = 1.0
 
     def __init__(self, url: str, root: str | os.PathLike[str], *, node: str = "", lease_seconds: float = 30.0,
-                 clock: Callable[[], float] = time.time, pool_size: int = 2, lead: bool = False) -> None:
+                 clock: Callable[[], float] = time.time, pool_size: int = 2, lead: bool = False,
+                 signer: Signer | None = None) -> None:
         self.url = url
         self.node = node or default_node()
         self.lease_seconds = lease_seconds
@@ -1106,13 +1192,18 @@ class AsyncPgStore(AsyncStore):
         self._leader = False
         self._on_due: list[tuple[Any, Callable[[float], None]]] = []
         self._watch_stop = threading.Event()
-        super().__init__(root, clock=clock)
+        super().__init__(root, clock=clock, signer=signer)
         self._watcher = threading.Thread(target=self._watch, name="dlpgate-store-watch", daemon=True)
         self._watcher.start()
 
     def _open(self) -> Any:
         return PgStore(self.url, self.root, node=self.node, lease_seconds=self.lease_seconds, clock=self._clock,
-                       pool_size=self._pool_size)
+                       pool_size=self._pool_size, signer=self._signer)
+
+    def open_reader(self) -> Any:
+        """A store for reads beside the writer (the control API's lists and exports)."""
+        return PgStore(self.url, self.root, node=self.node, lease_seconds=self.lease_seconds, clock=self._clock,
+                       pool_size=1, migrate_at_start=False)
 
     def on_due(self, callback: Callable[[float], None]) -> None:
         """Call `callback(due_at)` on the caller's event loop when any node makes a message due."""

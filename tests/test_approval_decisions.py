@@ -130,7 +130,7 @@ def test_two_approvers(tmp_path: Path, store: Store) -> None:
     second_req = notices_in(store)[-1]
     assert second_req["to"] == ["bucho@example.jp", "dairi@example.jp"]
     assert "1 more approval" in second_req["text"]
-    with pytest.raises(StateError, match="already approved"):
+    with pytest.raises(PermissionDenied, match="already approved"):
         decide(store, cfg, "gw.test", h.id, "kacho@example.jp", "release")
     with pytest.raises(PermissionDenied):
         decide(store, cfg, "gw.test", h.id, "tanaka@soumu.example.jp", "release")
@@ -140,6 +140,26 @@ def test_two_approvers(tmp_path: Path, store: Store) -> None:
     assert released["to"] == ["tanaka@soumu.example.jp"] and "dairi@example.jp" in released["text"]
     events = [e.event for e in store.audit_entries(msg_id=h.id)]
     assert events == ["accepted", "verdict", "held", "approved", "released"]
+
+
+def test_two_approvals_are_two_people_not_two_addresses(tmp_path: Path, store: Store) -> None:
+    # one person holding both approver addresses is still one person
+    cfg = load(tmp_path, people={"boss": ["kacho@example.jp", "bucho@example.jp"], "dairi-login": "dairi@example.jp"})
+    h = put_held(store, cfg, n=5, required=2)
+    first = decide(store, cfg, "gw.test", h.id, "kacho@example.jp", "release", "checked", login="boss")
+    assert (first.state, first.approvals) == ("held", 1)
+    with pytest.raises(PermissionDenied, match="boss has already approved it"):
+        decide(store, cfg, "gw.test", h.id, "bucho@example.jp", "release", "me again", login="boss")
+    assert _state(store, h.id) == "held"
+    # an address acts only through its own login; an unbound address acts for nobody
+    with pytest.raises(PermissionDenied, match="not one of your addresses"):
+        decide(store, cfg, "gw.test", h.id, "dairi@example.jp", "release", login="boss")
+    cfg2 = load(tmp_path, people={"boss": "kacho@example.jp"})
+    with pytest.raises(PermissionDenied, match="bound to no login"):
+        decide(store, cfg2, "gw.test", h.id, "bucho@example.jp", "release", login="bucho-login")
+    second = decide(store, cfg, "gw.test", h.id, "dairi@example.jp", "release", "deputy agrees", login="dairi-login")
+    assert (second.state, second.approvals) == ("released", 2)
+    assert [a["login"] for a in store.get(h.id)["approvals"]] == ["boss", "dairi-login"]
 
 
 def test_reject_notifies_sender_and_never_delivers(tmp_path: Path, store: Store) -> None:

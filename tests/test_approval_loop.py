@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 
 from dlpgate.config import Config, DelayConfig, QuarantineConfig
+from dlpgate.control import Caller
+from dlpgate.errors import DlpgateError
 from dlpgate.masking import mask_number
 from dlpgate.pipeline import Envelope, Judgement
 from dlpgate.server import Gateway
@@ -30,6 +32,7 @@ from tests.test_approval_support import (
     config_toml,
     load,
     mail_with_numbers,
+    people_with_me,
     run_cli,
     synthetic_numbers,
 )
@@ -41,11 +44,24 @@ PARTNER = "partner@example.com"
 
 
 def gateway_config(tmp_path: Path, sink: Sink, **quarantine: Any) -> tuple[Config, str]:
-    cli_cfg = config_toml(tmp_path, upstream_port=sink.port)
-    approvers = load(tmp_path).approvers
+    """The gateway's config (this process's login is kacho@example.jp: the CLI acts as kacho) and a
+    config file for the CLI that only says where the socket is."""
+    cli_cfg = config_toml(tmp_path, upstream_port=sink.port, people=people_with_me())
+    file_cfg = load(tmp_path, people=people_with_me())
     q = replace(QuarantineConfig(language="en"), **quarantine)
-    cfg = make_config(tmp_path, sink.port, approvers=approvers, quarantine=q, delay=DelayConfig(seconds=0))
+    cfg = make_config(tmp_path, sink.port, approvers=file_cfg.approvers, people=file_cfg.people, quarantine=q,
+                      delay=DelayConfig(seconds=0))
     return cfg, str(cli_cfg)
+
+
+async def as_person(gw: Gateway, login: str, op: str, **args: Any) -> tuple[int, str, str]:
+    """Another person acting through the gateway's authority (as the web console does):
+    (0, result, "") or (2, "", error line), like the CLI."""
+    try:
+        res = await gw.authority.call(Caller(login, None, "web"), op, args)
+    except DlpgateError as e:
+        return 2, "", f"dlpgate: {e}\n"
+    return 0, json.dumps(res), ""
 
 
 def hold_judge(required_for: dict[str, int] | None = None) -> Any:
@@ -110,17 +126,26 @@ async def test_held_notified_refused_then_released_once(loop_env: dict[str, Any]
 
     code, out, err = await cli("quarantine", "list", "--approver", "kacho@example.jp", "--config", c)
     assert code == 0 and mid in out
-    for who, msg in (("somebody@example.jp", "not an approver"), (SENDER, "self-approval")):
+    for who, msg in (("somebody@example.jp", "not one of your addresses"), (SENDER, "not one of your addresses"),
+                     ("bucho@example.jp", "not one of your addresses")):
         code, out, err = await cli("quarantine", "release", mid, "--approver", who, "--config", c)
-        assert code == 2 and msg in err and err.count("\n") == 1
+        assert code == 2 and msg in err and err.count("\n") == 1, err
+    # the sender, acting as themself, may not approve their own mail
+    code, _, err = await as_person(gw, "tanaka-login", "quarantine.decide", id=mid, decision="release",
+                                   approver=SENDER, reason="")
+    assert code == 2 and "self-approval" in err
     code, out, err = await cli("quarantine", "show", mid, "--config", c)
     assert code == 0 and "meibo.csv" in out
     assert_no_identifier(out, numbers)
 
+    pokes: list[float] = []
+    real_poke = gw.delivery.poke
+    gw.delivery.poke = lambda due: (pokes.append(due), real_poke(due))  # type: ignore[method-assign]
     code, out, err = await cli("quarantine", "release", mid, "--approver", "kacho@example.jp", "--reason", "ok",
                                "--config", c)
     assert code == 0, err
-    # no poke: the running gateway picks up a release made by another process on its own
+    assert pokes, "the decision must wake the deliverer (no polling)"
+    # no poke: the decision wakes the deliverer itself
     got = await wait_for(lambda: h.to(PARTNER), timeout=15)
     assert len(got) == 1 and got[0].mail_from == SENDER
     assert got[0].data.endswith(raw)  # the original bytes, behind our Received: line
@@ -133,8 +158,11 @@ async def test_held_notified_refused_then_released_once(loop_env: dict[str, Any]
 
     code, out, _ = await cli("audit", "verify", "--config", c)
     assert code == 0 and "chain intact" in out
-    events = [e.event for e in _audit(loop_env["db"], mid)]
-    assert events == ["accepted", "verdict", "held", "released", "delivered"]
+    trail = _audit(loop_env["db"], mid)
+    assert [e.event for e in trail] == ["accepted", "verdict", "held", *["refused"] * 4, "released", "delivered"]
+    refused = [e for e in trail if e.event == "refused"]
+    assert [e.actor for e in refused] == [refused[0].actor] * 3 + ["tanaka-login"]  # the kernel's login, not a claim
+    assert refused[0].detail["approver"] == "somebody@example.jp" and refused[0].detail["op"] == "quarantine.decide"
     # tamper with one row: verify fails naming it
     con = sqlite3.connect(loop_env["db"])
     con.execute("UPDATE audit SET actor='somebody@example.jp' WHERE msg_id=? AND event='released'", (mid,))
@@ -168,16 +196,17 @@ async def test_two_approvers_and_reject(loop_env: dict[str, Any]) -> None:
     assert code == 0 and "1 of 2" in out
     code, out, err = await cli("quarantine", "release", bulk, "--approver", "kacho@example.jp", "--config", c)
     assert code == 2 and "already approved" in err
-    code, out, err = await cli("quarantine", "reject", other, "--approver", "dairi@example.jp", "--reason",
-                               "use the file transfer service", "--config", c)
+    code, out, err = await as_person(gw, "dairi-login", "quarantine.decide", id=other, decision="reject",
+                                     reason="use the file transfer service")
     assert code == 0, err
     poke(gw)
     await wait_for(lambda: any(b"rejected" in m.data for m in h.to(SENDER)))
     await asyncio.sleep(0.5)
     assert h.to("bulk@example.com") == [] and h.to("other@example.com") == []
 
-    code, out, err = await cli("quarantine", "release", bulk, "--approver", "dairi@example.jp", "--config", c)
-    assert code == 0 and out.startswith(f"released {bulk}")
+    code, out, err = await as_person(gw, "dairi-login", "quarantine.decide", id=bulk[:12], decision="release",
+                                     reason="")
+    assert code == 0 and json.loads(out)["state"] == "released", err
     poke(gw)
     got = await wait_for(lambda: h.to("bulk@example.com"))
     assert len(got) == 1 and got[0].data.endswith(raw_bulk)
@@ -236,13 +265,16 @@ async def test_planted_my_numbers_are_held(tmp_path: Path, sink: Sink) -> None:
         row = next(json.loads(x) for x in out.splitlines() if json.loads(x)["id"] == big)
         assert row["approvals_required"] == 2 and row["records"] == 120
         assert_no_identifier(out, many)
-        code, out, _ = await cli("quarantine", "release", big, "--approver", "bucho@example.jp", "--config", c)
+        code, out, _ = await cli("quarantine", "release", big, "--config", c)  # my only approver address
         assert code == 0 and "1 of 2" in out
         poke(gw)
         await asyncio.sleep(0.5)
         assert sink.handler.to("list@example.com") == []
-        code, out, _ = await cli("quarantine", "release", big, "--approver", "kacho@example.jp", "--config", c)
-        assert code == 0 and out.startswith(f"released {big}")
+        code, _, err = await cli("quarantine", "release", big, "--approver", "kacho@example.jp", "--config", c)
+        assert code == 2 and "a second person is needed" in err
+        code, out, err = await as_person(gw, "bucho-login", "quarantine.decide", id=big, decision="release",
+                                         reason="")
+        assert code == 0 and json.loads(out)["state"] == "released", err
         poke(gw)
         got = await wait_for(lambda: sink.handler.to("list@example.com"))
         assert len(got) == 1 and got[0].data.endswith(raw_list)

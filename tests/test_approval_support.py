@@ -35,8 +35,22 @@ def synthetic_numbers(n: int, seed: int = 7) -> list[str]:
     return [my_number("".join(str(rnd.randrange(10)) for _ in range(11))) for _ in range(n)]
 
 
-def config_toml(tmp_path: Path, *, language: str = "en", extra: str = "", upstream_port: int = 10026) -> Path:
-    """A config file the CLI reads: same store as the test's, two routes, a deputy."""
+PEOPLE = {"kacho-login": "kacho@example.jp", "bucho-login": "bucho@example.jp", "dairi-login": "dairi@example.jp",
+          "tanaka-login": "tanaka@soumu.example.jp", "sato-login": "sato@zeimu.example.jp"}
+
+
+def people_toml(people: dict[str, str | Sequence[str]]) -> str:
+    out = []
+    for login, addrs in people.items():
+        lst = [addrs] if isinstance(addrs, str) else list(addrs)
+        out.append(f'[[people]]\nlogin = "{login}"\naddresses = [{", ".join(repr(a).replace(chr(39), chr(34)) for a in lst)}]\n')
+    return "\n".join(out)
+
+
+def config_toml(tmp_path: Path, *, language: str = "en", extra: str = "", upstream_port: int = 10026,
+                people: dict[str, str | Sequence[str]] | None = None, tail: str = "") -> Path:
+    """A config file the gateway reads: its store, two routes, a deputy, and who is who
+    ([[people]]: one login per address unless `people` says otherwise)."""
     p = tmp_path / "dlpgate.toml"
     p.write_text(f"""
 [smtp]
@@ -62,8 +76,26 @@ deputies = ["dairi@example.jp"]
 [[approvers]]
 senders = ["kacho@example.jp", "jinji.example.jp"]
 approvers = ["bucho@example.jp", "kacho@example.jp"]
+
+{people_toml(PEOPLE if people is None else people)}
+{tail}
 """, encoding="utf-8")
     return p
+
+
+def my_login() -> str:
+    """The OS login this test process runs as (what the gateway reads from SO_PEERCRED)."""
+    import os
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def people_with_me(address: str = "kacho@example.jp") -> dict[str, str | Sequence[str]]:
+    """PEOPLE, with `address` bound to this process's own login instead (so the CLI acts as it)."""
+    out: dict[str, str | Sequence[str]] = {k: v for k, v in PEOPLE.items() if v != address}
+    out[my_login()] = address
+    return out
 
 
 def load(tmp_path: Path, **kw: object) -> Config:
@@ -146,3 +178,93 @@ def assert_no_identifier(text: str | bytes, numbers: Sequence[str]) -> None:
     s = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
     for n in numbers:
         assert n not in s, f"unmasked identifier {mask_number(n)} in output"
+
+
+class ControlThread:
+    """The gateway's authority and control socket on a store the test fills itself, served from
+    a thread of its own (the CLI under test is synchronous and runs in the test's thread).
+
+    `as_person` calls the authority as another login, the way the web console does."""
+
+    def __init__(self, config: Config) -> None:
+        import asyncio
+        import threading
+
+        from dlpgate.auditkey import AuditKey
+
+        self.config = config
+        self.key, _ = AuditKey.load_or_create(config.audit_key_path)
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+        self._thread.start()
+        assert self._ready.wait(60), "control thread did not start"
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        import asyncio
+
+        from dlpgate import audit
+        from dlpgate.control import Authority, ControlServer
+        from dlpgate.store import AsyncStore
+
+        asyncio.set_event_loop(self.loop)
+        cfg, key = self.config, self.key
+
+        async def start() -> None:
+            self.store = AsyncStore(cfg.store_path, signer=key.sign)
+            self.witness = audit.Witness(key, cfg.audit_witness_path)
+            await self.store.run(lambda s: self.witness.write(s, force=True))
+            self.authority = Authority(cfg, self.store, hostname="gw.test",
+                                       on_decision=lambda mid: asyncio.ensure_future(
+                                           self.store.run(lambda s: self.witness.write(s, force=True))),
+                                       verify=lambda s: audit.verify(s, key, cfg.audit_witness_path))
+            self.server = ControlServer(self.authority, cfg.control_socket, cfg.control.group)
+            await self.server.start()
+
+        try:
+            self.loop.run_until_complete(start())
+        except BaseException as e:  # noqa: BLE001
+            self.error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+
+    def as_person(self, login: str, op: str, **args: object) -> object:
+        import asyncio
+
+        from dlpgate.control import Caller
+
+        fut = asyncio.run_coroutine_threadsafe(self.authority.call(Caller(login, None, "web"), op, args), self.loop)
+        return fut.result(60)
+
+    def witness_now(self) -> None:
+        import asyncio
+
+        async def w() -> None:
+            await self.store.run(lambda s: self.witness.write(s, force=True))
+
+        asyncio.run_coroutine_threadsafe(w(), self.loop).result(60)
+
+    def close(self) -> None:
+        import asyncio
+
+        async def stop() -> None:
+            await self.server.stop()
+            self.authority.close()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(60)
+        self.store.close()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(30)
+        self.loop.close()
+
+
+def signed_store(config: Config) -> Store:
+    """A store that signs its audit appends with the gateway's key (as the gateway's own does)."""
+    from dlpgate.auditkey import signer_for
+
+    return Store(config.store_path, signer=signer_for(config))

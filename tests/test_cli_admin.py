@@ -1,4 +1,6 @@
-"""The admin CLI on a real store: tables, --json lines, filters, one-line errors with exit 2."""
+"""The admin CLI against the gateway's control socket over a real store: tables, --json lines,
+filters, one-line errors with exit 2. The CLI runs as this process's own login (bound to
+kacho@example.jp and made an administrator here); other people act through the authority."""
 
 from __future__ import annotations
 
@@ -10,29 +12,36 @@ from pathlib import Path
 
 import pytest
 
+from dlpgate.errors import PermissionDenied, StateError
 from dlpgate.store import Store
 from tests.test_approval_support import (
+    ControlThread,
     assert_no_identifier,
     config_toml,
     csv_bytes,
-    load,
+    load_config,
+    my_login,
     notices_in,
+    people_with_me,
     put_held,
     run_cli,
+    signed_store,
 )
 
 
 @pytest.fixture
 def env(tmp_path: Path):  # noqa: ANN201
-    cfg_path = config_toml(tmp_path)
-    cfg = load(tmp_path)
-    st = Store(tmp_path / "store")
+    cfg_path = config_toml(tmp_path, people=people_with_me(), tail=f'[control]\nadmins = ["{my_login()}"]\n')
+    cfg = load_config(cfg_path)
+    st = signed_store(cfg)
     a = put_held(st, cfg, sender="tanaka@soumu.example.jp", seed=1)
     b = put_held(st, cfg, sender="kacho@example.jp", rcpts=("x@example.com", "y@example.com"), n=120,
                  required=2, seed=2)
     c = put_held(st, cfg, sender="sato@zeimu.example.jp", seed=3)
-    yield {"cfg": str(cfg_path), "store": st, "a": a, "b": b, "c": c,
+    gw = ControlThread(cfg)
+    yield {"cfg": str(cfg_path), "store": st, "a": a, "b": b, "c": c, "gw": gw,
            "numbers": a.numbers + b.numbers + c.numbers}
+    gw.close()
     st.close()
 
 
@@ -71,7 +80,7 @@ def test_list_filters(env) -> None:  # noqa: ANN001
     code, _, _ = run_cli(["quarantine", "reject", env["c"].id, "--approver", "bucho@example.jp", "--reason", "x",
                           "--config", env["cfg"]])
     assert code == 2  # bucho is not routed for zeimu
-    code, _, _ = run_cli(["quarantine", "reject", env["a"].id, "--approver", "bucho@example.jp", "--reason",
+    code, _, _ = run_cli(["quarantine", "reject", env["a"].id, "--approver", "kacho@example.jp", "--reason",
                           "not to partners", "--config", env["cfg"]])
     assert code == 0
     assert ids("--state", "rejected") == [env["a"].id]
@@ -81,6 +90,25 @@ def test_list_filters(env) -> None:  # noqa: ANN001
     assert "STATE" in out.splitlines()[0] and "rejected" in out
     code, _, err = run_cli(["quarantine", "list", "--state", "pending", "--config", env["cfg"]])
     assert code == 2 and err.count("\n") == 1 and "unknown state pending" in err
+    # people who are not administrators see their own mail and the mail routed to them, nothing else
+    gw = env["gw"]
+
+    def seen(login: str, **args: str) -> list[str]:
+        return [d["id"] for d in gw.as_person(login, "quarantine.list", state="all", **args)]
+
+    assert seen("sato-login") == [env["c"].id]
+    assert seen("bucho-login") == [env["a"].id, env["b"].id]
+    assert seen("dairi-login") == [env["a"].id]
+    with pytest.raises(PermissionDenied, match="not one of your addresses"):
+        gw.as_person("sato-login", "quarantine.list", sender="tanaka@soumu.example.jp")
+    with pytest.raises(PermissionDenied, match="neither yours nor routed to you"):
+        gw.as_person("sato-login", "quarantine.show", id=env["a"].id)
+    with pytest.raises(PermissionDenied, match="not an administrator"):
+        gw.as_person("sato-login", "audit.export")
+    with pytest.raises(PermissionDenied, match="not known to the gateway"):
+        gw.as_person("stranger", "quarantine.list")
+    rows = gw.as_person("bucho-login", "quarantine.list")
+    assert [(d["id"], d["can_decide"], d["approvals_needed"]) for d in rows] == [(env["b"].id, True, 2)]
 
 
 def test_show_has_envelope_headers_parts_and_masked_findings(env) -> None:  # noqa: ANN001
@@ -110,23 +138,30 @@ def test_release_and_errors_are_one_line_exit_2(env) -> None:  # noqa: ANN001
     cfg, a, b = env["cfg"], env["a"], env["b"]
     cases = [
         (["quarantine", "release", "nosuchid", "--approver", "kacho@example.jp"], "no message with id"),
-        (["quarantine", "release", a.id, "--approver", "somebody@example.jp"], "not an approver"),
-        (["quarantine", "release", a.id, "--approver", "tanaka@soumu.example.jp"], "self-approval"),
+        (["quarantine", "release", a.id, "--approver", "somebody@example.jp"], "not one of your addresses"),
+        (["quarantine", "release", a.id, "--approver", "tanaka@soumu.example.jp"], "not one of your addresses"),
+        (["quarantine", "release", a.id, "--approver", "bucho@example.jp"], "not one of your addresses"),
         (["quarantine", "release", b.id, "--approver", "kacho@example.jp"], "self-approval"),
+        (["quarantine", "release", b.id], "self-approval"),
+        (["quarantine", "release", a.id[:3]], "ambiguous"),
         (["quarantine", "show", "nosuchid"], "no message with id"),
     ]
     for argv, msg in cases:
         code, out, err = run_cli([*argv, "--config", cfg])
         assert code == 2, argv
         assert out == "" and err.startswith("dlpgate: ") and err.count("\n") == 1 and msg in err, (argv, err)
-    code, out, err = run_cli(["quarantine", "release", a.id, "--approver", "kacho@example.jp", "--reason",
+    gw = env["gw"]
+    with pytest.raises(PermissionDenied, match="self-approval"):
+        gw.as_person("tanaka-login", "quarantine.decide", id=a.id, decision="release",
+                     approver="tanaka@soumu.example.jp")
+    code, out, err = run_cli(["quarantine", "release", a.id[:16], "--approver", "kacho@example.jp", "--reason",
                               "checked with 部長", "--config", cfg])
     assert (code, err) == (0, "")
     assert out.strip() == f"released {a.id}: it is sent now; the sender is notified"
-    code, _, err = run_cli(["quarantine", "release", a.id, "--approver", "bucho@example.jp", "--config", cfg])
-    assert code == 2 and "already decided" in err
-    code, out, _ = run_cli(["quarantine", "release", b.id, "--approver", "bucho@example.jp", "--config", cfg])
-    assert code == 0 and "1 of 2" in out
+    with pytest.raises(StateError, match="already decided"):
+        gw.as_person("bucho-login", "quarantine.decide", id=a.id, decision="release")
+    res = gw.as_person("bucho-login", "quarantine.decide", id=b.id, decision="release")
+    assert (res["state"], res["approvals"], res["required"]) == ("held", 1, 2)
     code, out, _ = run_cli(["quarantine", "show", b.id, "--config", cfg])
     assert "warning:     only 1 approver(s) may act" in out  # kacho cannot approve his own mail
     # reject needs --reason: argparse usage error, exit 2
@@ -135,15 +170,19 @@ def test_release_and_errors_are_one_line_exit_2(env) -> None:  # noqa: ANN001
     st: Store = env["store"]
     d = st.get(a.id)
     assert d["state"] == "released" and d["approvals"][0]["reason"] == "checked with 部長"
-    assert d["approvals"][0]["os_user"]  # who ran the command on the machine
+    assert d["approvals"][0]["os_user"] == my_login()  # who ran the command, as the kernel said
     released = [n for n in notices_in(st) if "released" in str(n["subject"])]
     assert [n["to"] for n in released] == [["tanaka@soumu.example.jp"]]
 
 
-def test_missing_store_is_a_clear_error(tmp_path: Path) -> None:
+def test_gateway_down_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     cfg = config_toml(tmp_path)
-    code, out, err = run_cli(["quarantine", "list", "--config", str(cfg)])
-    assert code == 2 and "no message store at" in err and not (tmp_path / "store").exists()
+    for argv in (["quarantine", "list"], ["quarantine", "release", "0123456789abcdef"], ["outbox", "recall", "0123"],
+                 ["audit", "verify"], ["audit", "export"], ["log", "search"]):
+        code, out, err = run_cli([*argv, "--config", str(cfg)])
+        assert code == 2 and out == "" and err.count("\n") == 1, (argv, err)
+        assert "the gateway is not running" in err and "nothing was changed" in err
+    assert not (tmp_path / "store").exists()
 
 
 def test_log_search(env) -> None:  # noqa: ANN001
@@ -162,6 +201,10 @@ def test_log_search(env) -> None:  # noqa: ANN001
     assert code == 0 and out.strip() == "no logged messages match"
     code, _, err = run_cli(["log", "search", "--attachment-hash", "abc", "--config", cfg])
     assert code == 2 and "64 hex digits" in err
+    code, out, _ = run_cli(["log", "search", "--attachment-hash", h[:10], "--json", "--config", cfg])
+    assert [json.loads(x)["id"] for x in out.splitlines()] == [env["b"].id]
+    code, out, _ = run_cli(["log", "search", "--since", "today", "--sender", "sato@zeimu.example.jp", "--config", cfg])
+    assert code == 0 and env["c"].id in out
     code, _, err = run_cli(["log", "search", "--since", "last tuesday", "--config", cfg])
     assert code == 2 and "cannot read time" in err
 
@@ -174,27 +217,21 @@ def test_installed_entry_point_config_after_arguments(env) -> None:  # noqa: ANN
     assert [json.loads(x)["id"] for x in proc.stdout.splitlines()] == [env["a"].id, env["b"].id]
 
 
-def test_approver_bound_to_os_logins(env) -> None:  # noqa: ANN001
-    from dlpgate.store import os_user
+def test_approver_logins_migrate_and_unbound_approvers_fail_closed(tmp_path: Path) -> None:
+    from dlpgate.identities import Identities, binding_problems
 
-    me = os_user()
-    cfg = Path(env["cfg"])
-    base = cfg.read_text(encoding="utf-8")
-    # kacho may act only from another account: refused, one line, exit 2, nothing recorded
-    cfg.write_text(base + '\n[approver_logins]\n"kacho@example.jp" = ["kacho-login"]\n', encoding="utf-8")
-    code, out, err = run_cli(["quarantine", "release", env["a"].id, "--approver", "kacho@example.jp",
-                              "--config", str(cfg)])
-    assert code == 2 and "kacho-login" in err and err.count("\n") == 1
-    assert env["store"].get(env["a"].id)["state"] == "held"
-    # bound to this account: allowed
-    cfg.write_text(base + f'\n[approver_logins]\n"kacho@example.jp" = ["{me}"]\n', encoding="utf-8")
-    code, out, err = run_cli(["quarantine", "release", env["a"].id, "--approver", "kacho@example.jp",
-                              "--config", str(cfg)])
+    # the old table still binds: read as [[people]], with a line saying so
+    cfg_path = config_toml(tmp_path, people={}, tail='[approver_logins]\n"kacho@example.jp" = ["kacho-login"]\n')
+    cfg = load_config(cfg_path)
+    ids = Identities(cfg)
+    assert ids.logins_for("kacho@example.jp") == ("kacho-login",)
+    assert ids.unbound_approvers() == ("bucho@example.jp", "dairi@example.jp")
+    problems = binding_problems(cfg)
+    assert any("[approver_logins] is read as [[people]]" in p for p in problems)
+    assert any("cannot approve: bucho@example.jp, dairi@example.jp" in p for p in problems)
+    # approvers and no bindings at all: nobody can approve, and `rules check` says so in one line
+    cfg_path = config_toml(tmp_path, people={})
+    code, out, err = run_cli(["rules", "check", "--config", str(cfg_path)])
     assert code == 0, err
-    # require_login_binding: an approver missing from the table may not act at all
-    cfg.write_text(base.replace("[quarantine]", "[quarantine]\nrequire_login_binding = true", 1)
-                   if "[quarantine]" in base else base + "\n[quarantine]\nrequire_login_binding = true\n",
-                   encoding="utf-8")
-    code, _, err = run_cli(["quarantine", "release", env["b"].id, "--approver", "bucho@example.jp",
-                            "--config", str(cfg)])
-    assert code == 2 and "no OS login bound" in err
+    lines = [ln for ln in out.splitlines() if "nobody can approve" in ln]
+    assert len(lines) == 1 and "fail closed" in lines[0]

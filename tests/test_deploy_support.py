@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import random
 import signal
 import subprocess
@@ -74,7 +75,9 @@ class ServeProcess:
             f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n'
             f'[policy]\ninternal_domains = ["example.jp"]\n{rules_line}'
             f'[log]\nformat = "json"\n'
-            f'[[approvers]]\nsenders = ["*@example.jp"]\napprovers = ["boss@example.jp"]\n{extra}',
+            f'[[approvers]]\nsenders = ["*@example.jp"]\napprovers = ["boss@example.jp"]\n{extra}\n'
+            # this test process's own login is the approver: its CLI acts as boss@ through the socket
+            f'[[people]]\nlogin = "{pwd.getpwuid(os.getuid()).pw_name}"\naddresses = ["boss@example.jp"]\n',
             encoding="utf-8")
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -4,6 +4,8 @@ prometheus-client's own parser. Counters are process-global, so every check is a
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 import random
 import re
 import smtplib
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dlpgate.config import ApproverRoute, MetricsConfig, QuarantineConfig
+from dlpgate.config import ApproverRoute, MetricsConfig, Person, QuarantineConfig
 from dlpgate.extract import extract_message
 from dlpgate.extract.model import ExtractLimits
 from dlpgate.server import Gateway
@@ -74,7 +76,9 @@ async def metered(tmp_path: Path, sink: Sink) -> AsyncIterator[Gateway]:
     base = make_config(tmp_path, sink.port)
     cfg = replace(base, smtp=replace(base.smtp, allowed_clients=("127.0.0.1/32",)),
                   metrics=MetricsConfig(listen="127.0.0.1:0"), quarantine=QuarantineConfig(notify=False),
-                  approvers=(ApproverRoute(senders=("*@example.jp",), approvers=("boss@example.jp",)),))
+                  approvers=(ApproverRoute(senders=("*@example.jp",), approvers=("boss@example.jp",)),),
+                  # this process's own login is boss@: the CLI release below acts through the socket
+                  people=(Person(pwd.getpwuid(os.getuid()).pw_name, ("boss@example.jp",)),))
     gw = Gateway(cfg, workers=1)
     await gw.start()
     # the first housekeeping pass runs as a task just after start(); until it has, /healthz says 503

@@ -1,4 +1,5 @@
-"""Sender recall during the send delay: only the sender, only while `delayed`."""
+"""Sender recall during the send delay: only the sender's own login (or an administrator acting for
+them, recorded as such), only while `delayed`."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import json
 import time
 from pathlib import Path
 
-from dlpgate.config import DelayConfig
-from dlpgate.store import DELAYED, NewMessage, RcptOutcome, Store, new_id
+import pytest
+
+from dlpgate.config import DelayConfig, load_config
+from dlpgate.control import Authority, Caller
+from dlpgate.errors import NotFound, PermissionDenied, StateError
+from dlpgate.store import DELAYED, AsyncStore, NewMessage, RcptOutcome, Store, new_id
 from tests.conftest import Sink, make_config, running, send_ok
-from tests.test_approval_support import config_toml, run_cli
+from tests.test_approval_support import config_toml, my_login, people_with_me, run_cli
 
 SENDER = "suzuki@soumu.example.jp"
 
@@ -22,8 +27,9 @@ def _send(port: int, sender: str, rcpts: list[str], data: bytes) -> str:
 
 
 async def test_recall_within_the_window_over_smtp(tmp_path: Path, sink: Sink) -> None:
-    cli_cfg = str(config_toml(tmp_path, upstream_port=sink.port))
-    cfg = make_config(tmp_path, sink.port, delay=DelayConfig(seconds=5))
+    people = {**people_with_me(SENDER), "yamada-login": "yamada@soumu.example.jp"}
+    cli_cfg = str(config_toml(tmp_path, upstream_port=sink.port, people=people))
+    cfg = make_config(tmp_path, sink.port, delay=DelayConfig(seconds=5), people=load_config(cli_cfg).people)
     async with running(cfg) as gw:
         body = b"From: suzuki@soumu.example.jp\r\nTo: x@example.com\r\nSubject: minutes\r\n\r\nsee you\r\n"
         keep = await asyncio.to_thread(_send, gw.smtp_port, SENDER, ["x@example.com"], body)
@@ -36,7 +42,16 @@ async def test_recall_within_the_window_over_smtp(tmp_path: Path, sink: Sink) ->
         assert code == 0 and [o["id"] for o in objs] == [keep, drop]
         assert all(0 < o["sends_in_seconds"] <= 5 for o in objs)
         code, out, _ = await asyncio.to_thread(run_cli, ["outbox", "list", "--config", cli_cfg])
-        assert code == 0 and other in out and "SENDS IN" in out.splitlines()[0]
+        assert code == 0 and keep in out and "SENDS IN" in out.splitlines()[0]
+        # another sender sees only their own mail, may not list or recall someone else's
+        yamada = Caller("yamada-login", None, "web")
+        assert [d["id"] for d in await gw.authority.call(yamada, "outbox.list", {})] == [other]
+        with pytest.raises(PermissionDenied, match="not one of your addresses"):
+            await gw.authority.call(yamada, "outbox.list", {"sender": SENDER})
+        with pytest.raises(PermissionDenied, match="only its sender may recall it"):
+            await gw.authority.call(yamada, "outbox.recall", {"id": keep, "sender": "yamada@soumu.example.jp"})
+        with pytest.raises(PermissionDenied, match="only its sender may recall it"):
+            await gw.authority.call(yamada, "outbox.recall", {"id": keep})
 
         code, out, err = await asyncio.to_thread(run_cli, ["outbox", "recall", drop, "--sender",
                                                            "yamada@soumu.example.jp", "--config", cli_cfg])
@@ -62,7 +77,12 @@ async def test_recall_within_the_window_over_smtp(tmp_path: Path, sink: Sink) ->
         code, out, _ = await asyncio.to_thread(run_cli, ["audit", "export", "--json", "--id", drop,
                                                          "--config", cli_cfg])
         rec = [json.loads(x) for x in out.splitlines() if json.loads(x)["event"] == "recalled"]
-        assert len(rec) == 1 and rec[0]["actor"] == SENDER.upper() and rec[0]["os_user"]
+        assert len(rec) == 1 and rec[0]["actor"] == SENDER and rec[0]["os_user"] == my_login()
+        assert rec[0]["detail"]["login"] == my_login()
+        code, out, _ = await asyncio.to_thread(run_cli, ["audit", "export", "--json", "--id", keep,
+                                                         "--config", cli_cfg])
+        refused = [json.loads(x) for x in out.splitlines() if json.loads(x)["event"] == "refused"]
+        assert [r["actor"] for r in refused] == ["yamada-login", "yamada-login"]
 
 
 def _delayed(st: Store, sender: str, rcpt: str) -> str:
@@ -75,24 +95,35 @@ def _delayed(st: Store, sender: str, rcpt: str) -> str:
     return mid
 
 
-def test_delivering_and_held_cannot_be_recalled(tmp_path: Path) -> None:
-    cli_cfg = str(config_toml(tmp_path))
+async def test_delivering_and_held_cannot_be_recalled(tmp_path: Path) -> None:
+    people = {"suzuki-login": SENDER, "boss": "boss@example.jp"}
+    cfg = load_config(config_toml(tmp_path, people=people, tail='[control]\nadmins = ["boss"]\n'))
     t = [1_800_000_000.0]
     st = Store(tmp_path / "store", clock=lambda: t[0])
+    astore = AsyncStore(tmp_path / "store")
+    auth = Authority(cfg, astore, hostname="gw.test")
+    me = Caller("suzuki-login", None, "web")
     try:
         a = _delayed(st, SENDER, "a@example.com")
         b = _delayed(st, SENDER, "b@example.com")
+        c = _delayed(st, SENDER, "c@example.com")
         t[0] += 301
         claimed = st.claim_due(1)
-        assert [c.id for c in claimed] == [a]
-        code, _, err = run_cli(["outbox", "recall", a, "--sender", SENDER, "--config", cli_cfg])
-        assert code == 2 and f"message {a} is delivering" in err
+        assert [x.id for x in claimed] == [a]
+        with pytest.raises(StateError, match=f"message {a} is delivering"):
+            await auth.call(me, "outbox.recall", {"id": a, "sender": SENDER})
         st.finish_attempt(a, [RcptOutcome("a@example.com", 451, "try later")], retry_at=t[0] + 60, give_up=False)
-        code, _, err = run_cli(["outbox", "recall", a, "--sender", SENDER, "--config", cli_cfg])
-        assert code == 2 and "is deferred" in err  # already handed to the upstream once
-        code, _, err = run_cli(["outbox", "recall", "nosuch", "--sender", SENDER, "--config", cli_cfg])
-        assert code == 2 and "no message with id" in err
-        code, out, _ = run_cli(["outbox", "list", "--json", "--config", cli_cfg])
-        assert [json.loads(x)["id"] for x in out.splitlines()] == [b]
+        with pytest.raises(StateError, match="is deferred"):  # already handed to the upstream once
+            await auth.call(me, "outbox.recall", {"id": a})
+        with pytest.raises(NotFound, match="no message with id"):
+            await auth.call(me, "outbox.recall", {"id": "nosuch"})
+        assert [d["id"] for d in await auth.call(me, "outbox.list", {})] == [b, c]
+        # an administrator may recall for the sender: recorded as acting for them
+        res = await auth.call(Caller("boss", None, "web"), "outbox.recall", {"id": c})
+        assert res["on_behalf_of"] == SENDER
+        entry = [e for e in st.audit_entries(msg_id=c) if e.event == "recalled"][0]
+        assert entry.actor == "boss" and entry.detail["on_behalf_of"] == SENDER and entry.os_user == "boss"
     finally:
+        auth.close()
+        astore.close()
         st.close()

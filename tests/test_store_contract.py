@@ -168,10 +168,10 @@ def test_decide_two_approvers_reject_and_recall(store: Any) -> None:
     d = msg(store, due=T0 + 300)
     for m in (h, r, d):
         store.accept(m)
-    assert store.decide(h.id, "boss@example.jp", "release", "ok") == HELD
-    with pytest.raises(StateError):
-        store.decide(h.id, "boss@example.jp", "release", "again")
-    assert store.decide(h.id, "dep@example.jp", "release", "ok") == RELEASED
+    assert store.decide(h.id, "boss@example.jp", "release", "ok", login="boss") == HELD
+    with pytest.raises(PermissionDenied):  # two approvals are two people
+        store.decide(h.id, "dep@example.jp", "release", "again", login="boss")
+    assert store.decide(h.id, "dep@example.jp", "release", "ok", login="dep") == RELEASED
     assert store.get(h.id)["due_at"] is not None
     assert store.decide(r.id, "boss@example.jp", "reject", "no") == REJECTED
     with pytest.raises(StateError):
@@ -186,7 +186,11 @@ def test_decide_two_approvers_reject_and_recall(store: Any) -> None:
         store.recall(d.id, "a@example.jp")
     counts, top = store.decision_counts(0)
     assert counts == {"released": 1, "rejected": 1, "recalled": 1} and top > 0
-    assert [a["approver"] for a in store.get(h.id)["approvals"]] == ["boss@example.jp", "dep@example.jp"]
+    assert [(a["approver"], a["login"]) for a in store.get(h.id)["approvals"]] == [
+        ("boss@example.jp", "boss"), ("dep@example.jp", "dep")]
+    assert store.resolve_id(h.id[:-2]) == h.id
+    with pytest.raises(NotFound):
+        store.resolve_id("ffff")
     assert store.verify_audit()[0]
 
 
@@ -267,6 +271,32 @@ def _tamper(engine: Engine, store: Any) -> Callable[[], None]:
         with psycopg.connect(engine.url, autocommit=True) as c:
             c.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 2")
     return run
+
+
+def test_signed_appends_verify_with_the_key(engine: Engine, tmp_path: Path) -> None:
+    from dlpgate import audit
+    from dlpgate.auditkey import AuditKey
+
+    key, _ = AuditKey.load_or_create(tmp_path / "audit.key")
+    if engine.kind == "sqlite":
+        st: Any = Store(engine.root, clock=engine.clock, signer=key.sign)
+    else:
+        from dlpgate.store_pg import PgStore
+
+        st = PgStore(engine.url, engine.root / "k", node="k", clock=engine.clock, signer=key.sign)
+    try:
+        h = msg(st, state=HELD)
+        st.accept(h)
+        st.decide(h.id, "boss@example.jp", "reject", "no", login="boss")
+        st.append_audit(h.id, "refused", "mallory", {"why": "test"}, "mallory")
+        seq, head = st.audit_head()
+        assert seq == len(st.audit_chain()) and head == st.audit_chain()[-1].hash
+        assert st.audit_signed()
+        rep = audit.verify(st, key)
+        assert rep.ok, rep.message
+        assert [r["msg_id"] for r in st.approval_rows()] == [h.id]
+    finally:
+        st.close()
 
 
 def test_audit_tamper_detected(engine: Engine, store: Any) -> None:
