@@ -73,6 +73,7 @@ from .store import (
 log = logging.getLogger("dlpgate.store_pg")
 
 CHUNK = 1024 * 1024  # bytes per message_chunks row: big messages never need one giant bytea
+RECLAIM_EVERY = 0.5  # seconds between one node's looks for expired leases (from its claims)
 CLAIM_BYTES = 64 * 1024 * 1024  # message bytes one claim brings into memory (at least one message)
 CHANNEL = "dlpgate_due"
 LEADER_KEY = 0x646C7067  # advisory lock: housekeeping leadership ("dlpg")
@@ -337,9 +338,10 @@ class PgStore:
             self.spool_dir.mkdir(exist_ok=True, mode=0o700)
         except OSError as e:
             raise StoreError(f"cannot create the local spool at {self.root}: {e}") from e
+        self._used: dict[int, float] = {}  # id(connection) -> when it last finished a transaction
         self.pool = ConnectionPool(url, min_size=1, max_size=max(1, pool_size), open=False, timeout=connect_timeout,
                                    kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 10},
-                                   check=ConnectionPool.check_connection, name=f"dlpgate-{self.node}",
+                                   check=self._check_idle, name=f"dlpgate-{self.node}",
                                    reconnect_timeout=3600 * 24 * 365)
         try:
             self.pool.open(wait=True, timeout=max(connect_timeout, 10.0))
@@ -363,6 +365,7 @@ class PgStore:
         except BaseException:
             self.pool.close()
             raise
+        self._last_reclaim = 0.0
         self._conn: Any = None  # the connection of the open transaction
         self._depth = 0
         self._audit_rows: list[tuple[float, str, str, str, str, str]] = []  # ts, msg, event, actor, user, detail
@@ -373,6 +376,17 @@ class PgStore:
 
     def close(self) -> None:
         self.pool.close()
+
+    IDLE_CHECK = 2.0  # a pooled connection idle longer than this is probed before use
+
+    def _check_idle(self, conn: Any) -> None:
+        """The pool's check: a connection used within the last seconds is trusted (saves a round
+        trip per transaction under load); an idle one is probed, so after a database restart a
+        dead one is replaced before it fails a batch."""
+        from psycopg_pool import ConnectionPool
+
+        if time.monotonic() - self._used.get(id(conn), 0.0) > self.IDLE_CHECK:
+            ConnectionPool.check_connection(conn)
 
     # ---------------------------------------------------------------- transactions
     def _wrap(self, e: BaseException) -> StoreError:
@@ -387,6 +401,7 @@ class PgStore:
         try:
             with self.pool.connection() as c:
                 yield c
+                self._used[id(c)] = time.monotonic()
         except self._psycopg.Error as e:
             raise self._wrap(e) from e
         except Exception as e:
@@ -431,9 +446,8 @@ class PgStore:
                 with c.transaction():
                     yield c
                     self._flush_audit(c)
-                    for due in self._notify:
-                        c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, due))
                 ok = True
+                self._used[id(c)] = time.monotonic()
             except psycopg.Error as e:
                 raise self._wrap(e) from e
         finally:
@@ -560,8 +574,11 @@ class PgStore:
 
     def _flush_audit(self, c: Any) -> None:
         """Chain this transaction's entries onto the cluster's one chain (row lock on its head,
-        held until COMMIT: appends from all nodes are serialised, each transaction's together)."""
+        held until COMMIT: appends from all nodes are serialised, each transaction's together),
+        and send its wake-ups (NOTIFY is delivered at COMMIT, never for a rolled-back change)."""
         if not self._audit_rows:
+            for due in self._notify:
+                c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, due))
             return
         head = c.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE").fetchone()
         seq, prev = int(head["seq"]), head["hash"]
@@ -580,6 +597,8 @@ class PgStore:
                 for r in rows:
                     cp.write_row(r)
         c.execute("UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (seq, prev))
+        for due in self._notify:
+            c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, due))
         self._audit_rows = []
 
     def audit_entries(self, *, since: float | None = None, until: float | None = None,
@@ -766,10 +785,10 @@ class PgStore:
 
     def next_due(self) -> float | None:
         with self._read() as c:
-            r = c.execute("SELECT min(due_at) AS d FROM messages WHERE state IN ('delayed','deferred','released')"
-                          ).fetchone()
-            lease = c.execute("SELECT min(lease_until) AS l FROM messages WHERE state = 'delivering'"
-                              " AND lease_node <> %s", (self.node,)).fetchone()
+            r = c.execute("SELECT (SELECT min(due_at) FROM messages WHERE state IN ('delayed','deferred','released'))"
+                          " AS d, (SELECT min(lease_until) FROM messages WHERE state = 'delivering'"
+                          " AND lease_node <> %s) AS l", (self.node,)).fetchone()
+        lease = r
         due = None if r["d"] is None else float(r["d"])
         if lease["l"] is not None:  # another node's lease: its message is due again if that node dies
             due = float(lease["l"]) if due is None else min(due, float(lease["l"]))
@@ -795,7 +814,9 @@ class PgStore:
         now = self.clock()
         out: list[Claimed] = []
         with self.transaction() as c:
-            self.reclaim_expired(c, now)
+            if time.monotonic() - self._last_reclaim >= RECLAIM_EVERY:
+                self.reclaim_expired(c, now)
+                self._last_reclaim = time.monotonic()
             due = c.execute("SELECT id, size FROM messages WHERE state IN ('delayed','deferred','released')"
                             " AND due_at <= %s ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED",
                             (now, limit)).fetchall()

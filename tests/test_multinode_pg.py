@@ -28,7 +28,7 @@ from typing import Any
 from dlpgate.store_pg import PgStore
 from tests.conftest import Sink, free_port
 from tests.pg_support import PgCluster, pg_cluster, pg_url  # noqa: F401 - fixtures
-from tests.test_approval_support import mail_with_numbers, run_cli, synthetic_numbers
+from tests.test_approval_support import mail_with_numbers, my_login, run_cli, synthetic_numbers
 from tests.test_crash import DLPGATE
 
 SENDER = "tanaka@soumu.example.jp"
@@ -64,9 +64,17 @@ listen = ""
 internal_domains = ["example.jp"]
 [quarantine]
 language = "en"
+[control]
+admins = ["{my_login()}"]
+[audit]
+# one signing key for the cluster: every gateway appends to the same chain
+key = "{(tmp / 'audit.key').as_posix()}"
 [[approvers]]
 senders = ["*@soumu.example.jp"]
 approvers = ["kacho@example.jp"]
+[[people]]
+login = "{my_login()}"
+addresses = ["kacho@example.jp"]
 """)
     return cfg, port
 
