@@ -42,18 +42,21 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
-    from .store_pg import LATEST, PgStore
+    import time
 
-    st = PgStore(_url(config), config.store_path, node=config.store.node, migrate_at_start=False)
+    from .errors import StoreError
+    from .store_pg import LATEST, _one_line, _psycopg, _safe_url, schema_version
+
+    url = _url(config)
+    psycopg = _psycopg()
     try:
-        with st._read() as c:  # noqa: SLF001 - the engine's own connection helper
-            from .store_pg import schema_version
-
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as c:
             v = schema_version(c)
-            nodes = c.execute("SELECT node, heartbeat FROM nodes ORDER BY node").fetchall()
-    finally:
-        st.close()
-    print(f"schema version {v} (this dlpgate: {LATEST})")
-    for n in nodes:
-        print(f"node {n['node']}: last heartbeat {n['heartbeat']:.0f}")
+            nodes = c.execute("SELECT node, heartbeat FROM nodes ORDER BY node").fetchall() if v else []
+    except psycopg.Error as e:
+        raise StoreError(f"cannot read {_safe_url(url)}: {_one_line(e)}") from e
+    print(f"schema version {v} (this dlpgate: {LATEST})" + ("" if v >= LATEST else ": run `dlpgate store migrate`"))
+    now = time.time()
+    for node, beat in nodes:
+        print(f"node {node}: last heartbeat {now - beat:.0f} s ago")
     return 0

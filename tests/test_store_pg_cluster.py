@@ -217,3 +217,32 @@ def test_claim_bytes_bounded(pg_url: str, tmp_path: Path, monkeypatch: pytest.Mo
         assert sizes[0] in (2, 3) and sum(sizes) == 5  # a claim stops at the byte budget, the rest follow
     finally:
         a.close()
+
+
+def test_store_status_and_offline_verify(pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    from dlpgate.auditkey import AuditKey
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[store]\npath = "{tmp_path / "s"}"\nurl = "{pg_url}"\nnode = "n1"\n'
+                   f'[audit]\nkey = "{tmp_path / "audit.key"}"\nwitness = "{tmp_path / "audit.witness"}"\n')
+    assert cli_main(["store", "status", "--config", str(cfg)]) == 0
+    assert "run `dlpgate store migrate`" in capsys.readouterr().out  # a fresh database: no schema yet
+    key, _ = AuditKey.load_or_create(tmp_path / "audit.key")
+    st = AsyncPgStore(pg_url, tmp_path / "s", node="n1", signer=key.sign)
+    try:
+        s = PgStore(pg_url, tmp_path / "s", node="n1", signer=key.sign)
+        s.accept(msg(s.root, state=HELD))
+        from dlpgate import audit
+
+        audit.Witness(key, tmp_path / "audit.witness").write(s, force=True)
+        s.close()
+        deadline = time.monotonic() + 10
+        while cli_main(["store", "status", "--config", str(cfg)]) == 0 and "node n1" not in (
+                out := capsys.readouterr().out):
+            assert time.monotonic() < deadline, out
+            time.sleep(0.2)
+        rc = cli_main(["audit", "verify", "--public-key", str(tmp_path / "audit.key.pub"), "--config", str(cfg)])
+        out = capsys.readouterr().out
+        assert rc == 0 and "audit log ok" in out and "signed by key" in out, out
+    finally:
+        st.close()
