@@ -296,6 +296,12 @@ def migrate_url(url: str) -> tuple[int, list[int]]:
         raise StoreError(f"cannot migrate {_safe_url(url)}: {_one_line(e)}") from e
 
 
+def _configure(conn: Any) -> None:
+    """Every session of the store: a COMMIT returns only once its WAL is on disk, whatever the
+    server's default says (250 only after a durable commit)."""
+    conn.execute("SET synchronous_commit = on")
+
+
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:300]
 
@@ -341,7 +347,7 @@ class PgStore:
         self._used: dict[int, float] = {}  # id(connection) -> when it last finished a transaction
         self.pool = ConnectionPool(url, min_size=1, max_size=max(1, pool_size), open=False, timeout=connect_timeout,
                                    kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 10},
-                                   check=self._check_idle, name=f"dlpgate-{self.node}",
+                                   check=self._check_idle, configure=_configure, name=f"dlpgate-{self.node}",
                                    reconnect_timeout=3600 * 24 * 365)
         try:
             self.pool.open(wait=True, timeout=max(connect_timeout, 10.0))

@@ -261,7 +261,7 @@ def test_three_nodes_hold_on_a_released_through_b(pg_url: str, tmp_path: Path) -
 
 
 def test_node_killed_mid_load_loses_nothing(pg_url: str, tmp_path: Path) -> None:  # noqa: F811
-    total = 300
+    total = 240
     sink = Sink()
     sink.start()
     nodes = [Node(tmp_path, name, pg_url, sink.port, delay=0.5) for name in ("a", "b", "c")]
@@ -297,7 +297,7 @@ def test_node_killed_mid_load_loses_nothing(pg_url: str, tmp_path: Path) -> None
 
 
 def test_postgres_restart_under_load(pg_cluster: PgCluster, pg_url: str, tmp_path: Path) -> None:  # noqa: F811
-    total = 200
+    total = 150
     sink = Sink()
     sink.start()
     nodes = [Node(tmp_path, name, pg_url, sink.port) for name in ("a", "b")]

@@ -246,3 +246,14 @@ def test_store_status_and_offline_verify(pg_url: str, tmp_path: Path, capsys: py
         assert rc == 0 and "audit log ok" in out and "signed by key" in out, out
     finally:
         st.close()
+
+
+def test_sessions_commit_synchronously(pg_url: str, tmp_path: Path) -> None:  # noqa: F811
+    with psycopg.connect(pg_url, autocommit=True) as c:  # a server whose default is off
+        c.execute("ALTER DATABASE " + c.info.dbname + " SET synchronous_commit = off")
+    (a,) = nodes(pg_url, tmp_path, 1)
+    try:
+        with a.transaction() as c:
+            assert c.execute("SHOW synchronous_commit").fetchone()["synchronous_commit"] == "on"
+    finally:
+        a.close()
