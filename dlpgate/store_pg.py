@@ -1054,8 +1054,8 @@ class PgStore:
             self._retire(c, [msg_id])
         return state
 
-    def expire_due(self, action: str, make_notices: Callable[[Any, str], Sequence[NewMessage]] | None = None
-                   ) -> list[str]:
+    def expire_due(self, action: str, make_notices: Callable[[Any, str], Sequence[NewMessage]] | None = None,
+                   may_release: Callable[[Any], bool] | None = None) -> list[str]:
         """Held messages past expires_at end as expired (or released). Rows another node is
         deciding or expiring right now are skipped, never done twice."""
         now = self.clock()
@@ -1064,7 +1064,7 @@ class PgStore:
             rows = c.execute("SELECT * FROM messages WHERE state='held' AND expires_at IS NOT NULL"
                              " AND expires_at <= %s ORDER BY expires_at FOR UPDATE SKIP LOCKED", (now,)).fetchall()
             for r in rows:
-                if action == "release":
+                if action == "release" and (may_release is None or may_release(r)):
                     state = RELEASED
                     c.execute("UPDATE messages SET state=%s, due_at=%s, updated=%s WHERE id=%s",
                               (state, now, now, r["id"]))
