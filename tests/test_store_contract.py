@@ -305,3 +305,14 @@ def test_audit_tamper_detected(engine: Engine, store: Any) -> None:
     _tamper(engine, store)()
     ok, text = store.verify_audit()
     assert not ok and "entry 2" in text
+
+
+def test_expiry_release_makes_it_due(engine: Engine, store: Any) -> None:
+    h = msg(store, state=HELD, expires_at=T0 + 5)
+    store.accept(h)
+    engine.clock.now = T0 + 6
+    seen: list[str] = []
+    assert store.expire_due("release", lambda r, st: seen.append(st) or []) == [h.id]
+    assert seen == [RELEASED] and store.get(h.id)["state"] == RELEASED
+    assert [c.id for c in store.claim_due(5)] == [h.id]
+    assert [e.event for e in store.audit_entries(msg_id=h.id)][-1] == "released"
