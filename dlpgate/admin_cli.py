@@ -7,6 +7,7 @@
     dlpgate quarantine release ID [--approver ADDR] [--reason TEXT]
     dlpgate quarantine reject ID [--approver ADDR] --reason TEXT
     dlpgate audit verify [--public-key FILE [--store DIR] [--witness FILE]]
+    dlpgate audit key                      the public key (PEM) and its fingerprint, for auditors
     dlpgate audit export [--since WHEN] [--until WHEN] [--id ID] [--json]
     dlpgate log search [--sender ADDR] [--since WHEN] [--until WHEN] [--attachment-hash SHA256] [--json]
 
@@ -33,6 +34,7 @@ from typing import Any
 
 from . import audit
 from .config import Config
+from .control import parse_states
 from .control_client import call as control_call
 from .control_client import socket_path
 from .errors import InputError
@@ -86,6 +88,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--store", metavar="DIR", help="offline: the store directory (default: the config's)")
     p.add_argument("--witness", metavar="FILE", help="offline: the witness file (default: the config's)")
     p.set_defaults(func=cmd_audit_verify)
+    p = asub.add_parser("key", parents=[common], help="print the public key auditors verify the chain with")
+    p.set_defaults(func=cmd_audit_key)
     p = asub.add_parser("export", parents=[common], help="who sent what, who approved it")
     p.add_argument("--since", metavar="WHEN", help="ISO date/time, epoch seconds, today, yesterday, or an age like 7d / 12h")
     p.add_argument("--until", metavar="WHEN", help="same forms as --since (exclusive)")
@@ -226,24 +230,13 @@ def cmd_outbox_recall(args: argparse.Namespace, config: Config) -> int:
 
 
 # ------------------------------------------------------------------------------ quarantine
-def _states(arg: str) -> tuple[str, ...]:
-    if arg.strip().lower() == "all":
-        return ()
-    out = tuple(s.strip().lower() for s in arg.split(",") if s.strip())
-    bad = [s for s in out if s not in STATES]
-    if bad or not out:
-        named = ", ".join(bad) if bad else repr(arg)
-        raise InputError(f"--state: unknown state {named}; use all or one of {', '.join(STATES)}")
-    return out
-
-
 _LIST_JSON_KEYS = ("id", "state", "arrived", "age_seconds", "sender", "recipients", "subject", "verdict", "rules",
                    "reason", "findings", "records", "approvals", "approvals_required", "approvers", "deputies",
                    "expires_at", "can_decide", "approvals_needed")
 
 
 def cmd_quarantine_list(args: argparse.Namespace, config: Config) -> int:
-    states = _states(args.state)
+    states = parse_states(args.state)
     rows = _call(config, "quarantine.list", {"sender": args.sender, "approver": args.approver, "state": args.state})
     if args.json:
         for d in rows:
@@ -349,6 +342,13 @@ def cmd_audit_verify(args: argparse.Namespace, config: Config) -> int:
         ok, message = bool(res["ok"]), str(res["message"])
     print(("audit log ok: " if ok else "audit log BROKEN: ") + mask_text(message))
     return 0 if ok else 1
+
+
+def cmd_audit_key(args: argparse.Namespace, config: Config) -> int:
+    res = _call(config, "audit.key")
+    print(res["pem"], end="" if res["pem"].endswith("\n") else "\n")
+    print(f"# fingerprint {res['fingerprint']}")
+    return 0
 
 
 def _verify_offline(args: argparse.Namespace, config: Config) -> audit.VerifyReport:

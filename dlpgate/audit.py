@@ -37,7 +37,7 @@ log = logging.getLogger("dlpgate.audit")
 
 # values that are hashes or ids: masking their digit runs would only corrupt them
 _UNMASKED_KEYS = frozenset({"sha256", "original_sha256", "hash", "prev_hash", "msg_id", "id", "for", "dsn_for",
-                           "time", "head", "sig"})
+                           "time", "head", "sig", "pem", "fingerprint"})
 
 
 @dataclass(frozen=True)

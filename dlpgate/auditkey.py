@@ -140,7 +140,7 @@ class AuditKey(PublicKey):
             if not pub.exists() or pub.read_bytes() != key.pem():
                 tmp = pub.with_name(pub.name + ".tmp")
                 tmp.write_bytes(key.pem())
-                os.chmod(tmp, 0o644)
+                os.chmod(tmp, 0o600)  # public, but it lives among the service's files: `dlpgate audit key` hands it out
                 os.replace(tmp, pub)
         return key, created
 

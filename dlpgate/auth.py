@@ -6,8 +6,9 @@ when its mtime or size changes, so adding a user needs no restart. Verification 
 CPU on purpose (brute force); the SMTP layer runs it in `verify_async`, off the event loop, on a
 small dedicated thread pool so a flood of AUTH attempts cannot starve the accept path's threads.
 
-Create or change users with `python -m dlpgate.auth add FILE LOGIN` (password read twice from the
-terminal, or once from stdin with `--password-stdin`); `remove`, `list` likewise.
+Create users with `dlpgate auth add FILE LOGIN` (password read twice from the terminal, or once
+from stdin with `--password-stdin`; an existing login keeps its password unless `--force`);
+`remove`, `list` likewise. Each says what it did; a problem is one line and exit 2.
 """
 
 from __future__ import annotations
@@ -193,16 +194,25 @@ def _read_lines(path: Path) -> list[str]:
     return text.splitlines()
 
 
-def set_user(path: str | os.PathLike[str], login: str, password: str | bytes) -> None:
-    """Add `login` or replace its password."""
+def _check_login(login: str) -> str:
     if not login.strip() or ":" in login or any(c.isspace() for c in login.strip()):
         raise InputError("login must be non-empty, without ':' or spaces")
+    return _normal_login(login)
+
+
+def set_user(path: str | os.PathLike[str], login: str, password: str | bytes, *, replace: bool = True) -> bool:
+    """Add `login` or (with replace) change its password. True when it replaced an existing login."""
+    name = _check_login(login)
     if not password:
         raise InputError("empty password refused")
     p = Path(path)
-    name = _normal_login(login)
-    kept = [ln for ln in _read_lines(p) if _normal_login(ln.partition(":")[0]) != name or ln.lstrip().startswith("#")]
+    lines = _read_lines(p)
+    kept = [ln for ln in lines if _normal_login(ln.partition(":")[0]) != name or ln.lstrip().startswith("#")]
+    existed = len(kept) != len(lines)
+    if existed and not replace:
+        raise InputError(f"{name} already has a password in {p}; add --force to replace it")
     _write_users(p, [*kept, f"{name}:{hash_password(password)}"])
+    return existed
 
 
 def remove_user(path: str | os.PathLike[str], login: str) -> bool:
@@ -218,39 +228,76 @@ def remove_user(path: str | os.PathLike[str], login: str) -> bool:
 
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("Password: ")
-    if getpass.getpass("Again: ") != first:
+        line = sys.stdin.readline()
+        if not line:
+            raise InputError("no password on stdin (give one line)")
+        return line.rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise InputError("no terminal to ask for the password: pipe it in with --password-stdin")
+    try:
+        first = getpass.getpass("Password: ")
+        again = getpass.getpass("Again: ")
+    except EOFError:
+        raise InputError("no password given") from None
+    if again != first:
         raise InputError("passwords differ")
     return first
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m dlpgate.auth add|remove|list FILE [LOGIN]`. Exit 0 ok, 1 not found, 2 usage/input."""
-    ap = argparse.ArgumentParser(prog="dlpgate-auth", description="Manage the SMTP AUTH users file")
-    sub = ap.add_subparsers(dest="op", required=True)
-    a = sub.add_parser("add", help="add a user or change a password")
-    a.add_argument("file")
-    a.add_argument("login")
+# --------------------------------------------------------------------------- `dlpgate auth ...`
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """`auth add|remove|list FILE [LOGIN]` under the main parser (and `python -m dlpgate.auth`)."""
+    parser_class = sub._parser_class  # noqa: SLF001 - the caller's one-line-error parser
+    top = sub.add_parser("auth", parents=[common], help="SMTP AUTH users file: add|remove|list FILE [LOGIN]")
+    asub = top.add_subparsers(dest="auth_command", required=True, parser_class=parser_class)
+    a = asub.add_parser("add", parents=[common], help="add a user (--force: change an existing password)")
+    a.add_argument("file", metavar="FILE")
+    a.add_argument("login", metavar="LOGIN")
     a.add_argument("--password-stdin", action="store_true", help="read the password from one stdin line")
-    r = sub.add_parser("remove", help="remove a user")
-    r.add_argument("file")
-    r.add_argument("login")
-    ls = sub.add_parser("list", help="list logins (never hashes)")
-    ls.add_argument("file")
-    args = ap.parse_args(argv)
+    a.add_argument("--force", action="store_true", help="replace the password of an existing login")
+    a.set_defaults(func=cmd_add, config_needed=False)
+    r = asub.add_parser("remove", parents=[common], help="remove a user")
+    r.add_argument("file", metavar="FILE")
+    r.add_argument("login", metavar="LOGIN")
+    r.set_defaults(func=cmd_remove, config_needed=False)
+    ls = asub.add_parser("list", parents=[common], help="list logins (never hashes)")
+    ls.add_argument("file", metavar="FILE")
+    ls.set_defaults(func=cmd_list, config_needed=False)
+
+
+def cmd_add(args: argparse.Namespace, config: Any = None) -> int:
+    replaced = set_user(args.file, args.login, _read_password(args.password_stdin), replace=args.force)
+    name = _normal_login(args.login)
+    print(f"{'changed the password of' if replaced else 'added'} {name} in {args.file}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace, config: Any = None) -> int:
+    if not Path(args.file).exists():
+        raise InputError(f"{args.file}: no such users file")
+    if not remove_user(args.file, args.login):
+        raise InputError(f"{_normal_login(args.login)}: no such login in {args.file}")
+    print(f"removed {_normal_login(args.login)} from {args.file}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, config: Any = None) -> int:
     try:
-        if args.op == "add":
-            set_user(args.file, args.login, _read_password(args.password_stdin))
-            return 0
-        if args.op == "remove":
-            return 0 if remove_user(args.file, args.login) else 1
-        for login in sorted(parse_users(Path(args.file).read_text(encoding="utf-8"), args.file)):
-            print(login)
-        return 0
-    except (ConfigError, InputError, OSError) as e:
-        print(f"dlpgate-auth: error: {e}", file=sys.stderr)
-        return 2
+        text = Path(args.file).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{args.file}: no such users file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{args.file}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    for login in sorted(parse_users(text, args.file)):
+        print(login)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m dlpgate.auth add|remove|list FILE [LOGIN]`: the same as `dlpgate auth ...`."""
+    from .cli import main as cli_main
+
+    return cli_main(["auth", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover

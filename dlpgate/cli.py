@@ -1,45 +1,73 @@
 """`dlpgate` command line (contract: DESIGN.md).
 
-Every subcommand accepts `--config FILE`, before or after its other arguments, so the CLI finds
-the same store as the server. Any DlpgateError becomes one plain line on stderr and exit code 2.
+Every subcommand accepts `--config FILE`, before or after its other arguments. Without it the
+config is `$DLPGATE_CONFIG`, else /etc/dlpgate/dlpgate.toml when it exists, else the embedded
+defaults (`config.find_config`): one way everyone finds the running gateway's config. The variable
+only says where the config is, never who the caller is.
+
+Any DlpgateError, a usage error, or an OS error on a file named by the user becomes one plain
+line on stderr and exit code 2; nothing the user typed may produce a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from . import eventloop
-from .config import Config, load_config
-from .errors import DlpgateError
+from .config import Config, find_config, load_config
+from .errors import DlpgateError, InputError
 
 Command = Callable[[argparse.Namespace, Config], int]
 
 
 class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, naming the command and where help is."""
+
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        print(f"dlpgate: error: {message}", file=sys.stderr)
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
 
 
 def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
-                   help="TOML configuration (embedded defaults without it)")
+                   help="TOML configuration (default: $DLPGATE_CONFIG, else /etc/dlpgate/dlpgate.toml"
+                        " if it exists, else the embedded defaults)")
     return p
+
+
+def subcommands(parser: argparse.ArgumentParser) -> Iterator[tuple[list[str], argparse.ArgumentParser]]:
+    """Every parser below `parser` with its path of command words (tests sweep them all)."""
+    for action in parser._actions:  # noqa: SLF001 - argparse has no public walk
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for name, sub in action.choices.items():
+                yield [name], sub
+                for path, deeper in subcommands(sub):
+                    yield [name, *path], deeper
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = _Parser(prog="dlpgate", description="Outbound email DLP gateway", parents=[common])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("auth", help="SMTP AUTH users file: auth add|remove|list FILE [LOGIN] [--password-stdin]")
+
+    from . import auth
+
+    auth.register(sub, common)
 
     p = sub.add_parser("serve", parents=[common], help="run the gateway")
     p.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("config", parents=[common], help="the gateway's configuration")
+    csub = c.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    p = csub.add_parser("check", parents=[common],
+                        help="validate a config and the files it names; exit 2 naming the bad key")
+    p.add_argument("--no-probe", action="store_true", help="do not try to reach the upstream")
+    p.set_defaults(func=cmd_config_check)
 
     p = sub.add_parser("scan", parents=[common], help="offline scan of .eml files or attachments")
     p.add_argument("--json", action="store_true", help="one JSON object per PATH")
@@ -63,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import store_cli
 
     store_cli.register(sub, common)
+    for _, p in subcommands(parser):  # whoever registered it: usage errors in one line too
+        if not isinstance(p, _Parser):
+            p.__class__ = _Parser
     return parser
 
 
@@ -72,6 +103,26 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
     logs.setup(config.log.format, config.log.level)
     return eventloop.run(serve(config))
+
+
+def cmd_config_check(args: argparse.Namespace, config: Config) -> int:
+    import asyncio
+
+    from .startup import preflight, probe_upstream
+
+    summary = preflight(config)
+    print(f"{config.source or 'embedded defaults (no config file given or found)'}: ok")
+    for line in summary.lines():
+        print(f"  {line}")
+    warnings = list(summary.warnings)
+    if not args.no_probe:
+        why = asyncio.run(probe_upstream(config.relay.upstream, timeout=3.0))
+        if why is not None:
+            warnings.append(f"upstream {config.relay.upstream} does not answer ({why}):"
+                            " mail will wait as deferred until it does")
+    for w in warnings:
+        print(f"warning: {w}")
+    return 0
 
 
 def cmd_scan(args: argparse.Namespace, config: Config) -> int:
@@ -87,6 +138,8 @@ def cmd_rules_check(args: argparse.Namespace, config: Config) -> int:
     from .scan.scanner import Scanner
 
     d = args.dir or str(config.rules_path)
+    if not os.path.isdir(d):
+        raise InputError(f"rules directory {d} does not exist")
     Scanner.load(d)
     Policy.load(d, config.policy.internal_domains)
     print(f"rules in {d}: ok")
@@ -97,19 +150,28 @@ def cmd_rules_check(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _config_for(args: argparse.Namespace) -> Config:
+    explicit = getattr(args, "config", None)
+    if not explicit and not getattr(args, "config_needed", True):
+        return Config()  # e.g. `auth`: works on the file it is given, whatever the gateway's config
+    path, origin = find_config(explicit)
+    try:
+        return load_config(path)
+    except DlpgateError as e:
+        if origin not in ("--config", "embedded defaults"):
+            raise type(e)(f"{e} (config from {origin})") from None
+        raise
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["auth"]:  # users file for SMTP AUTH: its own small tool, no store or config needed
-        from .auth import main as auth_main
-
-        return auth_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     # everything the gateway writes (DB, its WAL and SHM files, spool, notices) is the service's
     # alone; restored afterwards for in-process callers (tests, scripts)
     old_umask = os.umask(0o077)
     try:
-        config = load_config(getattr(args, "config", None))
+        config = _config_for(args)
         return int(args.func(args, config))
     except DlpgateError as e:
         print(f"dlpgate: {e}", file=sys.stderr)
@@ -118,6 +180,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a file or directory the user named: what and why, in one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"dlpgate: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: one line, the traceback only on request (or in the gateway's log)
+        if os.environ.get("DLPGATE_DEBUG"):
+            raise
+        if args.func is cmd_serve:
+            logging.getLogger("dlpgate").critical("gateway failed", exc_info=True, extra={"event": "crashed"})
+        print(f"dlpgate: internal error: {type(e).__name__}: {e} (DLPGATE_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 70
     finally:
         os.umask(old_umask)
 

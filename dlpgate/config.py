@@ -17,6 +17,24 @@ from .errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Where every command finds the gateway's config when --config is not given: $DLPGATE_CONFIG,
+# else this file when it exists, else the embedded defaults. The variable only says where the
+# config is; it never says who the caller is (identity comes from the kernel, see control.py).
+DEFAULT_CONFIG_PATH = "/etc/dlpgate/dlpgate.toml"
+CONFIG_ENV = "DLPGATE_CONFIG"
+
+
+def find_config(explicit: str | None) -> tuple[str | None, str]:
+    """(path or None for the embedded defaults, where that choice came from)."""
+    if explicit:
+        return explicit, "--config"
+    env = os.environ.get(CONFIG_ENV, "")
+    if env:
+        return env, CONFIG_ENV
+    if Path(DEFAULT_CONFIG_PATH).is_file():
+        return DEFAULT_CONFIG_PATH, "default path"
+    return None, "embedded defaults"
+
 
 def _default_rules() -> str:
     """The checkout's rules/ (editable install), else the copy installed under <prefix>/share."""
@@ -76,6 +94,8 @@ class RelayConfig:
     retry_initial: float = 60.0
     retry_max: float = 3600.0
     give_up_after: float = 5 * 24 * 3600.0
+    # greet the upstream at start (and every 30 s while it does not answer) to say whether it does
+    probe: bool = True
 
 
 @dataclass(frozen=True)
@@ -106,6 +126,8 @@ class StoreConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     listen: str = "127.0.0.1:9325"  # "" disables the exporter
+    # /healthz says "degraded" while the oldest deferred message is older than this (seconds)
+    max_deferred_age: float = 3600.0
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 from . import audit
 from .approvals import Router, decide
 from .config import Config
+from .control_client import reachable
 from .errors import DlpgateError, InputError, PermissionDenied, StateError
 from .identities import Identities, Identity
 from .masking import mask_text
@@ -105,7 +106,8 @@ def mime_parts(raw: bytes) -> tuple[dict[str, str], list[dict[str, Any]]]:
     return headers, parts
 
 
-def _states(arg: Any) -> tuple[str, ...]:
+def parse_states(arg: Any) -> tuple[str, ...]:
+    """`--state`: held (default), all (= no filter), or a comma list of states."""
     text = str(arg if arg is not None else HELD)
     if text.strip().lower() == "all":
         return ()
@@ -154,13 +156,14 @@ class Authority:
 
     def __init__(self, config: Config, store: AsyncStore, *, hostname: str, identities: Identities | None = None,
                  on_decision: Callable[[str], Any] | None = None,
-                 verify: Callable[[Store], audit.VerifyReport] | None = None) -> None:
+                 verify: Callable[[Store], audit.VerifyReport] | None = None, public_key: Any = None) -> None:
         self.config = config
         self.store = store
         self.hostname = hostname
         self.identities = identities if identities is not None else Identities(config)
         self.on_decision = on_decision
         self._verify = verify
+        self._public_key = public_key  # auditkey.PublicKey of the chain's signing key
         # reads (lists, exports, verify) run on a read-only connection of their own, one at a time:
         # a long export or a verify of the whole chain never holds up the writer thread (SMTP accepts)
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dlpgate-control-read")
@@ -305,7 +308,7 @@ class Authority:
         return {"id": mid, "state": "recalled", "on_behalf_of": sender if admin else None}
 
     async def _quarantine_list(self, caller: Caller, me: Identity, args: Mapping[str, Any]) -> list[dict[str, Any]]:
-        states = _states(args.get("state"))
+        states = parse_states(args.get("state"))
         sender = self._sender_filter(me, _opt_str(args, "sender")) if not me.admin else _opt_str(args, "sender")
         approver = _opt_str(args, "approver")
         approver = approver.lower() if approver else None
@@ -443,6 +446,12 @@ class Authority:
         rep = await self._read(verify)
         return {"ok": rep.ok, "message": rep.message}
 
+    async def _audit_key(self, caller: Caller, me: Identity, args: Mapping[str, Any]) -> dict[str, Any]:
+        """The public key auditors verify with (offline: `audit verify --public-key FILE`)."""
+        if self._public_key is None:
+            raise InputError("this gateway has no audit signing key")
+        return {"fingerprint": self._public_key.fingerprint, "pem": self._public_key.pem().decode("ascii")}
+
     async def _log_search(self, caller: Caller, me: Identity, args: Mapping[str, Any]) -> list[dict[str, Any]]:
         since, until = _opt_time(args, "since"), _opt_time(args, "until")
         sender = _opt_str(args, "sender")
@@ -480,11 +489,36 @@ _OPS: dict[str, Callable[..., Any]] = {
     "quarantine.decide": Authority._quarantine_decide,
     "audit.export": Authority._audit_export,
     "audit.verify": Authority._audit_verify,
+    "audit.key": Authority._audit_key,
     "log.search": Authority._log_search,
 }
 
 
 # ------------------------------------------------------------------------------ the socket
+def preflight(cfg: Config) -> None:
+    """What `serve` needs for the control socket and the audit key, checked creating nothing
+    (startup.preflight runs it with the other checks): ConfigError naming the key."""
+    from .errors import ConfigError
+
+    sock = cfg.control_socket
+    if cfg.control.group:
+        try:
+            grp.getgrnam(cfg.control.group)
+        except KeyError:
+            raise ConfigError(f"control.group: no Unix group {cfg.control.group!r} (groupadd it, and add the"
+                              " service account and the people who approve)") from None
+    # (the store directory itself is made 0700 at start, before the socket is bound in it)
+    if sock.parent.is_dir() and sock.parent.stat().st_mode & 0o002 and sock.parent.resolve() != cfg.store_path.resolve():
+        raise ConfigError(f"control.socket: its directory {sock.parent} is writable by everyone; use one only the"
+                          " service account writes (e.g. /run/dlpgate)")
+    key = cfg.audit_key_path
+    if key.exists():
+        if not os.access(key, os.R_OK):
+            raise ConfigError(f"audit.key: {key} is not readable by uid {os.getuid()}")
+        if key.stat().st_mode & 0o077:
+            raise ConfigError(f"audit.key: {key} is readable by others; chmod 600 it")
+
+
 def peer_caller(sock: socket.socket) -> Caller:
     """The connecting process's uid from the kernel, and its login from the passwd database."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -500,7 +534,8 @@ def _listening(path: Path) -> bool:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(2)
     try:
-        s.connect(str(path))
+        with reachable(path) as name:
+            s.connect(name)
     except OSError:
         return False
     finally:
@@ -548,10 +583,10 @@ class ControlServer:
                 raise InputError(f"control.group: no Unix group {self.group!r}") from None
         old = os.umask(0o177)  # created 0600: nobody else connects before the mode below is set
         try:
-            self.server = await asyncio.start_unix_server(self._client, path=str(p), limit=MAX_REQUEST)
+            with reachable(p) as name:
+                self.server = await asyncio.start_unix_server(self._client, path=name, limit=MAX_REQUEST)
         except OSError as e:
-            raise InputError(f"control.socket: cannot listen on {p}: {e.strerror or e}"
-                             + (" (Unix socket paths must be under 108 bytes)" if len(str(p)) > 100 else "")) from None
+            raise InputError(f"control.socket: cannot listen on {p}: {e.strerror or e}") from None
         finally:
             os.umask(old)
         if gid >= 0:

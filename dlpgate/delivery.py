@@ -95,6 +95,20 @@ class Delivery:
         # per-recipient result ("delivered" | "deferred" | "bounced") and, for a delivery, its latency;
         # the delivery process forwards these to the gateway's metrics
         self.on_result = on_result or _count
+        # whether the upstream answered the last attempt (None: not tried yet); the gateway shows
+        # it in /healthz and dlpgate_upstream_up, and says it in the log when it changes
+        self.upstream_ok: bool | None = None
+        self.upstream_reason = ""
+        self.upstream_at = 0.0  # when it was last seen (time.time())
+
+    def _upstream_seen(self, ok: bool, reason: str = "") -> None:
+        if ok and self.upstream_ok is False:
+            log.warning("upstream %s answers again", self.config.relay.upstream,
+                        extra={"event": "upstream_up", "upstream": self.config.relay.upstream})
+        elif not ok and self.upstream_ok is not False:
+            log.warning("upstream %s unreachable: %s", self.config.relay.upstream, reason,
+                        extra={"event": "upstream_down", "upstream": self.config.relay.upstream, "reason": reason})
+        self.upstream_ok, self.upstream_reason, self.upstream_at = ok, ("" if ok else reason), time.time()
 
     # -------------------------------------------------------------- scheduling
     def poke(self, due_at: float) -> None:
@@ -246,9 +260,11 @@ class Delivery:
                 if client is None or not client.is_connected:
                     client = await self._connect()
                 errors = await send_message(client, c.sender, list(c.recipients), data)
+                self._upstream_seen(True)
                 return client, [RcptOutcome(r, errors[r].code, errors[r].message) if r in errors
                                 else RcptOutcome(r, 250, "ok") for r in c.recipients]
             except aiosmtplib.SMTPRecipientsRefused as e:
+                self._upstream_seen(True)
                 refused = {x.recipient: x for x in e.recipients}
                 await _reset(client)
                 return client, [RcptOutcome(r, refused[r].code, refused[r].message) if r in refused
@@ -258,6 +274,7 @@ class Delivery:
                 if isinstance(e, aiosmtplib.SMTPServerDisconnected) and not fresh_try and client is not None:
                     client = None  # a reused connection the upstream had closed: one fresh try
                     continue
+                self._upstream_seen(True)  # it answered, even if with a refusal
                 await _reset(client)
                 if e.code == 421 or not 400 <= e.code < 600:
                     await _drop(client)
@@ -268,8 +285,9 @@ class Delivery:
                 client = None
                 if not fresh_try and isinstance(e, aiosmtplib.SMTPServerDisconnected):
                     continue
-                return None, [RcptOutcome(r, 0, f"upstream unavailable: {type(e).__name__}: {e}"[:300])
-                              for r in c.recipients]
+                reason = f"upstream unavailable: {_why(e)}"[:300]
+                self._upstream_seen(False, reason)
+                return None, [RcptOutcome(r, 0, reason) for r in c.recipients]
         return client, [RcptOutcome(r, 0, "upstream unavailable") for r in c.recipients]
 
     async def _record(self, job: Callable[[Store], object]) -> object:
@@ -315,10 +333,31 @@ class Delivery:
             timed = timed or ok
         if hard and c.sender:
             self.poke(now)
-        if log.isEnabledFor(logging.INFO):  # masking every reply is work even when INFO is off
-            log.info("delivery attempt", extra={
-                "event": "delivery", "msg_id": c.id, "state": res.state,  # type: ignore[attr-defined]
-                "attempt": attempts, "replies": sorted({mask_text(f"{o.code} {o.response}")[:120] for o in outcomes})})
+        # a failed attempt is a WARNING naming the reason (a dead upstream must be visible); a
+        # delivery is INFO. Code 0 means no SMTP reply at all: the reason says why.
+        level = logging.INFO if delivered else logging.WARNING
+        if log.isEnabledFor(level):  # masking every reply is work even when INFO is off
+            replies = sorted({mask_text(f"{o.code} {o.response}" if o.code else o.response)[:120]
+                              for o in outcomes})
+            state = res.state  # type: ignore[attr-defined]
+            extra = {"event": "delivery", "msg_id": c.id, "state": state, "attempt": attempts, "replies": replies}
+            if delivered:
+                log.info("delivery attempt %d: %s", attempts, state, extra=extra)
+            else:
+                log.warning("delivery attempt %d: %s: %s", attempts, state, "; ".join(replies), extra=extra)
+
+
+def _why(e: BaseException) -> str:
+    """A connection failure in a few words: the OS's reason where there is one ("Connection
+    refused", "No route to host"), not the wrapper's repr."""
+    seen: BaseException | None = e
+    for _ in range(4):
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno:
+            return f"{type(e).__name__}: {os.strerror(seen.errno)}"
+        seen = seen.__cause__ or seen.__context__
+    return f"{type(e).__name__}: {e}"
 
 
 async def _reset(client: aiosmtplib.SMTP | None) -> None:

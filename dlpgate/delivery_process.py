@@ -145,14 +145,16 @@ async def _child(config: Config, hostname: str, conn: Connection) -> None:
             else:
                 counts, lats = {}, []
             with contextlib.suppress(OSError):
-                conn.send(("report", counts, lats, delivery.alive))
+                conn.send(("report", counts, lats, delivery.alive, delivery.upstream_ok, delivery.upstream_reason,
+                                   delivery.upstream_at))
 
     reporter = asyncio.create_task(report())
     await stop.wait()
     await delivery.stop(timeout=grace[0])
     reporter.cancel()
     with contextlib.suppress(OSError):
-        conn.send(("report", dict(pending), list(latencies), False))
+        conn.send(("report", dict(pending), list(latencies), False, delivery.upstream_ok, delivery.upstream_reason,
+                   delivery.upstream_at))
         conn.send(("stopped",))
     store.close()
 
@@ -173,6 +175,9 @@ class DeliveryProcess:
         self._stopping = False
         self._poke_at: float | None = None
         self._watch: asyncio.Task[None] | None = None
+        self.upstream_ok: bool | None = None  # as the child last saw it (None: no attempt yet)
+        self.upstream_reason = ""
+        self.upstream_at = 0.0
 
     @property
     def alive(self) -> bool:
@@ -216,7 +221,7 @@ class DeliveryProcess:
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(msg[1])
         elif kind == "report":
-            _, counts, lats, alive = msg
+            _, counts, lats, alive, self.upstream_ok, self.upstream_reason, self.upstream_at = msg
             for result, n in counts.items():
                 metrics.DELIVERIES.labels(result=result).inc(n)
             for x in lats:

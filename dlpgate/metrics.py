@@ -60,3 +60,8 @@ OLDEST_HELD = Gauge("dlpgate_oldest_held_age_seconds", "Age of the oldest held m
 SESSIONS = Gauge("dlpgate_smtp_sessions", "SMTP sessions open", registry=REGISTRY)
 WORKERS_BUSY = Gauge("dlpgate_workers_busy", "Messages being judged in the worker pool", registry=REGISTRY)
 UP = Gauge("dlpgate_up", "1 while listener, store and scheduler are alive", registry=REGISTRY)
+UPSTREAM_UP = Gauge("dlpgate_upstream_up",
+                    "1 while the upstream answers (last delivery attempt or probe), 0 while it does not",
+                    registry=REGISTRY)
+OLDEST_DEFERRED = Gauge("dlpgate_oldest_deferred_age_seconds", "Age of the oldest deferred message (0 if none)",
+                        registry=REGISTRY)

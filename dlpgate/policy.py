@@ -46,7 +46,7 @@ class Verdict:
     rules: tuple[str, ...]  # rule ids that decided it
     reason: str  # short plain text; never an identifier or other recipients' addresses
     logged: tuple[str, ...] = ()  # rules in `log` (monitor-only) mode that matched
-    approvals_required: int = 1  # 2 when a rule demands two approvers
+    approvals_required: int = 1  # 2 when a rule demands two approvers; 0 for clean mail (nothing to approve)
     rewrite_recipients: bool = False  # pipeline moves external To/Cc to undisclosed recipients
     extra_findings: tuple[Finding, ...] = ()  # policy-level findings (exposed_recipients, first_contact)
 
@@ -250,7 +250,8 @@ class Policy:
         logged = tuple(r.id for r in matched if r.action == "log")
         extra = tuple(f for f in ctx.findings if f.detector in POLICY_DETECTORS)
         if not enforced:
-            return Verdict("clean", (), "", logged=logged, extra_findings=extra)
+            # nothing to approve: 0, so a delivered message never reads "0 of 1 approvals"
+            return Verdict("clean", (), "", logged=logged, approvals_required=0, extra_findings=extra)
         top = max(_ACTION_RANK[r.action] for r in enforced)
         deciding = [r for r in enforced if _ACTION_RANK[r.action] == top]
         rewrite = any(r.action == "rewrite" for r in enforced)
@@ -261,7 +262,7 @@ class Policy:
             rules=tuple(r.id for r in deciding),
             reason=" ".join(dict.fromkeys(x for x in reasons if x)),
             logged=logged,
-            approvals_required=max(r.approvals for r in enforced if r.action != "rewrite") if top > 1 else 1,
+            approvals_required=max(r.approvals for r in enforced if r.action != "rewrite") if top > 1 else 0,
             rewrite_recipients=rewrite and action != "reject",
             extra_findings=extra,
         )

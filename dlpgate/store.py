@@ -499,7 +499,14 @@ class Store:
                 db = self.root / "dlpgate.db"
                 if not db.is_file():
                     raise InputError(f"no message store at {self.root}")
-                self.conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+                uri = db.resolve().as_uri()
+                self.conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+                try:
+                    self.conn.execute("SELECT 1 FROM audit LIMIT 1").fetchall()
+                except sqlite3.OperationalError:  # a copy without its -shm on a read-only disk: read it as is
+                    self.conn.close()
+                    self.conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+                    self.conn.execute("SELECT 1 FROM audit LIMIT 1").fetchall()  # not a store: StoreError below
                 self.conn.row_factory = sqlite3.Row
             else:
                 self._open()
@@ -1329,6 +1336,17 @@ class Store:
                                  (after_seq,)).fetchall()
         top = self.conn.execute("SELECT max(seq) AS m FROM audit").fetchone()["m"] or after_seq
         return {r["event"]: r["n"] for r in rows}, int(top)
+
+    def count_in_states(self, states: Sequence[str]) -> dict[str, int]:
+        """Counts of the given states only: an index range each, never a walk over every finished row
+        (the exporter asks at every scrape)."""
+        marks = ",".join("?" * len(states))
+        return {r["state"]: r["n"] for r in self.conn.execute(
+            f"SELECT state, count(*) AS n FROM messages WHERE state IN ({marks}) GROUP BY state", tuple(states))}
+
+    def oldest_in_state(self, state: str) -> float | None:
+        r = self.conn.execute("SELECT min(arrived) AS a FROM messages WHERE state = ?", (state,)).fetchone()
+        return None if r["a"] is None else float(r["a"])
 
     def oldest_held(self) -> float | None:
         r = self.conn.execute("SELECT min(arrived) AS a FROM messages WHERE state='held'").fetchone()

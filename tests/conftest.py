@@ -180,3 +180,17 @@ def states(store_path: Path, kind: str | None = "mail") -> list[str]:
         return [r["state"] for r in st.list(kind=kind)]
     finally:
         st.close()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]  # noqa: ANN001
+    """A skipped Postfix end-to-end test is said loudly at the end, with how to run it: a quiet
+    "s" among hundreds of dots would let a newcomer think the relay was tested against Postfix."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "test_postfix_e2e" in r.nodeid]
+    if not skipped:
+        return
+    longrepr = skipped[0].longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    terminalreporter.write_sep("!", "the Postfix end-to-end test was SKIPPED", red=True, bold=True)
+    terminalreporter.write_line(f"  why: {reason}")
+    terminalreporter.write_line("  to run it: apt-get install postfix (Debian/Ubuntu), then `make test` as root."
+                                " With CI=true it never skips (.ci/run installs Postfix).")

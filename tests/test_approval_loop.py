@@ -145,6 +145,16 @@ async def test_held_notified_refused_then_released_once(loop_env: dict[str, Any]
                                "--config", c)
     assert code == 0, err
     assert pokes, "the decision must wake the deliverer (no polling)"
+    # ...and its chain head is witnessed outside the store, signed
+    witness = gw.config.audit_witness_path
+    released_seq = next(e.seq for e in _audit(loop_env["db"], mid) if e.event == "released")
+
+    def witnessed() -> list[dict[str, Any]]:
+        lines = witness.read_text(encoding="ascii").splitlines() if witness.exists() else []
+        return [json.loads(x) for x in lines if json.loads(x)["seq"] >= released_seq]
+
+    head = (await wait_for(witnessed))[0]
+    assert gw.audit_key.check_witness(head["seq"], head["hash"], head["ts"], head["sig"]) == ""
     # no poke: the decision wakes the deliverer itself
     got = await wait_for(lambda: h.to(PARTNER), timeout=15)
     assert len(got) == 1 and got[0].mail_from == SENDER

@@ -220,7 +220,8 @@ class ControlThread:
             self.authority = Authority(cfg, self.store, hostname="gw.test",
                                        on_decision=lambda mid: asyncio.ensure_future(
                                            self.store.run(lambda s: self.witness.write(s, force=True))),
-                                       verify=lambda s: audit.verify(s, key, cfg.audit_witness_path))
+                                       verify=lambda s: audit.verify(s, key, cfg.audit_witness_path),
+                                       public_key=key)
             self.server = ControlServer(self.authority, cfg.control_socket, cfg.control.group)
             await self.server.start()
 

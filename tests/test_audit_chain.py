@@ -134,7 +134,10 @@ def test_forged_decision_row_is_caught(env) -> None:  # noqa: ANN001
 
 def test_copied_database_with_the_wrong_key_fails_offline(env, tmp_path: Path) -> None:  # noqa: ANN001
     cfg = env["config"]
-    pub = Path(str(cfg.audit_key_path) + ".pub")
+    code, out, err = run_cli(["audit", "key", "--config", env["cfg"]])  # what an auditor is handed
+    assert code == 0 and out.startswith("-----BEGIN PUBLIC KEY-----") and env["gw"].key.fingerprint in out
+    pub = tmp_path / "auditor.pub"
+    pub.write_text(out.split("# fingerprint")[0], encoding="ascii")
     copy = tmp_path / "copy"
     shutil.copytree(env["db"].parent, copy, ignore=shutil.ignore_patterns("*.sock"))
     code, out, err = run_cli(["audit", "verify", "--public-key", str(pub), "--store", str(copy),
@@ -286,3 +289,25 @@ def test_stored_json_and_chain_hashes_are_json_dumps_byte_for_byte(value, seq, t
     old = hashlib.sha256(json.dumps([seq, repr(ts), text, "accepted", "dlpgate", "u", _dumps(value), "0" * 64],
                                     ensure_ascii=False, separators=(",", ":")).encode("utf-8")).hexdigest()
     assert _entry_hash("0" * 64, seq, ts, text, "accepted", "dlpgate", "u", _dumps(value)) == old
+
+
+async def test_gateway_seals_a_store_from_before_signing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from dlpgate.control import Caller
+    from tests.conftest import make_config, running
+
+    cfg_file = load_config(config_toml(tmp_path))
+    old = Store(cfg_file.store_path)
+    put_held(old, cfg_file, seed=61)
+    n_old = old.audit_head()[0]
+    old.close()
+    _sql(cfg_file.store_path / "dlpgate.db", "ALTER TABLE audit DROP COLUMN sig")  # the schema before signing
+    cfg = make_config(tmp_path, 9, approvers=cfg_file.approvers, people=cfg_file.people)
+    with caplog.at_level("INFO"):
+        async with running(cfg) as gw:
+            res = await gw.authority.call(Caller("root-ish", 0, "socket"), "audit.verify", {})
+            assert res["ok"], res
+            head = json.loads(cfg.audit_witness_path.read_text(encoding="ascii").splitlines()[0])
+            assert head["seq"] == n_old + 1  # the seal, witnessed before anything else appends
+            seal = (await gw.store.run(lambda s: s.audit_chain(n_old, 1)))[0]
+            assert seal.event == "sealed" and seal.detail["entries"] == n_old and seal.sig
+    assert any(f"sealed {n_old} audit entries written before signing" in r.getMessage() for r in caplog.records)

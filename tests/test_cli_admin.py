@@ -235,3 +235,7 @@ def test_approver_logins_migrate_and_unbound_approvers_fail_closed(tmp_path: Pat
     assert code == 0, err
     lines = [ln for ln in out.splitlines() if "nobody can approve" in ln]
     assert len(lines) == 1 and "fail closed" in lines[0]
+    code, out, err = run_cli(["config", "check", "--no-probe", "--config", str(cfg_path)])
+    assert code == 0, err
+    lines = [ln for ln in out.splitlines() if "nobody can approve" in ln]
+    assert len(lines) == 1 and lines[0].startswith("warning: ")

@@ -54,9 +54,11 @@ def test_auth_users_tool_through_the_cli(tmp_path: Path, monkeypatch: pytest.Mon
     users = tmp_path / "users"
     monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret-pass\n"))
     assert cli_main(["auth", "add", str(users), "clerk@example.jp", "--password-stdin"]) == 0
+    assert capsys.readouterr().out.startswith("added clerk@example.jp in ")
     assert users.stat().st_mode & 0o777 == 0o600
     assert "s3cret-pass" not in users.read_text()
     assert cli_main(["auth", "list", str(users)]) == 0
     out = capsys.readouterr().out
     assert out.strip() == "clerk@example.jp"
-    assert cli_main(["auth", "remove", str(users), "nobody@example.jp"]) == 1
+    assert cli_main(["auth", "remove", str(users), "nobody@example.jp"]) == 2  # an input error, said in one line
+    assert capsys.readouterr().err == f"dlpgate: nobody@example.jp: no such login in {users}\n"

@@ -133,7 +133,8 @@ def run_as(user: str, argv: Sequence[str], env: dict[str, str] | None = None) ->
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     _need_root()
     acc = Accounts()
-    pub = Path(tempfile.mkdtemp(prefix="dlpgate-ctl-"))  # where the accounts may reach: socket, configs
+    # where the accounts may reach (socket, configs): /tmp itself, whatever TMPDIR says
+    pub = Path(tempfile.mkdtemp(prefix="dlpgate-ctl-", dir="/tmp" if os.path.isdir("/tmp") else None))
     os.chmod(pub, 0o755)
     tmp = tmp_path_factory.mktemp("accounts")
     proc: subprocess.Popen[bytes] | None = None

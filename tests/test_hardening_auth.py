@@ -197,11 +197,12 @@ def test_tool_add_list_remove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     path = tmp_path / "users"
     monkeypatch.setattr("sys.stdin", io.StringIO("synthetic-pw-2\n"))
     assert auth.main(["add", str(path), "Dave@example.jp", "--password-stdin"]) == 0
+    assert capsys.readouterr().out == f"added dave@example.jp in {path}\n"
     assert auth.main(["list", str(path)]) == 0
     assert capsys.readouterr().out == "dave@example.jp\n"
     assert auth.FileAuthenticator(path).verify("dave@example.jp", b"synthetic-pw-2") == "dave@example.jp"
     assert auth.main(["remove", str(path), "dave@example.jp"]) == 0
-    assert auth.main(["remove", str(path), "dave@example.jp"]) == 1
+    assert auth.main(["remove", str(path), "dave@example.jp"]) == 2  # unknown login: an input error
     monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
     assert auth.main(["add", str(path), "eve@example.jp", "--password-stdin"]) == 2  # empty password
     assert auth.main(["add", str(path), "bad:name", "--password-stdin"]) == 2

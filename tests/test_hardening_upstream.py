@@ -21,7 +21,9 @@ from tests.test_hardening_support import FakeUpstream, make_tls, message
 
 def relay_config(tmp_path: Path, port: int, **relay: object) -> Config:
     cfg = make_config(tmp_path, port)
-    r = RelayConfig(upstream=f"127.0.0.1:{port}", tls="off", retry_initial=0.3, retry_max=0.6, timeout=1.0)
+    # probe off: these tests count the fake upstream's connections and script a fault per connection
+    r = RelayConfig(upstream=f"127.0.0.1:{port}", tls="off", retry_initial=0.3, retry_max=0.6, timeout=1.0,
+                    probe=False)
     return replace(cfg, relay=replace(r, **relay))  # type: ignore[arg-type]
 
 

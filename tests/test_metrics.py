@@ -4,6 +4,7 @@ prometheus-client's own parser. Counters are process-global, so every check is a
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pwd
 import random
@@ -49,6 +50,12 @@ def scrape_text(port: int, path: str = "/metrics") -> tuple[int, str]:
             return r.status, r.read().decode("utf-8")
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode("utf-8")
+
+
+def health(port: int) -> tuple[int, str]:
+    """/healthz: (HTTP status, the JSON body's status)."""
+    code, body = scrape_text(port, "/healthz")
+    return code, json.loads(body)["status"]
 
 
 def parse(text: str) -> dict[Sample, float]:
@@ -201,19 +208,21 @@ async def test_healthz_503_when_the_store_cannot_be_written(metered: Gateway) ->
     gw = metered
     assert gw.metrics_server is not None and gw.store is not None
     port = gw.metrics_server.port
-    assert await asyncio.to_thread(scrape_text, port, "/healthz") == (200, "ok\n")
+    assert await asyncio.to_thread(health, port) == (200, "ok")
     root = Path(gw.store.root)
     aside = root.with_name(root.name + ".aside")
     root.rename(aside)
     root.write_bytes(b"not a directory")
     try:
-        assert await asyncio.to_thread(scrape_text, port, "/healthz") == (503, "unhealthy\n")
+        code, report = await asyncio.to_thread(scrape_text, port, "/healthz")
+        assert code == 503 and json.loads(report)["status"] == "unhealthy"
+        assert json.loads(report)["checks"]["store"] == {"ok": False}
         samples = parse((await asyncio.to_thread(scrape_text, port))[1])
         assert value(samples, "dlpgate_up") == 0
     finally:
         root.unlink()
         aside.rename(root)
-    assert await asyncio.to_thread(scrape_text, port, "/healthz") == (200, "ok\n")
+    assert await asyncio.to_thread(health, port) == (200, "ok")
 
 
 async def test_healthz_503_when_the_listener_is_closed(metered: Gateway) -> None:

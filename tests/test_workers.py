@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -43,6 +44,14 @@ def sleepy(seconds: float) -> int:
     return os.getpid()
 
 
+def wait_for_file(path: str, limit: float = 60.0) -> int:
+    """Hold the worker until `path` exists (the test says when), bounded."""
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.getpid()
+
+
 def die() -> None:
     os._exit(3)
 
@@ -73,16 +82,36 @@ async def test_crash_is_reported_and_pool_recovers() -> None:
 
 
 async def _busy_then_queue(pool: WorkerPool, calls: list[tuple]) -> tuple[list[asyncio.Future], int]:
-    """Occupy the only worker, queue `calls` (fn, args, batchable) behind it, free it: the size of
-    the batch the freed worker was given."""
-    blocker = asyncio.ensure_future(pool.call(sleepy, 0.3, timeout=10))
-    await asyncio.sleep(0.05)
-    futs = [asyncio.ensure_future(pool.call(fn, *args, timeout=timeout, batchable=b)) for fn, args, timeout, b in calls]
-    await asyncio.sleep(0.05)
-    assert len(pool._waiting) == len(calls)  # noqa: SLF001 - all queued behind the blocker
-    await blocker
+    """Occupy the only worker, queue `calls` (fn, args, timeout, batchable) behind it, free it:
+    the size of the batch the freed worker was given.
+
+    Read from what was sent down the worker's pipe, not from the slot after the blocker returns:
+    on a loaded machine the batch may already be answered (and the next call sent) by then."""
     (slot,) = pool._slots  # noqa: SLF001
-    return futs, len(slot.batch or [])
+    sent: list[int] = []
+    send = slot.conn.send
+
+    def recording_send(obj: object) -> None:
+        if isinstance(obj, list):
+            sent.append(len(obj))
+        send(obj)
+
+    slot.conn.send = recording_send  # type: ignore[method-assign]
+    gate = Path(tempfile.mkdtemp()) / "go"
+    blocker = asyncio.ensure_future(pool.call(wait_for_file, str(gate), timeout=60))
+    futs = [asyncio.ensure_future(pool.call(fn, *args, timeout=timeout, batchable=b)) for fn, args, timeout, b in calls]
+    for _ in range(600):  # every call queued behind the blocker (bounded: 30 s)
+        if len(pool._waiting) == len(calls):  # noqa: SLF001
+            break
+        await asyncio.sleep(0.05)
+    assert len(pool._waiting) == len(calls)  # noqa: SLF001 - all queued behind the blocker
+    gate.touch()  # the worker is free only now, whatever the machine's load
+    await blocker
+    gate.unlink()
+    gate.parent.rmdir()
+    await asyncio.gather(*futs, return_exceptions=True)
+    assert sent[0] == 1  # the blocker went alone
+    return futs, sent[1]
 
 
 async def test_queued_small_calls_share_the_next_free_worker() -> None:
