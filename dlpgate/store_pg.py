@@ -1161,6 +1161,20 @@ class PgStore:
             top = c.execute("SELECT seq FROM audit_head WHERE id = 1").fetchone()
         return {r["event"]: int(r["n"]) for r in rows}, int(top["seq"] if top else 0) or after_seq
 
+    def count_in_states(self, states: Sequence[str]) -> dict[str, int]:
+        """Counts of unfinished states (the exporter asks at every scrape): the hot table only,
+        unless a finished state is asked for."""
+        table = "messages" if not set(states) & set(FINAL) else "messages_all"
+        with self._read() as c:
+            return {r["state"]: int(r["n"]) for r in c.execute(
+                f"SELECT state, count(*) AS n FROM {table} WHERE state = ANY(%s) GROUP BY state", (list(states),))}
+
+    def oldest_in_state(self, state: str) -> float | None:
+        table = "messages" if state not in FINAL else "messages_history"
+        with self._read() as c:
+            r = c.execute(f"SELECT min(arrived) AS a FROM {table} WHERE state = %s", (state,)).fetchone()
+        return None if r["a"] is None else float(r["a"])
+
     def oldest_held(self) -> float | None:
         with self._read() as c:
             r = c.execute("SELECT min(arrived) AS a FROM messages WHERE state='held'").fetchone()

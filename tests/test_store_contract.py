@@ -316,3 +316,21 @@ def test_expiry_release_makes_it_due(engine: Engine, store: Any) -> None:
     assert seen == [RELEASED] and store.get(h.id)["state"] == RELEASED
     assert [c.id for c in store.claim_due(5)] == [h.id]
     assert [e.event for e in store.audit_entries(msg_id=h.id)][-1] == "released"
+
+
+def test_engines_offer_the_same_interface() -> None:
+    """A transition added to one engine and not the other fails here, not in a gateway."""
+    from dlpgate.store_pg import AsyncPgStore, PgStore
+
+    def public(cls: type) -> set[str]:
+        return {m for m in dir(cls) if not m.startswith("_") and m != "BUSY_SECONDS"}
+
+    assert public(Store) <= public(PgStore), public(Store) - public(PgStore)
+    assert public(AsyncStore) <= public(AsyncPgStore)
+
+
+def test_counts_for_the_exporter(store: Any) -> None:
+    store.accept(msg(store, state=HELD))
+    store.accept(msg(store))
+    assert store.count_in_states((HELD, DELAYED, "deferred")) == {HELD: 1, DELAYED: 1}
+    assert store.oldest_in_state(HELD) == T0 and store.oldest_in_state("deferred") is None
