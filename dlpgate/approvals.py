@@ -32,7 +32,7 @@ from .errors import InputError, PermissionDenied, StateError
 from .identities import Identities
 from .masking import mask_text
 from .notices import Notice, queue_notice
-from .store import HELD, RELEASED, AsyncStore, NewMessage, Store, write_spool_file
+from .store import DELAYED, HELD, RELEASED, AsyncStore, NewMessage, Store, write_spool_file
 
 DECISIONS = ("release", "reject")
 
@@ -185,6 +185,9 @@ _TEXTS: dict[str, dict[str, str]] = {
         "none": "なし",
         "footer": "この通知には保留されたメールの内容は含まれていません。\n-- dlpgate",
         "age.d": "{n}日", "age.h": "{n}時間", "age.m": "{n}分",
+        "link.decide": "承認画面（サインインが必要です）", "link.mine": "送信者ページ（サインインが必要です）",
+        "delayed.subject": "[dlpgate] 送信待ち: {subject}",
+        "delayed.intro": "あなたのメールは {when} に送信されます。それまでは送信者ページから取り消せます。",
     },
     "en": {
         "held.subject": "[dlpgate] Message held for approval: {subject}",
@@ -219,6 +222,9 @@ _TEXTS: dict[str, dict[str, str]] = {
         "none": "none",
         "footer": "This notice does not contain the held message's content.\n-- dlpgate",
         "age.d": "{n} days", "age.h": "{n} hours", "age.m": "{n} minutes",
+        "link.decide": "Decide in the console (sign-in required)", "link.mine": "Your mail (sign-in required)",
+        "delayed.subject": "[dlpgate] Waiting to be sent: {subject}",
+        "delayed.intro": "Your message will be sent at {when}. Until then you can recall it from your page.",
     },
 }
 
@@ -329,6 +335,12 @@ class Notices:
                 f"  dlpgate quarantine release {msg_id} [--reason TEXT]",
                 f"  dlpgate quarantine reject {msg_id} --reason TEXT"]
 
+    def _link(self, key: str, path: str) -> list[str]:
+        """A line pointing at the web console when `[web] base_url` is set. It leads to a sign-in;
+        it carries no token and decides nothing by itself."""
+        base = self.config.web.base_url.rstrip("/")
+        return [f"{self._t(key)}: {base}{path}"] if base else []
+
     def _notice(self, to: Sequence[str], subject: str, body: list[str], kind: str, msg_id: str,
                 now: float) -> NewMessage:
         text = "\n".join([*body, "", self._t("footer"), ""])
@@ -346,6 +358,8 @@ class Notices:
         """A message is being held: tell its sender why and who may approve, and the approvers."""
         if not self.config.quarantine.notify or m.kind != "mail":
             return ()
+        if m.state == DELAYED:
+            return self.for_delayed(m)
         f = HeldFacts.of_new(m)
         who = Router(self.config.approvers).for_sender(m.sender)
         out = []
@@ -354,17 +368,36 @@ class Notices:
             if not who.everyone:
                 body += [self._t("held.nobody"), ""]
             body += self._summary(f, with_approvers=who)
+            body += ["", *self._link("link.mine", "/mine")]
             out.append(self._notice([m.sender], self._t("held.subject", subject=self._subject(f)), body,
                                     "held", m.id, m.arrived))
         # the approvers are told first; deputies too when no approver other than the sender exists
         to = who.approvers or who.deputies
         if to:
-            body = [self._t("wait.intro"), "", *self._summary(f, with_approvers=who), "",
-                    *self._commands(m.id)]
+            body = [self._t("wait.intro"), "", *self._link("link.decide", f"/m/{m.id}"), "",
+                    *self._summary(f, with_approvers=who), "", *self._commands(m.id)]
             out.append(self._notice(to, self._t("wait.subject", sender=m.sender or "<>",
                                                 subject=self._subject(f)), body, "approval_request",
                                     m.id, m.arrived))
         return out
+
+    def wants_delayed(self, m: NewMessage) -> bool:
+        """`[web] notify_delayed`: clean mail waiting out a real delay gets a notice with a recall link."""
+        w = self.config.web
+        return (w.notify_delayed and bool(w.base_url) and self.config.quarantine.notify and m.kind == "mail"
+                and m.state == DELAYED and bool(m.sender) and (m.due_at or 0) > m.arrived + 1)
+
+    def for_delayed(self, m: NewMessage) -> Sequence[NewMessage]:
+        """The sender's "waiting to be sent" notice: when, to whom, and the link to recall it."""
+        if not self.wants_delayed(m):
+            return ()
+        f = HeldFacts.of_new(m)
+        t = self._t
+        body = [t("delayed.intro", when=self._when(m.due_at)), "", *self._link("link.mine", "/mine"), "",
+                f"{t('f.id')}: {f.id}", f"{t('f.recipients')}: {_one_line(', '.join(f.recipients), 300)}",
+                f"{t('f.subject')}: {_one_line(f.subject, 200) or t('none')}"]
+        return [self._notice([m.sender], t("delayed.subject", subject=self._subject(f)), body, "delayed", m.id,
+                             m.arrived)]
 
     # ---- decisions ----------------------------------------------------------------------
     def for_decision(self, store: Store, msg_id: str, state: str, approver: str,
@@ -383,6 +416,7 @@ class Notices:
                 return ()
             left = max(1, f.required - len(f.approved_by))
             body = [self._t("second.intro", approver=approver, left=left), "",
+                    *self._link("link.decide", f"/m/{f.id}"), "",
                     *self._summary(f, with_approvers=who), "", *self._commands(f.id)]
             return [self._notice(to, self._t("second.subject", sender=f.sender or "<>", subject=subj), body,
                                  "second_approval", f.id, now)]
@@ -413,6 +447,7 @@ class Notices:
             return ()
         now = store.clock()
         body = [self._t("remind.intro", age=self._age(now - f.arrived)), "",
+                *self._link("link.decide", f"/m/{f.id}"), "",
                 *self._summary(f, with_approvers=who), "", *self._commands(f.id)]
         return [self._notice(to, self._t("remind.subject", sender=f.sender or "<>", subject=self._subject(f)),
                              body, "reminder", f.id, now)]

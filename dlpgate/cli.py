@@ -56,8 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     from . import auth
+    from .web import accounts
 
     auth.register(sub, common)
+    accounts.register(sub, common)
 
     p = sub.add_parser("serve", parents=[common], help="run the gateway")
     p.set_defaults(func=cmd_serve)

@@ -196,6 +196,25 @@ class ExtractConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The browser console (dlpgate/web). Off while `listen` is empty."""
+
+    listen: str = ""  # "127.0.0.1:8443"; plain HTTP only on a loopback address (a reverse proxy in front)
+    tls_cert: str = ""
+    tls_key: str = ""
+    base_url: str = ""  # what notices link to, e.g. "https://dlpgate.example.jp"; "" = no links
+    users_file: str = ""  # local accounts: `dlpgate web-user add FILE LOGIN`; "" = trusted proxy only
+    require_totp: str = "approvers"  # "approvers" (and admins) | "all" | "none"
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs of reverse proxies whose login header is believed
+    proxy_login_header: str = "X-Remote-User"
+    session_idle: float = 900.0  # seconds without a request before a session ends
+    lockout_after: int = 5  # failed sign-ins of one account before it is locked
+    lockout_seconds: float = 900.0
+    language: str = "ja"  # "ja" | "en": the default before a user picks one
+    notify_delayed: bool = False  # tell senders of mail in its send delay, with a link to recall it
+
+
+@dataclass(frozen=True)
 class LogConfig:
     format: str = "text"  # "text" | "json"
     level: str = "INFO"
@@ -218,6 +237,7 @@ class Config:
     people: tuple[Person, ...] = ()
     extract: ExtractConfig = ExtractConfig()
     log: LogConfig = LogConfig()
+    web: WebConfig = WebConfig()
     source: str = ""  # the file it came from ("" = embedded defaults)
 
     @property
@@ -234,6 +254,15 @@ class Config:
         if not p.is_absolute() and self.source:
             p = Path(self.source).resolve().parent / p
         return p
+
+    def beside(self, value: str) -> str:
+        """A file named in this config, relative to the config file's directory ("" stays "")."""
+        if not value:
+            return ""
+        p = Path(value)
+        if not p.is_absolute() and self.source:
+            p = Path(self.source).resolve().parent / p
+        return str(p)
 
     @property
     def control_socket(self) -> Path:
@@ -271,6 +300,7 @@ _SECTIONS: dict[str, type] = {
     "audit": AuditConfig,
     "extract": ExtractConfig,
     "log": LogConfig,
+    "web": WebConfig,
 }
 
 _CHOICES = {
@@ -279,6 +309,8 @@ _CHOICES = {
     "quarantine.language": ("ja", "en"),
     "log.format": ("text", "json"),
     "policy.first_contact_scope": ("sender", "organisation"),
+    "web.require_totp": ("approvers", "all", "none"),
+    "web.language": ("ja", "en"),
 }
 
 
@@ -400,6 +432,46 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("smtp.tls_cert: tls_cert and tls_key must be set together")
     if cfg.relay.concurrency < 1:
         raise ConfigError("relay.concurrency: must be at least 1")
+    _validate_web(cfg.web)
+
+
+def _validate_web(web: WebConfig) -> None:
+    """The console's listener: TLS off loopback, someone able to sign in, links that are URLs."""
+    for i, net in enumerate(web.trusted_proxies):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"web.trusted_proxies[{i}]: not a CIDR network: {net!r}") from None
+    if bool(web.tls_cert) != bool(web.tls_key):
+        raise ConfigError("web.tls_cert: tls_cert and tls_key must be set together")
+    if web.base_url and not web.base_url.startswith(("https://", "http://")):
+        raise ConfigError(f"web.base_url: expected an https:// URL, got {web.base_url!r}")
+    if not web.proxy_login_header.strip() or not all(c.isalnum() or c == "-" for c in web.proxy_login_header):
+        raise ConfigError("web.proxy_login_header: expected a header name like X-Remote-User")
+    if web.notify_delayed and not web.base_url:
+        raise ConfigError("web.notify_delayed: needs web.base_url (the notice links to the console)")
+    if not web.listen:
+        return
+    host, _ = parse_hostport(web.listen, "web.listen")
+    if not web.tls_cert and not _is_loopback(host):
+        raise ConfigError(f"web.listen: plain HTTP is allowed only on a loopback address, not {host};"
+                          " set web.tls_cert and web.tls_key")
+    if not web.users_file and not web.trusted_proxies:
+        raise ConfigError("web.users_file: nobody could sign in; set web.users_file (dlpgate web-user add)"
+                          " or web.trusted_proxies")
+    if web.session_idle < 60:
+        raise ConfigError("web.session_idle: at least 60 seconds")
+    if web.lockout_after < 1:
+        raise ConfigError("web.lockout_after: at least 1")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

@@ -295,7 +295,8 @@ class Pipeline:
                 await asyncio.get_running_loop().run_in_executor(None, _replace_file, spool, j.rewritten)
             m = self._new_message(msg_id, rel, env, data, j)
             notices: Sequence[NewMessage] = ()
-            if self.notices is not None and m.state == HELD:  # notice spool files fsync: off the loop
+            if self.notices is not None and (m.state == HELD or self.notices.wants_delayed(m)):
+                # notice spool files fsync: off the loop
                 notices = await asyncio.get_running_loop().run_in_executor(None, self.notices.for_accept, m)
             # spool bytes (file and directory, or segment) fsync'd before the row commits: durable before 250
             if spool is not None:
@@ -322,7 +323,7 @@ class Pipeline:
         if self.on_new_due is not None:
             if m.state == DELAYED and m.due_at is not None:
                 self.on_new_due(m.due_at)
-            elif notices:
+            if notices:
                 self.on_new_due(time.time())
         if m.state == REJECTED:
             return Reply(550, f"5.7.1 Message refused by data-loss policy ({', '.join(j.rules)}): "

@@ -80,6 +80,7 @@ class Gateway:
         self.authority: Any = None
         self.control: Any = None
         self._last_witness = 0.0
+        self.web: Any = None  # dlpgate.web.WebServer when [web] listen is set
 
     async def start(self) -> None:
         """Check, bind, then start. A bad file or a busy port is one ConfigError before anything
@@ -129,6 +130,18 @@ class Gateway:
                 self.server.close()
                 self.server = None
                 raise ConfigError(_bind_error("metrics.listen", cfg.metrics.listen, e)) from None
+        if cfg.web.listen:  # the console's port, certificate and accounts file, before anything runs
+            from .web import WebServer
+
+            try:
+                self.web = WebServer(cfg)
+            except ConfigError:
+                self.server.close()
+                self.server = None
+                if self.metrics_server is not None:
+                    await self.metrics_server.stop()
+                    self.metrics_server = None
+                raise
 
     def _smtp_factory(self) -> GatewaySMTP:
         cfg = self._listen_config  # as at start: listener settings are read at start only
@@ -184,6 +197,8 @@ class Gateway:
             raise ConfigError(f"policy.rules: the judging workers cannot start: {e}") from None
         await self.delivery.start()
         await self._start_control()
+        if self.web is not None:  # the browser console: one more client of the same authority, same loop
+            await self.web.start(self.authority)
         self.handler = Handler(cfg, self.pipeline)
         self._tls = tls_context(cfg)
         await self.housekeep_once()  # gauges and health are meaningful from the first scrape
@@ -383,6 +398,8 @@ class Gateway:
             from .identities import log_binding_problems
 
             log_binding_problems(new)
+        if self.web is not None:  # sign-in policy and links; the listener itself needs a restart
+            self.web.reconfigure(new)
         log.info("rules and approvers reloaded", extra={"event": "reloaded"})
         return True
 
@@ -398,6 +415,8 @@ class Gateway:
                 await asyncio.sleep(0.05)
         if self.control is not None:
             await self.control.stop()
+        if self.web is not None:
+            await self.web.stop()
         if self.authority is not None:
             self.authority.close()
         if self._housekeeping is not None:
