@@ -1,7 +1,8 @@
 """`dlpgate scan`: judge files offline with the same scanner and policy the gateway runs.
 
-`.eml` files are judged against their header recipients (To, Cc, Bcc); any other file as one
-attachment sent to an external address. Exit 0 when nothing was found, 1 when any file has a
+A message is recognised by its content, not its suffix: an `.eml`, or any file whose bytes are an
+RFC 5322 message (a `.txt` saved from a mail client), is judged against its header recipients
+(To, Cc, Bcc); any other file as one attachment sent to an external address. Exit 0 when nothing was found, 1 when any file has a
 finding, 2 on a usage or input error (a missing or unreadable file, a bad rules directory).
 Output never holds a full identifier: samples are masked by the scanner.
 """
@@ -18,8 +19,10 @@ from pathlib import Path
 from typing import TextIO
 
 from dlpgate.errors import DlpgateError
+from dlpgate.masking import mask_text
 from dlpgate.policy import MessageFacts, Policy
 from dlpgate.scan.scanner import Scanner
+from dlpgate.terminal import for_terminal
 
 EXTERNAL_PLACEHOLDER = "recipient@external.invalid"
 
@@ -38,9 +41,10 @@ def _header_recipients(raw: bytes) -> tuple[tuple[str, ...], tuple[str, ...], tu
 
 def _judge(path: str, scanner: Scanner, policy: Policy) -> tuple[dict[str, object], list[str]]:
     from dlpgate.extract import extract_file, extract_message  # lazily: extract/ is heavy
+    from dlpgate.extract.sniff import sniff
 
     data = Path(path).read_bytes()
-    if path.lower().endswith(".eml"):
+    if path.lower().endswith(".eml") or sniff(data[:8192], Path(path).name) == "eml":
         extraction = extract_message(data)
         to, cc, bcc, sender = _header_recipients(data)
         recipients = tuple(dict.fromkeys(to + cc + bcc)) or (EXTERNAL_PLACEHOLDER,)
@@ -61,7 +65,8 @@ def _judge(path: str, scanner: Scanner, policy: Policy) -> tuple[dict[str, objec
     record: dict[str, object] = {
         "path": path,
         "verdict": verdict.action,
-        "findings": [f.to_json() for f in findings],
+        # part names come from inside the file (attachment and sheet names): masked like the gateway's
+        "findings": [{**f.to_json(), "part": mask_text(f.part)} for f in findings],
         "records": result.records,
     }
     explanation = [
@@ -115,11 +120,11 @@ def run(
             status = 2
             continue
         if as_json:
-            print(json.dumps(record, ensure_ascii=False), file=out)
+            print(for_terminal(json.dumps(record, ensure_ascii=False)), file=out)
         else:
-            print(_human(record), file=out)
+            print(for_terminal(_human(record)), file=out)
         if explain:
-            print("\n".join(explanation), file=err if as_json else out)
+            print(for_terminal(mask_text("\n".join(explanation))), file=err if as_json else out)
         if record["findings"] and status == 0:
             status = 1
     return status

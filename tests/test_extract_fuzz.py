@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+import legacy_formats as lf  # noqa: E402
 import make_fixtures as fx  # noqa: E402
 
 from dlpgate.extract import (  # noqa: E402  # noqa: E402
@@ -47,6 +48,11 @@ def seeds() -> tuple[tuple[str, bytes], ...]:
         ("a.zip", fx.zip_bytes({"名簿.csv": fx.csv_bytes(rows), "b.zip": fx.zip_bytes({"c.txt": b"x"})},
                                cp932_names=True)),
         ("a.eml", fx.email_bytes("本文", attachments=[("a.csv", fx.csv_bytes(rows))])),
+        ("winmail.dat", lf.tnef_bytes("本文", [("a.csv", fx.csv_bytes(rows))])),
+        ("a.doc", lf.doc_bytes(["本文"], [("氏名", "番号"), ("佐藤", "123456789018")])),
+        ("a.csv.gz", __import__("gzip").compress(fx.csv_bytes(rows), mtime=0)),
+        ("a.7z", lf.sevenzip_bytes({"a.csv": fx.csv_bytes(rows)})),
+        ("a.tar.gz", lf.tar_gz_bytes({"d/a.csv": fx.csv_bytes(rows)})),
     )
 
 

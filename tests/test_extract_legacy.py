@@ -5,8 +5,8 @@
 * xlsx / docx / pptx encrypted by msoffcrypto-tool (ECMA-376 agile, as Office does it) and a PDF
   encrypted by reportlab: `unscannable` with reason `encrypted`, alone, inside a zip and attached to
   a message; decrypting them back proves they are the real thing.
-* .doc: no well-kept reader in our dependency set, so a real OLE2 container holding a Word stream
-  stays `unscannable` (unsupported), never a silent pass.
+* .doc: read through olefile and the FIB's piece table (extract/worddoc.py, issue 16); a Word
+  container whose FIB points at no piece table stays `unscannable` (corrupt), never a silent pass.
 
 No full identifier is ever printed: assertions compare masked samples or booleans.
 """
@@ -24,7 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 import make_fixtures as fx  # noqa: E402
 
-from dlpgate.extract import ENCRYPTED, UNSUPPORTED, Extraction, extract_file, extract_message  # noqa: E402
+from dlpgate.extract import CORRUPT, ENCRYPTED, Extraction, extract_file, extract_message  # noqa: E402
 from dlpgate.offline_scan import run  # noqa: E402
 from dlpgate.scan.checks import mask  # noqa: E402
 from dlpgate.scan.scanner import Scanner  # noqa: E402
@@ -183,15 +183,25 @@ def test_encrypted_pdf_alone_and_in_a_zip(scanner: Scanner) -> None:
 # ---------------------------------------------------------------------------------------- .doc
 
 
-def test_real_ole2_word_container_stays_unsupported(scanner: Scanner) -> None:
+def test_real_ole2_word_container_is_read_or_fails_closed(scanner: Scanner) -> None:
     import olefile
 
-    # a Word 97 container: the FIB's magic (0xA5EC) opens the WordDocument stream; text inside is unread
+    sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+    import legacy_formats
+
+    # a Word 97 container whose FIB (magic 0xA5EC) points at no piece table: damaged, never a pass
     doc = fx.cfb_bytes({"WordDocument": b"\xec\xa5\xc1\x00" + "個人番号".encode("utf-16-le"), "1Table": b"\0" * 64,
                         "\x05SummaryInformation": b"\xfe\xff"})
     ole = olefile.OleFileIO(io.BytesIO(doc))  # a well-formed compound file, not a stub
     assert ole.exists("WordDocument") and ole.openstream("WordDocument").read(2) == b"\xec\xa5"
     for ex in (extract_file("古い.doc", doc), extract_file("a.zip", fx.zip_bytes({"古い.doc": doc}))):
         (part,) = ex.parts
-        assert part.unscannable == UNSUPPORTED and ".doc" in part.detail
-        assert [(f.detector, f.sample) for f in scanner.scan_extraction(ex).findings] == [("unscannable", "unsupported")]
+        assert part.unscannable == CORRUPT and ".doc" in part.detail
+        assert [(f.detector, f.sample) for f in scanner.scan_extraction(ex).findings] == [("unscannable", "corrupt")]
+    # a .doc with its piece table: the text is read, in a zip too
+    n = fx.my_number(random.Random(3))
+    real = legacy_formats.doc_bytes([f"個人番号 {n}"])
+    for ex in (extract_file("古い.doc", real), extract_file("a.zip", fx.zip_bytes({"古い.doc": real}))):
+        (part,) = ex.parts
+        assert part.unscannable is None and n in part.text
+        assert [(f.detector, f.severity) for f in scanner.scan_extraction(ex).findings] == [("my_number", "high")]

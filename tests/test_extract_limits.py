@@ -115,6 +115,12 @@ def test_image_only_pdf_is_unsupported() -> None:
     c.save()
     (part,) = extract_file("scan.pdf", buf.getvalue()).parts
     assert part.unscannable == UNSUPPORTED and "without a text layer" in part.detail
+    assert part.kind == "image"  # pages that are only pictures: judged as a picture (issue 16)
+    from dlpgate.scan.scanner import Scanner
+
+    (finding,) = Scanner.load().scan_extraction(extract_file("scan.pdf", buf.getvalue())).findings
+    (jpeg,) = Scanner.load().scan_extraction(extract_file("scan.jpg", b"\xff\xd8\xff\xe0" + bytes(64))).findings
+    assert (finding.detector, finding.severity, finding.sample) == (jpeg.detector, jpeg.severity, jpeg.sample)
 
 
 def cfb(*streams: str) -> bytes:
@@ -130,7 +136,7 @@ def test_password_protected_office_and_legacy_formats() -> None:
     (enc,) = extract_file("名簿.xlsx", cfb("Root Entry", "EncryptionInfo", "EncryptedPackage")).parts
     assert enc.unscannable == ENCRYPTED
     (doc,) = extract_file("old.doc", cfb("Root Entry", "WordDocument")).parts
-    assert doc.unscannable == UNSUPPORTED and ".doc" in doc.detail
+    assert doc.unscannable == CORRUPT and ".doc" in doc.detail  # read since issue 16: a stream of zeros is damaged
     (xls,) = extract_file("old.xls", cfb("Root Entry", "Workbook")).parts  # damaged BIFF
     assert xls.unscannable == CORRUPT
 

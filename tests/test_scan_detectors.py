@@ -153,7 +153,10 @@ def test_body_tables(scanner: Scanner) -> None:
     body = "各位\n\n以下の通りです。\n氏名,住所,電話番号\n" + "\n".join(f"試験{i},架空市,03-0000-0000" for i in range(12)) + "\n\n以上"
     result = scanner.scan("body", body)
     assert result.records == 12 and summary(result) == {"personal_records": (12, "medium")}
-    assert scanner.scan("body", "氏名：試験 太郎\n住所：架空市").records == 0
+    # a form pasted into a body (label：value lines) is one record per form (issue 16)
+    assert scanner.scan("body", "氏名：試験 太郎\n住所：架空市").records == 1
+    assert scanner.scan("body", "氏名：試験 太郎\n住所：架空市\n\n氏名：試験 花子\n住所：見本市").records == 2
+    assert scanner.scan("body", "氏名、住所を記入してください。").records == 0
 
 
 def test_scan_extraction(scanner: Scanner) -> None:
@@ -179,9 +182,11 @@ def test_image_parts_are_low_unscannable_other_failures_medium() -> None:
 
     sc = Scanner.load(default_rules_dir())
     ex = Extraction(parts=(Part("logo.png", unscannable="unsupported", detail="image", kind="image"),
-                           Part("scan.pdf", unscannable="unsupported", detail="no text layer", kind="pdf")))
+                           Part("scan.pdf", unscannable="unsupported", detail="no text layer", kind="image"),
+                           Part("bad.pdf", unscannable="corrupt", detail="damaged", kind="pdf")))
     got = {(f.part, f.severity, f.sample) for f in sc.scan_extraction(ex).findings}
-    assert got == {("logo.png", "low", "image"), ("scan.pdf", "medium", "unsupported")}
+    # one rule for pictures (issue 16): a JPEG of a page and a PDF of scanned pages alike are low
+    assert got == {("logo.png", "low", "image"), ("scan.pdf", "low", "image"), ("bad.pdf", "medium", "corrupt")}
 
 
 def test_space_aligned_columns_are_judged_number_by_number() -> None:

@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 
 from dlpgate.extract.model import Table
 from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask, my_number_check_digit
+from dlpgate.scan.columns import TextColumns
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
-from dlpgate.scan.normalize import NORMALISE_TABLE
-from dlpgate.scan.scanner import _LONGEST_RUN, Scanner
+from dlpgate.scan.normalize import NORMALISE_TABLE, fold, keyword_spellings
+from dlpgate.scan.scanner import _LONGEST_RUN, FORM_LINE, FORM_LINES, FORM_NAME_GROUP, Scanner
+from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
 from dlpgate.scan.tables import TableAnalyser, body_table_at
 
 HS = Scanner.load(engine="hyperscan")
@@ -36,17 +38,44 @@ def _categories() -> dict[str, set[str]]:
                        (RULES.resident_keywords, "resident"), (RULES.card_keywords, "card"),
                        (RULES.negative_labels, "negative")):
         for w in words:
-            cats.setdefault(w, set()).add(cat)
+            for v in (w, *keyword_spellings(w, long_words=cat == "my_number")):
+                cats.setdefault(v, set()).add(cat)
+    return cats
+
+
+def _header_categories() -> dict[str, set[str]]:
+    cats: dict[str, set[str]] = {}
+    for words, cat in ((RULES.my_number_keywords, "my_number"), (RULES.licence_keywords, "licence"),
+                       (RULES.resident_keywords, "resident"), (RULES.card_keywords, "card"),
+                       (RULES.negative_labels, "negative")):
+        for w in words:
+            cats.setdefault(fold(w), set()).add(cat)
     return cats
 
 
 CATEGORIES = _categories()
-LABELS = {w: g.severity for g in RULES.labels for w in g.keywords}
+HEADER_CATEGORIES = _header_categories()
+LABELS = {v: g.severity for g in RULES.labels for w in g.keywords for v in (w, *keyword_spellings(w))}
 for _g in RULES.labels:  # the most severe group wins for a word in two groups
     for _w in _g.keywords:
-        if SEVERITY_RANK[_g.severity] > SEVERITY_RANK[LABELS[_w]]:
-            LABELS[_w] = _g.severity
-FIELDS = {w for g in RULES.record_fields for w in g.keywords}
+        for _v in (_w, *keyword_spellings(_w)):
+            if SEVERITY_RANK[_g.severity] > SEVERITY_RANK[LABELS[_v]]:
+                LABELS[_v] = _g.severity
+FIELDS = {v for g in RULES.record_fields for w in g.keywords for v in (w, *keyword_spellings(w))}
+FIELD_GROUPS: dict[str, set[str]] = {}
+for _g in RULES.record_fields:
+    for _w in _g.keywords:
+        for _v in (_w, *keyword_spellings(_w)):
+            FIELD_GROUPS.setdefault(_v, set()).add(_g.name)
+PRODUCT = [w for w in RULES.product_context]
+
+
+def header_cats(cell: str) -> frozenset[str]:
+    """What a column's header cell names: plain substring tests on the folded cell."""
+    if not cell or len(cell) > RULES.max_header_cell:
+        return frozenset()
+    key = fold(cell)
+    return frozenset(c for w, cats in HEADER_CATEGORIES.items() if w and w in key for c in cats)
 
 
 def occurrences(norm: str, word: str) -> list[int]:
@@ -76,7 +105,7 @@ def shape(run: str) -> tuple[str, str, bool]:
 
 
 def judge(kind: str, digits: str, separated: bool, cs: int, ce: int, hits: list[tuple[int, int, str]],
-          column: dict[str, frozenset[str]]) -> tuple[str, str] | None:
+          column: dict[str, frozenset[str]], header: frozenset[str] = frozenset()) -> tuple[str, str] | None:
     distance: dict[str, int] = {}
     negative_end = positive_end = -1
     for hs, he, word in hits:
@@ -92,7 +121,9 @@ def judge(kind: str, digits: str, separated: bool, cs: int, ce: int, hits: list[
                 distance[c] = min(distance.get(c, hs - ce), hs - ce)
     for c in column.get(digits, ()):
         distance[c] = -1
-    if negative_end >= 0 and positive_end <= negative_end:
+    for c in header - {"negative"}:
+        distance[c] = -1
+    if negative_end >= 0 and positive_end <= negative_end and digits not in column and not (header - {"negative"}):
         return None
     if kind == "twelve":
         if "licence" in distance and distance["licence"] < distance.get("my_number", distance["licence"] + 1):
@@ -122,6 +153,12 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
             if (w not in FIELDS and w not in LABELS) or pos < done_until or line in seen:
                 continue
             seen.add(line)
+            # the scanner reads a line as a header only when its keyword hits (the gate's spellings)
+            # name min_fields groups; the cells are then judged folded
+            end_of_line = text.find("\n", pos)
+            in_line = norm[line:end_of_line if end_of_line >= 0 else len(norm)]
+            if len({g for w in FIELDS if w in in_line for g in FIELD_GROUPS[w]}) < RULES.min_fields:
+                continue
             got = body_table_at(text, pos, part, lambda w: bool(ANALYSER.cell_fields(w)))
             if got is None or len(ANALYSER.row_fields(got[0].rows[0])) < RULES.min_fields:
                 continue
@@ -129,11 +166,30 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
             if fact is not None:
                 facts.append(fact)
                 done_until = got[1]
+        if not facts:  # no body table: label/value lines of a form, each line holding a field word
+            groups = {g.name for g in RULES.record_fields for w in g.keywords
+                      for v in (w, *keyword_spellings(w)) if v in norm}
+            hits_at = [s for w in FIELDS for s in occurrences(norm, w)]
+            starts = sorted({text.rfind("\n", 0, s) + 1 for s in hits_at})
+            if len(groups) >= RULES.min_fields and FORM_NAME_GROUP in groups and starts and len(hits_at) <= FORM_LINES:
+                rows = []
+                for ls in starts:
+                    le = text.find("\n", ls)
+                    m = FORM_LINE.match(text, ls, le if le >= 0 else len(text))
+                    if m is not None:
+                        rows.append((m.group(1), m.group(2).rstrip()))
+                fact = ANALYSER.analyse(Table(part, tuple(rows))) if len(rows) >= RULES.min_fields else None
+                if fact is not None and fact.records and FORM_NAME_GROUP in fact.fields:
+                    facts.append(fact)
     column: dict[str, frozenset[str]] = {}
     for f in facts:
         for digits, cats in f.column_context.items():
             column[digits] = column.get(digits, frozenset()) | cats
     judged: dict[str, list[tuple[int, str, str]]] = {}
+    columns = TextColumns(text, header_cats)
+    populations: dict[object, list] = {}  # type: ignore[type-arg]
+    products = any(w in norm for w in PRODUCT)
+    has_licence = any("licence" in CATEGORIES[w] for _s, _e, w in hits)
     for m in re.finditer(r"[0-9](?:[-. ]?[0-9])*", norm):
         if len(m.group()) > LONGEST_RUN:  # a blob of digits, not an identifier
             continue
@@ -142,9 +198,49 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
             runs = [(g.group(), m.start() + g.start(), m.start() + g.end()) for g in re.finditer(r"[^ ]+", m.group())]
         for run, rs, re_ in runs:
             kind, digits, separated = shape(run)
+            if kind == "twelve":
+                if is_placeholder(digits):
+                    continue
+                key, header = columns.at(rs)
+                if "negative" in header and header <= {"negative"} and digits not in column:
+                    continue
+                pop = populations.setdefault(key, [0, 0, []])
+                valid = is_valid_my_number(digits)
+                if not valid and digits not in column and not has_licence:
+                    pop[0] += 1
+                    continue
+                if in_trace_header(text, rs):
+                    continue
+                verdict = judge(kind, digits, separated, rs, re_, hits, column, header)
+                if verdict is None:
+                    if valid and digits not in column:
+                        pop[0] += 1
+                    continue
+                if verdict[0] == "my_number" and verdict[1] != "high":
+                    pop[0] += 1
+                    if is_datetime(digits) or (isinstance(key, tuple) and key[0] == "fixed") or (
+                            is_upc_a(digits) and products):
+                        continue
+                    pop[1] += 1
+                    pop[2].append((rs, digits, verdict[1]))
+                    continue
+                judged.setdefault(verdict[0], []).append((rs, digits, verdict[1]))
+                continue
+            if kind == "eleven" and "my_number" in column.get(digits, ()) and is_valid_my_number("0" + digits):
+                judged.setdefault("my_number", []).append((rs, "0" + digits, "high"))
+                continue
+            if kind and in_trace_header(text, rs):
+                continue
             verdict = judge(kind, digits, separated, rs, re_, hits, column) if kind else None
             if verdict is not None:
                 judged.setdefault(verdict[0], []).append((rs, digits, verdict[1]))
+    for candidates, passing, bare in populations.values():
+        if bare and passing * 100 >= RULES.min_pass_percent * candidates:
+            judged.setdefault("my_number", []).extend(bare)
+    for f in facts:
+        for category, digits in f.joined:
+            if category == "my_number" and len(digits) == 12 and is_valid_my_number(digits) and not is_placeholder(digits):
+                judged.setdefault("my_number", []).append((0, digits, "high"))
     findings = []
     for detector in ("my_number", "resident_code", "credit_card", "drivers_licence"):
         occs = judged.get(detector)
@@ -176,7 +272,8 @@ WORDS = ["マイナンバー", "ﾏｲﾅﾝﾊﾞｰ", "個人番号", "個人�
          "driver's license", "機密性３", "機密性2", "部外秘", "極秘", "氏名", "名前", "住所", "生年月日", "電話番号", "電話", "email",
          "order", "JAN", "jan", "\u212aey", "İd", "\t", ",", "\n", "\r\n", " ", "　", "-", "ー", "−", ".", "あいう", "漢字",
          "abc", "😀", "𠮷", "\ud800", "é", "0", "7", "12", "4111", "1111", "9832", "0257", "12345678901", "4111111111111111",
-         "378282246310005", "621498320257", "ーー", "ーーー"]
+         "378282246310005", "621498320257", "ーー", "ーーー", "Message-ID: <", "\nReceived: from x by y id ", "\n\t",
+         "000000000000", "個人番号\t注文番号\n", "202401151230", "\t個人　番号\t"]
 
 
 def piece(r: random.Random) -> str:

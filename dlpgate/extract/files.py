@@ -89,8 +89,47 @@ def _by_kind(kind: str, path: str, data: bytes, budget: Budget, depth: int) -> l
     if kind == "image":
         raise Unreadable(UNSUPPORTED, "image (no text extracted)")
     if kind == "archive":
-        raise Unreadable(UNSUPPORTED, f"{archive_kind(data)} archive (not read)")
+        return _archive(path, data, budget, depth)
+    if kind == "tnef":
+        enter_container(kind, depth, budget)
+        from .tnef import tnef_contents
+
+        body, members = tnef_contents(data, budget)
+        parts = text_parts(f"{path}/body", body, "text") if body.strip() else []
+        for name, member in members:
+            parts.extend(extract_blob(f"{path}/{name}", member, budget, depth + 1))
+        return parts or [Part(path=path, kind=kind)]
     raise Unreadable(UNSUPPORTED, "binary data of unknown format")
+
+
+def _archive(path: str, data: bytes, budget: Budget, depth: int) -> list[Part]:
+    """gzip, tar and 7z are read (archives.py); rar, bzip2, xz, cab, lzh are not (yet): `unsupported`."""
+    kind = archive_kind(data)
+    if kind == "gzip":
+        enter_container(kind, depth, budget)
+        from .archives import gunzip
+
+        name, inner = gunzip(path, data, budget)
+        return extract_blob(f"{path}/{name}", inner, budget, depth + 1)
+    if kind == "7z":
+        enter_container(kind, depth, budget)
+        from .archives import sevenzip_members
+
+        parts: list[Part] = []
+        for name, member in sevenzip_members(data, budget):
+            budget.members += 1
+            parts.extend(extract_blob(f"{path}/{name}", member, budget, depth + 1))
+        return parts or [Part(path=path, kind="7z")]
+    if kind == "tar":
+        enter_container(kind, depth, budget)
+        from .archives import tar_members
+
+        parts = []
+        for name, member in tar_members(data, budget):
+            budget.members += 1
+            parts.extend(extract_blob(f"{path}/{name}", member, budget, depth + 1))
+        return parts or [Part(path=path, kind="tar")]
+    raise Unreadable(UNSUPPORTED, f"{kind} archive (not read)")
 
 
 def enter_container(kind: str, depth: int, budget: Budget) -> None:

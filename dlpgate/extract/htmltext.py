@@ -19,13 +19,61 @@ _SPACE = re.compile(r"[ \t\r\n\f\u00a0]+")
 CHUNK = 256 * 1024
 
 
+_MAX_SPAN = 100  # colspan/rowspan beyond this is hostile or broken markup: clamped
+
+
+def _span(attrs: list[tuple[str, str | None]], name: str) -> int:
+    for k, v in attrs:
+        if k == name and v:
+            try:
+                return max(1, min(int(v.strip()), _MAX_SPAN))
+            except ValueError:
+                return 1
+    return 1
+
+
 class _Cell:
-    __slots__ = ("rows", "row", "cell")
+    """One <table> being read: its rows as text lines (cells as written) and as a grid, with
+    colspan/rowspan expanded so every cell sits under its header (`個人番号` over three cells
+    is the header of each of them; a `rowspan` name is in every row it spans)."""
+
+    __slots__ = ("rows", "row", "cell", "grid", "grid_row", "pending", "spans")
 
     def __init__(self) -> None:
         self.rows: list[tuple[str, ...]] = []
         self.row: list[str] | None = None
         self.cell: list[str] | None = None
+        self.grid: list[tuple[str, ...]] = []
+        self.grid_row: list[str] = []
+        self.pending: dict[int, tuple[str, int]] = {}  # column -> (text, rows still to fill) from rowspan
+        self.spans: tuple[int, int] = (1, 1)  # the open cell's (colspan, rowspan)
+
+    def place(self, text: str) -> None:
+        row = self.grid_row
+        self._fill_pending()
+        colspan, rowspan = self.spans
+        for _ in range(colspan):
+            if rowspan > 1:
+                self.pending[len(row)] = (text, rowspan - 1)
+            row.append(text)
+            self._fill_pending()
+
+    def _fill_pending(self) -> None:
+        row = self.grid_row
+        while len(row) in self.pending:
+            col = len(row)
+            text, left = self.pending[col]
+            row.append(text)
+            if left <= 1:
+                del self.pending[col]
+            else:
+                self.pending[col] = (text, left - 1)
+
+    def end_grid_row(self) -> None:
+        self._fill_pending()
+        if any(self.grid_row):
+            self.grid.append(tuple(self.grid_row))
+        self.grid_row = []
 
 
 class _ToText(HTMLParser):
@@ -56,6 +104,7 @@ class _ToText(HTMLParser):
             if t.row is None:
                 t.row = []
             t.cell = []
+            t.spans = (_span(attrs, "colspan"), _span(attrs, "rowspan"))
         elif tag in _BLOCK:
             self._sink().append("\n" if self._sink() is self.out else " ")
 
@@ -69,7 +118,7 @@ class _ToText(HTMLParser):
         elif tag == "table" and self._stack:
             self._end_row(self._stack[-1])
             t = self._stack.pop()
-            self.tables.append(t.rows)
+            self.tables.append(t.grid)
             sink = self._sink()
             if sink is not self.out and t.rows:
                 sink.append(" ".join("\t".join(r) for r in t.rows))
@@ -84,7 +133,9 @@ class _ToText(HTMLParser):
         if t.cell is not None:
             if t.row is None:
                 t.row = []
-            t.row.append(_SPACE.sub(" ", "".join(t.cell)).strip())
+            text = _SPACE.sub(" ", "".join(t.cell)).strip()
+            t.row.append(text)
+            t.place(text)
             t.cell = None
 
     def _end_row(self, t: _Cell) -> None:
@@ -92,6 +143,7 @@ class _ToText(HTMLParser):
         if t.row is not None:
             row = tuple(t.row)
             t.row = None
+            t.end_grid_row()
             if any(row):
                 t.rows.append(row)
                 if t is self._stack[0]:

@@ -1,8 +1,9 @@
 """Compound File (CFB/OLE2) containers: password-protected OOXML, legacy .xls/.doc/.ppt, Outlook .msg.
 
 A password-protected xlsx/docx/pptx is a CFB holding an `EncryptedPackage` stream: `encrypted`.
-Legacy .xls (BIFF) is read by python-calamine; an encrypted one is `encrypted`. Legacy .doc/.ppt and
-.msg have no well-kept reader in our dependency set: `unsupported`, never a silent pass. Stream names
+Legacy .xls (BIFF) is read by python-calamine; an encrypted one is `encrypted`. Legacy .doc is read
+through olefile and its piece table (worddoc.py). Legacy .ppt and .msg have no reader here yet:
+`unsupported`, never a silent pass. Stream names
 sit in the CFB directory as UTF-16LE, which is what is looked for here.
 """
 
@@ -30,7 +31,12 @@ def extract_cfb(path: str, data: bytes, budget: Budget) -> list[Part]:
     if any(marker in data for marker in _WORKBOOK):
         return extract_with_calamine(path, data, budget, kind="xls")
     if _WORD in data:
-        raise Unreadable(UNSUPPORTED, "legacy Word .doc (no text reader)")
+        from .files import text_parts
+        from .worddoc import doc_text
+
+        text = doc_text(data, budget)
+        budget.charge(len(text))
+        return text_parts(path, text, "doc")
     if _PPT in data:
         raise Unreadable(UNSUPPORTED, "legacy PowerPoint .ppt (no text reader)")
     if _MSG in data:

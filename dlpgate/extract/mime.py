@@ -178,6 +178,9 @@ def walk_parsed(msg: Message, prefix: str, budget: Budget, depth: int,
     subject = header_text(msg, "subject")
     if subject:
         parts.append(Part(path=f"{prefix}subject", text=subject, kind="header"))
+    names = display_names(msg)
+    if names:
+        parts.append(Part(path=f"{prefix}names", text=names, kind="header"))
     used: set[str] = set()
     bodies = [0, 0]  # plain, html: `body`, `body.html`, then `body2`, `body2.html`...
     stack: list[Message] = [msg]
@@ -339,6 +342,32 @@ def addresses(msg: Message, name: str) -> list[str]:
         except Exception:
             continue
     return out
+
+
+# Of the header block only what people write is read for identifiers: the Subject (its own part)
+# and the display names of the address fields. Message-ID, References, In-Reply-To, Received,
+# DKIM-Signature, ARC-* and the other trace fields are machine-made ids, never handed to the scanner.
+_NAME_FIELDS = ("from", "sender", "reply-to", "to", "cc")
+
+
+def display_names(msg: Message) -> str:
+    """The decoded display names of From, Sender, Reply-To, To and Cc, one per line ("" if none)."""
+    out: list[str] = []
+    try:
+        raws = [str(v) for k, v in msg.raw_items() if k.lower() in _NAME_FIELDS]
+    except Exception:
+        return ""
+    for raw in raws:
+        try:
+            out.extend(_names_of(raw.replace("\r\n", " ").replace("\n", " ")))
+        except Exception:
+            continue
+    return "\n".join(dict.fromkeys(n for n in out if n))
+
+
+@functools.lru_cache(maxsize=4096)  # a pure function of the text: senders repeat all day
+def _names_of(unfolded: str) -> tuple[str, ...]:
+    return tuple(fix_header(decode_words(name)).strip() for name, _addr in getaddresses([unfolded]) if name.strip())
 
 
 @functools.lru_cache(maxsize=4096)  # a pure function of the text: senders repeat all day

@@ -58,7 +58,9 @@ def extract_pdf(path: str, data: bytes, budget: Budget) -> list[Part]:
 def _pages_to_parts(path: str, pages: list[str], n_pages: int, budget: Budget) -> list[Part]:
     text = "\f".join(p.replace("\r\n", "\n").replace("\r", "\n") for p in pages)
     if n_pages and not text.strip("\f \n\t"):
-        return [Part(path=path, kind="pdf", unscannable=UNSUPPORTED,
+        # Pages that are only pictures (a scanner's output) are pictures: kind "image", judged by the
+        # one rule for every picture (scanner.scan_extraction), whatever file format wraps them.
+        return [Part(path=path, kind="image", unscannable=UNSUPPORTED,
                      detail=f"PDF of {n_pages} page(s) without a text layer (scanned images?)")]
     parts = [Part(path=path, text=text, kind="pdf")]
     if n_pages > budget.limits.max_pdf_pages:

@@ -11,6 +11,7 @@ import zipfile
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 CFB_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+TNEF_MAGIC = b"\x78\x9f\x3e\x22"  # winmail.dat (application/ms-tnef), signature 0x223E9F78 little-endian
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 _OTHER_ARCHIVES = {b"\x1f\x8b": "gzip", b"7z\xbc\xaf\x27\x1c": "7z", b"Rar!\x1a\x07": "rar",
                    b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"MSCF": "cab", b"LZH": "lzh"}
@@ -21,7 +22,7 @@ _HTML_START = re.compile(rb"^\s*(<!doctype\s+html|<html|<head|<body|<meta|<table
 
 
 def sniff(data: bytes, name: str = "") -> str:
-    """One of: xlsx docx pptx ods zip pdf cfb image archive eml html csv text binary empty."""
+    """One of: xlsx docx pptx ods zip pdf cfb tnef image archive eml html csv text binary empty."""
     if not data:
         return "empty"
     head = data[:8]
@@ -31,11 +32,15 @@ def sniff(data: bytes, name: str = "") -> str:
         return "pdf"
     if head == CFB_MAGIC:
         return "cfb"
+    if head.startswith(TNEF_MAGIC):
+        return "tnef"
     if head.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
         return "image"
     for magic in _OTHER_ARCHIVES:
         if head.startswith(magic):
             return "archive"
+    if data[257:262] == b"ustar":  # a tar file (often the inside of a .tar.gz)
+        return "archive"
     if not _looks_textual(data[:8192]):
         return "binary"
     sample = data[:4096]
@@ -55,6 +60,8 @@ def archive_kind(data: bytes) -> str:
     for magic, kind in _OTHER_ARCHIVES.items():
         if data.startswith(magic):
             return kind
+    if data[257:262] == b"ustar":
+        return "tar"
     return "archive"
 
 

@@ -13,6 +13,7 @@ run on raw text, can match every spelling a normalised keyword stands for.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 
 # Separators allowed between digit groups (after normalisation): space, hyphen, full stop.
@@ -84,3 +85,66 @@ def char_class(chars: Iterable[str]) -> str:
 def raw_keyword_regex(normalised_keyword: str) -> str:
     """A `re` pattern that matches every raw spelling of a normalised keyword."""
     return "".join(char_class(raw_variants(c)) for c in normalised_keyword)
+
+
+# ---------------------------------------------------------------- folding (field names, keywords)
+#
+# `normalise` keeps lengths so positions in raw text stay valid; field names and keywords need more:
+# `氏　名`, `ﾌﾘｶﾞﾅ`, `生年月日（和暦）`, `住所１`, `【氏名】` are the same field as `氏名`, `フリガナ`,
+# `生年月日`, `住所`. `fold` is that one normalisation, used for header cells, keyword catalogues and
+# (through `keyword_spellings`) the raw-text gates, which cannot change lengths.
+
+_OPEN = "([{【〔〈《「『<"
+_CLOSE = ")]}】〕〉》」』>"
+_BRACKETED = re.compile("[" + re.escape(_OPEN) + "][^" + re.escape(_OPEN + _CLOSE) + "]*[" + re.escape(_CLOSE) + "]")
+_WRAPPED = re.compile("^[" + re.escape(_OPEN) + "](.*)[" + re.escape(_CLOSE) + "]$")
+_NUMBERING = re.compile(r"(?:[-_.#:]?[0-9]+)+$")
+_SPACES = re.compile(r"[\s\u3000]+")
+
+
+def fold(text: str) -> str:
+    """The key a field name or keyword is matched by: NFKC (half-width katakana and full-width forms
+    to their common form, circled numbers to digits), `normalise`, no spaces, no bracketed
+    qualifier (`生年月日（和暦）` -> `生年月日`; a name wholly in brackets is unwrapped), no trailing
+    numbering (`住所１`, `電話番号-2`). Not length-preserving: for short strings (cells, keywords)."""
+    # numbering is cut before `normalise` turns the long mark into "-" (`マイナンバー①` is not "-1")
+    text = unicodedata.normalize("NFKC", text).strip()
+    m = _WRAPPED.match(text)
+    if m is not None:
+        text = m.group(1)
+    text = _SPACES.sub("", _BRACKETED.sub("", text))
+    folded = _NUMBERING.sub("", text)
+    return normalise(folded or text)
+
+
+def _halfwidth_map() -> dict[str, str]:
+    """Full-width katakana (and the voiced ones) -> their half-width spelling, from NFKC itself."""
+    out: dict[str, str] = {}
+    marks = ("", "\uff9e", "\uff9f")
+    for cp in range(0xFF66, 0xFF9E):
+        for mark in marks:
+            hw = chr(cp) + mark
+            full = unicodedata.normalize("NFKC", hw)
+            if len(full) == 1 and full not in out:
+                out[full] = hw
+    out["\u30fc"] = "\uff70"  # the long mark: normalise() makes both "-"
+    return out
+
+
+_HALFWIDTH = _halfwidth_map()
+_CJK = re.compile(r"^[\u3040-\u30ff\u3400-\u9fff]+$")
+
+
+def keyword_spellings(keyword: str, *, long_words: bool = False) -> tuple[str, ...]:
+    """Raw-text spellings of a normalised keyword beyond those `raw_variants` covers, each in
+    normalised form (so the gates can match them on raw text without changing lengths): the
+    half-width katakana spelling (`ﾏｲﾅﾝﾊﾞｰ`), and for a two-character kanji/kana word the spelling
+    with a space in the middle (`氏　名`: how aligned headers are typed); with `long_words`, four-
+    character words too (`個人　番号`). Every spelling folds to the keyword's own fold (property-tested)."""
+    out: list[str] = []
+    if any(c in _HALFWIDTH for c in keyword):
+        out.append(normalise("".join(_HALFWIDTH.get(c, c) for c in keyword)))
+    if _CJK.match(keyword) and (len(keyword) == 2 or (long_words and len(keyword) == 4)):
+        half = len(keyword) // 2
+        out.append(keyword[:half] + " " + keyword[half:])
+    return tuple(s for s in dict.fromkeys(out) if s != keyword)

@@ -151,6 +151,11 @@ class DetectorRules:
     header_rows: int
     max_header_cell: int
     labels: tuple[LabelGroup, ...]
+    # A set of bare 12-digit numbers (no keyword, no My Number column) is My Numbers only when at
+    # least this percentage of them passes the check digit (real ones: all; random ones: about 10%).
+    min_pass_percent: int = 80
+    # Words that make a part a product list: a number that is also a valid UPC-A needs a keyword there.
+    product_context: tuple[str, ...] = ()
 
 
 def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
@@ -165,6 +170,10 @@ def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
     my_number_keywords = _keywords(mn, "keywords")
     negative = _keywords(mn, "negative", non_empty=False)
     distinct_high = mn.integer("distinct_high", 3, minimum=1)
+    min_pass_percent = mn.integer("min_pass_percent", 80, minimum=1)
+    if min_pass_percent > 100:
+        raise mn.error("min_pass_percent", "must be <= 100")
+    product_context = _keywords(mn, "product_context", non_empty=False)
     mn.finish()
 
     rc = root.table("resident_code", required=True)
@@ -184,7 +193,7 @@ def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
     low = pr.integer("low", 1, minimum=1)
     if not low <= medium <= high:
         raise pr.error("medium", "thresholds must satisfy low <= medium <= high")
-    header_rows = pr.integer("header_rows", 20, minimum=1)
+    header_rows = pr.integer("header_rows", 200, minimum=1)
     max_header_cell = pr.integer("max_header_cell", 30, minimum=1)
     fields = []
     for fr in pr.tables("field"):
@@ -221,4 +230,6 @@ def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
         header_rows=header_rows,
         max_header_cell=max_header_cell,
         labels=tuple(labels),
+        min_pass_percent=min_pass_percent,
+        product_context=product_context,
     )

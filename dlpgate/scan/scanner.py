@@ -28,10 +28,20 @@ from types import MappingProxyType
 from dlpgate.errors import RuleError
 from dlpgate.extract.model import Extraction, Table
 from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask
+from dlpgate.scan.columns import FIXED_MIN, TextColumns
 from dlpgate.scan.gate import Gate, make_gate
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
-from dlpgate.scan.normalize import NORMALISE_TABLE, RAW_DIGITS, RAW_SEPARATORS, char_class, raw_keyword_regex
+from dlpgate.scan.normalize import (
+    NORMALISE_TABLE,
+    RAW_DIGITS,
+    RAW_SEPARATORS,
+    char_class,
+    fold,
+    keyword_spellings,
+    raw_keyword_regex,
+)
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
+from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
 from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at
 
 # A maximal digit run on raw text: a digit, then digits each optionally after one separator.
@@ -49,9 +59,16 @@ _TRIGGER_SHORTEST = 9
 # Keyword categories used for proximity.
 MY_NUMBER, LICENCE, RESIDENT, CARD, NEGATIVE = "my_number", "licence", "resident", "card", "negative"
 _POSITIVE = (MY_NUMBER, LICENCE, RESIDENT, CARD)
+_POSITIVE_SET = frozenset(_POSITIVE)
 _DETECTOR_ORDER = ("my_number", "resident_code", "credit_card", "drivers_licence")
 
 _EMPTY = ScanResult(findings=(), records=0)
+_CATEGORISED_CACHE = 4096
+# A label/value line of a form pasted into a text: a short label, a colon, a value to the line's end.
+FORM_LINE = re.compile(r"[ \t\u3000]*([^\s:：]{1,20})[ \t\u3000]*[:：][ \t\u3000]*(\S.*)")
+_FORM_LINE = FORM_LINE
+FORM_LINES = 200  # at most this many field-word hits in a text for its label/value lines to be read
+FORM_NAME_GROUP = "name"  # the field group a form must name (the rules' group for 氏名, 名前 ...)
 _NOTHING: tuple[list[int], dict[int, list[int]]] = ([], {})  # what a gate finds in ""; never mutated
 _NO_CONTEXT: Mapping[str, frozenset[str]] = MappingProxyType({})
 
@@ -108,12 +125,27 @@ def _merged_context(facts: list[TableFacts]) -> Mapping[str, frozenset[str]]:
 class _Lazy:
     """Per-text facts computed the first time a run needs them."""
 
-    __slots__ = ("has_licence", "has_resident", "context")
+    __slots__ = ("has_licence", "has_resident", "context", "columns", "product", "populations", "failing")
 
     def __init__(self) -> None:
         self.has_licence: bool | None = None  # whether such keywords are in the text
         self.has_resident: bool | None = None
         self.context: list[int] | None = None
+        self.columns: TextColumns | None = None
+        self.product: bool | None = None  # whether the text names products (商品, 単価 ...)
+        # population key -> [12-digit candidates, passing ones, the passing bare occurrences]
+        self.populations: dict[object, list] | None = None  # type: ignore[type-arg]
+        self.failing: list[int] | None = None  # starts of 12-digit runs that fail the check digit
+
+
+def _population(lazy: _Lazy, key: object) -> list:  # type: ignore[type-arg]
+    populations = lazy.populations
+    if populations is None:
+        populations = lazy.populations = {}
+    pop = populations.get(key)
+    if pop is None:
+        pop = populations[key] = [0, 0, []]
+    return pop
 
 
 _SPACE_PIECE = re.compile("[^ \u3000]+")
@@ -147,8 +179,12 @@ class Scanner:
         self.engine = engine
         categories: dict[str, set[str]] = {}
 
+        def spelt(words: Sequence[str], long_words: bool = False) -> list[str]:
+            # every keyword with the raw spellings the gates cannot derive (half-width kana, 氏　名)
+            return [v for w in words for v in (w, *keyword_spellings(w, long_words=long_words))]
+
         def add(words: Sequence[str], category: str) -> None:
-            for w in words:
+            for w in spelt(words, long_words=category == MY_NUMBER):
                 categories.setdefault(w, set()).add(category)
 
         add(rules.my_number_keywords, MY_NUMBER)
@@ -158,21 +194,24 @@ class Scanner:
         add(rules.negative_labels, NEGATIVE)
         self._label_severity: dict[str, str] = {}
         for group in rules.labels:
-            for w in group.keywords:
+            for w in spelt(group.keywords):
                 old = self._label_severity.get(w)
                 if old is None or SEVERITY_RANK[group.severity] > SEVERITY_RANK[old]:
                     self._label_severity[w] = group.severity
                 categories.setdefault(w, set())
         field_groups: dict[str, set[str]] = {}
         for g in rules.record_fields:
-            for w in g.keywords:
+            for w in spelt(g.keywords):
                 field_groups.setdefault(w, set()).add(g.name)
                 categories.setdefault(w, set())
+        product = set(rules.product_context)  # words, not header names: no spellings
+        for w in product:  # reported by the gate, judged only as "a product list"
+            categories.setdefault(w, set())
         # Negative labels that are nothing else (注文番号, FAX ...) only matter in the few
         # characters before a run that could be a finding: they are looked for there, on demand,
         # rather than reported by the gate from all over the text.
         local = sorted(w for w, c in categories.items() if c == {NEGATIVE} and w not in field_groups
-                       and w not in self._label_severity)
+                       and w not in self._label_severity and w not in product)
         self._local_negatives = (
             re.compile("|".join(raw_keyword_regex(w[::-1]) for w in sorted(local, key=len, reverse=True)))
             if local else None
@@ -185,12 +224,24 @@ class Scanner:
         self._fields = tuple(frozenset(field_groups.get(w, ())) for w in self._words)
         self._label_ids = frozenset(k for k, w in enumerate(self._words) if w in self._label_severity)
         self._licence_ids = frozenset(k for k, c in enumerate(self._categories) if LICENCE in c)
+        self._name_ids = frozenset(k for k, f in enumerate(self._fields) if FORM_NAME_GROUP in f)
         self._resident_ids = frozenset(k for k, c in enumerate(self._categories) if RESIDENT in c)
         self._longest_keyword = max(self._lengths)
         if len(self._words) > _KEY_MASK:
             raise RuleError(f"too many keywords ({len(self._words)})")
         self.gate: Gate = make_gate(self._words, engine)
         self._tables = TableAnalyser(rules)
+        # Header cells of text columns: folded keyword -> categories, longest first.
+        folded: dict[str, set[str]] = {}
+        for words, category in ((rules.my_number_keywords, MY_NUMBER), (rules.licence_keywords, LICENCE),
+                                (rules.resident_keywords, RESIDENT), (rules.card_keywords, CARD),
+                                (rules.negative_labels, NEGATIVE)):
+            for w in words:
+                folded.setdefault(fold(w), set()).add(category)
+        self._header_keywords = tuple(sorted(((k, frozenset(v)) for k, v in folded.items() if k),
+                                             key=lambda kv: -len(kv[0])))
+        self._categorised: dict[str, frozenset[str]] = {}
+        self._product_ids = frozenset(k for k, w in enumerate(self._words) if w in product)
 
     @classmethod
     def load(cls, rules_dir: str | os.PathLike[str] | None = None, engine: str = "auto") -> Scanner:
@@ -215,7 +266,12 @@ class Scanner:
             return _EMPTY  # the common case: nothing, or only keywords that find nothing alone
         else:
             facts = self._body_tables(part, text, hits) if hits else []
+            if hits and not facts and not self._name_ids.isdisjoint(hits):
+                facts = self._body_forms(part, text, hits)
         occurrences = self._occurrences(text, triggers, hits, _merged_context(facts)) if triggers else {}
+        for f in facts:
+            if f.joined:
+                self._add_joined(occurrences, f.joined)
         if not occurrences and not facts and self._label_ids.isdisjoint(hits):
             return _EMPTY
         return ScanResult(
@@ -228,10 +284,13 @@ class Scanner:
         records = 0
         for part in extraction.parts:
             if part.unscannable:
-                # A picture (a logo in an HTML signature, a photo) has no text to read: note it at
-                # low severity so it holds only mail to personal addresses, not every HTML mail.
-                # Everything else unreadable (encrypted, corrupt, over a limit, a scan without a
-                # text layer) fails closed at medium.
+                # One rule for pictures: an image file (a logo in an HTML signature, a photo, a JPEG
+                # of a scanned page) and a PDF whose pages are only pictures (a scan without a text
+                # layer, kind "image" from extract/pdf.py) have no text to read and no OCR here:
+                # both are noted at low severity, so they hold mail to personal addresses (policy
+                # personal_mail_any_finding) but not every external mail with a picture; a site that
+                # wants scans held everywhere raises them with a policy rule on unscannable findings.
+                # Everything else unreadable (encrypted, corrupt, over a limit) fails closed at medium.
                 image = part.kind == "image"
                 findings.append(Finding("unscannable", "unscannable", 1, "low" if image else "medium", part.path,
                                         "image" if image else part.unscannable))
@@ -324,6 +383,37 @@ class Scanner:
                 done_until = end
         return out
 
+    def _body_forms(self, part: str, text: str, hits: dict[int, list[int]]) -> list[TableFacts]:
+        """Label/value lines in a text (`氏名：試験 太郎`, `住所：...`): a form pasted into a body is
+        read as the rows (label, value) of a table whose field names run down a column, one record
+        per block (a label seen again starts the next one). Only lines holding a field keyword are
+        read, and only when the text names `min_fields` groups at all."""
+        fields = self._fields
+        present = [k for k in hits if fields[k]]
+        if not present:
+            return []
+        groups = frozenset().union(*[fields[k] for k in present])
+        if len(groups) < self.rules.min_fields or FORM_NAME_GROUP not in groups:
+            return []  # a person's form names the person
+        ends = sorted(end for k in present for end in hits[k])
+        if len(ends) > FORM_LINES:
+            return []  # field words on hundreds of lines are a listing or a log, not a form
+        rows: list[tuple[str, ...]] = []
+        last = -1
+        for end in ends:
+            ls = text.rfind("\n", 0, end - 1) + 1
+            if ls == last:
+                continue
+            last = ls
+            le = text.find("\n", end)
+            m = _FORM_LINE.match(text, ls, le if le >= 0 else len(text))
+            if m is not None:
+                rows.append((m.group(1), m.group(2).rstrip()))
+        if len(rows) < self.rules.min_fields:
+            return []
+        facts = self._tables.analyse(Table(part, tuple(rows)))
+        return [facts] if facts is not None and facts.records and FORM_NAME_GROUP in facts.fields else []
+
     def _occurrences(
         self, text: str, triggers: list[int], hits: dict[int, list[int]], column_context: Mapping[str, frozenset[str]]
     ) -> dict[str, _Tally]:
@@ -369,11 +459,90 @@ class Scanner:
                     if tally is None:
                         tally = out[occ[0]] = _Tally()
                     tally.add(occ[1], occ[2], occ[3], distinct_enough)
+        # Bare 12-digit numbers (no keyword, no labelled column) are My Numbers only as a set that
+        # passes the check digit as real ones do: per column, or per part outside tables.
+        populations = lazy.populations
+        if populations is None:
+            return out
+        rate = self.rules.min_pass_percent
+        if lazy.failing and any(pop[2] for pop in populations.values()):
+            columns = lazy.columns if lazy.columns is not None else TextColumns(text, self._categorise)
+            rfind, find, n = text.rfind, text.find, len(text)
+            no_header: frozenset[str] = frozenset()
+            # Failing numbers only lower a pass rate: once every population holding a passing bare
+            # number is below the threshold, counting more changes nothing.
+            undecided = {k for k, pop in populations.items() if pop[2] and pop[1] * 100 >= rate * pop[0]}
+            for cs in lazy.failing:
+                if not undecided:
+                    break
+                ls = rfind("\n", 0, cs) + 1
+                le = find("\n", cs)
+                if le < 0:
+                    le = n
+                if le - ls < FIXED_MIN and find("\t", ls, le) < 0 and find(",", ls, le) < 0:
+                    key: object = "part"  # as in _run: a short line of prose
+                    header = no_header
+                else:
+                    key, header = columns.at(cs)
+                pop = populations.get(key)
+                # a population with no passing number needs no count; a labelled one never counts
+                if pop is not None and not (NEGATIVE in header and _POSITIVE_SET.isdisjoint(header)):
+                    pop[0] += 1
+                    if pop[1] * 100 < rate * pop[0]:
+                        undecided.discard(key)
+        for candidates, passing, found in populations.values():
+            if found and passing * 100 >= rate * candidates:
+                tally = out.get("my_number")
+                if tally is None:
+                    tally = out["my_number"] = _Tally()
+                for occ in found:
+                    tally.add(occ[1], occ[2], occ[3], distinct_enough)
         return out
+
+    def _add_joined(self, out: dict[str, _Tally], joined: tuple[tuple[str, str], ...]) -> None:
+        """Identifiers a table split over cells under one keyword header: high when they check."""
+        for category, digits in joined:
+            detector = {"my_number": "my_number", "card": "credit_card", "licence": "drivers_licence",
+                        "resident": "resident_code"}.get(category)
+            if detector == "my_number" and not (len(digits) == 12 and is_valid_my_number(digits)
+                                                and not is_placeholder(digits)):
+                continue
+            if detector == "credit_card" and not is_card_number(digits):
+                continue
+            if detector == "resident_code" and len(digits) != 11:
+                continue
+            if detector == "drivers_licence" and len(digits) != 12:
+                continue
+            if detector is None:
+                continue
+            tally = out.get(detector)
+            if tally is None:
+                tally = out[detector] = _Tally()
+            tally.add(0, digits, "high", self.rules.distinct_high)
+
+    def _categorise(self, cell: str) -> frozenset[str]:
+        """The categories a header cell names (My Number, licence ... or a negative label)."""
+        if not cell or len(cell) > self.rules.max_header_cell:
+            return frozenset()
+        cache = self._categorised
+        got = cache.get(cell)
+        if got is not None:
+            return got
+        key = fold(cell)
+        found: set[str] = set()
+        for word, cats in self._header_keywords:
+            if word in key:
+                found |= cats
+        got = frozenset(found)
+        if got:  # only cells that name something (headers, labels) are kept: never a person's data
+            if len(cache) >= _CATEGORISED_CACHE:
+                cache.clear()
+            cache[cell] = got
+        return got
 
     def _run(self, text: str, raw: str, cs: int, ce: int, hits: dict[int, list[int]],
              column_context: Mapping[str, frozenset[str]], lazy: _Lazy) -> _Occurrence | None:
-        """The finding one digit run makes, if any."""
+        """The finding one digit run makes, if any (bare 12-digit ones are deferred to their population)."""
         if raw.isascii() and raw.isdigit():  # contiguous half-width: the common case
             n = ce - cs
             kind = "twelve" if n == 12 else "eleven" if n == 11 else "card" if 13 <= n <= 19 else ""
@@ -383,24 +552,73 @@ class Scanner:
             kind, digits, separated = _shape(raw if raw.isascii() else raw.translate(NORMALISE_TABLE))
         # Cheap refusals first: only these runs can become a finding whatever surrounds them.
         valid = False
+        header: frozenset[str] = frozenset()
+        key: object = None
         if kind == "twelve":
+            if digits.count(digits[0]) == 12:  # shapes.is_placeholder, inline: once per 12-digit run
+                return None
             valid = is_valid_my_number(digits)
-            if not valid and digits not in column_context:
-                if lazy.has_licence is None:
+            known = column_context.get(digits)
+            if not valid and known is None:
+                if lazy.has_licence is None:  # (a licence header cell is in the text: the gate saw it)
                     lazy.has_licence = not self._licence_ids.isdisjoint(hits)
                 if not lazy.has_licence:
+                    # Counted in its population only if that population turns out to matter: most
+                    # texts hold no bare passing number, and most 12-digit numbers do not pass.
+                    if lazy.failing is None:
+                        lazy.failing = [cs]
+                    else:
+                        lazy.failing.append(cs)
                     return None
+            if known is None or _POSITIVE_SET.isdisjoint(known):  # a keyword column's cell needs no more
+                ls = text.rfind("\n", 0, cs) + 1
+                le = text.find("\n", ce)
+                if le < 0:
+                    le = len(text)
+                if le - ls < FIXED_MIN and text.find("\t", ls, le) < 0 and text.find(",", ls, le) < 0:
+                    key = "part"  # a short line of prose: what TextColumns.at says, without the call
+                else:
+                    if lazy.columns is None:
+                        lazy.columns = TextColumns(text, self._categorise)
+                    key, header = lazy.columns.at(cs)
+                    if NEGATIVE in header and _POSITIVE_SET.isdisjoint(header) and known is None:
+                        return None  # a column (or row) of order numbers, phone numbers, timestamps ...
         elif kind == "eleven":
-            if digits not in column_context:
+            context = column_context.get(digits)
+            if context is not None and MY_NUMBER in context and is_valid_my_number("0" + digits):
+                return ("my_number", cs, "0" + digits, "high")  # a number cell that lost its leading zero
+            if context is None:
                 if lazy.has_resident is None:
                     lazy.has_resident = not self._resident_ids.isdisjoint(hits)
                 if not lazy.has_resident:
                     return None
         elif kind != "card" or not is_card_number(digits):
             return None
+        if digits not in column_context and in_trace_header(text, cs):
+            return None  # a Message-ID, a Received queue id, a DKIM value pasted into a text: not a person's
         if lazy.context is None:
             lazy.context = self._packed(hits)
-        return self._classify(text, kind, digits, separated, valid, cs, ce, lazy.context, column_context)
+        occ = self._classify(text, kind, digits, separated, valid, cs, ce, lazy.context, column_context, header)
+        if kind != "twelve":
+            return occ
+        if occ is None or occ[0] != "my_number" or occ[3] == "high":
+            if occ is None and valid and digits not in column_context:
+                _population(lazy, key)[0] += 1  # a passing number a label explains still counts
+            return occ
+        # A bare valid number: judged with its population; plainly-other shapes need a keyword.
+        pop = _population(lazy, key)
+        pop[0] += 1
+        if is_datetime(digits) or (key.__class__ is tuple and key[0] == "fixed") or (  # type: ignore[index]
+                self._names_products(hits, lazy) and is_upc_a(digits)):
+            return None
+        pop[1] += 1
+        pop[2].append(occ)
+        return None
+
+    def _names_products(self, hits: dict[int, list[int]], lazy: _Lazy) -> bool:
+        if lazy.product is None:
+            lazy.product = not self._product_ids.isdisjoint(hits)
+        return lazy.product
 
     def _is_field(self, word: str) -> bool:
         return bool(self._tables.cell_fields(word))
@@ -425,6 +643,7 @@ class Scanner:
         ce: int,
         context: list[int],
         column_context: Mapping[str, frozenset[str]],
+        header: frozenset[str] = frozenset(),
     ) -> _Occurrence | None:
         """The detector and severity of one accepted run at [cs, ce), or None.
 
@@ -462,8 +681,9 @@ class Scanner:
             m = self._local_negatives.search(before)
             if m is not None and m.start() <= self.rules.negative_window:
                 negative_end = max(negative_end, cs - m.start())
-        if negative_end >= 0 and positive_end <= negative_end:
-            return None  # 注文番号 / TEL ... right before it, no identifier keyword closer
+        if negative_end >= 0 and positive_end <= negative_end and not (
+                digits in column_context or not _POSITIVE_SET.isdisjoint(header)):
+            return None  # 注文番号 / TEL ... right before it, no identifier keyword closer nor column
         if a0 < a1:
             cats = self._categories
             lengths = self._lengths
@@ -477,6 +697,9 @@ class Scanner:
                         distance[c] = d
         for c in column_context.get(digits, ()):
             distance[c] = -1
+        for c in header:
+            if c in _POSITIVE:
+                distance[c] = -1
 
         if kind == "twelve":
             licence = distance.get(LICENCE)

@@ -16,12 +16,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from dlpgate.extract.model import Rows, Table
-from dlpgate.scan.normalize import normalise
+from dlpgate.scan.normalize import fold, normalise
 from dlpgate.scan.rules import DetectorRules
 
 # An identifier-looking cell after normalisation: digits with single separators.
 _CELL_NUMBER = re.compile(r"[0-9](?:[-. ]?[0-9]){10,}")
 _STRIP_SEPARATORS = str.maketrans("", "", "-. ")
+_NUMBER_CELL = re.compile(r"[0-9０-９\-/.:, ]+$")  # a value, not a field name
+_DIGIT = re.compile(r"[0-9０-９]")
+_QUALIFIER = re.compile(r"^[(（\[［【〈<].*[)）\]］】〉>]$")  # `(漢字)`, `（西暦）` under a field name
+_LABEL_COLUMNS = 4  # field names down a column are looked for in the first columns
+_JOIN_ROWS = 100_000  # split-number joining reads every row under the header: HTML/docx-sized tables
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,9 @@ class TableFacts:
     # digits -> categories, for every identifier-looking value in a column headed by a keyword.
     # Read-only once built (a dict for lookups; the dataclass is frozen, not hashable).
     column_context: Mapping[str, frozenset[str]]
+    # (category, digits) of identifiers split over adjacent cells under one header (an HTML
+    # `colspan` 個人番号 over 1234 | 5678 | 9012), which the text never holds as one run.
+    joined: tuple[tuple[str, str], ...] = ()
 
 
 class TableAnalyser:
@@ -41,17 +49,19 @@ class TableAnalyser:
     def __init__(self, rules: DetectorRules) -> None:
         self._rules = rules
         self._column_keywords: tuple[tuple[str, tuple[str, ...]], ...] = (
-            ("my_number", rules.my_number_keywords),
-            ("resident", rules.resident_keywords),
-            ("card", rules.card_keywords),
-            ("licence", rules.licence_keywords),
+            ("my_number", tuple(fold(k) for k in rules.my_number_keywords)),
+            ("resident", tuple(fold(k) for k in rules.resident_keywords)),
+            ("card", tuple(fold(k) for k in rules.card_keywords)),
+            ("licence", tuple(fold(k) for k in rules.licence_keywords)),
         )
+        self._fields = tuple((g.name, tuple(k for k in (fold(w) for w in g.keywords) if k)) for g in rules.record_fields)
 
     def cell_fields(self, cell: str) -> set[str]:
-        text = normalise(cell).strip()
-        if not text or len(text) > self._rules.max_header_cell:
+        """Field groups a header cell names, matched on folded text (`氏　名`, `ﾌﾘｶﾞﾅ`, `住所１`)."""
+        if not cell or len(cell) > self._rules.max_header_cell or _NUMBER_CELL.match(cell):
             return set()
-        return {g.name for g in self._rules.record_fields if any(k in text for k in g.keywords)}
+        text = fold(cell)
+        return {name for name, keywords in self._fields if any(k in text for k in keywords)}
 
     def row_fields(self, row: Sequence[str]) -> set[str]:
         found: set[str] = set()
@@ -60,22 +70,42 @@ class TableAnalyser:
         return found
 
     def find_header(self, rows: Sequence[Sequence[str]]) -> tuple[int, int] | None:
-        """(first, last) header row indexes, or None when no header names enough fields."""
+        """(first, last) header row indexes, or None when no header names enough fields.
+
+        The header may sit anywhere in the first `header_rows` rows (title, notes, blank rows above)
+        and span up to three rows (merged cells, a row of qualifiers such as `(漢字)`): the rows
+        under it that name fields or qualify them and hold no digit belong to the header."""
         need = self._rules.min_fields
         limit = min(len(rows), self._rules.header_rows)
         for i in range(limit):
             here = self.row_fields(rows[i])
+            if not here:
+                continue
+            last = i
+            while last + 1 < len(rows) and last - i < 2 and self._continues_header(rows[last + 1]):
+                here = here | self.row_fields(rows[last + 1])
+                last += 1
             if len(here) >= need:
-                return i, i
-            if here and i + 1 < len(rows) and len(here | self.row_fields(rows[i + 1])) >= need:
-                return i, i + 1
+                return i, last
         return None
+
+    def _continues_header(self, row: Sequence[str]) -> bool:
+        cells = [c.strip() for c in row if c and c.strip()]
+        if not cells or any(_DIGIT.search(c) for c in cells):
+            return False
+        named = 0
+        for c in cells:
+            if self.cell_fields(c):
+                named += 1
+            elif not _QUALIFIER.match(c) and len(c) > 4:  # short words ("No", "備考") may head columns
+                return False
+        return named > 0 or all(_QUALIFIER.match(c) for c in cells)
 
     def analyse(self, table: Table) -> TableFacts | None:
         rows = table.rows
         header = self.find_header(rows)
         if header is None:
-            return None
+            return self._down_a_column(table) or self._keyword_columns(table)
         first, last = header
         fields = self.row_fields(rows[first]) | self.row_fields(rows[last])
         # A record is a row with a non-blank cell: its cells joined hold a non-blank character.
@@ -83,22 +113,141 @@ class TableAnalyser:
             records = rows.records_after(last)
         else:
             records = sum(map(bool, map(str.strip, map("".join, rows[last + 1 :]))))
+        if not records:  # a header with nothing under it: perhaps a form read across (label, value)
+            down = self._down_a_column(table)
+            if down is not None:
+                return down
         return TableFacts(
             name=table.name,
             records=records,
             fields=tuple(g.name for g in self._rules.record_fields if g.name in fields),
             header_row=last,
             column_context=self._column_context(rows, first, last),
+            joined=self._joined(rows, first, last),
+        )
+
+    def _cell_category(self, cell: str) -> set[str]:
+        if not cell or len(cell) > self._rules.max_header_cell or _NUMBER_CELL.match(cell):
+            return set()
+        text = fold(cell)
+        return {category for category, keywords in self._column_keywords if any(k in text for k in keywords)}
+
+    def _is_keyword(self, cell: str) -> bool:
+        key = fold(cell)
+        return any(key == k for _c, keywords in self._column_keywords for k in keywords)
+
+    def _joined(self, rows: Sequence[Sequence[str]], first: int, last: int) -> tuple[tuple[str, str], ...]:
+        """Digits split over adjacent cells under one repeated (colspan-expanded) keyword header."""
+        head = rows[last]
+        spans: list[tuple[int, int, str]] = []
+        i = 0
+        while i < len(head):
+            j = i
+            while j + 1 < len(head) and head[j + 1] == head[i] and head[i]:
+                j += 1
+            if j > i:
+                cats = self._cell_category(head[i])
+                for category in sorted(cats):
+                    spans.append((i, j, category))
+            i = j + 1
+        if not spans or len(rows) - last > _JOIN_ROWS:
+            return ()
+        out: list[tuple[str, str]] = []
+        for row in rows[last + 1:]:
+            for a, b, category in spans:
+                value = normalise("".join(row[a:b + 1])).replace(" ", "").replace("-", "")
+                if value.isdigit() and 11 <= len(value) <= 19:
+                    out.append((category, value))
+        return tuple(out)
+
+    def _keyword_columns(self, table: Table) -> TableFacts | None:
+        """No personal-records header: still a column headed by an identifier keyword (`個人番号`
+        over a column of numbers) gives its cells that context, and split numbers are joined."""
+        rows = table.rows
+        for r in range(min(len(rows), self._rules.header_rows)):
+            row = rows[r]
+            cells = [c for c in row if c.strip()]
+            # a header row: several cells, or one cell that is a keyword itself (not a sentence naming one)
+            if any(self._cell_category(c) for c in row) and (len(cells) > 1 or self._is_keyword(cells[0])):
+                context = self._column_context(rows, r, r)
+                joined = self._joined(rows, r, r)
+                if not context and not joined:
+                    return None
+                return TableFacts(name=table.name, records=0, fields=(), header_row=r,
+                                  column_context=context, joined=joined)
+        return None
+
+    def _down_a_column(self, table: Table) -> TableFacts | None:
+        """Field names down a column: one person per column to their right, or forms (a label cell
+        beside its value), one record per block; a label seen again starts the next block."""
+        rows = table.rows
+        need = self._rules.min_fields
+        limit = min(len(rows), self._rules.header_rows)
+        best_col, best_groups = -1, 0
+        for c in range(_LABEL_COLUMNS):
+            groups: set[str] = set()
+            for r in range(limit):
+                row = rows[r]
+                if len(row) > c + 1 and any(x.strip() for x in row[c + 1:]):
+                    groups |= self.cell_fields(row[c])
+            if len(groups) > best_groups:
+                best_col, best_groups = c, len(groups)
+        if best_groups < need:
+            return None
+        c = best_col
+        records = 0
+        block_labels: set[str] = set()
+        block_groups: set[str] = set()
+        block_columns: set[int] = set()
+        fields: set[str] = set()
+        context: dict[str, frozenset[str]] = {}
+
+        def close() -> int:
+            return len(block_columns) if len(block_groups) >= need else 0
+
+        for row in rows:
+            if len(row) <= c + 1:
+                continue
+            label = row[c]
+            groups = self.cell_fields(label)
+            cats = self._cell_category(label)
+            if not groups and not cats:
+                continue
+            values = [k for k in range(c + 1, len(row)) if row[k].strip()]
+            if not values:
+                continue
+            key = fold(label)
+            if key in block_labels:
+                records += close()
+                block_labels, block_groups, block_columns = set(), set(), set()
+            block_labels.add(key)
+            block_groups |= groups
+            fields |= groups
+            block_columns.update(values)
+            if cats:
+                for k in values:
+                    value = normalise(row[k]).strip()
+                    if _CELL_NUMBER.fullmatch(value):
+                        digits = value.translate(_STRIP_SEPARATORS)
+                        context[digits] = context.get(digits, frozenset()) | frozenset(cats)
+        records += close()
+        if not records:
+            return None
+        return TableFacts(
+            name=table.name,
+            records=records,
+            fields=tuple(g.name for g in self._rules.record_fields if g.name in fields),
+            header_row=0,
+            column_context=context,
         )
 
     def _column_context(self, rows: Sequence[Sequence[str]], first: int, last: int) -> Mapping[str, frozenset[str]]:
         columns: dict[int, set[str]] = {}
         for r in range(first, last + 1):
             for i, cell in enumerate(rows[r]):
-                text = normalise(cell)
-                for category, keywords in self._column_keywords:
-                    if any(k in text for k in keywords):
-                        columns.setdefault(i, set()).add(category)
+                named = self._cell_category(cell)
+                if named:
+                    columns.setdefault(i, set()).update(named)
         context: dict[str, frozenset[str]] = {}
         for i, categories in columns.items():
             cats = frozenset(categories)
