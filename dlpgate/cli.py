@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         admin_cli = None  # type: ignore[assignment]
     if admin_cli is not None:
         admin_cli.register(sub, common)
+    from . import store_cli
+
+    store_cli.register(sub, common)
     for _, p in subcommands(parser):  # whoever registered it: usage errors in one line too
         if not isinstance(p, _Parser):
             p.__class__ = _Parser

@@ -172,7 +172,7 @@ class Authority:
     async def _read(self, job: Callable[[Store], T]) -> T:
         def run() -> T:
             if self._read_store is None:
-                self._read_store = Store(self.store.root, readonly=True)
+                self._read_store = self.store.open_reader()  # SQLite read-only, or a PostgreSQL session
             return job(self._read_store)
 
         return await asyncio.get_running_loop().run_in_executor(self._reader, run)
@@ -180,7 +180,7 @@ class Authority:
     def close(self) -> None:
         def shut() -> None:
             if self._read_store is not None:
-                self._read_store.conn.close()
+                self._read_store.close()
                 self._read_store = None
 
         with contextlib.suppress(RuntimeError):
