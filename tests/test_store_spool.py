@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dlpgate import store as store_mod
 from dlpgate.store import DELAYED, NewMessage, Store, new_id, spool_shard, write_spool_file
+from dlpgate.store import spool as spool_mod
 
 RAW = b"From: a@example.jp\r\nTo: b@example.com\r\nSubject: x\r\n\r\nbody\r\n"
 
@@ -79,7 +79,7 @@ def test_a_failed_fsync_rolls_back_the_whole_batch(tmp_path: Path, monkeypatch) 
     monkeypatch.undo()
     assert st.list() == []  # no row: nobody in the batch may be told 250
     assert _open_fds() <= before  # the fds kept for the fsync were closed
-    assert not store_mod._UNSYNCED
+    assert not spool_mod._UNSYNCED
     # the next batch starts clean
     assert all(ok for ok, _ in st.run_batch([_job(tmp_path, new_id())]))
     assert len(st.list()) == 1
