@@ -167,3 +167,16 @@ async def test_a_job_that_joins_once_the_lock_is_held_still_gets_its_spool_fsync
     assert {x["id"] for x in Store(tmp_path).list()} == {m1.id, m2.id}
     holder.close()
     st.close()
+
+
+def test_settings_tests_patch_live_only_in_the_module_that_reads_them() -> None:
+    """The store is a package: a monkeypatch of `dlpgate.store.SEGMENT_MAX_BYTES` would change a copy
+    nobody reads. Such names are kept off the package, so a patch aimed there raises instead."""
+    import dlpgate.store as pkg
+    from dlpgate.store import sqlite as sqlite_mod
+
+    for name in ("SEGMENT_MAX_BYTES", "SEGMENT_MAX_AGE", "_fallocate", "_sync_file_range", "_UNSYNCED"):
+        assert hasattr(spool_mod, name) and not hasattr(pkg, name), name
+    assert hasattr(sqlite_mod, "_MAX_VARIABLES") and not hasattr(pkg, "_MAX_VARIABLES")
+    with pytest.raises(AttributeError):
+        pytest.MonkeyPatch().setattr(pkg, "SEGMENT_MAX_BYTES", 1)
