@@ -485,8 +485,10 @@ class Scanner:
                 else:
                     key, header = columns.at(cs)
                 pop = populations.get(key)
-                # a population with no passing number needs no count; a labelled one never counts
-                if pop is not None and not (NEGATIVE in header and _POSITIVE_SET.isdisjoint(header)):
+                # a population with no passing number needs no count; a labelled column never counts,
+                # nor a number a label explains (注文番号 right before it)
+                if pop is not None and not (NEGATIVE in header and _POSITIVE_SET.isdisjoint(header)) and (
+                        not _POSITIVE_SET.isdisjoint(header) or not self._labelled(text, cs, hits, lazy)):
                     pop[0] += 1
                     if pop[1] * 100 < rate * pop[0]:
                         undecided.discard(key)
@@ -602,9 +604,7 @@ class Scanner:
         if kind != "twelve":
             return occ
         if occ is None or occ[0] != "my_number" or occ[3] == "high":
-            if occ is None and valid and digits not in column_context:
-                _population(lazy, key)[0] += 1  # a passing number a label explains still counts
-            return occ
+            return occ  # (a passing number a label explains is no candidate of the set)
         # A bare valid number: judged with its population; plainly-other shapes need a keyword.
         pop = _population(lazy, key)
         pop[0] += 1
@@ -614,6 +614,30 @@ class Scanner:
         pop[1] += 1
         pop[2].append(occ)
         return None
+
+    def _labelled(self, text: str, cs: int, hits: dict[int, list[int]], lazy: _Lazy) -> bool:
+        """Whether a negative label (注文番号, TEL ...) right before the run at `cs` explains it: the
+        suppression `_classify` applies, for the numbers that fail the check digit (never classified)."""
+        if lazy.context is None:
+            lazy.context = self._packed(hits)
+        context = lazy.context
+        b0 = bisect_left(context, (cs - self.rules.proximity) << _KEY_BITS)
+        b1 = bisect_left(context, (cs + 1) << _KEY_BITS, b0)
+        negative_end = positive_end = -1
+        cats = self._categories
+        window = self.rules.negative_window
+        for packed in context[b0:b1]:
+            he = packed >> _KEY_BITS
+            hit_cats = cats[packed & _KEY_MASK]
+            if NEGATIVE in hit_cats and cs - he <= window:
+                negative_end = max(negative_end, he)
+            if not _POSITIVE_SET.isdisjoint(hit_cats):
+                positive_end = max(positive_end, he)
+        if self._local_negatives is not None and (negative_end < 0 or positive_end > negative_end):
+            m = self._local_negatives.search(text[max(0, cs - self._local_reach) : cs][::-1])
+            if m is not None and m.start() <= window:
+                negative_end = max(negative_end, cs - m.start())
+        return negative_end >= 0 and positive_end <= negative_end
 
     def _names_products(self, hits: dict[int, list[int]], lazy: _Lazy) -> bool:
         if lazy.product is None:
