@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
@@ -125,7 +125,8 @@ def _merged_context(facts: list[TableFacts]) -> Mapping[str, frozenset[str]]:
 class _Lazy:
     """Per-text facts computed the first time a run needs them."""
 
-    __slots__ = ("has_licence", "has_resident", "context", "columns", "product", "populations", "failing")
+    __slots__ = ("has_licence", "has_resident", "context", "columns", "product", "populations", "failing",
+                 "label_ends")
 
     def __init__(self) -> None:
         self.has_licence: bool | None = None  # whether such keywords are in the text
@@ -136,6 +137,7 @@ class _Lazy:
         # population key -> [12-digit candidates, passing ones, the passing bare occurrences]
         self.populations: dict[object, list] | None = None  # type: ignore[type-arg]
         self.failing: list[int] | None = None  # starts of 12-digit runs that fail the check digit
+        self.label_ends: tuple[list[int], list[int]] | None = None  # (negative, positive) keyword hit ends
 
 
 def _population(lazy: _Lazy, key: object) -> list:  # type: ignore[type-arg]
@@ -617,27 +619,28 @@ class Scanner:
 
     def _labelled(self, text: str, cs: int, hits: dict[int, list[int]], lazy: _Lazy) -> bool:
         """Whether a negative label (注文番号, TEL ...) right before the run at `cs` explains it: the
-        suppression `_classify` applies, for the numbers that fail the check digit (never classified)."""
-        if lazy.context is None:
-            lazy.context = self._packed(hits)
-        context = lazy.context
-        b0 = bisect_left(context, (cs - self.rules.proximity) << _KEY_BITS)
-        b1 = bisect_left(context, (cs + 1) << _KEY_BITS, b0)
-        negative_end = positive_end = -1
-        cats = self._categories
+        suppression `_classify` applies (the last negative label ending within negative_window before
+        the run, and no identifier keyword ending after it), for numbers that fail the check digit."""
+        if lazy.label_ends is None:
+            cats = self._categories
+            negative = sorted(end for k, ends in hits.items() if NEGATIVE in cats[k] for end in ends)
+            positive = sorted(end for k, ends in hits.items() if not _POSITIVE_SET.isdisjoint(cats[k])
+                              for end in ends)
+            lazy.label_ends = (negative, positive)
+        negative, positive = lazy.label_ends
         window = self.rules.negative_window
-        for packed in context[b0:b1]:
-            he = packed >> _KEY_BITS
-            hit_cats = cats[packed & _KEY_MASK]
-            if NEGATIVE in hit_cats and cs - he <= window:
-                negative_end = max(negative_end, he)
-            if not _POSITIVE_SET.isdisjoint(hit_cats):
-                positive_end = max(positive_end, he)
-        if self._local_negatives is not None and (negative_end < 0 or positive_end > negative_end):
+        negative_end = -1
+        i = bisect_right(negative, cs)
+        if i and negative[i - 1] >= cs - window:
+            negative_end = negative[i - 1]
+        if self._local_negatives is not None:
             m = self._local_negatives.search(text[max(0, cs - self._local_reach) : cs][::-1])
             if m is not None and m.start() <= window:
                 negative_end = max(negative_end, cs - m.start())
-        return negative_end >= 0 and positive_end <= negative_end
+        if negative_end < 0:
+            return False
+        j = bisect_right(positive, cs)
+        return not (j and positive[j - 1] > negative_end)
 
     def _names_products(self, hits: dict[int, list[int]], lazy: _Lazy) -> bool:
         if lazy.product is None:
