@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
@@ -64,6 +64,7 @@ _DETECTOR_ORDER = ("my_number", "resident_code", "credit_card", "drivers_licence
 
 _EMPTY = ScanResult(findings=(), records=0)
 _CATEGORISED_CACHE = 4096
+_FAILING_SAMPLE = 1000  # failing 12-digit numbers of one part examined one by one, at most
 # A label/value line of a form pasted into a text: a short label, a colon, a value to the line's end.
 FORM_LINE = re.compile(r"[ \t\u3000]*([^\s:：]{1,20})[ \t\u3000]*[:：][ \t\u3000]*(\S.*)")
 _FORM_LINE = FORM_LINE
@@ -125,8 +126,7 @@ def _merged_context(facts: list[TableFacts]) -> Mapping[str, frozenset[str]]:
 class _Lazy:
     """Per-text facts computed the first time a run needs them."""
 
-    __slots__ = ("has_licence", "has_resident", "context", "columns", "product", "populations", "failing",
-                 "label_ends")
+    __slots__ = ("has_licence", "has_resident", "context", "columns", "product", "populations", "failing")
 
     def __init__(self) -> None:
         self.has_licence: bool | None = None  # whether such keywords are in the text
@@ -137,7 +137,6 @@ class _Lazy:
         # population key -> [12-digit candidates, passing ones, the passing bare occurrences]
         self.populations: dict[object, list] | None = None  # type: ignore[type-arg]
         self.failing: list[int] | None = None  # starts of 12-digit runs that fail the check digit
-        self.label_ends: tuple[list[int], list[int]] | None = None  # (negative, positive) keyword hit ends
 
 
 def _population(lazy: _Lazy, key: object) -> list:  # type: ignore[type-arg]
@@ -474,7 +473,14 @@ class Scanner:
             # Failing numbers only lower a pass rate: once every population holding a passing bare
             # number is below the threshold, counting more changes nothing.
             undecided = {k for k, pop in populations.items() if pop[2] and pop[1] * 100 >= rate * pop[0]}
-            for cs in lazy.failing:
+            failing = lazy.failing
+            weight = 1.0
+            if len(failing) > _FAILING_SAMPLE:
+                # Thousands of failing numbers in one part (a long listing): their unlabelled share is
+                # read from an evenly spaced sample, each standing for its stretch; cost stays bounded.
+                weight = len(failing) / _FAILING_SAMPLE
+                failing = [failing[int(i * weight)] for i in range(_FAILING_SAMPLE)]
+            for cs in failing:
                 if not undecided:
                     break
                 ls = rfind("\n", 0, cs) + 1
@@ -491,7 +497,7 @@ class Scanner:
                 # nor a number a label explains (注文番号 right before it)
                 if pop is not None and not (NEGATIVE in header and _POSITIVE_SET.isdisjoint(header)) and (
                         not _POSITIVE_SET.isdisjoint(header) or not self._labelled(text, cs, hits, lazy)):
-                    pop[0] += 1
+                    pop[0] += weight
                     if pop[1] * 100 < rate * pop[0]:
                         undecided.discard(key)
         for candidates, passing, found in populations.values():
@@ -598,11 +604,11 @@ class Scanner:
                     return None
         elif kind != "card" or not is_card_number(digits):
             return None
-        if digits not in column_context and in_trace_header(text, cs):
-            return None  # a Message-ID, a Received queue id, a DKIM value pasted into a text: not a person's
         if lazy.context is None:
             lazy.context = self._packed(hits)
         occ = self._classify(text, kind, digits, separated, valid, cs, ce, lazy.context, column_context, header)
+        if occ is not None and digits not in column_context and in_trace_header(text, cs):
+            return None  # a Message-ID, a Received queue id, a DKIM value pasted into a text: not a person's
         if kind != "twelve":
             return occ
         if occ is None or occ[0] != "my_number" or occ[3] == "high":
@@ -621,26 +627,26 @@ class Scanner:
         """Whether a negative label (注文番号, TEL ...) right before the run at `cs` explains it: the
         suppression `_classify` applies (the last negative label ending within negative_window before
         the run, and no identifier keyword ending after it), for numbers that fail the check digit."""
-        if lazy.label_ends is None:
-            cats = self._categories
-            negative = sorted(end for k, ends in hits.items() if NEGATIVE in cats[k] for end in ends)
-            positive = sorted(end for k, ends in hits.items() if not _POSITIVE_SET.isdisjoint(cats[k])
-                              for end in ends)
-            lazy.label_ends = (negative, positive)
-        negative, positive = lazy.label_ends
+        if lazy.context is None:
+            lazy.context = self._packed(hits)
+        context = lazy.context
+        cats = self._categories
         window = self.rules.negative_window
+        hi = bisect_left(context, (cs + 1) << _KEY_BITS)
         negative_end = -1
-        i = bisect_right(negative, cs)
-        if i and negative[i - 1] >= cs - window:
-            negative_end = negative[i - 1]
+        for packed in context[bisect_left(context, (cs - window) << _KEY_BITS, 0, hi):hi]:
+            if NEGATIVE in cats[packed & _KEY_MASK]:
+                negative_end = packed >> _KEY_BITS
         if self._local_negatives is not None:
             m = self._local_negatives.search(text[max(0, cs - self._local_reach) : cs][::-1])
             if m is not None and m.start() <= window:
                 negative_end = max(negative_end, cs - m.start())
         if negative_end < 0:
             return False
-        j = bisect_right(positive, cs)
-        return not (j and positive[j - 1] > negative_end)
+        for packed in context[bisect_left(context, (negative_end + 1) << _KEY_BITS, 0, hi):hi]:
+            if not _POSITIVE_SET.isdisjoint(cats[packed & _KEY_MASK]):
+                return False
+        return True
 
     def _names_products(self, hits: dict[int, list[int]], lazy: _Lazy) -> bool:
         if lazy.product is None:
