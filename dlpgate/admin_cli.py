@@ -41,6 +41,8 @@ from .errors import InputError
 from .masking import mask_text
 from .scan.model import SEVERITY_RANK
 from .store import HELD, STATES
+from .terminal import for_terminal
+from .terminal import safe_print as print  # every line this module prints is made terminal-safe
 
 
 # ------------------------------------------------------------------------------ registration
@@ -163,7 +165,7 @@ def _clip(s: str, limit: int) -> str:
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], limits: Mapping[str, int] | None = None) -> str:
     """A plain aligned table; CJK characters count double so Japanese subjects line up."""
     limits = limits or {}
-    cells = [[_clip(" ".join(str(v).split()), limits.get(h, 60)) for h, v in zip(headers, r, strict=True)]
+    cells = [[_clip(" ".join(for_terminal(str(v)).split()), limits.get(h, 60)) for h, v in zip(headers, r, strict=True)]
              for r in rows]
     widths = [max([_width(h)] + [_width(r[i]) for r in cells]) for i, h in enumerate(headers)]
     lines = []

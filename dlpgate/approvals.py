@@ -21,6 +21,7 @@ rule names, counts and part names.
 from __future__ import annotations
 
 import fnmatch
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -234,6 +235,19 @@ def _one_line(text: str, limit: int) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
+def may_auto_release(row: Mapping[str, Any]) -> bool:
+    """Whether an expired hold may be sent without a decision (expire_action = "release").
+
+    Not one that needed two approvers (the rule asked for more than one person's judgement) nor
+    one the scanner could not read (nobody knows what it holds): those expire unsent unless
+    `quarantine.expire_release_all` says otherwise."""
+    if int(row["approvals_required"] or 1) > 1:
+        return False
+    rules = row["rules"]
+    names = json.loads(rules) if isinstance(rules, str) else list(rules or ())
+    return "unscannable" not in names
+
+
 @dataclass(frozen=True)
 class HeldFacts:
     """What a notice may say about a held message: nothing of its content but names and counts."""
@@ -325,7 +339,11 @@ class Notices:
             if len(with_approvers.everyone) < f.required:
                 lines.append(t("short", n=len(with_approvers.everyone), required=f.required))
         if with_expiry and f.expires_at is not None:
-            action = self.config.quarantine.expire_action
+            q = self.config.quarantine
+            action = q.expire_action
+            if action == "release" and not q.expire_release_all and (
+                    f.required > 1 or any(x.get("detector") == "unscannable" for x in f.findings)):
+                action = "reject"  # never auto-released (may_auto_release): say what will happen
             lines.append(f"{t('f.expires')}: {t('expires.' + action, when=self._when(f.expires_at))}")
         return lines
 
@@ -456,7 +474,8 @@ class Notices:
     def expire(self, store: Store) -> list[str]:
         """Expire (or auto-release) overdue held messages with their sender notices; one transaction."""
         q = self.config.quarantine
-        return store.expire_due(q.expire_action, lambda r, st: self._for_expiry(store, r["id"], st))
+        return store.expire_due(q.expire_action, lambda r, st: self._for_expiry(store, r["id"], st),
+                                may_release=None if q.expire_release_all else may_auto_release)
 
     def remind(self, store: Store) -> list[str]:
         """Remind the approvers of messages held longer than `remind_every` since the last reminder."""

@@ -173,7 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _config_for(args)
         return int(args.func(args, config))
     except DlpgateError as e:
-        print(f"dlpgate: {e}", file=sys.stderr)
+        from .terminal import for_terminal
+
+        print(for_terminal(f"dlpgate: {e}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

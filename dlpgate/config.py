@@ -143,6 +143,9 @@ class ApproverRoute:
 class QuarantineConfig:
     expire_after: float = 7 * 24 * 3600.0
     expire_action: str = "reject"  # "reject" | "release"
+    # with expire_action = "release": also auto-release holds that needed two approvers or could
+    # not be scanned (default: those expire unsent, whatever expire_action says)
+    expire_release_all: bool = False
     remind_every: float = 24 * 3600.0  # 0 = no reminders
     language: str = "ja"  # "ja" | "en" for notices
     notify: bool = True
@@ -226,6 +229,8 @@ class Config:
     approvers: tuple[ApproverRoute, ...] = ()
     # approver address -> the OS logins allowed to act as that approver from the CLI
     approver_logins: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # SMTP AUTH login -> the MAIL FROM addresses (or "*@domain", "<>") it may use besides itself
+    sender_logins: tuple[tuple[str, tuple[str, ...]], ...] = ()
     quarantine: QuarantineConfig = QuarantineConfig()
     control: ControlConfig = ControlConfig()
     audit: AuditConfig = AuditConfig()
@@ -383,6 +388,19 @@ def _approver_logins(data: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(out)
 
 
+def _sender_logins(data: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if not isinstance(data, dict):
+        raise ConfigError("sender_logins: expected a table of \"login\" = [\"address\", \"*@domain\", ...]")
+    out = []
+    for login, senders in data.items():
+        vals = _coerce(f"sender_logins.{login}", senders, None, "tuple")
+        for v in vals:
+            if v != "<>" and ("@" not in v or v.count("@") != 1 or any(c.isspace() for c in v)):
+                raise ConfigError(f"sender_logins.{login}: {v!r} is not an address, \"*@domain\" or \"<>\"")
+        out.append((login.lower(), tuple(v.lower() for v in vals)))
+    return tuple(out)
+
+
 def _people(data: Any) -> tuple[Person, ...]:
     if not isinstance(data, list):
         raise ConfigError("people: expected [[people]] tables")
@@ -492,6 +510,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             kwargs["approvers"] = _approvers(value)
         elif name == "approver_logins":
             kwargs["approver_logins"] = _approver_logins(value)
+        elif name == "sender_logins":
+            kwargs["sender_logins"] = _sender_logins(value)
         elif name == "people":
             kwargs["people"] = _people(value)
         else:

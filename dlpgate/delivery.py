@@ -58,12 +58,19 @@ def backoff(attempts: int, initial: float, maximum: float) -> float:
     return float(min(maximum, initial * (2 ** max(0, attempts - 1))))
 
 
+def _header_safe(value: str) -> str:
+    """One header token: no line break or control character can ride into the Received: line
+    (the SMTP side validates HELO and addresses; rows stored before that are cleaned here)."""
+    return "".join(c if c.isprintable() and not c.isspace() else "?" for c in value)[:255]
+
+
 def received_header(c: Claimed, hostname: str) -> bytes:
-    helo = c.helo or "unknown"
-    client = c.client or "unknown"
-    line = f"Received: from {helo} ({client} [{client}])\r\n\tby {hostname} (dlpgate) with ESMTP id {c.id}"
+    helo = _header_safe(c.helo) or "unknown"
+    client = _header_safe(c.client) or "unknown"
+    line = (f"Received: from {helo} ({client} [{client}])\r\n\tby {_header_safe(hostname)} (dlpgate)"
+            f" with ESMTP id {_header_safe(c.id)}")
     if len(c.recipients) == 1:
-        line += f"\r\n\tfor <{c.recipients[0]}>"
+        line += f"\r\n\tfor <{_header_safe(c.recipients[0])}>"
     line += f"; {_date(int(c.arrived))}\r\n"
     return line.encode("utf-8", "replace")
 

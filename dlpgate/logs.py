@@ -1,4 +1,9 @@
-"""Logging set-up: plain text or one JSON object per event. Never identifiers or bodies."""
+"""Logging set-up: plain text or one JSON object per event. Never identifiers or bodies.
+
+Callers log no content; as a last line of defence both formatters also mask digit runs (the
+scanner's candidates, `dlpgate.masking`) in the message, the extra fields and any traceback,
+except in fields that hold ids or hashes.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +12,44 @@ import logging
 import sys
 import time
 
+from .masking import mask_text
+
+# extra fields that are ids or hashes: masking their digit runs would only corrupt them
+_UNMASKED = frozenset({"msg_id", "id", "sha256", "hash"})
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         d = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-             "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+             "level": record.levelname, "logger": record.name, "msg": mask_text(record.getMessage())}
         for k, v in record.__dict__.items():
             if k not in _STD and not k.startswith("_"):
-                d[k] = v
+                d[k] = v if k in _UNMASKED or not isinstance(v, str | list) else _masked(v)
         if record.exc_info:
-            d["exc"] = self.formatException(record.exc_info)
+            d["exc"] = mask_text(self.formatException(record.exc_info))
         return json.dumps(d, ensure_ascii=False, default=str)
+
+
+def _masked(v: str | list[object]) -> str | list[object]:
+    if isinstance(v, str):
+        return mask_text(v)
+    return [mask_text(x) if isinstance(x, str) else x for x in v]
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        base = super().format(record)
+        masked = logging.makeLogRecord(record.__dict__)  # the time stamp is not masked, the text is
+        masked.msg, masked.args = mask_text(record.getMessage()), None
+        if record.exc_info and not record.exc_text:
+            masked.exc_text = mask_text(self.formatException(record.exc_info))
+        elif record.exc_text:
+            masked.exc_text = mask_text(record.exc_text)
+        masked.exc_info = None
+        base = super().format(masked)
         extra = {k: v for k, v in record.__dict__.items() if k not in _STD and not k.startswith("_")}
         if extra:
-            base += " " + " ".join(f"{k}={v}" for k, v in extra.items())
+            base += " " + " ".join(f"{k}={v if k in _UNMASKED else mask_text(str(v))}" for k, v in extra.items())
         return base
 
 

@@ -1,23 +1,37 @@
 """Masking for anything the gateway says about content: keep the first 4 digits, star the rest.
 
-Used where free text we did not produce (subjects, error texts) is stored or shown, so that an
-identifier typed into a subject line does not reach the terminal, a log or the audit export.
+Used on every string that leaves the store for a person or another system (subjects, file and
+part names, reasons, error texts, notices, DSNs, CLI output, the audit export, logs) so that an
+identifier typed into a subject line does not reach a terminal, a log or the upstream.
+
+The spans come from the scanner's own candidate finding (`dlpgate.scan.spans`): whatever
+separator or width the scanner accepts between digit groups, masking accepts too, so no number
+the scanner can see escapes the mask.
 """
 
 from __future__ import annotations
 
-import re
-
-# runs of 8+ digits (half/full width), optionally broken by common separators
-_DIGIT_RUN = re.compile(r"[0-9０-９](?:[ \-‐−－ー.]?[0-9０-９]){7,}")
+from dlpgate.scan.spans import identifier_spans, run_digits
 
 
 def mask_number(digits: str) -> str:
     """'6214 9832 0257' -> '6214********' (separators dropped, digits counted)."""
-    d = [c for c in digits if c.isdigit()]
-    return "".join(d[:4]) + "*" * max(0, len(d) - 4)
+    d = run_digits(digits)
+    return d[:4] + "*" * max(0, len(d) - 4)
 
 
 def mask_text(text: str) -> str:
-    """Mask every long digit run inside free text."""
-    return _DIGIT_RUN.sub(lambda m: mask_number(m.group(0)), text)
+    """Mask every identifier-like digit run inside free text."""
+    if not text:
+        return text
+    spans = identifier_spans(text)
+    if not spans:
+        return text
+    out: list[str] = []
+    pos = 0
+    for s, e in spans:
+        out.append(text[pos:s])
+        out.append(mask_number(text[s:e]))
+        pos = e
+    out.append(text[pos:])
+    return "".join(out)

@@ -2,8 +2,9 @@
 
 They are queued like any other mail (kind "notice", null envelope sender so they can never
 bounce back into a loop) and go through the upstream relay without being scanned. They never
-carry the flagged content: a DSN returns only the original headers, a notice only the message id,
-subject (masked), rule names and counts.
+carry the flagged content: a DSN returns only the original's identifying headers (Date, From, To,
+Cc, Subject, Message-ID), masked; a notice only the message id, subject (masked), rule names and
+counts. Upstream replies quoted in a DSN are masked too (a server may echo what it was sent).
 """
 
 from __future__ import annotations
@@ -15,18 +16,45 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
+from email.policy import default as default_policy
 from typing import Any
 
+from .masking import mask_text
 from .store import DELAYED, NewMessage, RcptOutcome, Store, new_id
 
 SpoolWriter = Callable[[str, bytes], str]
 
 
-def _headers_only(raw: bytes) -> bytes:
+# The original's fields a DSN returns (RFC 3464 2.1: the third part is optional, and
+# text/rfc822-headers needs only enough for the sender to recognise the message).
+DSN_HEADERS = ("Date", "From", "To", "Cc", "Subject", "Message-ID")
+
+
+def _returned_headers(raw: bytes) -> bytes:
+    """The original's identifying headers, decoded, masked, one line each, re-encoded (RFC 2047).
+
+    Nothing else of the original goes back: not its other headers (they can carry anything a
+    client chose to put there), not its body."""
+    from email.parser import BytesHeaderParser
+
     end = raw.find(b"\r\n\r\n")
     if end < 0:
         end = raw.find(b"\n\n")
-    return raw[: end if end >= 0 else min(len(raw), 65536)][:65536]
+    head = raw[: end if end >= 0 else min(len(raw), 65536)][:65536]
+    parsed = BytesHeaderParser(policy=default_policy).parsebytes(head + b"\r\n\r\n")
+    out = EmailMessage(policy=SMTP_POLICY)
+    for name in DSN_HEADERS:
+        value = parsed.get(name)
+        if value is None:
+            continue
+        text = " ".join(mask_text(str(value)).split())[:900]
+        try:
+            out[name] = text
+            bytes(out)
+        except Exception:  # noqa: BLE001 - a value the header classes refuse: kept as plain text
+            del out[name]
+            out[f"X-Original-{name}"] = text.encode("ascii", "replace").decode("ascii")
+    return bytes(out).split(b"\r\n\r\n", 1)[0] + b"\r\n"
 
 
 def build_dsn(*, hostname: str, msg_id: str, sender: str, arrived: float, original: bytes,
@@ -37,13 +65,13 @@ def build_dsn(*, hostname: str, msg_id: str, sender: str, arrived: float, origin
              "Your message could not be delivered to one or more recipients.",
              "あなたのメールは一部の宛先に配送できませんでした。", ""]
     for o in bounced:
-        human.append(f"<{o.rcpt}>: {o.code} {o.response}")
+        human.append(f"<{o.rcpt}>: {o.code} {_one_line(mask_text(o.response))}")
     status_fields = [f"Reporting-MTA: dns; {hostname}", f"X-Dlpgate-Queue-ID: {msg_id}",
                      f"Arrival-Date: {email.utils.formatdate(arrived)}", ""]
     for o in bounced:
         code = o.code if o.code else 554
         status = f"{code // 100}.0.0"
-        resp = o.response.replace("\r", " ").replace("\n", " ")
+        resp = _one_line(mask_text(o.response))
         for token in resp.split():
             parts = token.split(".")
             if len(parts) == 3 and all(p.isdigit() for p in parts) and parts[0] in "245":
@@ -67,9 +95,14 @@ def build_dsn(*, hostname: str, msg_id: str, sender: str, arrived: float, origin
         f"--{boundary}", "Content-Type: text/rfc822-headers", "",
     ]
     out = "\r\n".join(headers + body).encode("utf-8") + b"\r\n"
-    out += _headers_only(original).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    out += f"\r\n\r\n--{boundary}--\r\n".encode()
+    out += _returned_headers(original)
+    out += f"\r\n--{boundary}--\r\n".encode()
     return out
+
+
+def _one_line(text: str) -> str:
+    """One line of printable text: an upstream's reply may hold line breaks or control bytes."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:900]
 
 
 def build_notice(*, hostname: str, sender: str, to: Sequence[str], subject: str, text: str) -> bytes:

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import TextIO
 
 from dlpgate.errors import DlpgateError
+from dlpgate.masking import mask_text
 from dlpgate.policy import MessageFacts, Policy
 from dlpgate.scan.scanner import Scanner
+from dlpgate.terminal import for_terminal
 
 EXTERNAL_PLACEHOLDER = "recipient@external.invalid"
 
@@ -63,7 +65,8 @@ def _judge(path: str, scanner: Scanner, policy: Policy) -> tuple[dict[str, objec
     record: dict[str, object] = {
         "path": path,
         "verdict": verdict.action,
-        "findings": [f.to_json() for f in findings],
+        # part names come from inside the file (attachment and sheet names): masked like the gateway's
+        "findings": [{**f.to_json(), "part": mask_text(f.part)} for f in findings],
         "records": result.records,
     }
     explanation = [
@@ -117,11 +120,11 @@ def run(
             status = 2
             continue
         if as_json:
-            print(json.dumps(record, ensure_ascii=False), file=out)
+            print(for_terminal(json.dumps(record, ensure_ascii=False)), file=out)
         else:
-            print(_human(record), file=out)
+            print(for_terminal(_human(record)), file=out)
         if explain:
-            print("\n".join(explanation), file=err if as_json else out)
+            print(for_terminal(mask_text("\n".join(explanation))), file=err if as_json else out)
         if record["findings"] and status == 0:
             status = 1
     return status

@@ -27,7 +27,7 @@ from .config import Config
 from .errors import StoreError
 from .masking import mask_text
 from .store import DELAYED, HELD, REJECTED, AsyncStore, NewMessage, forget_unsynced, new_id
-from .workers import WorkerCrashed, WorkerPool
+from .workers import WorkerCrashed, WorkerInitError, WorkerPool
 
 log = logging.getLogger("dlpgate.pipeline")
 
@@ -73,54 +73,82 @@ class Reply:
 
 
 # ------------------------------------------------------------------------------ worker side
+# Everything judging needs. A worker that cannot import one of them refuses to start (and with
+# it `serve`): a gateway that cannot judge must not pass mail as clean. The scanner's gate uses
+# hyperscan when it imports and falls back to pyahocorasick + `re` (same findings) otherwise.
+REQUIRED_MODULES = (
+    "ahocorasick",
+    "dlpgate.scan.scanner",
+    "dlpgate.policy",
+    "dlpgate.extract",
+    "dlpgate.rewrite",
+    "python_calamine",
+    "pypdfium2",
+    "pdfminer.pdfparser",
+    "charset_normalizer",
+    "openpyxl",
+    "docx",
+    "defusedxml",
+    "olefile",
+    "py7zr",
+    "tnefparse",
+)
+OPTIONAL_MODULES = ("hyperscan",)
+
+
+def check_judging_modules() -> None:
+    """Import every module judging needs; ImportError names the first one missing."""
+    import importlib
+
+    for name in REQUIRED_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ImportError(f"judging cannot load {name!r} ({e}); refusing to run without it") from None
+
+
 class Engine:
-    """Compiled scanner + policy + extraction limits. Built once per worker process."""
+    """Compiled scanner + policy + extraction limits. Built once per worker process.
+
+    Fails closed: a missing judging module raises here (the worker reports it and `serve`
+    refuses to start) instead of judging everything clean.
+    """
 
     def __init__(self, rules_dir: str, internal_domains: Sequence[str], limits: dict[str, Any]) -> None:
+        check_judging_modules()
         from .extract.model import ExtractLimits
+        from .policy import Policy
+        from .scan.scanner import Scanner
 
         known = {f.name for f in fields(ExtractLimits)}
         self.limits = ExtractLimits(**{k: v for k, v in limits.items() if k in known})
-        self.scanner: Any = None
-        self.policy: Any = None
-        try:
-            from .policy import Policy
-            from .scan.scanner import Scanner
-        except ImportError:  # scanner not built into this tree: everything is clean
-            return
         self.scanner = Scanner.load(rules_dir)
         self.policy = Policy.load(rules_dir, internal_domains)
 
     def recipient_class(self, rcpt: str) -> str:
-        if self.policy is None:
-            return "external"
         return str(self.policy.recipient_class(rcpt))
 
     def judge(self, raw: bytes, env: Envelope, first_contact_domains: Sequence[str] = ()) -> Judgement:
+        from .extract import extract_message
+        from .policy import MessageFacts
+
         classes = tuple(sorted({self.recipient_class(r) for r in env.recipients}))
-        try:
-            from .extract import extract_message
-        except ImportError:
-            return Judgement(recipient_classes=classes)
         t0 = time.perf_counter()
         ex = extract_message(raw, self.limits)
         t1 = time.perf_counter()
-        parts = tuple({"path": p.path, "chars": len(p.text), "tables": len(p.tables),
-                       "unscannable": p.unscannable or "", "detail": p.detail} for p in ex.parts)
-        attachments = tuple(asdict(a) for a in ex.attachments)
+        # names come from the sender (file names, archive members): masked before they are stored
+        parts = tuple({"path": mask_text(p.path), "chars": len(p.text), "tables": len(p.tables),
+                       "unscannable": p.unscannable or "", "detail": mask_text(p.detail)} for p in ex.parts)
+        attachments = tuple({**asdict(a), "filename": mask_text(a.filename)} for a in ex.attachments)
         subject = mask_text(ex.subject)
         scanned = sum(len(p.text) for p in ex.parts)
-        if self.scanner is None:
-            return Judgement(parts=parts, attachments=attachments, subject=subject, recipient_classes=classes)
-        from .policy import MessageFacts
-
         result = self.scanner.scan_extraction(ex)
         facts = MessageFacts(sender=env.sender, recipients=env.recipients, subject=ex.subject,
                              header_to=ex.header_to, header_cc=ex.header_cc, attachments=ex.attachments,
                              first_contact_domains=tuple(first_contact_domains))
         v = self.policy.decide(result, facts)
         t2 = time.perf_counter()
-        findings = tuple(f.to_json() for f in (*result.findings, *getattr(v, "extra_findings", ())))
+        findings = tuple(_masked_finding(f.to_json()) for f in (*result.findings, *getattr(v, "extra_findings", ())))
         rewritten = None
         note = ""
         if getattr(v, "rewrite_recipients", False):
@@ -128,11 +156,16 @@ class Engine:
 
             rewritten, note = hide_recipients(raw, self.recipient_class)
         return Judgement(
-            verdict=v.action, rules=tuple(v.rules), reason=v.reason, findings=findings,
+            verdict=v.action, rules=tuple(v.rules), reason=mask_text(v.reason), findings=findings,
             records=result.records, parts=parts, attachments=attachments, subject=subject,
             approvals_required=int(getattr(v, "approvals_required", 1)), logged=tuple(getattr(v, "logged", ())),
-            recipient_classes=classes, rewritten=rewritten, rewrite_note=note,
+            recipient_classes=classes, rewritten=rewritten, rewrite_note=mask_text(note),
             scan_seconds=t2 - t1, extract_seconds={"message": t1 - t0}, bytes_scanned=scanned)
+
+
+def _masked_finding(f: dict[str, Any]) -> dict[str, Any]:
+    """A finding's part names a file (sender-chosen) and its sample may quote a column header."""
+    return {**f, "part": mask_text(str(f.get("part", ""))), "sample": mask_text(str(f.get("sample", "")))}
 
 
 _ENGINE: Engine | None = None
@@ -202,6 +235,12 @@ class Pipeline:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+    @property
+    def judging_ok(self) -> bool:
+        """False once no judging worker can start (every DATA is then answered 451)."""
+        pool = self._pool
+        return pool is not None and not (pool.broken and not pool._slots)  # noqa: SLF001
 
     @property
     def busy(self) -> int:
@@ -304,6 +343,12 @@ class Pipeline:
             else:
                 await self.store.accept(m, notices, content=j.rewritten if j.rewritten is not None else data)
             self._remember(self._contact_scope(env), (r.rpartition("@")[2].lower() for r in env.recipients))
+        except WorkerInitError as e:  # nothing can judge: the client keeps the message and retries
+            log.error("%s", e, extra={"event": "judging_unavailable", "msg_id": msg_id})
+            if spool is not None:
+                await asyncio.get_running_loop().run_in_executor(None, _unlink, spool)
+            metrics.RECEIVED.labels(result="error").inc()
+            return Reply(451, "4.3.0 Content scanner unavailable, try again later")
         except (StoreError, OSError) as e:
             log.error("store commit failed: %s", e, extra={"event": "store_error", "msg_id": msg_id})
             if spool is not None:

@@ -276,10 +276,12 @@ class Gateway:
             "store": {"ok": store_ok},
             "deliverer": {"ok": self.delivery is not None and bool(self.delivery.alive)},
             "housekeeping": {"ok": time.time() - self.last_housekeeping < HOUSEKEEPING_EVERY * 3},
+            # no judging worker can start (a module or the rules went missing): every DATA gets 451
+            "judging": {"ok": self.pipeline is not None and self.pipeline.judging_ok},
             "upstream": upstream,
             "deferred": {"ok": age <= limit, "oldest_age_seconds": round(age, 1), "limit_seconds": limit},
         }
-        core = ("smtp", "store", "deliverer", "housekeeping")
+        core = ("smtp", "store", "deliverer", "housekeeping", "judging")
         if not all(checks[k]["ok"] for k in core):
             status = "unhealthy"
         elif not (checks["upstream"]["ok"] and checks["deferred"]["ok"]):

@@ -27,7 +27,7 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from . import metrics
 from .config import Config
 from .pipeline import Envelope, Pipeline
-from .smtp_addr import simple_address
+from .smtp_addr import has_control, simple_address, valid_helo, valid_params
 
 log = logging.getLogger("dlpgate.smtp")
 
@@ -54,6 +54,22 @@ def header_field_count(data: bytes, stop_after: int) -> int:
     return n
 
 
+_BARE_EOL = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+
+def crlf_lines(data: bytes) -> bytes:
+    """Every bare CR and bare LF as CRLF, before the message is judged or stored.
+
+    Mail systems downstream (aiosmtplib, Postfix, the recipient's MUA) read a bare CR or LF as a
+    line break; judged as something else, it would let headers or a body through unscanned (and
+    a bare-LF dot line is the SMTP-smuggling trick). Normalising rather than refusing keeps old
+    clients and scripts that send bare LF working, and makes what is judged, stored and delivered
+    one and the same byte string."""
+    if _BARE_EOL.search(data) is None:
+        return data
+    return _BARE_EOL.sub(b"\r\n", data)
+
+
 def client_networks(specs: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """CIDRs from the config; an IPv4-mapped IPv6 network (::ffff:a.b.c.d/N) becomes its IPv4 form,
     because peer addresses are folded the same way before matching."""
@@ -67,6 +83,26 @@ def client_networks(specs: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipad
             net = ipaddress.ip_network(f"{v4}/{net.prefixlen - 96}", strict=False)
         nets.append(net)
     return nets
+
+
+def login_may_send_as(config: Config, login: str, address: str) -> bool:
+    """Whether an authenticated `login` may use `address` as MAIL FROM: its own address (a login
+    that is one) or what `[sender_logins]` lists for it (addresses, `*@domain`, `<>` for the null
+    sender). Everything else, including any sender for a login with no entry, is refused."""
+    login = login.strip().lower()
+    sender = "" if address in ("", "<>") else address.strip().lower()
+    if sender and "@" in login and sender == login:
+        return True
+    for name, patterns in config.sender_logins:
+        if name != login:
+            continue
+        for p in patterns:
+            if p == "<>":
+                if not sender:
+                    return True
+            elif sender and (p == sender or (p.startswith("*@") and sender.rpartition("@")[2] == p[2:])):
+                return True
+    return False
 
 
 class Handler:
@@ -121,20 +157,35 @@ class Handler:
         self.total -= 1
         metrics.SESSIONS.set(self.total)
 
+    async def handle_HELO(self, server: SMTP, session: Session, envelope: SmtpEnvelope, hostname: str) -> str:
+        if not valid_helo(hostname):
+            metrics.REFUSED.labels(reason="bad_helo").inc()
+            return "501 5.5.4 Invalid domain name"
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: SmtpEnvelope, hostname: str,
                           responses: list[str]) -> list[str]:
+        if not valid_helo(hostname):
+            # the name goes into the Received: header: no line break, control or space may ride in
+            metrics.REFUSED.labels(reason="bad_helo").inc()
+            session.host_name = None
+            return ["501 5.5.4 Invalid domain name"]
         session.host_name = hostname
         # aiosmtpd reads commands one by one, so pipelined clients are served correctly
         return responses[:-1] + ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
                           mail_options: list[str]) -> str:
+        if has_control(address) or not valid_params(mail_options):
+            metrics.REFUSED.labels(reason="bad_syntax").inc()
+            return "501 5.5.4 Control character or bad parameter in MAIL"
         if self.config.smtp.auth_users_file and not session.authenticated:
             metrics.REFUSED.labels(reason="auth_required").inc()
             return "530 5.7.0 Authentication required"
-        login = session.auth_data if session.authenticated and isinstance(session.auth_data, str) else ""
-        if "@" in login and address.lower() != login:
-            # an authenticated address sends as itself: approvals and recalls are routed by sender
+        if session.authenticated and not login_may_send_as(self.config, str(session.auth_data or ""), address):
+            # approvals, notices and recalls are routed by sender: a login sends only as its own
+            # address or those `[sender_logins]` gives it
             metrics.REFUSED.labels(reason="sender_not_owned").inc()
             return "553 5.7.1 Sender address not owned by the authenticated user"
         allowed = self.config.smtp.allowed_sender_domains
@@ -152,6 +203,9 @@ class Handler:
         if len(envelope.rcpt_tos) >= self.config.smtp.max_recipients:
             metrics.REFUSED.labels(reason="too_many_recipients").inc()
             return "452 4.5.3 Too many recipients"
+        if has_control(address) or not valid_params(rcpt_options):
+            metrics.REFUSED.labels(reason="bad_syntax").inc()
+            return "501 5.5.4 Control character or bad parameter in RCPT"
         if "@" not in address:
             return "501 5.1.3 Recipient address must be a full address"
         envelope.rcpt_tos.append(address)
@@ -163,6 +217,7 @@ class Handler:
         if isinstance(data, str):  # decode_data is off; this is defensive only
             data = data.encode("utf-8", "surrogateescape")
         assert isinstance(data, bytes)
+        data = crlf_lines(data)
         if len(data) > self.config.smtp.max_message_bytes:
             metrics.RECEIVED.labels(result="too_big").inc()
             return "552 5.3.4 Message too big"

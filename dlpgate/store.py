@@ -1224,15 +1224,16 @@ class Store:
         return state
 
     def expire_due(self, action: str, make_notices: Callable[[sqlite3.Row, str], Sequence[NewMessage]]
-                   | None = None) -> list[str]:
-        """Held messages past expires_at end as expired (or released when action == 'release')."""
+                   | None = None, may_release: Callable[[sqlite3.Row], bool] | None = None) -> list[str]:
+        """Held messages past expires_at end as expired (or released when action == 'release' and
+        `may_release` allows it for that row)."""
         now = self.clock()
         done = []
         with self.transaction() as c:
             rows = c.execute("SELECT * FROM messages WHERE state='held' AND expires_at IS NOT NULL"
                              " AND expires_at <= ?", (now,)).fetchall()
             for r in rows:
-                if action == "release":
+                if action == "release" and (may_release is None or may_release(r)):
                     state = RELEASED
                     c.execute("UPDATE messages SET state=?, due_at=?, updated=? WHERE id=?",
                               (state, now, now, r["id"]))

@@ -11,6 +11,17 @@ wake-up for all of them, and the worker judges them with its caches warm. Under 
 load three calls in four found every worker busy. A batch that overruns BATCH_SECONDS or kills its
 worker is not charged to its members: each is tried again alone, with its own full budget, so only
 the message that is really at fault fails.
+
+The parent's end of each pipe is non-blocking under both loops (uvloop's `add_reader` makes it so
+anyway): a request or reply bigger than the socket buffer must never meet EAGAIN half-way, which
+`Connection.send`/`recv` turn into a dead worker. So the parent frames messages itself, in the
+same format `Connection` uses (the worker keeps its blocking `Connection`): writes go out as far
+as the socket takes them and the rest when the loop says it is writable; reads gather bytes until
+a whole frame is in.
+
+Closing a pool (shutdown, a rules reload) takes no new calls and waits for those taken: each is
+bounded by its own budget (its timer kills an overrunning worker), so there is no second, shorter
+deadline that could cut a judgement short.
 """
 
 from __future__ import annotations
@@ -18,13 +29,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
+import pickle
+import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
+from .errors import DlpgateError
 from .prctl import set_process_name
 
 
@@ -32,8 +48,41 @@ class WorkerCrashed(Exception):
     """The worker process died while handling a request."""
 
 
-class WorkerInitError(Exception):
-    """The worker could not initialise (e.g. the rules do not compile)."""
+class WorkerInitError(DlpgateError):
+    """The worker could not initialise (the rules do not compile, a judging module is missing):
+    `serve` refuses to start with this one line."""
+
+
+def frame(obj: Any) -> bytes:
+    """`obj` as one message in `multiprocessing.connection.Connection`'s wire format."""
+    data = bytes(ForkingPickler.dumps(obj))
+    n = len(data)
+    header = struct.pack("!i", n) if n <= 0x7FFFFFFF else struct.pack("!i", -1) + struct.pack("!Q", n)
+    return header + data
+
+
+class FrameReader:
+    """Whole messages out of the bytes read so far (the `Connection` wire format)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Any]:
+        self.buf += data
+        out = []
+        while len(self.buf) >= 4:
+            (n,) = struct.unpack_from("!i", self.buf)
+            start = 4
+            if n == -1:
+                if len(self.buf) < 12:
+                    break
+                (n,) = struct.unpack_from("!Q", self.buf, 4)
+                start = 12
+            if len(self.buf) < start + n:
+                break
+            out.append(pickle.loads(self.buf[start:start + n]))
+            del self.buf[:start + n]
+        return out
 
 
 def _worker_main(conn: Connection, initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
@@ -83,6 +132,9 @@ class _Slot:
     fut: asyncio.Future[Any] | None = None  # the start-up handshake
     batch: list[_Call] | None = None  # the calls it is working on
     timer: asyncio.TimerHandle | None = None
+    reader: FrameReader = field(default_factory=FrameReader)
+    out: bytearray = field(default_factory=bytearray)  # request bytes the socket has not taken yet
+    dead: bool = False
 
 
 class WorkerPool:
@@ -96,6 +148,7 @@ class WorkerPool:
         self._slots: set[_Slot] = set()
         self._closing = False
         self.busy = 0  # workers working
+        self.broken = ""  # why a replacement worker could not start ("" while all is well)
 
     # ---------------------------------------------------------------- lifecycle
     def _spawn(self) -> _Slot:
@@ -103,6 +156,7 @@ class WorkerPool:
         proc = self.ctx.Process(target=_worker_main, args=(child, self.initializer, self.initargs), daemon=True)
         proc.start()
         child.close()
+        os.set_blocking(parent.fileno(), False)  # as uvloop leaves it; the same under both loops
         slot = _Slot(proc, parent)
         self._slots.add(slot)
         return slot
@@ -140,14 +194,22 @@ class WorkerPool:
         new = self._spawn()
         try:
             await self._await_ready(new)
-        except WorkerInitError:
-            return  # the pool shrinks rather than loop on a broken initialiser
+        except WorkerInitError as e:
+            # the pool shrinks rather than loop on a broken initialiser; with no worker left,
+            # calls fail at once (the SMTP side answers 451) instead of waiting for nobody
+            self.broken = str(e)
+            if not self._slots:
+                self._fail_waiting(WorkerInitError(f"no judging worker can start: {e}"))
+            return
         self._idle.append(new)
         self._dispatch()
 
     def _kill(self, slot: _Slot) -> None:
+        slot.dead = True
         with contextlib.suppress(Exception):
             asyncio.get_running_loop().remove_reader(slot.conn.fileno())
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_writer(slot.conn.fileno())
         with contextlib.suppress(Exception):
             slot.proc.kill()
         with contextlib.suppress(Exception):
@@ -157,39 +219,71 @@ class WorkerPool:
         self._slots.discard(slot)
 
     async def close(self) -> None:
-        """Stop taking calls; those already taken finish (bounded), then the workers exit."""
+        """Stop taking calls; those already taken finish, each within its own budget (an
+        overrunning worker is killed by its timer), then the workers exit."""
         self._closing = True
-        for _ in range(200):  # calls waiting or in flight: bounded wait while they are served
-            if not self._waiting and not any(s.batch for s in self._slots):
+        while self._waiting or any(sl.batch for sl in self._slots):
+            if not self._slots:  # nobody left to serve what waits
                 break
             await asyncio.sleep(0.05)
+        self._fail_waiting(WorkerCrashed("pool is closing"))
+        while self._idle:
+            sl = self._idle.popleft()
+            with contextlib.suppress(Exception):
+                self._write(sl, frame(None))
+            await asyncio.get_running_loop().run_in_executor(None, sl.proc.join, 5)
+            self._kill(sl)
+        for sl in list(self._slots):
+            self._fail(sl, WorkerCrashed("pool is closing"))
+            self._kill(sl)
+
+    def _fail_waiting(self, error: Exception) -> None:
         while self._waiting:
             c = self._waiting.popleft()
             if not c.fut.done():
-                c.fut.set_exception(WorkerCrashed("pool is closing"))
-        while self._idle:
-            s = self._idle.popleft()
-            with contextlib.suppress(Exception):
-                s.conn.send(None)
-            await asyncio.get_running_loop().run_in_executor(None, s.proc.join, 5)
-            self._kill(s)
-        for s in list(self._slots):
-            self._fail(s, WorkerCrashed("pool is closing"))
-            self._kill(s)
+                c.fut.set_exception(error)
 
     # ---------------------------------------------------------------- calls
     def _readable(self, slot: _Slot) -> None:
-        try:
-            msg = slot.conn.recv()
-        except (EOFError, OSError):
+        """Read what the socket holds; act on every whole message in it."""
+        msgs: list[Any] = []
+        gone = False
+        fd = slot.conn.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 20)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            except OSError:
+                gone = True
+                break
+            if not chunk:
+                gone = True
+                break
+            try:
+                msgs += slot.reader.feed(chunk)
+            except Exception:  # noqa: BLE001 - a garbled reply: treat the worker as lost
+                gone = True
+                break
+        for msg in msgs:
+            if slot.dead:
+                return
+            self._message(slot, msg)
+        if gone and not slot.dead:
             with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(slot.conn.fileno())
+                asyncio.get_running_loop().remove_reader(fd)
             fut, slot.fut = slot.fut, None
             if fut is not None and not fut.done():  # still starting up
                 fut.set_exception(WorkerCrashed("worker process died"))
             if slot.batch is not None:
                 self._lost(slot, WorkerCrashed("worker process died"))
-            return
+            elif slot in self._idle:  # died idle: replace it now, not when a call finds it dead
+                self._idle.remove(slot)
+                asyncio.ensure_future(self._replace(slot))
+
+    def _message(self, slot: _Slot, msg: Any) -> None:
         if slot.batch is None:  # the start-up handshake
             fut, slot.fut = slot.fut, None
             if fut is not None and not fut.done():
@@ -205,6 +299,38 @@ class WorkerPool:
                 c.fut.set_result(msg[i] if i < len(msg) else msg[0])
         self._idle.append(slot)
         self._dispatch()
+
+    def _write(self, slot: _Slot, data: bytes) -> None:
+        """Send `data` after anything still pending; the rest goes when the socket drains."""
+        if slot.out:
+            slot.out += data
+            return
+        fd = slot.conn.fileno()
+        sent = 0
+        try:
+            sent = os.write(fd, data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            slot.out += data[sent:]
+            asyncio.get_running_loop().add_writer(fd, self._writable, slot)
+
+    def _writable(self, slot: _Slot) -> None:
+        fd = slot.conn.fileno()
+        try:
+            sent = os.write(fd, slot.out)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            slot.out.clear()
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_writer(fd)
+            if slot.batch is not None:
+                self._lost(slot, WorkerCrashed(str(e)))
+            return
+        del slot.out[:sent]
+        if not slot.out:
+            asyncio.get_running_loop().remove_writer(fd)
 
     def _dispatch(self) -> None:
         """Give waiting calls to idle workers: the oldest first, with the batchable ones behind it."""
@@ -226,7 +352,7 @@ class WorkerPool:
             # callbacks, a measurable share of a small message's hand-off
             slot.timer = asyncio.get_running_loop().call_later(budget, self._overrun, slot)
             try:
-                slot.conn.send([(c.fn, c.args) for c in batch])
+                self._write(slot, frame([(c.fn, c.args) for c in batch]))
             except OSError as e:
                 self._lost(slot, WorkerCrashed(str(e)))
 
@@ -265,6 +391,8 @@ class WorkerPool:
         such calls that queued meanwhile."""
         if self._closing:
             raise WorkerCrashed("pool is closing")
+        if not self._slots and self.broken:
+            raise WorkerInitError(f"no judging worker can start: {self.broken}")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Call(fn, args, fut, timeout, batchable))
         self._dispatch()

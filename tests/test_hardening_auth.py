@@ -113,14 +113,15 @@ async def test_auth_only_after_starttls_and_required_for_mail(tmp_path: Path, si
 
 async def test_auth_login_mechanism_and_a_login_without_address(tmp_path: Path, sink: Sink, tls: TlsFiles,
                                                                users: Path) -> None:
-    async with running(tls_config(tmp_path, sink, tls, users)) as gw:
+    cfg = replace(tls_config(tmp_path, sink, tls, users), sender_logins=(("relay-bot", ("system@example.jp",)),))
+    async with running(cfg) as gw:
         def go() -> dict:
             with connect(gw.smtp_port, tls) as c:
                 starttls(c, tls)
                 c.user, c.password = "relay-bot", "another synthetic secret"
                 code, _ = c.auth("LOGIN", c.auth_login, initial_response_ok=False)
                 assert code == 235
-                # a login that is not an address may send for any (allowed) sender
+                # a login that is not an address sends as the addresses [sender_logins] binds it to
                 return c.sendmail("system@example.jp", ["b@example.com"], message(2))
 
         assert await asyncio.to_thread(go) == {}

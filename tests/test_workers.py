@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from dlpgate import workers as workers_mod
 from dlpgate.pipeline import Envelope
 from dlpgate.server import Gateway
 from dlpgate.workers import WorkerCrashed, WorkerInitError, WorkerPool
@@ -85,31 +86,34 @@ async def _busy_then_queue(pool: WorkerPool, calls: list[tuple]) -> tuple[list[a
     """Occupy the only worker, queue `calls` (fn, args, timeout, batchable) behind it, free it:
     the size of the batch the freed worker was given.
 
-    Read from what was sent down the worker's pipe, not from the slot after the blocker returns:
+    Read from what was framed for the worker's pipe, not from the slot after the blocker returns:
     on a loaded machine the batch may already be answered (and the next call sent) by then."""
-    (slot,) = pool._slots  # noqa: SLF001
     sent: list[int] = []
-    send = slot.conn.send
+    real_frame = workers_mod.frame
 
-    def recording_send(obj: object) -> None:
+    def counting_frame(obj: object) -> bytes:
         if isinstance(obj, list):
             sent.append(len(obj))
-        send(obj)
+        return real_frame(obj)
 
-    slot.conn.send = recording_send  # type: ignore[method-assign]
-    gate = Path(tempfile.mkdtemp()) / "go"
-    blocker = asyncio.ensure_future(pool.call(wait_for_file, str(gate), timeout=60))
-    futs = [asyncio.ensure_future(pool.call(fn, *args, timeout=timeout, batchable=b)) for fn, args, timeout, b in calls]
-    for _ in range(600):  # every call queued behind the blocker (bounded: 30 s)
-        if len(pool._waiting) == len(calls):  # noqa: SLF001
-            break
-        await asyncio.sleep(0.05)
-    assert len(pool._waiting) == len(calls)  # noqa: SLF001 - all queued behind the blocker
-    gate.touch()  # the worker is free only now, whatever the machine's load
-    await blocker
-    gate.unlink()
-    gate.parent.rmdir()
-    await asyncio.gather(*futs, return_exceptions=True)
+    workers_mod.frame = counting_frame  # type: ignore[assignment]
+    try:
+        gate = Path(tempfile.mkdtemp()) / "go"
+        blocker = asyncio.ensure_future(pool.call(wait_for_file, str(gate), timeout=60))
+        futs = [asyncio.ensure_future(pool.call(fn, *args, timeout=timeout, batchable=b))
+                for fn, args, timeout, b in calls]
+        for _ in range(600):  # every call queued behind the blocker (bounded: 30 s)
+            if len(pool._waiting) == len(calls):  # noqa: SLF001
+                break
+            await asyncio.sleep(0.05)
+        assert len(pool._waiting) == len(calls)  # noqa: SLF001 - all queued behind the blocker
+        gate.touch()  # the worker is free only now, whatever the machine's load
+        await blocker
+        gate.unlink()
+        gate.parent.rmdir()
+        await asyncio.gather(*futs, return_exceptions=True)
+    finally:
+        workers_mod.frame = real_frame  # type: ignore[assignment]
     assert sent[0] == 1  # the blocker went alone
     return futs, sent[1]
 
