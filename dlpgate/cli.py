@@ -78,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.set_defaults(func=cmd_scan)
 
+    p = sub.add_parser("archive", parents=[common], help="audit mail archives: mbox, Maildir, MH, .eml, .msg, .pst")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (default 1; up to the cores)")
+    p.add_argument("--since", metavar="WHEN", help="only mail dated on or after (YYYY-MM-DD or ISO 8601)")
+    p.add_argument("--until", metavar="WHEN", help="only mail dated before")
+    p.add_argument("--report", metavar="DIR", help="write report.html, flagged.csv, summary.csv and the checkpoint here")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from DIR's checkpoint")
+    p.add_argument("--json", action="store_true", help="one JSON object per message on stdout, in archive order")
+    p.add_argument("--rules", metavar="DIR", help="rules directory (default: the configured one)")
+    p.add_argument("--internal-domains", action="append", metavar="DOMAIN[,DOMAIN...]", default=None,
+                   help="what is internal, comma-separated or repeated (default: [policy] internal_domains)")
+    p.add_argument("--progress-every", type=float, default=10.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_archive)
+
     rules = sub.add_parser("rules", parents=[common], help="rule files")
     rsub = rules.add_subparsers(dest="rules_command", required=True, parser_class=_Parser)
     p = rsub.add_parser("check", parents=[common], help="validate rule files")
@@ -90,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         admin_cli = None  # type: ignore[assignment]
     if admin_cli is not None:
         admin_cli.register(sub, common)
+    from . import store_cli
+
+    store_cli.register(sub, common)
     for _, p in subcommands(parser):  # whoever registered it: usage errors in one line too
         if not isinstance(p, _Parser):
             p.__class__ = _Parser
@@ -130,6 +147,21 @@ def cmd_scan(args: argparse.Namespace, config: Config) -> int:
     rules_dir = args.rules or str(config.rules_path)
     return int(run(list(args.paths), as_json=args.json, rules_dir=rules_dir, explain=args.explain,
                    internal_domains=config.policy.internal_domains))
+
+
+def cmd_archive(args: argparse.Namespace, config: Config) -> int:
+    from .archive import Options, run
+    from .archive.dates import parse_when
+
+    options = Options(
+        jobs=args.jobs, since=parse_when(args.since, "--since"), until=parse_when(args.until, "--until"),
+        report_dir=args.report, resume=args.resume, as_json=args.json,
+        rules_dir=args.rules or str(config.rules_path),
+        internal_domains=tuple(d.strip() for v in args.internal_domains for d in v.split(",") if d.strip())
+        if args.internal_domains is not None else tuple(config.policy.internal_domains),
+        progress_every=args.progress_every,
+    )
+    return run(args.paths, options)
 
 
 def cmd_rules_check(args: argparse.Namespace, config: Config) -> int:

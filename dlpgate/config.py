@@ -116,6 +116,11 @@ class StoreConfig:
     path: str = "quarantine"
     retention_days: float = 30.0  # spool files of finished messages
     sendlog_retention_days: float = 366.0
+    # "" = the embedded SQLite engine in `path`; "postgresql://user@host/db" = the PostgreSQL engine
+    # shared by several gateways (`path` then only holds spool files until their commit)
+    url: str = ""
+    node: str = ""  # this gateway's name among those sharing the database ("" = the host name); unique
+    lease_seconds: float = 30.0  # a dead node's claimed messages go to another node after this long
 
 
 @dataclass(frozen=True)

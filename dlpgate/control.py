@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 from . import audit
 from .approvals import Router, decide
 from .config import Config
+from .control_client import reachable
 from .errors import DlpgateError, InputError, PermissionDenied, StateError
 from .identities import Identities, Identity
 from .masking import mask_text
@@ -171,7 +172,7 @@ class Authority:
     async def _read(self, job: Callable[[Store], T]) -> T:
         def run() -> T:
             if self._read_store is None:
-                self._read_store = Store(self.store.root, readonly=True)
+                self._read_store = self.store.open_reader()  # SQLite read-only, or a PostgreSQL session
             return job(self._read_store)
 
         return await asyncio.get_running_loop().run_in_executor(self._reader, run)
@@ -179,7 +180,7 @@ class Authority:
     def close(self) -> None:
         def shut() -> None:
             if self._read_store is not None:
-                self._read_store.conn.close()
+                self._read_store.close()
                 self._read_store = None
 
         with contextlib.suppress(RuntimeError):
@@ -500,15 +501,14 @@ def preflight(cfg: Config) -> None:
     from .errors import ConfigError
 
     sock = cfg.control_socket
-    if len(os.fsencode(str(sock))) > 100:
-        raise ConfigError(f"control.socket: {sock} is too long for a Unix socket (keep it under 100 bytes)")
     if cfg.control.group:
         try:
             grp.getgrnam(cfg.control.group)
         except KeyError:
             raise ConfigError(f"control.group: no Unix group {cfg.control.group!r} (groupadd it, and add the"
                               " service account and the people who approve)") from None
-    if sock.parent.is_dir() and sock.parent.stat().st_mode & 0o002:
+    # (the store directory itself is made 0700 at start, before the socket is bound in it)
+    if sock.parent.is_dir() and sock.parent.stat().st_mode & 0o002 and sock.parent.resolve() != cfg.store_path.resolve():
         raise ConfigError(f"control.socket: its directory {sock.parent} is writable by everyone; use one only the"
                           " service account writes (e.g. /run/dlpgate)")
     key = cfg.audit_key_path
@@ -534,7 +534,8 @@ def _listening(path: Path) -> bool:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(2)
     try:
-        s.connect(str(path))
+        with reachable(path) as name:
+            s.connect(name)
     except OSError:
         return False
     finally:
@@ -582,10 +583,10 @@ class ControlServer:
                 raise InputError(f"control.group: no Unix group {self.group!r}") from None
         old = os.umask(0o177)  # created 0600: nobody else connects before the mode below is set
         try:
-            self.server = await asyncio.start_unix_server(self._client, path=str(p), limit=MAX_REQUEST)
+            with reachable(p) as name:
+                self.server = await asyncio.start_unix_server(self._client, path=name, limit=MAX_REQUEST)
         except OSError as e:
-            raise InputError(f"control.socket: cannot listen on {p}: {e.strerror or e}"
-                             + (" (Unix socket paths must be under 108 bytes)" if len(str(p)) > 100 else "")) from None
+            raise InputError(f"control.socket: cannot listen on {p}: {e.strerror or e}") from None
         finally:
             os.umask(old)
         if gid >= 0:

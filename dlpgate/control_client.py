@@ -7,8 +7,11 @@ direct write. Typed errors come back as the same dlpgate.errors types.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,25 @@ _TYPES: dict[str, type[DlpgateError]] = {
 }
 
 
+SUN_PATH_MAX = 107  # bytes of a Unix socket path the kernel takes (sun_path, NUL excluded)
+
+
+@contextlib.contextmanager
+def reachable(path: str | Path) -> Iterator[str]:
+    """A name bind()/connect() accept for `path`, however deep: a long one goes through its
+    directory's descriptor (/proc/self/fd/N/name, which the kernel resolves), kept open meanwhile."""
+    p = str(path)
+    if len(os.fsencode(p)) <= SUN_PATH_MAX:
+        yield p
+        return
+    parent, name = os.path.split(p)
+    fd = os.open(parent or ".", os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{name}"
+    finally:
+        os.close(fd)
+
+
 def socket_path(config: Config) -> Path:
     """Where the gateway of this config listens (`[control] socket`, else `<store>/control.sock`)."""
     return config.control_socket
@@ -34,7 +56,8 @@ def call(path: str | Path, op: str, args: dict[str, Any] | None = None, *, timeo
     s.settimeout(timeout)
     try:
         try:
-            s.connect(str(path))
+            with reachable(path) as name:
+                s.connect(name)
         except FileNotFoundError:
             raise Unavailable(f"the gateway is not running (no control socket at {path});"
                               " nothing was changed") from None

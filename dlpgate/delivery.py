@@ -26,6 +26,7 @@ import aiosmtplib
 
 from . import metrics
 from .config import Config, parse_hostport
+from .errors import StoreError
 from .masking import mask_text
 from .notices import queue_dsn
 from .store import AsyncStore, Claimed, DeliveredJob, NewMessage, RcptOutcome, Store
@@ -38,6 +39,8 @@ class UpstreamTLSError(aiosmtplib.SMTPException):
 
 
 IDLE_POLL = 5.0
+STORE_RETRY = 0.5  # seconds before a claim or a record is tried again when the store is unreachable
+RECORD_FOR = 120.0  # how long an attempt's outcome is retried before it is left to recovery
 COALESCE = 0.005  # seconds the scheduler waits after a wake-up before claiming  # re-read the queue head at least this often: the CLI (another process) may release
 
 
@@ -121,6 +124,7 @@ class Delivery:
             self._wake.set()
 
     async def start(self) -> None:
+        self.store.on_due(self.poke)  # another gateway on the same database made a message due
         self._tasks.append(asyncio.create_task(self._scheduler(), name="scheduler"))
         for i in range(self.concurrency):
             self._tasks.append(asyncio.create_task(self._worker(i), name=f"delivery-{i}"))
@@ -154,7 +158,12 @@ class Delivery:
                 self._wake.clear()
                 free = self.concurrency * 2 - self.inflight - self.queue.qsize()
                 if free > 0:
-                    claimed, nd = await self.store.run(functools.partial(_claim_and_peek, limit=free))
+                    try:
+                        claimed, nd = await self.store.run(functools.partial(_claim_and_peek, limit=free))
+                    except StoreError as e:  # the database is away (a restart): try again shortly
+                        log.warning("claim failed, retrying: %s", e, extra={"event": "store_error"})
+                        await asyncio.sleep(STORE_RETRY)
+                        continue
                     for c in claimed:
                         self.queue.put_nowait(c)
                     if len(claimed) == free:
@@ -288,6 +297,21 @@ class Delivery:
                 return None, [RcptOutcome(r, 0, reason) for r in c.recipients]
         return client, [RcptOutcome(r, 0, "upstream unavailable") for r in c.recipients]
 
+    async def _record(self, job: Callable[[Store], object]) -> object:
+        """Run the attempt's store job, retrying while the store is unreachable (a database
+        restart): the message stays claimed meanwhile, so the outcome is not lost to a retry."""
+        deadline = time.monotonic() + RECORD_FOR
+        delay = STORE_RETRY
+        while True:
+            try:
+                return await self.store.run(job)
+            except StoreError as e:
+                if time.monotonic() > deadline or self._stopping:
+                    raise
+                log.warning("recording a delivery failed, retrying: %s", e, extra={"event": "store_error"})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     async def _finish(self, c: Claimed, outcomes: Sequence[RcptOutcome]) -> None:
         r = self.config.relay
         now = time.time()
@@ -307,7 +331,7 @@ class Delivery:
 
         delivered = bool(outcomes) and all(200 <= o.code < 300 for o in outcomes)
         # the common case is recorded together with the batch's other deliveries (one statement each)
-        res = await self.store.run(DeliveredJob(c.id, outcomes, retry_at) if delivered else job)
+        res = await self._record(DeliveredJob(c.id, outcomes, retry_at) if delivered else job)
         timed = False  # one latency sample per message, on its first delivered recipient
         for o in outcomes:
             ok = 200 <= o.code < 300

@@ -101,7 +101,7 @@ def _child_main(config: Config, hostname: str, conn: Connection) -> None:
 async def _child(config: Config, hostname: str, conn: Connection) -> None:
     from .auditkey import signer_for
     from .delivery import Delivery
-    from .store import AsyncStore
+    from .store_engine import open_async_store
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -114,7 +114,7 @@ async def _child(config: Config, hostname: str, conn: Connection) -> None:
         if latency is not None:
             latencies.append(latency)
 
-    store = AsyncStore(config.store_path, signer=signer_for(config))  # its audit entries are signed too
+    store = open_async_store(config, signer=signer_for(config))  # its audit entries are signed too
     delivery = Delivery(config, store, hostname, on_result=on_result)
 
     def on_ctl() -> None:
@@ -243,12 +243,12 @@ class DeliveryProcess:
 
     async def _recover_and_respawn(self) -> None:
         from .auditkey import signer_for
-        from .store import Store
+        from .store_engine import open_store
 
         def recover() -> int:
             fd = acquire_lock(lock_path(self.config), timeout=15, evict=True)
             try:
-                st = Store(self.config.store_path, signer=signer_for(self.config))
+                st = open_store(self.config, signer=signer_for(self.config))
                 try:
                     return st.recover()
                 finally:

@@ -10,6 +10,8 @@ Output never holds a full identifier: samples are masked by the scanner.
 from __future__ import annotations
 
 import email
+import email.message
+import email.parser
 import email.policy
 import json
 import sys
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from dlpgate.errors import DlpgateError
+from dlpgate.extract.model import Extraction, ExtractLimits
 from dlpgate.masking import mask_text
 from dlpgate.policy import MessageFacts, Policy
 from dlpgate.scan.scanner import Scanner
@@ -27,9 +30,22 @@ from dlpgate.terminal import for_terminal
 EXTERNAL_PLACEHOLDER = "recipient@external.invalid"
 
 
+def header_message(raw: bytes) -> email.message.Message:
+    """The header block alone, parsed with compat32: the body (50 MB of it, perhaps) is never walked."""
+    from dlpgate.extract.mime import header_end
+
+    end = header_end(raw)
+    head = raw[:end] if end >= 0 else raw
+    return email.parser.BytesParser(policy=email.policy.compat32).parsebytes(head, headersonly=True)
+
+
 def _header_recipients(raw: bytes) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str]:
     """(to, cc, bcc, from) addr-specs of an .eml's headers."""
-    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    return header_recipients(header_message(raw))
+
+
+def header_recipients(msg: email.message.Message) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str]:
+    """(to, cc, bcc, from) addr-specs of parsed headers."""
 
     def addrs(name: str) -> tuple[str, ...]:
         values = [str(v) for v in msg.get_all(name, [])]
@@ -40,40 +56,60 @@ def _header_recipients(raw: bytes) -> tuple[tuple[str, ...], tuple[str, ...], tu
 
 
 def _judge(path: str, scanner: Scanner, policy: Policy) -> tuple[dict[str, object], list[str]]:
-    from dlpgate.extract import extract_file, extract_message  # lazily: extract/ is heavy
+    from dlpgate.extract import extract_file  # lazily: extract/ is heavy
     from dlpgate.extract.sniff import sniff
 
     data = Path(path).read_bytes()
     if path.lower().endswith(".eml") or sniff(data[:8192], Path(path).name) == "eml":
-        extraction = extract_message(data)
-        to, cc, bcc, sender = _header_recipients(data)
-        recipients = tuple(dict.fromkeys(to + cc + bcc)) or (EXTERNAL_PLACEHOLDER,)
-        facts = MessageFacts(
-            sender=sender,
-            recipients=recipients,
-            subject=extraction.subject,
-            header_to=extraction.header_to or to,
-            header_cc=extraction.header_cc or cc,
-            attachments=extraction.attachments,
-        )
-    else:
-        extraction = extract_file(Path(path).name, data)
-        facts = MessageFacts(sender="", recipients=(EXTERNAL_PLACEHOLDER,), attachments=extraction.attachments)
+        record, explanation = judge_message(data, _header_recipients(data), scanner, policy, explain=True)
+        return {"path": path, **record}, explanation
+    extraction = extract_file(Path(path).name, data)
+    facts = MessageFacts(sender="", recipients=(EXTERNAL_PLACEHOLDER,), attachments=extraction.attachments)
+    record, explanation = _decide(extraction, facts, scanner, policy, explain=True)
+    return {"path": path, **record}, explanation
+
+
+Recipients = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str]  # to, cc, bcc, from
+
+
+def judge_message(raw: bytes, recipients: Recipients, scanner: Scanner, policy: Policy,
+                  limits: ExtractLimits | None = None, explain: bool = False) -> tuple[dict[str, object], list[str]]:
+    """One message judged as the gateway judges it, against its header recipients (To, Cc, Bcc:
+    `recipients` as header_recipients gives them); {"verdict", "findings", "records"} plus, with
+    `explain`, why each rule fired or not. `dlpgate archive` calls this for every message."""
+    from dlpgate.extract import DEFAULT_LIMITS, extract_message
+
+    extraction = extract_message(raw, limits or DEFAULT_LIMITS)
+    to, cc, bcc, sender = recipients
+    envelope = tuple(dict.fromkeys(to + cc + bcc)) or (EXTERNAL_PLACEHOLDER,)
+    facts = MessageFacts(
+        sender=sender,
+        recipients=envelope,
+        subject=extraction.subject,
+        header_to=extraction.header_to or to,
+        header_cc=extraction.header_cc or cc,
+        attachments=extraction.attachments,
+    )
+    return _decide(extraction, facts, scanner, policy, explain)
+
+
+def _decide(extraction: Extraction, facts: MessageFacts, scanner: Scanner, policy: Policy,
+            explain: bool) -> tuple[dict[str, object], list[str]]:
     result = scanner.scan_extraction(extraction)
     verdict = policy.decide(result, facts)
     findings = result.findings + verdict.extra_findings
     record: dict[str, object] = {
-        "path": path,
         "verdict": verdict.action,
         # part names come from inside the file (attachment and sheet names): masked like the gateway's
         "findings": [{**f.to_json(), "part": mask_text(f.part)} for f in findings],
         "records": result.records,
     }
-    explanation = [
-        f"  {'FIRED' if c.matched else 'no   '} {c.rule} [{c.action}]: {c.why}" for c in policy.explain(result, facts)
-    ]
-    if verdict.reason:
-        explanation.append(f"  reason: {verdict.reason}")
+    explanation: list[str] = []
+    if explain:
+        explanation = [f"  {'FIRED' if c.matched else 'no   '} {c.rule} [{c.action}]: {c.why}"
+                       for c in policy.explain(result, facts)]
+        if verdict.reason:
+            explanation.append(f"  reason: {verdict.reason}")
     return record, explanation
 
 

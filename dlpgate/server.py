@@ -28,6 +28,7 @@ from .pipeline import Pipeline
 from .smtp import GatewaySMTP, Handler, tls_context
 from .startup import Summary, log_started, preflight, probe_upstream
 from .store import AsyncStore
+from .store_engine import open_async_store
 from .workers import WorkerInitError
 
 log = logging.getLogger("dlpgate.server")
@@ -163,7 +164,9 @@ class Gateway:
         if created:
             log.info("created the audit signing key %s (public key %s.pub, fingerprint %s)", cfg.audit_key_path,
                      cfg.audit_key_path, self.audit_key.fingerprint, extra={"event": "audit_key_created"})
-        self.store = AsyncStore(cfg.store_path, signer=self.audit_key.sign)
+        sign = self.audit_key.sign
+        self.store = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: open_async_store(cfg, lead=True, signer=sign))
         loop = asyncio.get_running_loop()
         # a deliverer left from a killed gateway must be gone before its rows go back to the queue
         lock_fd = await loop.run_in_executor(None, lambda: acquire_lock(lock_path(cfg), 15.0, evict=True))
@@ -343,7 +346,9 @@ class Gateway:
         """Expiry, reminders, retention, gauges. Safe to call any time (tests call it directly)."""
         assert self.store is not None
         cfg = self.config
-        if self.approvals is not None:
+        # expiry, reminders and retention: one gateway of those sharing a store at a time
+        lead = self.store.is_leader()
+        if self.approvals is not None and lead:
             expired, reminded = await self.approvals.housekeep(self.store, self.delivery)
             if expired and self.witness is not None:
                 w = self.witness
@@ -353,8 +358,9 @@ class Gateway:
                                                         "action": cfg.quarantine.expire_action})
             if reminded:
                 log.info("approvers reminded", extra={"event": "reminded", "count": len(reminded)})
-        await self.store.run(lambda s: s.purge(cfg.store.retention_days * 86400,
-                                               cfg.store.sendlog_retention_days * 86400))
+        if lead:
+            await self.store.run(lambda s: s.purge(cfg.store.retention_days * 86400,
+                                                   cfg.store.sendlog_retention_days * 86400))
         await self.refresh_gauges()
         if (cfg.relay.probe and self.upstream_state()[0] is False
                 and (self._probe_task is None or self._probe_task.done())):

@@ -1411,9 +1411,24 @@ class AsyncStore:
         if self._error is not None:
             raise self._error
 
+    def _open(self) -> Store:
+        """The engine the writer thread runs the jobs on (the PostgreSQL engine overrides it)."""
+        return Store(self.root, clock=self._clock, signer=self._signer)
+
+    def is_leader(self) -> bool:
+        """Whether this gateway does the cluster's housekeeping: always, for the embedded engine."""
+        return True
+
+    def on_due(self, callback: Callable[[float], None]) -> None:
+        """Wake-ups from other gateways: none for the embedded engine (the pipeline pokes directly)."""
+
+    def open_reader(self) -> Store:
+        """A read-only store beside the writer (the control API's lists, exports, verify)."""
+        return Store(self.root, readonly=True)
+
     def _run(self) -> None:
         try:
-            self.store = Store(self.root, clock=self._clock, signer=self._signer)
+            self.store = self._open()
         except BaseException as e:  # noqa: BLE001
             self._error = e
             self._ready.set()

@@ -119,3 +119,17 @@ def test_config_check_names_a_missing_control_group(tmp_path: Path) -> None:
     cfg = config_toml(tmp_path, tail='[control]\ngroup = "no-such-group-dlpgate"\n')
     code, out, err = run_cli(["config", "check", "--no-probe", "--config", str(cfg)])
     assert code == 2 and "control.group: no Unix group 'no-such-group-dlpgate'" in err and err.count("\n") == 1
+
+
+def test_a_socket_deeper_than_sun_path_still_works(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    cfg = load_config(config_toml(deep, people=people_with_me()))
+    assert len(str(cfg.control_socket)) > 108
+    gw = ControlThread(cfg)
+    try:
+        assert cfg.control_socket.exists()
+        assert call(cfg.control_socket, "whoami")["login"] == my_login()
+    finally:
+        gw.close()
+    assert not cfg.control_socket.exists()

@@ -65,7 +65,7 @@ def _by_kind(kind: str, path: str, data: bytes, budget: Budget, depth: int) -> l
     if kind == "pdf":
         return extract_pdf(path, data, budget)
     if kind == "cfb":
-        return extract_cfb(path, data, budget)
+        return extract_cfb(path, data, budget, depth)
     if kind in ("xlsx", "ods", "docx", "pptx", "zip", "eml"):
         enter_container(kind, depth, budget)
     if kind == "eml":

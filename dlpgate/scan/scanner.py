@@ -156,6 +156,15 @@ def _has_shape(raw: str) -> bool:
     return bool(_shape(raw if raw.isascii() else raw.translate(NORMALISE_TABLE))[0])
 
 
+def _may_have_shape(run: str) -> bool:
+    """False when an ASCII run's digit count alone rules out every shape _shape accepts (11, 12
+    or 13-19 contiguous; 12 or 13-19 separated): three C-level counts instead of a split."""
+    if run.isdigit():
+        return 11 <= len(run) <= 19
+    n = len(run) - run.count("-") - run.count(".") - run.count(" ")
+    return n == 12 or 13 <= n <= 19
+
+
 def _shape(run: str) -> tuple[str, str, bool]:
     """(kind, digits, separated) of a normalised digit run; kind "" when no detector accepts it."""
     if run.isdigit():  # contiguous: the common case, no split needed
@@ -448,12 +457,19 @@ class Scanner:
             if ce - cs > _LONGEST_RUN:
                 continue
             raw = m.group()
-            pieces = [(raw, cs, ce)]
-            if not _has_shape(raw) and (" " in raw or "\u3000" in raw):
+            if raw.isdigit():
+                if raw.isascii() and not 11 <= ce - cs <= 19:
+                    continue  # contiguous, of a length no detector takes: most runs of business text
+                pieces: Sequence[tuple[str, int, int]] = ((raw, cs, ce),)
+            elif (" " in raw or "\u3000" in raw) and not _has_shape(raw):
                 # Columns of a PDF or a space-aligned listing: "1980/01/01 <12 digits>" reads as
                 # one run that fits no shape; the numbers between the spaces are judged alone.
                 pieces = [(g.group(), cs + g.start(), cs + g.end()) for g in _SPACE_PIECE.finditer(raw)]
+            else:
+                pieces = ((raw, cs, ce),)
             for raw, cs, ce in pieces:
+                if raw.isascii() and not _may_have_shape(raw):
+                    continue  # no detector takes a run of that many digits
                 occ = self._run(text, raw, cs, ce, hits, column_context, lazy)
                 if occ is not None:
                     tally = out.get(occ[0])

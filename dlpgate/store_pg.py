@@ -1,0 +1,1308 @@
+"""The PostgreSQL engine: several gateways, one queue, one quarantine and one audit chain.
+
+`PgStore` has the interface of `store.Store` that the pipeline, the deliverer, the approvals and
+the CLI use (the same transitions, the same rows); `AsyncPgStore` is `store.AsyncStore` with this
+engine under its writer thread, so a node still commits whatever arrives together in one
+transaction (group commit) and sends 250 only after that COMMIT (synchronous_commit stays on).
+
+What differs from SQLite, and why:
+- Message bytes live in the database (`message_chunks`, 1 MiB per row), not in a local spool:
+  any node can deliver or release any message. The local directory (`[store] path`) only holds
+  spool files between the SMTP DATA and the commit (big messages, notices).
+- Claims take due rows with `FOR UPDATE SKIP LOCKED` and stamp a lease (node, deadline). A node
+  renews its leases while it lives; a node killed -9 stops renewing, and any node's next claim
+  puts the expired rows back in the queue (`recovered`, with the dead node named). Delivery stays
+  at-least-once: only a message caught mid-delivery can go out twice.
+- The hot table `messages` holds only unfinished messages: a finished one moves to
+  `messages_history` in the transaction that finishes it, so claims (a partial index on due rows)
+  scan what is queued, not the millions of messages ever sent.
+- One audit chain for the cluster: each transaction's entries are hashed and appended at its end,
+  under a row lock on `audit_head`, taken last so it is held only for the insert and the COMMIT
+  (and no transaction ever waits for a message row while holding it: no deadlock).
+- LISTEN/NOTIFY (`dlpgate_due`) wakes every node's deliverer when something becomes due (a new
+  message, a release through another node's CLI); housekeeping (expiry, reminders, retention) runs
+  on the node holding an advisory lock, and passes to another when that node's session ends.
+- Versioned migrations (`schema_migrations`), applied by `dlpgate store migrate` and at start
+  while every pending migration is marked online-safe.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, NotFound, PermissionDenied, StateError, StoreError
+from .store import (
+    _UNSYNCED,
+    _UNSYNCED_LOCK,
+    BOUNCED,
+    DEFERRED,
+    DELAYED,
+    DELIVERED,
+    DELIVERING,
+    EXPIRED,
+    FINAL,
+    GENESIS,
+    HELD,
+    REJECTED,
+    RELEASED,
+    AcceptJob,
+    AsyncStore,
+    AttemptResult,
+    AuditEntry,
+    Claimed,
+    DeliveredJob,
+    NewMessage,
+    RcptOutcome,
+    Signer,
+    _dumps,
+    _entry_hash,
+    os_user,
+)
+
+log = logging.getLogger("dlpgate.store_pg")
+
+CHUNK = 1024 * 1024  # bytes per message_chunks row: big messages never need one giant bytea
+RECLAIM_EVERY = 0.5  # seconds between one node's looks for expired leases (from its claims)
+CLAIM_BYTES = 64 * 1024 * 1024  # message bytes one claim brings into memory (at least one message)
+CHANNEL = "dlpgate_due"
+LEADER_KEY = 0x646C7067  # advisory lock: housekeeping leadership ("dlpg")
+MIGRATE_KEY = 0x646C706D  # advisory lock: one node migrates at a time ("dlpm")
+
+_COLUMNS = ("id, state, prev_state, kind, sender, client, helo, arrived, due_at, size, sha256, spool, subject,"
+            " verdict, rules, reason, findings, records, parts, approvals_required, attempts, first_attempt,"
+            " last_error, expires_at, reminded_at, updated, lease_node, lease_until")
+
+_V1 = """
+CREATE TABLE messages (
+  id text PRIMARY KEY,
+  state text NOT NULL,
+  prev_state text,
+  kind text NOT NULL DEFAULT 'mail',
+  sender text NOT NULL,
+  client text NOT NULL DEFAULT '',
+  helo text NOT NULL DEFAULT '',
+  arrived double precision NOT NULL,
+  due_at double precision,
+  size bigint NOT NULL DEFAULT 0,
+  sha256 text NOT NULL DEFAULT '',
+  spool text,
+  subject text NOT NULL DEFAULT '',
+  verdict text NOT NULL DEFAULT 'clean',
+  rules text NOT NULL DEFAULT '[]',
+  reason text NOT NULL DEFAULT '',
+  findings text NOT NULL DEFAULT '[]',
+  records integer NOT NULL DEFAULT 0,
+  parts text NOT NULL DEFAULT '[]',
+  approvals_required integer NOT NULL DEFAULT 1,
+  attempts integer NOT NULL DEFAULT 0,
+  first_attempt double precision,
+  last_error text NOT NULL DEFAULT '',
+  expires_at double precision,
+  reminded_at double precision,
+  updated double precision NOT NULL,
+  lease_node text,
+  lease_until double precision
+) WITH (fillfactor = 70,
+  -- every message passes through this table once: vacuum it after a thousand dead rows, not after
+  -- a fifth of the table, so the claims' index never fills with dead entries (queue bloat)
+  autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
+  autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 1000,
+  autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 1000,
+  autovacuum_vacuum_cost_delay = 0);
+-- claims scan due rows only; leases and holds have their own small partial indexes
+CREATE INDEX messages_due ON messages (due_at) WHERE state IN ('delayed', 'deferred', 'released');
+CREATE INDEX messages_leases ON messages (lease_until) WHERE state = 'delivering';
+CREATE INDEX messages_held ON messages (expires_at) WHERE state = 'held';
+CREATE INDEX messages_sender_ci ON messages (lower(sender));
+-- finished messages: same columns, never scanned by a claim
+CREATE TABLE messages_history (LIKE messages INCLUDING DEFAULTS);
+ALTER TABLE messages_history SET (fillfactor = 100);
+ALTER TABLE messages_history ADD PRIMARY KEY (id);
+CREATE INDEX messages_history_updated ON messages_history (updated) WHERE spool IS NOT NULL;
+CREATE INDEX messages_history_sender_ci ON messages_history (lower(sender));
+CREATE INDEX messages_history_arrived ON messages_history (arrived);
+CREATE VIEW messages_all AS SELECT * FROM messages UNION ALL SELECT * FROM messages_history;
+CREATE TABLE message_chunks (
+  msg_id text NOT NULL,
+  n integer NOT NULL,
+  data bytea NOT NULL,
+  PRIMARY KEY (msg_id, n)
+);
+CREATE TABLE recipients (
+  msg_id text NOT NULL,
+  rcpt text NOT NULL,
+  pos integer NOT NULL,
+  state text NOT NULL DEFAULT 'pending',
+  code integer,
+  response text NOT NULL DEFAULT '',
+  PRIMARY KEY (msg_id, rcpt)
+);
+CREATE TABLE audit (
+  seq bigint PRIMARY KEY,
+  ts double precision NOT NULL,
+  msg_id text NOT NULL,
+  event text NOT NULL,
+  actor text NOT NULL,
+  os_user text NOT NULL,
+  detail text NOT NULL,
+  prev_hash text NOT NULL,
+  hash text NOT NULL,
+  sig text NOT NULL DEFAULT ''
+);
+CREATE INDEX audit_msg ON audit (msg_id);
+CREATE INDEX audit_ts ON audit (ts);
+CREATE TABLE audit_head (
+  id integer PRIMARY KEY CHECK (id = 1),
+  seq bigint NOT NULL,
+  hash text NOT NULL
+);
+INSERT INTO audit_head VALUES (1, 0, '""" + GENESIS + """');
+CREATE TABLE approvals (
+  id bigserial PRIMARY KEY,
+  msg_id text NOT NULL,
+  approver text NOT NULL,
+  decision text NOT NULL,
+  reason text NOT NULL,
+  os_user text NOT NULL,
+  ts double precision NOT NULL
+);
+CREATE INDEX approvals_msg ON approvals (msg_id);
+CREATE TABLE sendlog (
+  msg_id text PRIMARY KEY,
+  ts double precision NOT NULL,
+  sender text NOT NULL,
+  recipients text NOT NULL,
+  subject text NOT NULL,
+  attachments text NOT NULL,
+  verdict text NOT NULL
+);
+CREATE INDEX sendlog_ts ON sendlog (ts);
+CREATE INDEX sendlog_sender_ci ON sendlog (lower(sender));
+CREATE TABLE attachment_hashes (
+  sha256 text NOT NULL,
+  msg_id text NOT NULL
+);
+CREATE INDEX attachment_hashes_h ON attachment_hashes (sha256);
+CREATE INDEX attachment_hashes_m ON attachment_hashes (msg_id);
+CREATE TABLE contacts (
+  scope text NOT NULL,
+  domain text NOT NULL,
+  count integer NOT NULL,
+  first_seen double precision NOT NULL,
+  PRIMARY KEY (scope, domain)
+);
+CREATE TABLE nodes (
+  node text PRIMARY KEY,
+  started double precision NOT NULL,
+  heartbeat double precision NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sql: str
+    online: bool = True  # safe to apply at start while other nodes run the previous version
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema: hot and history tables, chunks, leases, one audit chain", _V1),
+)
+LATEST = MIGRATIONS[-1].version
+
+
+def is_pg_url(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def default_node() -> str:
+    return socket.gethostname() or "node"
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as e:  # pragma: no cover - a dependency of the package
+        raise StoreError("the PostgreSQL engine needs psycopg 3 (pip install 'psycopg[binary]')") from e
+    return psycopg
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, _, cred = head.partition("://")
+    return f"{scheme}://{cred.partition(':')[0]}@{tail}"
+
+
+def _scalar(row: Any) -> Any:
+    """The first column of a row, whichever row factory the connection has."""
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]
+
+
+def schema_version(conn: Any) -> int:
+    if not _scalar(conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()):
+        return 0
+    return int(_scalar(conn.execute("SELECT max(version) FROM schema_migrations").fetchone()) or 0)
+
+
+def migrate(conn: Any, *, only_online: bool = False) -> list[int]:
+    """Apply the pending migrations in order (one transaction each, one node at a time).
+    `only_online`: stop before the first migration not marked safe while other nodes run
+    (start-up); `dlpgate store migrate` applies them all. Returns the versions applied."""
+    done: list[int] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_KEY,))
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY,"
+                     " description text NOT NULL, applied double precision NOT NULL)")
+        have = schema_version(conn)
+        if have > LATEST:
+            raise StoreError(f"the database's schema is version {have}, newer than this dlpgate knows"
+                             f" ({LATEST}): upgrade dlpgate on this node")
+        for m in MIGRATIONS:
+            if m.version <= have:
+                continue
+            if only_online and not m.online:
+                break
+            conn.execute(m.sql)
+            conn.execute("INSERT INTO schema_migrations(version, description, applied) VALUES (%s, %s, %s)",
+                         (m.version, m.description, time.time()))
+            done.append(m.version)
+    return done
+
+
+def migrate_url(url: str) -> tuple[int, list[int]]:
+    """`dlpgate store migrate`: (version now, versions applied)."""
+    psycopg = _psycopg()
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            applied = migrate(conn)
+            return schema_version(conn), applied
+    except psycopg.Error as e:
+        raise StoreError(f"cannot migrate {_safe_url(url)}: {_one_line(e)}") from e
+
+
+def _configure(conn: Any) -> None:
+    """Every session of the store: a COMMIT returns only once its WAL is on disk, whatever the
+    server's default says (250 only after a durable commit)."""
+    conn.execute("SET synchronous_commit = on")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300]
+
+
+@dataclass(frozen=True)
+class PgClaimed(Claimed):
+    """A claimed message whose bytes came from the database with the claim."""
+
+    data: bytes = b""
+
+    def read_bytes(self) -> bytes:
+        return self.data
+
+
+class PgStore:
+    """Synchronous PostgreSQL store: `store.Store`'s transitions on a connection pool.
+
+    One instance per thread (the writer thread, or the CLI). Every public transition is one
+    transaction; nested calls become savepoints of the enclosing one, as with SQLite.
+    """
+
+    def __init__(self, url: str, root: str | os.PathLike[str], *, node: str = "", lease_seconds: float = 30.0,
+                 clock: Callable[[], float] = time.time, pool_size: int = 2, connect_timeout: float = 5.0,
+                 migrate_at_start: bool = True, signer: Signer | None = None) -> None:
+        psycopg = _psycopg()
+        self.signer = signer  # signs the last audit entry of every transaction (None: unsigned)
+        from psycopg.rows import dict_row
+        from psycopg_pool import ConnectionPool
+
+        self.url = url
+        self.root = Path(root)
+        self._root_str = str(self.root)
+        self.spool_dir = self.root / "spool"
+        self.node = node or default_node()
+        self.lease_seconds = float(lease_seconds)
+        self.clock = clock
+        self._psycopg = psycopg
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.spool_dir.mkdir(exist_ok=True, mode=0o700)
+        except OSError as e:
+            raise StoreError(f"cannot create the local spool at {self.root}: {e}") from e
+        self._used: dict[int, float] = {}  # id(connection) -> when it last finished a transaction
+        self.pool = ConnectionPool(url, min_size=1, max_size=max(1, pool_size), open=False, timeout=connect_timeout,
+                                   kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 10},
+                                   check=self._check_idle, configure=_configure, name=f"dlpgate-{self.node}",
+                                   reconnect_timeout=3600 * 24 * 365)
+        try:
+            self.pool.open(wait=True, timeout=max(connect_timeout, 10.0))
+        except Exception as e:  # noqa: BLE001 - PoolTimeout, OperationalError
+            self.pool.close()
+            raise StoreError(f"cannot reach the store database {_safe_url(url)}: {_one_line(e)}") from e
+        try:
+            with self.pool.connection() as c:
+                have = schema_version(c)
+                if have < LATEST and migrate_at_start:
+                    migrate(c, only_online=True)
+                    have = schema_version(c)
+                if have < LATEST:
+                    raise StoreError(f"the store database is at schema version {have}, this dlpgate needs"
+                                     f" {LATEST}: run `dlpgate store migrate`")
+                if have > LATEST:
+                    raise StoreError(f"the store database's schema ({have}) is newer than this dlpgate ({LATEST})")
+        except psycopg.Error as e:
+            self.pool.close()
+            raise StoreError(f"cannot open the store database: {_one_line(e)}") from e
+        except BaseException:
+            self.pool.close()
+            raise
+        self._last_reclaim = 0.0
+        self._conn: Any = None  # the connection of the open transaction
+        self._depth = 0
+        self._audit_rows: list[tuple[float, str, str, str, str, str]] = []  # ts, msg, event, actor, user, detail
+        self._notify: set[str] = set()
+        self._mem: dict[str, bytes] = {}  # "mem:N" -> bytes appended by the writer (AcceptJob.place)
+        self._mem_n = 0
+        self._local_done: list[str] = []  # local spool files whose bytes the open transaction stores
+
+    def close(self) -> None:
+        self.pool.close()
+
+    IDLE_CHECK = 2.0  # a pooled connection idle longer than this is probed before use
+
+    def _check_idle(self, conn: Any) -> None:
+        """The pool's check: a connection used within the last seconds is trusted (saves a round
+        trip per transaction under load); an idle one is probed, so after a database restart a
+        dead one is replaced before it fails a batch."""
+        from psycopg_pool import ConnectionPool
+
+        if time.monotonic() - self._used.get(id(conn), 0.0) > self.IDLE_CHECK:
+            ConnectionPool.check_connection(conn)
+
+    # ---------------------------------------------------------------- transactions
+    def _wrap(self, e: BaseException) -> StoreError:
+        return StoreError(f"store database error: {_one_line(e)}")
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Any]:
+        """A connection for a read: the open transaction's, or one from the pool."""
+        if self._conn is not None:
+            yield self._conn
+            return
+        try:
+            with self.pool.connection() as c:
+                yield c
+                self._used[id(c)] = time.monotonic()
+        except self._psycopg.Error as e:
+            raise self._wrap(e) from e
+        except Exception as e:
+            if type(e).__name__ == "PoolTimeout":
+                raise StoreError(f"store database unreachable: {_one_line(e)}") from e
+            raise
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """One atomic step; nested calls are savepoints. The audit entries the step wrote are
+        chained and inserted right before COMMIT, under the chain head's row lock."""
+        if self._depth:
+            c = self._conn
+            mark = len(self._audit_rows)
+            notify = set(self._notify)
+            local = len(self._local_done)
+            self._depth += 1
+            try:
+                with c.transaction():
+                    yield c
+            except BaseException as e:
+                del self._audit_rows[mark:]
+                self._notify = notify
+                del self._local_done[local:]
+                if isinstance(e, self._psycopg.Error):
+                    raise self._wrap(e) from e
+                raise
+            finally:
+                self._depth -= 1
+            return
+        psycopg = self._psycopg
+        try:
+            cm = self.pool.connection()
+            c = cm.__enter__()
+        except Exception as e:  # noqa: BLE001 - PoolTimeout: the database is unreachable
+            raise StoreError(f"store database unreachable: {_one_line(e)}") from e
+        self._conn, self._depth = c, 1
+        self._audit_rows, self._notify, self._local_done = [], set(), []
+        ok = False
+        try:
+            try:
+                with c.transaction():
+                    yield c
+                    self._flush_audit(c)
+                ok = True
+                self._used[id(c)] = time.monotonic()
+            except psycopg.Error as e:
+                raise self._wrap(e) from e
+        finally:
+            self._conn, self._depth = None, 0
+            self._audit_rows, self._notify = [], set()
+            self._mem.clear()
+            stored, self._local_done = self._local_done, []
+            with contextlib.suppress(Exception):
+                cm.__exit__(None, None, None)
+            if ok:  # the bytes are in the database now: the local copies go
+                for rel in stored:
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self._root_str, rel))
+
+    def run_batch(self, jobs: Sequence[Callable[[Any], Any]],
+                  more: Callable[[], Sequence[Callable[[Any], Any]]] | None = None) -> list[tuple[bool, Any]]:
+        """As `Store.run_batch`: the jobs in one transaction, each in its own savepoint; the
+        accepts and the deliveries among them written together when there are several."""
+        with self.transaction():
+            if more is not None:
+                jobs = [*jobs, *more()]
+            results: list[tuple[bool, Any] | None] = [None] * len(jobs)
+            for kind in (AcceptJob, DeliveredJob):
+                group: dict[int, Any] = {i: j for i, j in enumerate(jobs) if type(j) is kind and j.groupable}
+                if len(group) < 2:
+                    continue
+                try:
+                    with self.transaction():
+                        values: list[Any] = kind.run_group(self, list(group.values()))  # type: ignore[arg-type]
+                    for i, v in zip(group, values, strict=True):
+                        results[i] = (True, v)
+                except Exception:  # noqa: BLE001 - rolled back; each is tried alone below
+                    pass
+            for i, job in enumerate(jobs):
+                if results[i] is not None:
+                    continue
+                try:
+                    with self.transaction():
+                        results[i] = (True, job(self))
+                except Exception as e:  # noqa: BLE001 - handed back to the job's caller
+                    results[i] = (False, e)
+        return [r for r in results if r is not None]
+
+    # ---------------------------------------------------------------- local spool (before commit only)
+    def spool_path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def write_spool(self, msg_id: str, data: bytes) -> str:
+        from .store import write_spool_file
+
+        return write_spool_file(self.root, msg_id, data, sync=False)
+
+    def sync_spool(self, rels: Sequence[str]) -> None:
+        """Local spool files are read into the database at accept: no fsync needed, only the
+        descriptors kept open for one are closed."""
+        for rel in rels:
+            with _UNSYNCED_LOCK:
+                fd = _UNSYNCED.pop(os.path.join(self._root_str, rel), None)
+            if fd is not None:
+                os.close(fd)
+
+    def flush_spool(self) -> None:
+        return None
+
+    @property
+    def spool_unsynced(self) -> bool:
+        return False
+
+    def append_segment(self, data: bytes) -> str:
+        """Keep the bytes for the accept of the same batch; a "mem:N" reference to them."""
+        self._mem_n += 1
+        ref = f"mem:{self._mem_n}"
+        self._mem[ref] = data
+        return ref
+
+    def active_segment(self) -> str:
+        return ""
+
+    def discard_spool(self, rel: str) -> None:
+        return None
+
+    def orphan_spool_files(self) -> list[Path]:
+        """Every local spool file at start is an orphan: committed messages live in the database."""
+        return [p for p in self.spool_dir.glob("*/*") if p.is_file()]
+
+    def unreferenced_segments(self) -> list[Path]:
+        return []
+
+    def _content(self, ref: str) -> bytes:
+        if ref.startswith("mem:"):
+            try:
+                return self._mem[ref]
+            except KeyError:
+                raise StoreError("message bytes lost before commit") from None
+        try:
+            with open(os.path.join(self._root_str, ref), "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise StoreError(f"spool read failed: {e.strerror or e}") from e
+        self._local_done.append(ref)
+        return data
+
+    def read_spool(self, msg_id: str) -> bytes:
+        with self._read() as c:
+            row = c.execute("SELECT spool FROM messages_all WHERE id=%s", (msg_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no message with id {msg_id!r}")
+            if not row["spool"]:
+                raise StateError(f"message {msg_id}: its content is no longer kept (retention)")
+            parts = [bytes(r["data"]) for r in c.execute(
+                "SELECT data FROM message_chunks WHERE msg_id=%s ORDER BY n", (msg_id,))]
+        return b"".join(parts)
+
+    # ---------------------------------------------------------------- audit
+    def _audit(self, c: Any, msg_id: str, event: str, actor: str = "dlpgate",
+               detail: dict[str, Any] | None = None, user: str | None = None) -> None:
+        self._audit_many(c, [(msg_id, event, actor, detail or {})], user=user)
+
+    def _audit_many(self, c: Any, entries: Sequence[tuple[str, str, str, dict[str, Any]]],
+                    user: str | None = None) -> None:
+        user = user if user is not None else os_user()
+        for msg_id, event, actor, detail in entries:
+            self._audit_rows.append((self.clock(), msg_id, event, actor, user, _dumps(detail)))
+
+    def _flush_audit(self, c: Any) -> None:
+        """Chain this transaction's entries onto the cluster's one chain (row lock on its head,
+        held until COMMIT: appends from all nodes are serialised, each transaction's together),
+        and send its wake-ups (NOTIFY is delivered at COMMIT, never for a rolled-back change)."""
+        if not self._audit_rows:
+            for due in self._notify:
+                c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, due))
+            return
+        head = c.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE").fetchone()
+        seq, prev = int(head["seq"]), head["hash"]
+        rows: list[list[Any]] = []
+        for ts, msg_id, event, actor, user, dj in self._audit_rows:
+            seq += 1
+            h = _entry_hash(prev, seq, ts, msg_id, event, actor, user, dj)
+            rows.append([seq, ts, msg_id, event, actor, user, dj, prev, h, ""])
+            prev = h
+        # one signature per append: it covers this entry and, through the chain, every one before it
+        if self.signer is not None:
+            rows[-1][-1] = self.signer(seq, prev)
+        with c.cursor() as cur:
+            with cur.copy("COPY audit (seq, ts, msg_id, event, actor, os_user, detail, prev_hash, hash, sig)"
+                          " FROM STDIN") as cp:
+                for r in rows:
+                    cp.write_row(r)
+        c.execute("UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (seq, prev))
+        for due in self._notify:
+            c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, due))
+        self._audit_rows = []
+
+    def audit_entries(self, *, since: float | None = None, until: float | None = None,
+                      msg_id: str | None = None) -> list[AuditEntry]:
+        conds, args = _conds(("ts >= %s", since), ("ts < %s", until), ("msg_id = %s", msg_id))
+        with self._read() as c:
+            rows = c.execute("SELECT * FROM audit" + conds + " ORDER BY seq", args).fetchall()
+        return [_audit_entry(r) for r in rows]
+
+    def audit_chain(self, after_seq: int = 0, limit: int = 10_000) -> builtins.list[AuditEntry]:
+        """Raw chain entries after `after_seq`, in seq order, for verification (a page at a time)."""
+        with self._read() as c:
+            rows = c.execute("SELECT * FROM audit WHERE seq > %s ORDER BY seq LIMIT %s", (after_seq, limit)).fetchall()
+        return [_audit_entry(r) for r in rows]
+
+    def audit_head(self) -> tuple[int, str]:
+        """(seq, hash) of the cluster's last entry; (0, GENESIS) for an empty log."""
+        with self._read() as c:
+            r = c.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return (int(r["seq"]), str(r["hash"])) if r else (0, GENESIS)
+
+    def audit_signed(self) -> bool:
+        with self._read() as c:
+            return c.execute("SELECT 1 FROM audit WHERE sig <> '' LIMIT 1").fetchone() is not None
+
+    def append_audit(self, msg_id: str, event: str, actor: str, detail: dict[str, Any], user: str) -> None:
+        """One entry of its own (a refusal, the seal of an old chain): signed like every append."""
+        with self.transaction() as c:
+            self._audit(c, msg_id, event, actor=actor, detail=detail, user=user)
+
+    def approval_rows(self) -> builtins.list[dict[str, Any]]:
+        with self._read() as c:
+            return [dict(r) for r in c.execute(
+                "SELECT id AS rowid, msg_id, approver, decision, reason, os_user, ts FROM approvals ORDER BY id")]
+
+    def decisions(self, msg_id: str, c: Any = None) -> builtins.list[dict[str, Any]]:
+        """People's decisions on one message, read from the audit chain (the signed record); in a
+        transaction, its own entries not yet appended count too."""
+        with (contextlib.nullcontext(c) if c is not None else self._read()) as conn:
+            rows = [dict(r) for r in conn.execute(
+                "SELECT seq, ts, actor, os_user, event, detail FROM audit WHERE msg_id = %s AND event IN"
+                " ('approved','released','rejected') AND actor <> 'dlpgate' ORDER BY seq", (msg_id,))]
+        if self._conn is not None:  # this transaction's entries, chained at its COMMIT
+            rows += [{"seq": 0, "ts": ts, "actor": actor, "os_user": user, "event": event, "detail": dj}
+                     for ts, mid, event, actor, user, dj in self._audit_rows
+                     if mid == msg_id and event in ("approved", "released", "rejected") and actor != "dlpgate"]
+        out = []
+        for r in rows:
+            d = json.loads(r["detail"])
+            out.append({"approver": r["actor"], "decision": "reject" if r["event"] == "rejected" else "release",
+                        "reason": d.get("reason", ""), "os_user": r["os_user"],
+                        "login": d.get("login", r["os_user"]), "ts": r["ts"], "seq": r["seq"]})
+        return out
+
+    def resolve_id(self, prefix: str) -> str:
+        """A full message id from a unique prefix (NotFound / InputError for none or several)."""
+        p = prefix.strip().lower()
+        if not p or any(ch not in "0123456789abcdef" for ch in p):
+            raise NotFound(f"no message with id {prefix!r}")
+        with self._read() as c:
+            rows = c.execute("SELECT id FROM messages_all WHERE id >= %s AND id < %s ORDER BY id LIMIT 2",
+                             (p, p + "g")).fetchall()
+            if not rows:
+                raise NotFound(f"no message with id {prefix!r}")
+            if len(rows) > 1 and rows[0]["id"] != p:
+                n = _scalar(c.execute("SELECT count(*) FROM messages_all WHERE id >= %s AND id < %s",
+                                      (p, p + "g")).fetchone())
+                raise InputError(f"id {prefix!r} is ambiguous: it starts {n} message ids; give more characters")
+        return str(rows[0]["id"])
+
+    def verify_audit(self) -> tuple[bool, str]:
+        prev, expect_seq, n = GENESIS, 1, 0
+        with self._read() as c, c.cursor(name="audit_walk") if self._conn is not None else c.cursor() as cur:
+            cur.execute("SELECT * FROM audit ORDER BY seq")
+            for r in cur:
+                n += 1
+                if r["seq"] != expect_seq:
+                    return False, f"entry {expect_seq} is missing (next is {r['seq']})"
+                if r["prev_hash"] != prev:
+                    return False, f"entry {r['seq']}: does not follow entry {r['seq'] - 1} (removed or reordered)"
+                h = _entry_hash(r["prev_hash"], r["seq"], r["ts"], r["msg_id"], r["event"], r["actor"],
+                                r["os_user"], r["detail"])
+                if h != r["hash"]:
+                    return False, f"entry {r['seq']}: content does not match its hash (edited)"
+                prev, expect_seq = r["hash"], expect_seq + 1
+            head = c.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+        if head is not None and (int(head["seq"]) != n or head["hash"] != prev):
+            return False, f"the chain head names entry {head['seq']}, the log ends at {n} (entries removed)"
+        return True, f"{n} entries, chain intact"
+
+    # ---------------------------------------------------------------- transitions
+    def accept(self, m: NewMessage, notices: Sequence[NewMessage] = (), *, spool: str | None = None) -> None:
+        with self.transaction():
+            self.accept_many((m,), None if spool is None else (spool,))
+            for n in notices:
+                self.accept(n)
+
+    def accept_many(self, ms: Sequence[NewMessage], spools: Sequence[str | None] | None = None) -> None:
+        """Commit judged messages with their bytes (chunks), recipients, audit trail, send log
+        and first-contact counts: a handful of pipelined statements for the whole batch."""
+        if not ms:
+            return
+        now = self.clock()
+        hot: list[Any] = []
+        done: list[Any] = []
+        chunks: list[Any] = []
+        rcpts: list[Any] = []
+        audit_rows: list[tuple[str, str, str, dict[str, Any]]] = []
+        sendlog_rows: list[Any] = []
+        hash_rows: list[Any] = []
+        contacts: dict[tuple[str, str], int] = {}
+        first_due: float | None = None
+        for k, m in enumerate(ms):
+            given = spools[k] if spools is not None else None
+            ref = m.spool if given is None else given
+            data = self._content(ref)
+            for i in range(0, max(1, len(data)), CHUNK):
+                chunks.append((m.id, i // CHUNK, data[i:i + CHUNK]))
+            row = (m.id, m.state, m.kind, m.sender, m.client, m.helo, m.arrived, m.due_at, m.size, m.sha256,
+                   "db", m.subject, m.verdict, _dumps(list(m.rules)), m.reason, _dumps(list(m.findings)),
+                   m.records, _dumps(list(m.parts)), m.approvals_required, m.expires_at, now)
+            (done if m.state in FINAL else hot).append(row)
+            if m.state == DELAYED and m.due_at is not None:
+                first_due = m.due_at if first_due is None else min(first_due, m.due_at)
+            for pos, r in enumerate(dict.fromkeys(m.recipients)):
+                rcpts.append((m.id, r, pos))
+            detail = {"sender": m.sender, "recipients": list(m.recipients), "size": m.size,
+                      "sha256": m.sha256, "client": m.client, "kind": m.kind, **m.audit_detail}
+            audit_rows.append((m.id, "accepted", "dlpgate", detail))
+            if m.kind == "mail":
+                audit_rows.append((m.id, "verdict", "dlpgate", {
+                    "verdict": m.verdict, "rules": list(m.rules), "reason": m.reason,
+                    "findings": [{k: f.get(k) for k in ("rule", "detector", "count", "severity", "part")}
+                                 for f in m.findings],
+                    "records": m.records}))
+            if m.state != DELAYED:
+                audit_rows.append((m.id, m.state, "dlpgate", {"reason": m.reason}))
+            if m.attachments:
+                sendlog_rows.append((m.id, m.arrived, m.sender, _dumps(list(m.recipients)), m.subject,
+                                     _dumps(list(m.attachments)), m.verdict))
+                hash_rows += [(a["sha256"], m.id) for a in m.attachments]
+            if m.contact_scopes:
+                doms = {r.rpartition("@")[2].lower() for r in m.recipients}
+                for scope in m.contact_scopes:
+                    for d in doms:
+                        contacts[(scope, d)] = contacts.get((scope, d), 0) + 1
+        cols = ("id, state, kind, sender, client, helo, arrived, due_at, size, sha256, spool, subject, verdict,"
+                " rules, reason, findings, records, parts, approvals_required, expires_at, updated")
+        with self.transaction() as c, c.cursor() as cur:
+            ph = "(" + ",".join(["%s"] * 21) + ")"
+            for table, rows in (("messages", hot), ("messages_history", done)):
+                if rows:
+                    cur.execute(f"INSERT INTO {table} ({cols}) VALUES " + ",".join([ph] * len(rows)),
+                                [v for r in rows for v in r])
+            cur.execute("INSERT INTO recipients (msg_id, rcpt, pos) VALUES " + ",".join(["(%s,%s,%s)"] * len(rcpts))
+                        + " ON CONFLICT DO NOTHING", [v for r in rcpts for v in r]) if rcpts else None
+            with cur.copy("COPY message_chunks (msg_id, n, data) FROM STDIN") as cp:
+                for r in chunks:
+                    cp.write_row(r)
+            for row in sendlog_rows:
+                cur.execute("INSERT INTO sendlog (msg_id, ts, sender, recipients, subject, attachments, verdict)"
+                            " VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (msg_id) DO UPDATE SET ts = excluded.ts,"
+                            " sender = excluded.sender, recipients = excluded.recipients, subject = excluded.subject,"
+                            " attachments = excluded.attachments, verdict = excluded.verdict", row)
+            if hash_rows:
+                cur.executemany("INSERT INTO attachment_hashes (sha256, msg_id) VALUES (%s, %s)", hash_rows)
+            if contacts:
+                flat = [v for (s, d), n in sorted(contacts.items()) for v in (s, d, n, now)]
+                cur.execute("INSERT INTO contacts (scope, domain, count, first_seen) VALUES "
+                            + ",".join(["(%s,%s,%s,%s)"] * len(contacts))
+                            + " ON CONFLICT (scope, domain) DO UPDATE SET count = contacts.count + excluded.count",
+                            flat)
+            self._audit_many(c, audit_rows)
+            if first_due is not None:
+                self._notify.add(repr(first_due))
+
+    def known_domains(self, scope: str, domains: Sequence[str]) -> set[str]:
+        if not domains:
+            return set()
+        with self._read() as c:
+            rows = c.execute("SELECT domain FROM contacts WHERE scope = %s AND domain = ANY(%s)",
+                             (scope, list(domains))).fetchall()
+        return {r["domain"] for r in rows}
+
+    def next_due(self) -> float | None:
+        with self._read() as c:
+            r = c.execute("SELECT (SELECT min(due_at) FROM messages WHERE state IN ('delayed','deferred','released'))"
+                          " AS d, (SELECT min(lease_until) FROM messages WHERE state = 'delivering'"
+                          " AND lease_node <> %s) AS l", (self.node,)).fetchone()
+        lease = r
+        due = None if r["d"] is None else float(r["d"])
+        if lease["l"] is not None:  # another node's lease: its message is due again if that node dies
+            due = float(lease["l"]) if due is None else min(due, float(lease["l"]))
+        return due
+
+    def reclaim_expired(self, c: Any, now: float) -> int:
+        """Messages claimed by a node whose lease ran out (it died, or lost the database) go back
+        to the queue, due now; audited `recovered` with the node named."""
+        rows = c.execute(
+            "WITH x AS (SELECT id, lease_node FROM messages WHERE state = 'delivering' AND lease_until < %s"
+            " FOR UPDATE SKIP LOCKED)"
+            " UPDATE messages m SET state = CASE WHEN m.prev_state IN ('delayed','deferred','released')"
+            " THEN m.prev_state ELSE 'deferred' END, prev_state = NULL, due_at = least(coalesce(m.due_at, %s), %s),"
+            " lease_node = NULL, lease_until = NULL, updated = %s FROM x WHERE m.id = x.id"
+            " RETURNING m.id, m.state, x.lease_node", (now, now, now, now)).fetchall()
+        for r in rows:
+            self._audit(c, r["id"], "recovered", detail={"state": r["state"], "node": r["lease_node"],
+                                                         "reason": "lease expired"})
+        return len(rows)
+
+    def claim_due(self, limit: int) -> list[Claimed]:
+        """Take up to `limit` due messages (earliest first) that no other node holds, with a lease."""
+        now = self.clock()
+        out: list[Claimed] = []
+        with self.transaction() as c:
+            if time.monotonic() - self._last_reclaim >= RECLAIM_EVERY:
+                self.reclaim_expired(c, now)
+                self._last_reclaim = time.monotonic()
+            due = c.execute("SELECT id, size FROM messages WHERE state IN ('delayed','deferred','released')"
+                            " AND due_at <= %s ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                            (now, limit)).fetchall()
+            take: builtins.list[str] = []
+            budget = 0
+            for r in due:  # the bytes come with the claim: a few big messages fill one claim
+                if take and budget + int(r["size"]) > CLAIM_BYTES:
+                    break
+                take.append(r["id"])
+                budget += int(r["size"])
+            if not take:
+                return out
+            rows = c.execute(
+                "UPDATE messages m SET state = 'delivering', prev_state = m.state,"
+                " first_attempt = coalesce(m.first_attempt, %s), updated = %s, lease_node = %s, lease_until = %s"
+                " WHERE m.id = ANY(%s) RETURNING m.id, m.sender, m.client, m.helo, m.arrived, m.attempts,"
+                " m.first_attempt, m.kind, m.due_at",
+                (now, now, self.node, now + self.lease_seconds, take)).fetchall()
+            rows.sort(key=lambda r: (r["due_at"] or 0.0, r["id"]))
+            ids = [r["id"] for r in rows]
+            pending: dict[str, list[str]] = {i: [] for i in ids}
+            for x in c.execute("SELECT msg_id, rcpt FROM recipients WHERE msg_id = ANY(%s) AND state = 'pending'"
+                               " ORDER BY msg_id, pos", (ids,)):
+                pending[x["msg_id"]].append(x["rcpt"])
+            data: dict[str, list[bytes]] = {i: [] for i in ids}
+            for x in c.execute("SELECT msg_id, data FROM message_chunks WHERE msg_id = ANY(%s) ORDER BY msg_id, n",
+                               (ids,)):
+                data[x["msg_id"]].append(bytes(x["data"]))
+            for r in rows:
+                body = b"".join(data[r["id"]])
+                out.append(PgClaimed(r["id"], r["sender"], tuple(pending[r["id"]]), Path(self._root_str),
+                                     r["client"], r["helo"], r["arrived"], r["attempts"], r["first_attempt"],
+                                     r["kind"], (0, len(body)), data=body))
+        return out
+
+    def renew_leases(self) -> int:
+        """Push this node's lease deadlines forward (called while the node lives)."""
+        now = self.clock()
+        with self.transaction() as c:
+            cur = c.execute("UPDATE messages SET lease_until = %s WHERE state = 'delivering' AND lease_node = %s",
+                            (now + self.lease_seconds, self.node))
+            c.execute("INSERT INTO nodes (node, started, heartbeat) VALUES (%s, %s, %s) ON CONFLICT (node)"
+                      " DO UPDATE SET heartbeat = excluded.heartbeat", (self.node, now, now))
+            return int(cur.rowcount or 0)
+
+    def _retire(self, c: Any, ids: Sequence[str]) -> None:
+        """Move finished messages out of the hot table (same transaction as their last move)."""
+        if ids:
+            c.execute(f"WITH moved AS (DELETE FROM messages WHERE id = ANY(%s) AND state = ANY(%s) RETURNING *)"
+                      f" INSERT INTO messages_history ({_COLUMNS}) SELECT {_COLUMNS} FROM moved",
+                      (list(ids), list(FINAL)))
+
+    def _delivering(self, c: Any, ids: Sequence[str]) -> dict[str, Any]:
+        rows = c.execute("SELECT id, state, lease_node FROM messages WHERE id = ANY(%s) FOR UPDATE",
+                         (list(ids),)).fetchall()
+        return {r["id"]: r for r in rows}
+
+    def finish_attempt(self, msg_id: str, outcomes: Sequence[RcptOutcome], *, retry_at: float | None,
+                       give_up: bool, notices: Sequence[NewMessage] = ()) -> AttemptResult:
+        now = self.clock()
+        with self.transaction() as c:
+            r = self._delivering(c, [msg_id]).get(msg_id)
+            if r is None:
+                r = c.execute("SELECT state FROM messages_history WHERE id=%s", (msg_id,)).fetchone()
+                if r is None:
+                    raise NotFound(f"no message with id {msg_id!r}")
+            if r["state"] != DELIVERING:
+                raise StateError(f"message {msg_id} is {r['state']}, not delivering")
+            if r["lease_node"] != self.node:  # our lease ran out and another node took it
+                raise StateError(f"message {msg_id} is claimed by node {r['lease_node']}, not {self.node}")
+            delivered, bounced, updates = [], [], []
+            for o in outcomes:
+                if 200 <= o.code < 300:
+                    st = "delivered"
+                    delivered.append(o.rcpt)
+                elif 500 <= o.code < 600 or give_up:
+                    st = "bounced"
+                    bounced.append(o)
+                else:
+                    st = "pending"
+                updates.append((st, o.code, o.response[:500], msg_id, o.rcpt))
+            if updates:
+                with c.cursor() as cur:
+                    cur.executemany("UPDATE recipients SET state=%s, code=%s, response=%s WHERE msg_id=%s AND rcpt=%s",
+                                    updates)
+            counts = {x["state"]: x["n"] for x in c.execute(
+                "SELECT state, count(*) AS n FROM recipients WHERE msg_id=%s GROUP BY state", (msg_id,))}
+            errors = "; ".join(f"{o.code} {o.response}"[:200] for o in outcomes if not 200 <= o.code < 300)
+            if counts.get("pending"):
+                state, due = DEFERRED, retry_at
+            elif counts.get("delivered"):
+                state, due = DELIVERED, None
+            else:
+                state, due = BOUNCED, None
+            c.execute("UPDATE messages SET state=%s, prev_state=NULL, due_at=%s, attempts=attempts+1, last_error=%s,"
+                      " updated=%s, lease_node=NULL, lease_until=NULL WHERE id=%s",
+                      (state, due, errors[:1000], now, msg_id))
+            if delivered:
+                self._audit(c, msg_id, "delivered", detail={"recipients": delivered})
+            if bounced:
+                self._audit(c, msg_id, "bounced", detail={
+                    "recipients": [{"rcpt": o.rcpt, "code": o.code, "response": o.response[:200]}
+                                   for o in bounced]})
+            if state == DEFERRED:
+                self._audit(c, msg_id, "deferred", detail={"error": errors[:300], "retry_at": retry_at})
+            else:
+                self._retire(c, [msg_id])
+            for n in notices:
+                self.accept(n)
+        return AttemptResult(state, tuple(bounced), tuple(delivered))
+
+    def finish_delivered(self, items: Sequence[tuple[str, Sequence[RcptOutcome]]]) -> list[AttemptResult]:
+        if not items:
+            return []
+        now = self.clock()
+        ids = [mid for mid, _ in items]
+        if len(set(ids)) != len(ids):
+            raise StateError("a message appears twice in one batch")
+        with self.transaction() as c:
+            states = self._delivering(c, ids)
+            for mid in ids:
+                st = states.get(mid)
+                if st is None or st["state"] != DELIVERING:
+                    raise StateError(f"message {mid} is {st['state'] if st else None}, not delivering")
+                if st["lease_node"] != self.node:
+                    raise StateError(f"message {mid} is claimed by node {st['lease_node']}, not {self.node}")
+            rows: list[Any] = []
+            for mid, outcomes in items:
+                for o in outcomes:
+                    if not 200 <= o.code < 300:
+                        raise StateError("finish_delivered takes delivered attempts only")
+                    rows.append((o.code, o.response[:500], mid, o.rcpt))
+            with c.cursor() as cur:
+                cur.executemany("UPDATE recipients SET state='delivered', code=%s, response=%s"
+                                " WHERE msg_id=%s AND rcpt=%s", rows)
+            if c.execute("SELECT 1 FROM recipients WHERE state='pending' AND msg_id = ANY(%s) LIMIT 1",
+                         (ids,)).fetchone():
+                raise StateError("a recipient would stay pending")
+            c.execute("UPDATE messages SET state='delivered', prev_state=NULL, due_at=NULL, attempts=attempts+1,"
+                      " last_error='', updated=%s, lease_node=NULL, lease_until=NULL WHERE id = ANY(%s)", (now, ids))
+            self._audit_many(c, [(mid, "delivered", "dlpgate", {"recipients": [o.rcpt for o in outcomes]})
+                                 for mid, outcomes in items])
+            self._retire(c, ids)
+        return [AttemptResult(DELIVERED, (), tuple(o.rcpt for o in outcomes)) for _, outcomes in items]
+
+    def recover(self) -> int:
+        """At this node's start (its old deliverer is gone): its own in-flight messages go back to
+        the state they were claimed from. Other nodes' leases are theirs until they expire."""
+        now = self.clock()
+        with self.transaction() as c:
+            rows = c.execute(
+                "UPDATE messages SET state = CASE WHEN prev_state IN ('delayed','deferred','released')"
+                " THEN prev_state ELSE 'deferred' END, prev_state = NULL, due_at = least(coalesce(due_at, %s), %s),"
+                " lease_node = NULL, lease_until = NULL, updated = %s WHERE state = 'delivering' AND lease_node = %s"
+                " RETURNING id, state", (now, now, now, self.node)).fetchall()
+            for r in rows:
+                self._audit(c, r["id"], "recovered", detail={"state": r["state"]})
+            if rows:
+                self._notify.add(repr(now))
+        return len(rows)
+
+    def _row(self, msg_id: str, c: Any = None, *, lock: bool = False) -> Any:
+        c = c or self._conn
+        if lock:
+            r = c.execute("SELECT * FROM messages WHERE id=%s FOR UPDATE", (msg_id,)).fetchone()
+            if r is not None:
+                return r
+        r = c.execute("SELECT * FROM messages_all WHERE id=%s", (msg_id,)).fetchone()
+        if r is None:
+            raise NotFound(f"no message with id {msg_id!r}")
+        return r
+
+    def recall(self, msg_id: str, sender: str, *, login: str | None = None, admin: bool = False) -> None:
+        """Cancel a delayed message (`login`: the caller the control API verified; `admin`: an
+        administrator acting for the sender, recorded as such)."""
+        with self.transaction() as c:
+            r = self._row(msg_id, c, lock=True)
+            if r["sender"].lower() != sender.lower() or r["kind"] != "mail":
+                raise PermissionDenied(f"message {msg_id}: only its sender may recall it")
+            if r["state"] != DELAYED:
+                raise StateError(f"message {msg_id} is {r['state']}: only a delayed message can be recalled")
+            c.execute("UPDATE messages SET state='recalled', due_at=NULL, updated=%s WHERE id=%s",
+                      (self.clock(), msg_id))
+            detail: dict[str, Any] = {} if login is None else {"login": login}
+            if admin:
+                detail["on_behalf_of"] = r["sender"]
+            self._audit(c, msg_id, "recalled", actor=(login or sender) if admin else sender, detail=detail,
+                        user=login)
+            self._retire(c, [msg_id])
+
+    def decide(self, msg_id: str, approver: str, decision: str, reason: str,
+               notices: Callable[[Any, str], Sequence[NewMessage]] | None = None, *,
+               login: str | None = None, via: str = "") -> str:
+        """As `Store.decide`: two approvals are two logins (read back from the chain)."""
+        now = self.clock()
+        who = login if login is not None else os_user()
+        with self.transaction() as c:
+            r = self._row(msg_id, c, lock=True)  # a decision on another node waits here, then sees ours
+            if r["state"] != HELD:
+                raise StateError(f"message {msg_id} is {r['state']}: already decided" if r["state"] != DELAYED
+                                 else f"message {msg_id} is not held")
+            prior = {x["login"] for x in self.decisions(msg_id, c) if x["decision"] == "release"}
+            if decision == "release" and who in prior:
+                raise PermissionDenied(f"message {msg_id}: {who} has already approved it; a second person"
+                                       " is needed")
+            c.execute("INSERT INTO approvals (msg_id, approver, decision, reason, os_user, ts)"
+                      " VALUES (%s,%s,%s,%s,%s,%s)", (msg_id, approver, decision, reason, who, now))
+            base = {"reason": reason, "login": who, **({"via": via} if via else {})}
+            if decision == "reject":
+                state = REJECTED
+                c.execute("UPDATE messages SET state=%s, due_at=NULL, updated=%s WHERE id=%s", (state, now, msg_id))
+                self._audit(c, msg_id, "rejected", actor=approver, detail=base, user=who)
+            else:
+                have = len(prior) + 1
+                if have >= r["approvals_required"]:
+                    state = RELEASED
+                    c.execute("UPDATE messages SET state=%s, due_at=%s, updated=%s WHERE id=%s",
+                              (state, now, now, msg_id))
+                    self._audit(c, msg_id, "released", actor=approver, detail={**base, "approvals": have},
+                                user=who)
+                    self._notify.add(repr(now))
+                else:
+                    state = HELD
+                    self._audit(c, msg_id, "approved", actor=approver, detail={
+                        **base, "approvals": have, "required": r["approvals_required"]}, user=who)
+            if notices is not None:
+                for n in notices(r, state):
+                    self.accept(n)
+            self._retire(c, [msg_id])
+        return state
+
+    def expire_due(self, action: str, make_notices: Callable[[Any, str], Sequence[NewMessage]] | None = None,
+                   may_release: Callable[[Any], bool] | None = None) -> list[str]:
+        """Held messages past expires_at end as expired (or released). Rows another node is
+        deciding or expiring right now are skipped, never done twice."""
+        now = self.clock()
+        done = []
+        with self.transaction() as c:
+            rows = c.execute("SELECT * FROM messages WHERE state='held' AND expires_at IS NOT NULL"
+                             " AND expires_at <= %s ORDER BY expires_at FOR UPDATE SKIP LOCKED", (now,)).fetchall()
+            for r in rows:
+                if action == "release" and (may_release is None or may_release(r)):
+                    state = RELEASED
+                    c.execute("UPDATE messages SET state=%s, due_at=%s, updated=%s WHERE id=%s",
+                              (state, now, now, r["id"]))
+                    self._audit(c, r["id"], "released", detail={"reason": "expired: auto-release"})
+                    self._notify.add(repr(now))
+                else:
+                    state = EXPIRED
+                    c.execute("UPDATE messages SET state=%s, due_at=NULL, updated=%s WHERE id=%s",
+                              (state, now, r["id"]))
+                    self._audit(c, r["id"], "expired")
+                if make_notices is not None:
+                    for n in make_notices(r, state):
+                        self.accept(n)
+                done.append(r["id"])
+            self._retire(c, done)
+        return done
+
+    def due_reminders(self, every: float) -> list[Any]:
+        now = self.clock()
+        with self.transaction() as c:
+            rows = c.execute("SELECT * FROM messages WHERE state='held' AND coalesce(reminded_at, arrived) <= %s"
+                             " FOR UPDATE SKIP LOCKED", (now - every,)).fetchall()
+            if rows:
+                c.execute("UPDATE messages SET reminded_at=%s WHERE id = ANY(%s)", (now, [r["id"] for r in rows]))
+        return rows
+
+    def purge(self, retention_seconds: float, sendlog_retention_seconds: float) -> int:
+        """Drop the bytes of finished messages past retention (rows and audit stay)."""
+        now = self.clock()
+        with self.transaction() as c:
+            rows = c.execute("UPDATE messages_history SET spool = NULL WHERE spool IS NOT NULL AND updated <= %s"
+                             " RETURNING id", (now - retention_seconds,)).fetchall()
+            ids = [r["id"] for r in rows]
+            if ids:
+                c.execute("DELETE FROM message_chunks WHERE msg_id = ANY(%s)", (ids,))
+                self._audit_many(c, [(i, "purged", "dlpgate", {}) for i in ids])
+            c.execute("DELETE FROM attachment_hashes WHERE msg_id IN (SELECT msg_id FROM sendlog WHERE ts <= %s)",
+                      (now - sendlog_retention_seconds,))
+            c.execute("DELETE FROM sendlog WHERE ts <= %s", (now - sendlog_retention_seconds,))
+        return len(ids)
+
+    # ---------------------------------------------------------------- reads
+    def get(self, msg_id: str) -> dict[str, Any]:
+        with self._read() as c:
+            d = dict(self._row(msg_id, c))
+            d["recipients"] = [dict(x) for x in c.execute(
+                "SELECT rcpt, state, code, response FROM recipients WHERE msg_id=%s ORDER BY pos", (msg_id,))]
+            d["approvals"] = self.decisions(msg_id, c)  # from the signed chain, not the unsigned table
+        for k in ("rules", "findings", "parts"):
+            d[k] = json.loads(d[k])
+        for k in ("lease_node", "lease_until"):
+            d.pop(k, None)
+        return d
+
+    def list(self, *, states: Sequence[str] = (), sender: str | None = None, kind: str | None = "mail",
+             limit: int = 10_000) -> builtins.list[dict[str, Any]]:
+        conds, args = _conds(("lower(sender) = lower(%s)", sender), ("kind = %s", kind))
+        if states:
+            conds += (" AND " if conds else " WHERE ") + "state = ANY(%s)"
+            args.append(builtins.list(states))
+        # unfinished states only: the hot table alone answers (the usual case: outbox, quarantine)
+        table = "messages" if states and not set(states) & set(FINAL) else "messages_all"
+        with self._read() as c:
+            rows = c.execute(f"SELECT * FROM {table}" + conds + " ORDER BY arrived, id LIMIT %s",
+                             [*args, limit]).fetchall()
+            rc: dict[str, builtins.list[str]] = {r["id"]: [] for r in rows}
+            if rc:
+                for x in c.execute("SELECT msg_id, rcpt FROM recipients WHERE msg_id = ANY(%s) ORDER BY msg_id, pos",
+                                   (builtins.list(rc),)):
+                    rc[x["msg_id"]].append(x["rcpt"])
+        out = []
+        for r in rows:
+            d = dict(r)
+            for k in ("rules", "findings", "parts"):
+                d[k] = json.loads(d[k])
+            d.pop("lease_node", None)
+            d.pop("lease_until", None)
+            d["recipients"] = rc[r["id"]]
+            out.append(d)
+        return out
+
+    def count_by_state(self) -> dict[str, int]:
+        with self._read() as c:
+            out = {r["state"]: int(r["n"]) for r in c.execute(
+                "SELECT state, count(*) AS n FROM messages GROUP BY state")}
+            for r in c.execute("SELECT state, count(*) AS n FROM messages_history GROUP BY state"):
+                out[r["state"]] = out.get(r["state"], 0) + int(r["n"])
+        return out
+
+    def decision_counts(self, after_seq: int) -> tuple[dict[str, int], int]:
+        with self._read() as c:
+            rows = c.execute("SELECT event, count(*) AS n FROM audit WHERE seq > %s AND event IN"
+                             " ('released','rejected','expired','recalled') GROUP BY event", (after_seq,)).fetchall()
+            top = c.execute("SELECT seq FROM audit_head WHERE id = 1").fetchone()
+        return {r["event"]: int(r["n"]) for r in rows}, int(top["seq"] if top else 0) or after_seq
+
+    def count_in_states(self, states: Sequence[str]) -> dict[str, int]:
+        """Counts of unfinished states (the exporter asks at every scrape): the hot table only,
+        unless a finished state is asked for."""
+        table = "messages" if not set(states) & set(FINAL) else "messages_all"
+        with self._read() as c:
+            return {r["state"]: int(r["n"]) for r in c.execute(
+                f"SELECT state, count(*) AS n FROM {table} WHERE state = ANY(%s) GROUP BY state", (list(states),))}
+
+    def oldest_in_state(self, state: str) -> float | None:
+        table = "messages" if state not in FINAL else "messages_history"
+        with self._read() as c:
+            r = c.execute(f"SELECT min(arrived) AS a FROM {table} WHERE state = %s", (state,)).fetchone()
+        return None if r["a"] is None else float(r["a"])
+
+    def oldest_held(self) -> float | None:
+        with self._read() as c:
+            r = c.execute("SELECT min(arrived) AS a FROM messages WHERE state='held'").fetchone()
+        return None if r["a"] is None else float(r["a"])
+
+    def sendlog(self, *, sender: str | None = None, since: float | None = None, until: float | None = None,
+                attachment_hash: str | None = None) -> builtins.list[dict[str, Any]]:
+        conds, args = _conds(
+            ("lower(s.sender) = lower(%s)", sender or None), ("s.ts >= %s", since), ("s.ts < %s", until),
+            ("s.msg_id IN (SELECT msg_id FROM attachment_hashes WHERE sha256 = %s)",
+             attachment_hash.lower() if attachment_hash and len(attachment_hash) == 64 else None))
+        if attachment_hash and len(attachment_hash) < 64:  # a prefix: a range on the index ("g" > hex)
+            h = attachment_hash.lower()
+            conds += (" AND " if conds else " WHERE ") + ("s.msg_id IN (SELECT msg_id FROM attachment_hashes"
+                                                          " WHERE sha256 >= %s AND sha256 < %s)")
+            args += [h, h + "g"]
+        with self._read() as c:
+            rows = c.execute("SELECT s.* FROM sendlog s" + conds + " ORDER BY s.ts", args).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["recipients"] = json.loads(d["recipients"])
+            d["attachments"] = json.loads(d["attachments"])
+            out.append(d)
+        return out
+
+
+def _audit_entry(r: Any) -> AuditEntry:
+    return AuditEntry(r["seq"], r["ts"], r["msg_id"], r["event"], r["actor"], r["os_user"], json.loads(r["detail"]),
+                      r["prev_hash"], r["hash"], r.get("sig", ""), r["detail"])
+
+
+def _conds(*conds: tuple[str, Any]) -> tuple[str, builtins.list[Any]]:
+    used = [(sql, v) for sql, v in conds if v is not None]
+    if not used:
+        return "", []
+    return " WHERE " + " AND ".join(sql for sql, _ in used), [v for _, v in used]
+
+
+class AsyncPgStore(AsyncStore):
+    """`AsyncStore` (one writer thread, group commit) on a `PgStore`, plus one watcher thread on
+    a session of its own: LISTEN for due messages (wakes `on_due` callbacks, e.g. the deliverer),
+    lease renewal for this node, and the housekeeping leadership (an advisory lock held by the
+    session: when the node dies its session ends and another node takes over)."""
+
+    WATCH_EVERY = 1.0
+
+    def __init__(self, url: str, root: str | os.PathLike[str], *, node: str = "", lease_seconds: float = 30.0,
+                 clock: Callable[[], float] = time.time, pool_size: int = 2, lead: bool = False,
+                 signer: Signer | None = None) -> None:
+        self.url = url
+        self.node = node or default_node()
+        self.lease_seconds = lease_seconds
+        self._pool_size = pool_size
+        self._want_lead = lead
+        self._leader = False
+        self._on_due: list[tuple[Any, Callable[[float], None]]] = []
+        self._watch_stop = threading.Event()
+        super().__init__(root, clock=clock, signer=signer)
+        self._watcher = threading.Thread(target=self._watch, name="dlpgate-store-watch", daemon=True)
+        self._watcher.start()
+
+    def _open(self) -> Any:
+        return PgStore(self.url, self.root, node=self.node, lease_seconds=self.lease_seconds, clock=self._clock,
+                       pool_size=self._pool_size, signer=self._signer)
+
+    def open_reader(self) -> Any:
+        """A store for reads beside the writer (the control API's lists and exports)."""
+        return PgStore(self.url, self.root, node=self.node, lease_seconds=self.lease_seconds, clock=self._clock,
+                       pool_size=1, migrate_at_start=False)
+
+    def on_due(self, callback: Callable[[float], None]) -> None:
+        """Call `callback(due_at)` on the caller's event loop when any node makes a message due."""
+        import asyncio
+
+        self._on_due.append((asyncio.get_running_loop(), callback))
+
+    def is_leader(self) -> bool:
+        return self._leader if self._want_lead else True
+
+    def _watch(self) -> None:
+        psycopg = _psycopg()
+        conn = None
+        last_renew = 0.0
+        while not self._watch_stop.is_set():
+            try:
+                if conn is None or conn.closed:
+                    self._leader = False
+                    conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    for loop, cb in builtins.list(self._on_due):  # something may have become due meanwhile
+                        with contextlib.suppress(RuntimeError):
+                            loop.call_soon_threadsafe(cb, 0.0)
+                if self._want_lead and not self._leader:
+                    self._leader = bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_KEY,)).fetchone()[0])
+                    if self._leader:
+                        log.info("this node leads housekeeping", extra={"event": "store_leader", "node": self.node})
+                now = time.monotonic()
+                if now - last_renew >= self.lease_seconds / 3:
+                    last_renew = now
+                    t = self._clock()
+                    conn.execute("UPDATE messages SET lease_until = %s WHERE state = 'delivering' AND lease_node = %s",
+                                 (t + self.lease_seconds, self.node))
+                    conn.execute("INSERT INTO nodes (node, started, heartbeat) VALUES (%s, %s, %s) ON CONFLICT (node)"
+                                 " DO UPDATE SET heartbeat = excluded.heartbeat", (self.node, t, t))
+                for n in conn.notifies(timeout=self.WATCH_EVERY):
+                    try:
+                        due = float(n.payload)
+                    except ValueError:
+                        due = 0.0
+                    for loop, cb in builtins.list(self._on_due):
+                        with contextlib.suppress(RuntimeError):
+                            loop.call_soon_threadsafe(cb, due)
+            except Exception as e:  # noqa: BLE001 - the database went away: reconnect
+                self._leader = False
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                conn = None
+                log.warning("store watcher lost the database, reconnecting: %s", _one_line(e),
+                            extra={"event": "store_reconnect"})
+                self._watch_stop.wait(1.0)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def close(self) -> None:
+        self._watch_stop.set()
+        super().close()
+        self._watcher.join(timeout=10)
+
