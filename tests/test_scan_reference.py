@@ -104,6 +104,19 @@ def shape(run: str) -> tuple[str, str, bool]:
     return "", digits, separated
 
 
+def labelled(cs: int, hits: list[tuple[int, int, str]]) -> bool:
+    """A negative label within negative_window before the run, no identifier keyword closer."""
+    negative_end = positive_end = -1
+    for _hs, he, word in hits:
+        cats = CATEGORIES[word]
+        if cs - RULES.proximity <= he <= cs:
+            if "negative" in cats and cs - he <= RULES.negative_window:
+                negative_end = max(negative_end, he)
+            if cats - {"negative"}:
+                positive_end = max(positive_end, he)
+    return negative_end >= 0 and positive_end <= negative_end
+
+
 def judge(kind: str, digits: str, separated: bool, cs: int, ce: int, hits: list[tuple[int, int, str]],
           column: dict[str, frozenset[str]], header: frozenset[str] = frozenset()) -> tuple[str, str] | None:
     distance: dict[str, int] = {}
@@ -207,14 +220,13 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
                 pop = populations.setdefault(key, [0, 0, []])
                 valid = is_valid_my_number(digits)
                 if not valid and digits not in column and not has_licence:
-                    pop[0] += 1
+                    if (header - {"negative"}) or not labelled(rs, hits):
+                        pop[0] += 1  # a number a label explains is no candidate of the set
                     continue
                 if in_trace_header(text, rs):
                     continue
                 verdict = judge(kind, digits, separated, rs, re_, hits, column, header)
                 if verdict is None:
-                    if valid and digits not in column:
-                        pop[0] += 1
                     continue
                 if verdict[0] == "my_number" and verdict[1] != "high":
                     pop[0] += 1

@@ -64,6 +64,7 @@ _DETECTOR_ORDER = ("my_number", "resident_code", "credit_card", "drivers_licence
 
 _EMPTY = ScanResult(findings=(), records=0)
 _CATEGORISED_CACHE = 4096
+_FAILING_SAMPLE = 1000  # failing 12-digit numbers of one part examined one by one, at most
 # A label/value line of a form pasted into a text: a short label, a colon, a value to the line's end.
 FORM_LINE = re.compile(r"[ \t\u3000]*([^\s:：]{1,20})[ \t\u3000]*[:：][ \t\u3000]*(\S.*)")
 _FORM_LINE = FORM_LINE
@@ -488,7 +489,14 @@ class Scanner:
             # Failing numbers only lower a pass rate: once every population holding a passing bare
             # number is below the threshold, counting more changes nothing.
             undecided = {k for k, pop in populations.items() if pop[2] and pop[1] * 100 >= rate * pop[0]}
-            for cs in lazy.failing:
+            failing = lazy.failing
+            weight = 1.0
+            if len(failing) > _FAILING_SAMPLE:
+                # Thousands of failing numbers in one part (a long listing): their unlabelled share is
+                # read from an evenly spaced sample, each standing for its stretch; cost stays bounded.
+                weight = len(failing) / _FAILING_SAMPLE
+                failing = [failing[int(i * weight)] for i in range(_FAILING_SAMPLE)]
+            for cs in failing:
                 if not undecided:
                     break
                 ls = rfind("\n", 0, cs) + 1
@@ -501,9 +509,11 @@ class Scanner:
                 else:
                     key, header = columns.at(cs)
                 pop = populations.get(key)
-                # a population with no passing number needs no count; a labelled one never counts
-                if pop is not None and not (NEGATIVE in header and _POSITIVE_SET.isdisjoint(header)):
-                    pop[0] += 1
+                # a population with no passing number needs no count; a labelled column never counts,
+                # nor a number a label explains (注文番号 right before it)
+                if pop is not None and not (NEGATIVE in header and _POSITIVE_SET.isdisjoint(header)) and (
+                        not _POSITIVE_SET.isdisjoint(header) or not self._labelled(text, cs, hits, lazy)):
+                    pop[0] += weight
                     if pop[1] * 100 < rate * pop[0]:
                         undecided.discard(key)
         for candidates, passing, found in populations.values():
@@ -610,17 +620,15 @@ class Scanner:
                     return None
         elif kind != "card" or not is_card_number(digits):
             return None
-        if digits not in column_context and in_trace_header(text, cs):
-            return None  # a Message-ID, a Received queue id, a DKIM value pasted into a text: not a person's
         if lazy.context is None:
             lazy.context = self._packed(hits)
         occ = self._classify(text, kind, digits, separated, valid, cs, ce, lazy.context, column_context, header)
+        if occ is not None and digits not in column_context and in_trace_header(text, cs):
+            return None  # a Message-ID, a Received queue id, a DKIM value pasted into a text: not a person's
         if kind != "twelve":
             return occ
         if occ is None or occ[0] != "my_number" or occ[3] == "high":
-            if occ is None and valid and digits not in column_context:
-                _population(lazy, key)[0] += 1  # a passing number a label explains still counts
-            return occ
+            return occ  # (a passing number a label explains is no candidate of the set)
         # A bare valid number: judged with its population; plainly-other shapes need a keyword.
         pop = _population(lazy, key)
         pop[0] += 1
@@ -630,6 +638,31 @@ class Scanner:
         pop[1] += 1
         pop[2].append(occ)
         return None
+
+    def _labelled(self, text: str, cs: int, hits: dict[int, list[int]], lazy: _Lazy) -> bool:
+        """Whether a negative label (注文番号, TEL ...) right before the run at `cs` explains it: the
+        suppression `_classify` applies (the last negative label ending within negative_window before
+        the run, and no identifier keyword ending after it), for numbers that fail the check digit."""
+        if lazy.context is None:
+            lazy.context = self._packed(hits)
+        context = lazy.context
+        cats = self._categories
+        window = self.rules.negative_window
+        hi = bisect_left(context, (cs + 1) << _KEY_BITS)
+        negative_end = -1
+        for packed in context[bisect_left(context, (cs - window) << _KEY_BITS, 0, hi):hi]:
+            if NEGATIVE in cats[packed & _KEY_MASK]:
+                negative_end = packed >> _KEY_BITS
+        if self._local_negatives is not None:
+            m = self._local_negatives.search(text[max(0, cs - self._local_reach) : cs][::-1])
+            if m is not None and m.start() <= window:
+                negative_end = max(negative_end, cs - m.start())
+        if negative_end < 0:
+            return False
+        for packed in context[bisect_left(context, (negative_end + 1) << _KEY_BITS, 0, hi):hi]:
+            if not _POSITIVE_SET.isdisjoint(cats[packed & _KEY_MASK]):
+                return False
+        return True
 
     def _names_products(self, hits: dict[int, list[int]], lazy: _Lazy) -> bool:
         if lazy.product is None:
