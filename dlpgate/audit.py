@@ -94,6 +94,10 @@ def verify(store: Store, key: PublicKey | None = None, witness: Path | None = No
                     return VerifyReport(False, f"witness line {h.line}: {why} (forged)")
             by_seq[h.seq] = h.hash
         for h in heads:
+            if h.seq == 0:  # the empty chain a gateway started from
+                if h.hash != GENESIS:
+                    return VerifyReport(False, f"witness line {h.line}: seq 0 must carry the genesis hash (forged)")
+                continue
             got = store.audit_chain(h.seq - 1, 1)
             if not got or got[0].seq != h.seq:
                 return VerifyReport(False, f"witnessed head seq {h.seq} (hash {short(h.hash)}, {iso(h.ts)}) is missing:"
@@ -149,7 +153,9 @@ class Witness:
 
     def write(self, store: Store, *, force: bool = False) -> tuple[int, str] | None:
         seq, h = store.audit_head()
-        if seq == 0 or (not force and self.last == (seq, h)):
+        # an empty chain is witnessed too (seq 0, the genesis hash) when forced at start: a new
+        # gateway's `audit verify` then has a head to check from its first minute on
+        if (seq == 0 and not force) or (not force and self.last == (seq, h)):
             return None
         rec = witness_line(self.key, seq, h, time.time())
         append_witness(self.path, rec)

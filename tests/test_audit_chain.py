@@ -311,3 +311,30 @@ async def test_gateway_seals_a_store_from_before_signing(tmp_path: Path, caplog:
             seal = (await gw.store.run(lambda s: s.audit_chain(n_old, 1)))[0]
             assert seal.event == "sealed" and seal.detail["entries"] == n_old and seal.sig
     assert any(f"sealed {n_old} audit entries written before signing" in r.getMessage() for r in caplog.records)
+
+
+async def test_new_gateway_verifies_before_its_first_periodic_witness(tmp_path: Path) -> None:
+    """A gateway started on an empty store witnesses the genesis head, so `audit verify` is ok at
+    once after the first mail (not "BROKEN: no witnessed head" for the first minute), while a forged
+    genesis line (seq 0 with another hash) still fails."""
+    from dlpgate.control import Caller
+    from tests.conftest import make_config, running
+
+    cfg = make_config(tmp_path, 9)
+    async with running(cfg) as gw:
+        heads = [json.loads(x) for x in cfg.audit_witness_path.read_text(encoding="ascii").splitlines()]
+        assert heads and heads[0]["seq"] == 0 and heads[0]["hash"] == GENESIS
+        key, _ = AuditKey.load_or_create(cfg.audit_key_path)
+        await gw.store.run(lambda s: put_held(s, cfg, seed=71, with_notices=False))
+        res = await gw.authority.call(Caller("root-ish", 0, "socket"), "audit.verify", {})
+        assert res["ok"], res
+    from dlpgate.auditkey import witness_line
+
+    with cfg.audit_witness_path.open("a", encoding="ascii") as f:
+        f.write(json.dumps(witness_line(key, 0, "1" * 64, 1.0)) + "\n")
+    st = Store(cfg.store_path)
+    try:
+        rep = audit.verify(st, key, cfg.audit_witness_path)
+    finally:
+        st.close()
+    assert not rep.ok and "genesis" in rep.message
