@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
@@ -486,6 +486,7 @@ class Scanner:
             columns = lazy.columns if lazy.columns is not None else TextColumns(text, self._categorise)
             rfind, find, n = text.rfind, text.find, len(text)
             no_header: frozenset[str] = frozenset()
+            negative, positive = self._label_ends(hits)
             # Failing numbers only lower a pass rate: once every population holding a passing bare
             # number is below the threshold, counting more changes nothing.
             undecided = {k for k, pop in populations.items() if pop[2] and pop[1] * 100 >= rate * pop[0]}
@@ -496,6 +497,8 @@ class Scanner:
                 # read from an evenly spaced sample, each standing for its stretch; cost stays bounded.
                 weight = len(failing) / _FAILING_SAMPLE
                 failing = [failing[int(i * weight)] for i in range(_FAILING_SAMPLE)]
+            window, reach = self.rules.negative_window, self._local_reach
+            local = self._local_negatives.search if self._local_negatives is not None else None
             for cs in failing:
                 if not undecided:
                     break
@@ -511,11 +514,26 @@ class Scanner:
                 pop = populations.get(key)
                 # a population with no passing number needs no count; a labelled column never counts,
                 # nor a number a label explains (注文番号 right before it)
-                if pop is not None and not (NEGATIVE in header and _POSITIVE_SET.isdisjoint(header)) and (
-                        not _POSITIVE_SET.isdisjoint(header) or not self._labelled(text, cs, hits, lazy)):
-                    pop[0] += weight
-                    if pop[1] * 100 < rate * pop[0]:
-                        undecided.discard(key)
+                if pop is None or (NEGATIVE in header and _POSITIVE_SET.isdisjoint(header)):
+                    continue
+                if _POSITIVE_SET.isdisjoint(header):
+                    # Whether a negative label right before it explains it: the suppression _classify
+                    # applies (the last negative label ending within the window before the run, no
+                    # identifier keyword ending after it), from the part's sorted label ends and one
+                    # search of the reversed characters before the run (local labels: 注文番号 ...).
+                    i = bisect_right(positive, cs)
+                    last_positive = positive[i - 1] if i else -1  # the last identifier keyword up to cs
+                    if local is not None:
+                        # the `reach` characters before the run, reversed in one slice (nearest first)
+                        m = local(text[cs - 1 : cs - reach - 1 : -1] if cs > reach else text[cs - 1 :: -1] if cs else "")
+                        if m is not None and m.start() <= window and cs - m.start() >= last_positive:
+                            continue  # 注文番号 right before it, no keyword since: explained, not counted
+                    i = bisect_right(negative, cs) - 1
+                    if i >= 0 and negative[i] >= cs - window and negative[i] >= last_positive:
+                        continue  # a negative label the gate saw (TEL ...) right before it
+                pop[0] += weight
+                if pop[1] * 100 < rate * pop[0]:
+                    undecided.discard(key)
         for candidates, passing, found in populations.values():
             if found and passing * 100 >= rate * candidates:
                 tally = out.get("my_number")
@@ -639,30 +657,21 @@ class Scanner:
         pop[2].append(occ)
         return None
 
-    def _labelled(self, text: str, cs: int, hits: dict[int, list[int]], lazy: _Lazy) -> bool:
-        """Whether a negative label (注文番号, TEL ...) right before the run at `cs` explains it: the
-        suppression `_classify` applies (the last negative label ending within negative_window before
-        the run, and no identifier keyword ending after it), for numbers that fail the check digit."""
-        if lazy.context is None:
-            lazy.context = self._packed(hits)
-        context = lazy.context
+    def _label_ends(self, hits: dict[int, list[int]]) -> tuple[list[int], list[int]]:
+        """(negative label ends, identifier keyword ends) of a part, each sorted: read once for all
+        the failing numbers the population count looks at, each then costs two bisects and one short search."""
         cats = self._categories
-        window = self.rules.negative_window
-        hi = bisect_left(context, (cs + 1) << _KEY_BITS)
-        negative_end = -1
-        for packed in context[bisect_left(context, (cs - window) << _KEY_BITS, 0, hi):hi]:
-            if NEGATIVE in cats[packed & _KEY_MASK]:
-                negative_end = packed >> _KEY_BITS
-        if self._local_negatives is not None:
-            m = self._local_negatives.search(text[max(0, cs - self._local_reach) : cs][::-1])
-            if m is not None and m.start() <= window:
-                negative_end = max(negative_end, cs - m.start())
-        if negative_end < 0:
-            return False
-        for packed in context[bisect_left(context, (negative_end + 1) << _KEY_BITS, 0, hi):hi]:
-            if not _POSITIVE_SET.isdisjoint(cats[packed & _KEY_MASK]):
-                return False
-        return True
+        negative: list[int] = []
+        positive: list[int] = []
+        for k, ends in hits.items():
+            c = cats[k]
+            if NEGATIVE in c:
+                negative.extend(ends)
+            if not _POSITIVE_SET.isdisjoint(c):
+                positive.extend(ends)
+        negative.sort()
+        positive.sort()
+        return negative, positive
 
     def _names_products(self, hits: dict[int, list[int]], lazy: _Lazy) -> bool:
         if lazy.product is None:
