@@ -485,8 +485,8 @@ class Scanner:
         if lazy.failing and any(pop[2] for pop in populations.values()):
             columns = lazy.columns if lazy.columns is not None else TextColumns(text, self._categorise)
             rfind, find, n = text.rfind, text.find, len(text)
-            no_header: frozenset[str] = frozenset()
             negative, positive = self._label_ends(hits)
+            part = populations.get("part")
             # Failing numbers only lower a pass rate: once every population holding a passing bare
             # number is below the threshold, counting more changes nothing.
             undecided = {k for k, pop in populations.items() if pop[2] and pop[1] * 100 >= rate * pop[0]}
@@ -507,17 +507,22 @@ class Scanner:
                 if le < 0:
                     le = n
                 if le - ls < FIXED_MIN and find("\t", ls, le) < 0 and find(",", ls, le) < 0:
-                    key: object = "part"  # as in _run: a short line of prose
-                    header = no_header
+                    key: object = "part"  # as in _run: a short line of prose, no header
+                    pop = part
+                    if pop is None:
+                        continue
+                    positive_header = False
                 else:
                     key, header = columns.at(cs)
-                pop = populations.get(key)
-                # a population with no passing number needs no count; a labelled column never counts,
-                # nor a number a label explains (注文番号 right before it)
-                if pop is None or (NEGATIVE in header and _POSITIVE_SET.isdisjoint(header)):
-                    continue
-                if _POSITIVE_SET.isdisjoint(header):
-                    # Whether a negative label right before it explains it: the suppression _classify
+                    pop = populations.get(key)
+                    # a population with no passing number needs no count; a labelled column never counts
+                    if pop is None:
+                        continue
+                    positive_header = not _POSITIVE_SET.isdisjoint(header)
+                    if not positive_header and NEGATIVE in header:
+                        continue
+                if not positive_header:
+                    # Nor a number a negative label right before it explains: the suppression _classify
                     # applies (the last negative label ending within the window before the run, no
                     # identifier keyword ending after it), from the part's sorted label ends and one
                     # search of the reversed characters before the run (local labels: 注文番号 ...).
