@@ -457,7 +457,8 @@ class Scanner:
             if ce - cs > _LONGEST_RUN:
                 continue
             raw = m.group()
-            if raw.isdigit():
+            checked = raw.isdigit()  # (a contiguous ASCII run of 11-19 digits has every shape's length)
+            if checked:
                 if raw.isascii() and not 11 <= ce - cs <= 19:
                     continue  # contiguous, of a length no detector takes: most runs of business text
                 pieces: Sequence[tuple[str, int, int]] = ((raw, cs, ce),)
@@ -468,7 +469,7 @@ class Scanner:
             else:
                 pieces = ((raw, cs, ce),)
             for raw, cs, ce in pieces:
-                if raw.isascii() and not _may_have_shape(raw):
+                if not checked and raw.isascii() and not _may_have_shape(raw):
                     continue  # no detector takes a run of that many digits
                 occ = self._run(text, raw, cs, ce, hits, column_context, lazy)
                 if occ is not None:
