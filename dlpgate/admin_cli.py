@@ -110,6 +110,38 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_log_search)
 
 
+# ------------------------------------------------------------------------------ one-line outcomes
+# The lines people read after acting, in `[quarantine] language` of the config the CLI found (the
+# running gateway's, by the default lookup): the same language its notices speak. Tables keep
+# their column names and --json its keys: scripts read those.
+_SAY: dict[str, dict[str, str]] = {
+    "ja": {
+        "outbox.none": "送信待ちのメールはありません", "outbox.none_from": "{sender} の送信待ちのメールはありません",
+        "recalled": "{id} を取り消しました。送信されません", "recalled.behalf": "（{sender} の代わりに、管理者として）",
+        "quarantine.none": "該当するメールはありません（状態: {state}）",
+        "partial": "{id} の承認を記録しました（{n}/{required}）。別の承認者の承認を待ちます",
+        "released": "{id} を承認しました。今すぐ送信します。送信者に通知します",
+        "rejected": "{id} を却下しました。送信されません。送信者に通知します",
+        "audit.none": "その期間の監査記録はありません", "log.none": "該当する送信ログはありません",
+    },
+    "en": {
+        "outbox.none": "no messages in their delay window",
+        "outbox.none_from": "no messages in their delay window from {sender}",
+        "recalled": "recalled {id}: it will not be sent", "recalled.behalf": " (for {sender}, as administrator)",
+        "quarantine.none": "no messages in state {state}",
+        "partial": "approval recorded for {id} ({n} of {required}); it waits for another approver",
+        "released": "released {id}: it is sent now; the sender is notified",
+        "rejected": "rejected {id}: it will not be sent; the sender is notified",
+        "audit.none": "no audit entries in that range", "log.none": "no logged messages match",
+    },
+}
+
+
+def say(config: Config, key: str, **kw: Any) -> str:
+    """One outcome line in the configured language (English for anything but "ja")."""
+    return _SAY.get(config.quarantine.language, _SAY["en"])[key].format(**kw)
+
+
 # ------------------------------------------------------------------------------ helpers
 def _call(config: Config, op: str, args: dict[str, Any] | None = None) -> Any:
     """One operation on the running gateway of this config (its socket); typed errors pass up."""
@@ -198,6 +230,16 @@ def top_finding(findings: Sequence[Mapping[str, Any]]) -> str:
 
 
 
+def approvals_cell(d: Mapping[str, Any]) -> str:
+    """`n/m` for a message that went through approval (held, or any decision taken on it), else `-`.
+
+    Clean mail carries the store's default `approvals_required = 1` (or 0) although nobody was ever
+    asked: `0/1` beside a delivered message would read as "sent without its approval"."""
+    if d.get("verdict") != "hold" and not d.get("approvals") and d.get("state") != HELD:
+        return "-"
+    return f"{len(d.get('approvals') or ())}/{d.get('approvals_required')}"
+
+
 def _hash_arg(text: str | None) -> str | None:
     if text is None:
         return None
@@ -216,7 +258,7 @@ def cmd_outbox_list(args: argparse.Namespace, config: Config) -> int:
             _emit_json(d)
         return 0
     if not rows:
-        print("no messages in their delay window" + (f" from {args.sender}" if args.sender else ""))
+        print(say(config, "outbox.none_from", sender=args.sender) if args.sender else say(config, "outbox.none"))
         return 0
     print(table(("ID", "SENDS IN", "SENDER", "RECIPIENTS", "SUBJECT"),
                 [(d["id"], age((d["due_at"] or now) - now), d["sender"], ", ".join(d["recipients"]),
@@ -226,8 +268,8 @@ def cmd_outbox_list(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_outbox_recall(args: argparse.Namespace, config: Config) -> int:
     res = _call(config, "outbox.recall", {"id": args.id, "sender": args.sender.strip() if args.sender else None})
-    behalf = f" (for {res['on_behalf_of']}, as administrator)" if res.get("on_behalf_of") else ""
-    print(f"recalled {res['id']}: it will not be sent{behalf}")
+    behalf = say(config, "recalled.behalf", sender=res["on_behalf_of"]) if res.get("on_behalf_of") else ""
+    print(say(config, "recalled", id=res["id"]) + behalf)
     return 0
 
 
@@ -245,7 +287,7 @@ def cmd_quarantine_list(args: argparse.Namespace, config: Config) -> int:
             _emit_json({k: d.get(k) for k in _LIST_JSON_KEYS})
         return 0
     if not rows:
-        print("no messages" + (f" in state {args.state}" if args.state else ""))
+        print(say(config, "quarantine.none", state=args.state))
         return 0
     headers = ["ID", "AGE", "SENDER", "RECIPIENTS", "SUBJECT", "TOP FINDING", "RECORDS", "APPROVALS"]
     if states != (HELD,):
@@ -253,8 +295,7 @@ def cmd_quarantine_list(args: argparse.Namespace, config: Config) -> int:
     out = []
     for d in rows:
         r: list[Any] = [d["id"], age(d["age_seconds"]), d["sender"] or "<>", ", ".join(d["recipients"]),
-                        mask_text(d["subject"]), top_finding(d["findings"]), d["records"],
-                        f"{len(d['approvals'])}/{d['approvals_required']}"]
+                        mask_text(d["subject"]), top_finding(d["findings"]), d["records"], approvals_cell(d)]
         if states != (HELD,):
             r.insert(2, d["state"])
         out.append(r)
@@ -323,12 +364,9 @@ def cmd_quarantine_decide(args: argparse.Namespace, config: Config) -> int:
     res = _call(config, "quarantine.decide", {"id": args.id, "decision": args.decision, "reason": args.reason,
                                               "approver": args.approver})
     if res["state"] == HELD:
-        print(f"approval recorded for {res['id']} ({res['approvals']} of {res['required']});"
-              " it waits for another approver")
-    elif args.decision == "release":
-        print(f"released {res['id']}: it is sent now; the sender is notified")
+        print(say(config, "partial", id=res["id"], n=res["approvals"], required=res["required"]))
     else:
-        print(f"rejected {res['id']}: it will not be sent; the sender is notified")
+        print(say(config, "released" if args.decision == "release" else "rejected", id=res["id"]))
     return 0
 
 
@@ -381,7 +419,7 @@ def cmd_audit_export(args: argparse.Namespace, config: Config) -> int:
             _emit_json({k: v for k, v in r.items() if k != "summary"})
         return 0
     if not rows:
-        print("no audit entries in that range")
+        print(say(config, "audit.none"))
         return 0
     print(table(("TIME", "SEQ", "ID", "EVENT", "ACTOR", "OS USER", "SUBJECT", "SUMMARY"),
                 [(r["time"], r["seq"], r["id"], r["event"], r["actor"], r["os_user"], r["subject"] or "-",
@@ -401,7 +439,7 @@ def cmd_log_search(args: argparse.Namespace, config: Config) -> int:
             _emit_json(d)
         return 0
     if not rows:
-        print("no logged messages match")
+        print(say(config, "log.none"))
         return 0
     print(table(("TIME", "ID", "SENDER", "RECIPIENTS", "SUBJECT", "VERDICT", "ATTACHMENTS"),
                 [(d["time"], d["id"], d["sender"], ", ".join(d["recipients"]), mask_text(d["subject"]),

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import shlex
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ApproverRoute, Config
+from .config import DEFAULT_CONFIG_PATH, ApproverRoute, Config
 from .errors import InputError, PermissionDenied, StateError
 from .identities import Identities
 from .masking import mask_text
@@ -189,6 +190,7 @@ _TEXTS: dict[str, dict[str, str]] = {
         "link.decide": "承認画面（サインインが必要です）", "link.mine": "送信者ページ（サインインが必要です）",
         "delayed.subject": "[dlpgate] 送信待ち: {subject}",
         "delayed.intro": "あなたのメールは {when} に送信されます。それまでは送信者ページから取り消せます。",
+        "cmd.reason": "却下の理由",
     },
     "en": {
         "held.subject": "[dlpgate] Message held for approval: {subject}",
@@ -226,8 +228,23 @@ _TEXTS: dict[str, dict[str, str]] = {
         "link.decide": "Decide in the console (sign-in required)", "link.mine": "Your mail (sign-in required)",
         "delayed.subject": "[dlpgate] Waiting to be sent: {subject}",
         "delayed.intro": "Your message will be sent at {when}. Until then you can recall it from your page.",
+        "cmd.reason": "why it is rejected",
     },
 }
+
+
+def config_flag(config: Config) -> str:
+    """` --config PATH` when the CLI's default lookup (no --config, no $DLPGATE_CONFIG) would not
+    find this config, else "": the command in a notice must reach the gateway that sent it."""
+    if not config.source:
+        return ""
+    src = Path(config.source).resolve()
+    try:
+        if src == Path(DEFAULT_CONFIG_PATH).resolve():
+            return ""
+    except OSError:
+        pass
+    return f" --config {shlex.quote(str(src))}"
 
 
 def _one_line(text: str, limit: int) -> str:
@@ -348,10 +365,15 @@ class Notices:
         return lines
 
     def _commands(self, msg_id: str) -> list[str]:
+        """Commands that run as printed (copied into a shell on the gateway's host): they name this
+        gateway's config unless the CLI's default lookup finds it anyway, and carry no [optional]
+        brackets or placeholders a shell would pass on as arguments."""
+        base = "dlpgate" + config_flag(self.config)
+        reason = shlex.quote(self._t("cmd.reason"))
         return [f"{self._t('f.commands')}:",
-                f"  dlpgate quarantine show {msg_id}",
-                f"  dlpgate quarantine release {msg_id} [--reason TEXT]",
-                f"  dlpgate quarantine reject {msg_id} --reason TEXT"]
+                f"  {base} quarantine show {msg_id}",
+                f"  {base} quarantine release {msg_id}",
+                f"  {base} quarantine reject {msg_id} --reason {reason}"]
 
     def _link(self, key: str, path: str) -> list[str]:
         """A line pointing at the web console when `[web] base_url` is set. It leads to a sign-in;
@@ -389,8 +411,9 @@ class Notices:
             body += ["", *self._link("link.mine", "/mine")]
             out.append(self._notice([m.sender], self._t("held.subject", subject=self._subject(f)), body,
                                     "held", m.id, m.arrived))
-        # the approvers are told first; deputies too when no approver other than the sender exists
-        to = who.approvers or who.deputies
+        # approvers and deputies alike: a deputy (代理承認者) exists for the day the approver is away,
+        # and learning of the hold only from the first reminder would leave the mail waiting meanwhile
+        to = who.everyone
         if to:
             body = [self._t("wait.intro"), "", *self._link("link.decide", f"/m/{m.id}"), "",
                     *self._summary(f, with_approvers=who), "", *self._commands(m.id)]

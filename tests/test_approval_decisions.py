@@ -43,7 +43,9 @@ def test_held_notices_go_to_sender_and_approvers_without_content(tmp_path: Path,
     cfg = load(tmp_path, language="en")
     h = put_held(store, cfg)
     ns = notices_in(store)
-    assert [n["to"] for n in ns] == [["tanaka@soumu.example.jp"], ["kacho@example.jp", "bucho@example.jp"]]
+    # the deputy (代理承認者) is asked too, from the start: not only by the first reminder
+    assert [n["to"] for n in ns] == [["tanaka@soumu.example.jp"],
+                                     ["kacho@example.jp", "bucho@example.jp", "dairi@example.jp"]]
     sender_notice, approver_notice = ns
     assert h.id in sender_notice["text"] and "kacho@example.jp" in sender_notice["text"]
     assert "dairi@example.jp" in sender_notice["text"]  # the deputy is named as someone who can approve

@@ -122,7 +122,7 @@ async def test_held_notified_refused_then_released_once(loop_env: dict[str, Any]
     assert h.to(PARTNER) == []
     sender_notice = h.to(SENDER)[0]
     assert sender_notice.mail_from in ("", "<>") and mid.encode() in sender_notice.data
-    assert h.to("kacho@example.jp")[0].rcpt_tos == ["kacho@example.jp", "bucho@example.jp"]
+    assert h.to("kacho@example.jp")[0].rcpt_tos == ["kacho@example.jp", "bucho@example.jp", "dairi@example.jp"]
 
     code, out, err = await cli("quarantine", "list", "--approver", "kacho@example.jp", "--config", c)
     assert code == 0 and mid in out
