@@ -98,7 +98,10 @@ _OPEN = "([{【〔〈《「『<"
 _CLOSE = ")]}】〕〉》」』>"
 _BRACKETED = re.compile("[" + re.escape(_OPEN) + "][^" + re.escape(_OPEN + _CLOSE) + "]*[" + re.escape(_CLOSE) + "]")
 _WRAPPED = re.compile("^[" + re.escape(_OPEN) + "](.*)[" + re.escape(_CLOSE) + "]$")
-_NUMBERING = re.compile(r"(?:[-_.#:]?[0-9]+)+$")
+# Trailing numbering: an optional separator, then digits each after at most one separator. Written
+# so each digit is consumed one way only: `(?:[-_.#:]?[0-9]+)+$` (the same strings) backtracked
+# exponentially on a cell of digits then a letter (29 digits: minutes per cell).
+_NUMBERING = re.compile(r"[-_.#:]?[0-9](?:[-_.#:]?[0-9])*$")
 _SPACES = re.compile(r"[\s\u3000]+")
 
 

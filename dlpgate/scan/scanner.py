@@ -23,6 +23,7 @@ import os
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
+from operator import mul
 from types import MappingProxyType
 
 from dlpgate.errors import RuleError
@@ -53,8 +54,10 @@ _LONGEST_RUN = max(19, 14, *(sum(g) + len(g) - 1 for g in _CARD_GROUPS))
 # Runs are looked for within this many characters either side of a trigger: a run cut by that
 # window is longer than _LONGEST_RUN, hence rejected either way.
 _LOOK = _LONGEST_RUN + 1
-# A trigger match (4 digits, separator, 4, separator, 2) starts at least this far before its end.
-_TRIGGER_SHORTEST = 9
+# A trigger match (4 digits, optional separator, 4, optional separator, 2) starts at most this far
+# before its last character: reading from there finds a separated run (4-4-4, 4-6 ...) whose trigger
+# starts with it in one search, where reading from 9 back needed a second look for its start.
+_TRIGGER_LONGEST = 11
 
 # Keyword categories used for proximity.
 MY_NUMBER, LICENCE, RESIDENT, CARD, NEGATIVE = "my_number", "licence", "resident", "card", "negative"
@@ -107,6 +110,10 @@ class _Tally:
 
 
 _DIGITS = frozenset(RAW_DIGITS)
+# My Number check digit in one weighted sum of the ASCII bytes (checks.is_valid_my_number, inline):
+# the residue is 0 for a valid number, or 1 when the check digit is 0.
+_WEIGHTS = (6, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2, 1)
+_WEIGHTED_ZERO = 48 * sum(_WEIGHTS)
 _SEPARATORS = frozenset(RAW_SEPARATORS)
 
 
@@ -430,36 +437,75 @@ class Scanner:
         """Every identifier, tallied per detector: the accepted run around each trigger, classified by its context."""
         out: dict[str, _Tally] = {}
         distinct_enough = self.rules.distinct_high
-        search = _RAW_RUN.search
+        search, match = _RAW_RUN.search, _RAW_RUN.match
         digits_set, separators = _DIGITS, _SEPARATORS
         covered = -1
         lazy = _Lazy()
+        failing: list[int] = []
+        lazy.failing = failing
+        has_licence = lazy.has_licence = not self._licence_ids.isdisjoint(hits)
+        look, back, longest = _LOOK, _TRIGGER_LONGEST, _LONGEST_RUN  # locals: read once per trigger
         for end in triggers:
             if end <= covered:
                 continue  # another trigger in a run already read
             p = end - 1  # the trigger's last digit
-            # A contiguous run's trigger match is its first ten digits: read from there, and again
-            # from far enough back when the character before the match may continue the run.
-            hi = p + _LOOK + 1
-            m = search(text, p - _TRIGGER_SHORTEST, hi)
-            while m is not None and m.end() <= p:
+            # A trigger match is at most twelve characters: read from where the longest would start,
+            # and walk back when the character before the run found may continue it.
+            hi = end + look
+            m = search(text, p - back if p > back else 0, hi)
+            while m is not None and m.end() < end:
                 m = search(text, m.end(), hi)
             s0 = m.start() if m is not None else 0
             # The run may begin earlier: a digit, or a separator after a digit, just before it.
             if s0 and (text[s0 - 1] in digits_set or (text[s0 - 1] in separators and s0 > 1 and text[s0 - 2] in digits_set)):
-                m = search(text, p - _LOOK if p > _LOOK else 0, hi)
-                while m is not None and m.end() <= p:
-                    m = search(text, m.end(), hi)
+                # Walk back to the run's first digit (no earlier than p - _LOOK, where a search
+                # from there would start) and match from it: a few character tests instead of a
+                # second search that also meets the short runs before this one.
+                lo = p - look if p > look else 0
+                while s0 > lo:
+                    c = text[s0 - 1]
+                    if c in digits_set:
+                        s0 -= 1
+                    elif c in separators and s0 - 2 >= lo and text[s0 - 2] in digits_set:
+                        s0 -= 2
+                    else:
+                        break
+                m = match(text, s0, hi)
             if m is None:  # pragma: no cover - a trigger always sits on a digit
                 continue
             cs, ce = m.span()
             covered = ce
-            if ce - cs > _LONGEST_RUN:
+            n = ce - cs
+            if n > longest:
                 continue
             raw = m.group()
+            if raw.isascii():
+                # The commonest runs of business text, refused here with the tests `_run` would
+                # apply first (issue 19: a Python call per run was half the scanner's time):
+                # lengths no detector takes, 13-19 contiguous digits that are no card number,
+                # 12 digits (contiguous or 4-4-4) that fail the check digit with no keyword
+                # column or licence keyword to speak for them (kept for their population).
+                if raw.isdigit():
+                    if n != 12:
+                        if n < 11 or n > 19 or (n > 11 and not is_card_number(raw)):
+                            continue
+                    elif raw.count(raw[0]) == 12:
+                        continue  # a placeholder (000000000000)
+                    elif (not has_licence and raw not in column_context
+                          and (sum(map(mul, raw.encode(), _WEIGHTS)) - _WEIGHTED_ZERO) % 11 > (raw[11] == "0")):
+                        failing.append(cs)
+                        continue
+                elif n < 13:
+                    continue  # separated, at most 11 digits: no shape, nor a space-cut piece of 11
+                elif (n == 14 and raw[4] in "-. " and raw[9] in "-. " and not has_licence):
+                    digits = raw[:4] + raw[5:9] + raw[10:]
+                    if digits.isdigit() and digits not in column_context and digits.count(digits[0]) != 12 and (
+                            sum(map(mul, digits.encode(), _WEIGHTS)) - _WEIGHTED_ZERO) % 11 > (digits[11] == "0"):
+                        failing.append(cs)
+                        continue
             checked = raw.isdigit()  # (a contiguous ASCII run of 11-19 digits has every shape's length)
             if checked:
-                if raw.isascii() and not 11 <= ce - cs <= 19:
+                if raw.isascii() and not 11 <= n <= 19:
                     continue  # contiguous, of a length no detector takes: most runs of business text
                 pieces: Sequence[tuple[str, int, int]] = ((raw, cs, ce),)
             elif (" " in raw or "\u3000" in raw) and not _has_shape(raw):

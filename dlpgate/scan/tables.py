@@ -12,7 +12,7 @@ value in its column that keyword as context, however far down the sheet it is.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from dlpgate.extract.model import Rows, Table
@@ -43,6 +43,14 @@ class TableFacts:
     joined: tuple[tuple[str, str], ...] = ()
 
 
+def _any_of(keywords: Iterable[str]) -> re.Pattern[str] | None:
+    """A pattern found in a text exactly when one of `keywords` is a substring of it."""
+    words = sorted(set(keywords), key=len, reverse=True)
+    if not words or "" in words:
+        return None
+    return re.compile("|".join(re.escape(w) for w in words))
+
+
 class TableAnalyser:
     """Header detection for one rule set; instances are immutable after construction."""
 
@@ -55,12 +63,20 @@ class TableAnalyser:
             ("licence", tuple(fold(k) for k in rules.licence_keywords)),
         )
         self._fields = tuple((g.name, tuple(k for k in (fold(w) for w in g.keywords) if k)) for g in rules.record_fields)
+        # One C-level search says whether a folded cell holds any keyword at all: most cells of a
+        # sheet (codes, names, amounts) hold none, and then the per-group loops are skipped (issue 19:
+        # they were most of the table analysis of a 1,000-row sheet). None when a keyword folds to
+        # "" (it is in every cell, so there is nothing to skip).
+        self._any_field = _any_of(k for _n, keywords in self._fields for k in keywords)
+        self._any_column = _any_of(k for _c, keywords in self._column_keywords for k in keywords)
 
     def cell_fields(self, cell: str) -> set[str]:
         """Field groups a header cell names, matched on folded text (`氏　名`, `ﾌﾘｶﾞﾅ`, `住所１`)."""
         if not cell or len(cell) > self._rules.max_header_cell or _NUMBER_CELL.match(cell):
             return set()
         text = fold(cell)
+        if self._any_field is not None and self._any_field.search(text) is None:
+            return set()
         return {name for name, keywords in self._fields if any(k in text for k in keywords)}
 
     def row_fields(self, row: Sequence[str]) -> set[str]:
@@ -130,6 +146,8 @@ class TableAnalyser:
         if not cell or len(cell) > self._rules.max_header_cell or _NUMBER_CELL.match(cell):
             return set()
         text = fold(cell)
+        if self._any_column is not None and self._any_column.search(text) is None:
+            return set()
         return {category for category, keywords in self._column_keywords if any(k in text for k in keywords)}
 
     def _is_keyword(self, cell: str) -> bool:
