@@ -20,7 +20,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dlpgate tests benchmarks
-	$(VENV)/bin/mypy dlpgate/scan dlpgate/store.py
+	$(VENV)/bin/mypy dlpgate/scan dlpgate/store
 
 clean:
 	rm -rf $(VENV)

@@ -199,7 +199,7 @@ def throughput(args: argparse.Namespace) -> None:
 
 
 def claims(args: argparse.Namespace) -> None:
-    from dlpgate.store_pg import PgStore
+    from dlpgate.store.postgres import PgStore
 
     c = PgCluster()
     c.init()

@@ -399,8 +399,8 @@ def _verify_offline(args: argparse.Namespace, config: Config) -> audit.VerifyRep
     key = PublicKey.load(args.public_key)
     root = Path(args.store) if args.store else config.store_path
     witness = Path(args.witness) if args.witness else config.audit_witness_path
-    from .store_engine import open_store as open_engine
-    from .store_engine import uses_pg
+    from .store.engine import open_store as open_engine
+    from .store.engine import uses_pg
 
     # the shared PostgreSQL store is read in place (a copy given with --store is a SQLite store)
     st = open_engine(config, migrate_at_start=False) if uses_pg(config) and not args.store else open_readonly(root)

@@ -1,8 +1,8 @@
 """The anchored audit chain: verify it, witness its head, export "who sent what, who approved it".
 
-The chain itself is written by store.py, inside each transition's transaction (so the log never
-disagrees with the queue), and every append ends with an entry signed by the gateway's Ed25519
-key (auditkey.py). This module checks the chain against the key and the witness file, writes the
+The chain itself is written by the store engines (dlpgate/store), inside each transition's
+transaction (so the log never disagrees with the queue), and every append ends with an entry
+signed by the gateway's Ed25519 key (auditkey.py). This module checks the chain against the key and the witness file, writes the
 witness, and builds the export rows and one-line summaries the CLI prints. Everything it returns
 is masked once more on the way out (free text such as reasons or upstream replies might carry a
 number someone typed), except the fields that are hashes or ids by construction.

@@ -101,7 +101,7 @@ def _child_main(config: Config, hostname: str, conn: Connection) -> None:
 async def _child(config: Config, hostname: str, conn: Connection) -> None:
     from .auditkey import signer_for
     from .delivery import Delivery
-    from .store_engine import open_async_store
+    from .store.engine import open_async_store
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -243,7 +243,7 @@ class DeliveryProcess:
 
     async def _recover_and_respawn(self) -> None:
         from .auditkey import signer_for
-        from .store_engine import open_store
+        from .store.engine import open_store
 
         def recover() -> int:
             fd = acquire_lock(lock_path(self.config), timeout=15, evict=True)

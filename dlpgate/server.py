@@ -28,7 +28,7 @@ from .pipeline import Pipeline
 from .smtp import GatewaySMTP, Handler, tls_context
 from .startup import Summary, log_started, preflight, probe_upstream
 from .store import AsyncStore
-from .store_engine import open_async_store
+from .store.engine import open_async_store
 from .workers import WorkerInitError
 
 log = logging.getLogger("dlpgate.server")

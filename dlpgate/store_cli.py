@@ -22,7 +22,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _url(config: Config) -> str:
-    from .store_engine import uses_pg
+    from .store.engine import uses_pg
 
     if not uses_pg(config):
         raise InputError("the embedded store needs no migration: set [store] url = \"postgresql://...\" to use"
@@ -31,7 +31,7 @@ def _url(config: Config) -> str:
 
 
 def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
-    from .store_pg import migrate_url
+    from .store.postgres import migrate_url
 
     version, applied = migrate_url(_url(config))
     if applied:
@@ -45,7 +45,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     import time
 
     from .errors import StoreError
-    from .store_pg import LATEST, _one_line, _psycopg, _safe_url, schema_version
+    from .store.postgres import LATEST, _one_line, _psycopg, _safe_url, schema_version
 
     url = _url(config)
     psycopg = _psycopg()

@@ -283,7 +283,7 @@ def test_stored_json_and_chain_hashes_are_json_dumps_byte_for_byte(value, seq, t
     """The store encodes with encoders built once; a chain written before that must still verify."""
     import hashlib
 
-    from dlpgate.store import _dumps, _entry_hash
+    from dlpgate.store.model import _dumps, _entry_hash
 
     assert _dumps(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     old = hashlib.sha256(json.dumps([seq, repr(ts), text, "accepted", "dlpgate", "u", _dumps(value), "0" * 64],

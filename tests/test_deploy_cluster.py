@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from dlpgate.config import load_config
-from dlpgate.store_engine import uses_pg
+from dlpgate.store.engine import uses_pg
 
 KIT = Path(__file__).parent.parent / "deploy" / "cluster"
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dlpgate.store_pg import PgStore
+from dlpgate.store.postgres import PgStore
 from tests.conftest import Sink, free_port
 from tests.pg_support import PgCluster, pg_cluster, pg_url  # noqa: F401 - fixtures
 from tests.test_approval_support import mail_with_numbers, my_login, run_cli, synthetic_numbers

@@ -20,5 +20,5 @@ def test_ruff_clean() -> None:
 
 
 def test_mypy_clean_on_scan_and_store() -> None:
-    r = run(sys.executable, "-m", "mypy", "dlpgate/scan", "dlpgate/store.py")
+    r = run(sys.executable, "-m", "mypy", "dlpgate/scan", "dlpgate/store")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]

@@ -168,7 +168,7 @@ async def test_storage_failure_answers_451_and_keeps_nothing(tmp_path: Path, sin
     try:
         spool = tmp_path / "store" / "spool"
 
-        import dlpgate.store as store_mod
+        import dlpgate.store.sqlite as store_mod  # the engine module that calls write_spool_file
 
         def broken(root: Path, msg_id: str, data: bytes, sync: bool = True) -> str:
             raise OSError(28, "No space left on device")

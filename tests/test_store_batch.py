@@ -86,7 +86,7 @@ def test_accept_many_writes_what_accept_writes(tmp_path: Path, n: int) -> None:
 
 
 def test_more_rows_than_one_statement_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dlpgate import store as store_mod
+    from dlpgate.store import sqlite as store_mod
 
     monkeypatch.setattr(store_mod, "_MAX_VARIABLES", 200)  # as if SQLite allowed 200 values a statement
     ms = [message(i, recipients=tuple(f"u{k}@d{i % 7}.example" for k in range(30))) for i in range(40)]

@@ -50,14 +50,14 @@ class Engine:
     def open(self, node: str = "a", lease: float = 30.0) -> Any:
         if self.kind == "sqlite":
             return Store(self.root, clock=self.clock)
-        from dlpgate.store_pg import PgStore
+        from dlpgate.store.postgres import PgStore
 
         return PgStore(self.url, self.root / node, node=node, lease_seconds=lease, clock=self.clock)
 
     def open_async(self, node: str = "a") -> AsyncStore:
         if self.kind == "sqlite":
             return AsyncStore(self.root, clock=self.clock)
-        from dlpgate.store_pg import AsyncPgStore
+        from dlpgate.store.postgres import AsyncPgStore
 
         return AsyncPgStore(self.url, self.root / node, node=node, clock=self.clock)
 
@@ -281,7 +281,7 @@ def test_signed_appends_verify_with_the_key(engine: Engine, tmp_path: Path) -> N
     if engine.kind == "sqlite":
         st: Any = Store(engine.root, clock=engine.clock, signer=key.sign)
     else:
-        from dlpgate.store_pg import PgStore
+        from dlpgate.store.postgres import PgStore
 
         st = PgStore(engine.url, engine.root / "k", node="k", clock=engine.clock, signer=key.sign)
     try:
@@ -320,7 +320,7 @@ def test_expiry_release_makes_it_due(engine: Engine, store: Any) -> None:
 
 def test_engines_offer_the_same_interface() -> None:
     """A transition added to one engine and not the other fails here, not in a gateway."""
-    from dlpgate.store_pg import AsyncPgStore, PgStore
+    from dlpgate.store.postgres import AsyncPgStore, PgStore
 
     def public(cls: type) -> set[str]:
         return {m for m in dir(cls) if not m.startswith("_") and m != "BUSY_SECONDS"}

@@ -17,7 +17,7 @@ import pytest
 from dlpgate.cli import main as cli_main
 from dlpgate.errors import StateError
 from dlpgate.store import DELAYED, HELD, NewMessage, RcptOutcome, write_spool_file
-from dlpgate.store_pg import LATEST, AsyncPgStore, PgStore, migrate_url
+from dlpgate.store.postgres import LATEST, AsyncPgStore, PgStore, migrate_url
 from tests.pg_support import pg_cluster, pg_url  # noqa: F401 - fixtures
 
 _n = [0]
@@ -205,7 +205,7 @@ def test_unreachable_database_is_a_plain_error(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_claim_bytes_bounded(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    import dlpgate.store_pg as spg
+    import dlpgate.store.postgres as spg
 
     monkeypatch.setattr(spg, "CLAIM_BYTES", 100)
     (a,) = nodes(pg_url, tmp_path, 1)

@@ -19,7 +19,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dlpgate import store as store_mod
 from dlpgate.store import (
     DELAYED,
     DELIVERED,
@@ -32,6 +31,8 @@ from dlpgate.store import (
     read_spool_bytes,
     spool_span,
 )
+from dlpgate.store import spool as spool_mod
+from dlpgate.store import sqlite as sqlite_mod
 
 
 def _msg(raw: bytes, mid: str | None = None) -> NewMessage:
@@ -87,7 +88,7 @@ def test_a_batch_appends_to_one_segment_and_fsyncs_it_once(tmp_path: Path, monke
 def test_every_message_reads_back_exactly_across_segment_rotations(tmp_path_factory, sizes: list[int],
                                                                    batch: int, monkeypatch) -> None:  # noqa: ANN001
     root = tmp_path_factory.mktemp("seg")
-    monkeypatch.setattr(store_mod, "SEGMENT_MAX_BYTES", 4096)  # rotate every few messages
+    monkeypatch.setattr(spool_mod, "SEGMENT_MAX_BYTES", 4096)  # rotate every few messages
     s = Store(root)
     raws = [_raw(n, k) for k, n in enumerate(sizes)]
     jobs = [AcceptJob(_msg(r), content=r) for r in raws]
@@ -106,7 +107,7 @@ def test_a_segment_is_rotated_after_its_age(tmp_path: Path, monkeypatch) -> None
     a = AcceptJob(_msg(_raw(10)), content=_raw(10))
     s.run_batch([a])
     now = time.monotonic()
-    monkeypatch.setattr(store_mod.time, "monotonic", lambda: now + store_mod.SEGMENT_MAX_AGE + 1)
+    monkeypatch.setattr(sqlite_mod.time, "monotonic", lambda: now + spool_mod.SEGMENT_MAX_AGE + 1)
     b = AcceptJob(_msg(_raw(10)), content=_raw(10))
     s.run_batch([b])
     assert spool_span(a.spool)[0] != spool_span(b.spool)[0]
@@ -291,10 +292,10 @@ def test_retention_erases_purged_spans_and_removes_a_segment_nobody_needs(tmp_pa
 
 
 def test_erasing_without_hole_punching_writes_zeros(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
-    monkeypatch.setattr(store_mod, "_fallocate", None)  # a file system that cannot punch holes
+    monkeypatch.setattr(spool_mod, "_fallocate", None)  # a file system that cannot punch holes
     p = tmp_path / "x.seg"
     p.write_bytes(b"a" * 100 + b"secret" * 1000 + b"b" * 100)
-    store_mod.erase_spans(str(p), [(100, 6000)])
+    spool_mod.erase_spans(str(p), [(100, 6000)])
     assert p.read_bytes() == b"a" * 100 + bytes(6000) + b"b" * 100
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dlpgate import store as store_mod
 from dlpgate.store import DELAYED, NewMessage, Store, new_id, spool_shard, write_spool_file
+from dlpgate.store import spool as spool_mod
 
 RAW = b"From: a@example.jp\r\nTo: b@example.com\r\nSubject: x\r\n\r\nbody\r\n"
 
@@ -79,7 +79,7 @@ def test_a_failed_fsync_rolls_back_the_whole_batch(tmp_path: Path, monkeypatch) 
     monkeypatch.undo()
     assert st.list() == []  # no row: nobody in the batch may be told 250
     assert _open_fds() <= before  # the fds kept for the fsync were closed
-    assert not store_mod._UNSYNCED
+    assert not spool_mod._UNSYNCED
     # the next batch starts clean
     assert all(ok for ok, _ in st.run_batch([_job(tmp_path, new_id())]))
     assert len(st.list()) == 1
@@ -167,3 +167,16 @@ async def test_a_job_that_joins_once_the_lock_is_held_still_gets_its_spool_fsync
     assert {x["id"] for x in Store(tmp_path).list()} == {m1.id, m2.id}
     holder.close()
     st.close()
+
+
+def test_settings_tests_patch_live_only_in_the_module_that_reads_them() -> None:
+    """The store is a package: a monkeypatch of `dlpgate.store.SEGMENT_MAX_BYTES` would change a copy
+    nobody reads. Such names are kept off the package, so a patch aimed there raises instead."""
+    import dlpgate.store as pkg
+    from dlpgate.store import sqlite as sqlite_mod
+
+    for name in ("SEGMENT_MAX_BYTES", "SEGMENT_MAX_AGE", "_fallocate", "_sync_file_range", "_UNSYNCED"):
+        assert hasattr(spool_mod, name) and not hasattr(pkg, name), name
+    assert hasattr(sqlite_mod, "_MAX_VARIABLES") and not hasattr(pkg, "_MAX_VARIABLES")
+    with pytest.raises(AttributeError):
+        pytest.MonkeyPatch().setattr(pkg, "SEGMENT_MAX_BYTES", 1)

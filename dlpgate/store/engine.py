@@ -6,16 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import Config
-from .errors import ConfigError
-from .store import AsyncStore, Signer, Store
+from ..config import Config
+from ..errors import ConfigError
+from .model import Signer
+from .sqlite import AsyncStore, Store
 
 
 def uses_pg(config: Config) -> bool:
     url = config.store.url
     if not url:
         return False
-    from .store_pg import is_pg_url
+    from .postgres import is_pg_url
 
     if not is_pg_url(url):
         raise ConfigError("store.url: expected postgresql://... (or nothing, for the embedded store)")
@@ -25,7 +26,7 @@ def uses_pg(config: Config) -> bool:
 def open_store(config: Config, *, migrate_at_start: bool = True, signer: Signer | None = None) -> Any:
     """A synchronous store (recovery, tools): `Store` or `PgStore`, same interface."""
     if uses_pg(config):
-        from .store_pg import PgStore
+        from .postgres import PgStore
 
         return PgStore(config.store.url, config.store_path, node=config.store.node,
                        lease_seconds=config.store.lease_seconds, migrate_at_start=migrate_at_start, signer=signer)
@@ -36,7 +37,7 @@ def open_async_store(config: Config, *, lead: bool = False, signer: Signer | Non
     """The writer-thread store of `serve` and of the deliverer. `lead`: this process competes for
     the cluster's housekeeping leadership (the gateway does, its deliverer does not)."""
     if uses_pg(config):
-        from .store_pg import AsyncPgStore
+        from .postgres import AsyncPgStore
 
         return AsyncPgStore(config.store.url, config.store_path, node=config.store.node,
                             lease_seconds=config.store.lease_seconds, lead=lead, signer=signer)

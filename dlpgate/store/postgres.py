@@ -41,10 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, NotFound, PermissionDenied, StateError, StoreError
-from .store import (
-    _UNSYNCED,
-    _UNSYNCED_LOCK,
+from ..errors import InputError, NotFound, PermissionDenied, StateError, StoreError
+from .model import (
     BOUNCED,
     DEFERRED,
     DELAYED,
@@ -56,12 +54,9 @@ from .store import (
     HELD,
     REJECTED,
     RELEASED,
-    AcceptJob,
-    AsyncStore,
     AttemptResult,
     AuditEntry,
     Claimed,
-    DeliveredJob,
     NewMessage,
     RcptOutcome,
     Signer,
@@ -69,8 +64,10 @@ from .store import (
     _entry_hash,
     os_user,
 )
+from .spool import _UNSYNCED, _UNSYNCED_LOCK
+from .sqlite import AcceptJob, AsyncStore, DeliveredJob
 
-log = logging.getLogger("dlpgate.store_pg")
+log = logging.getLogger("dlpgate.store.postgres")
 
 CHUNK = 1024 * 1024  # bytes per message_chunks row: big messages never need one giant bytea
 RECLAIM_EVERY = 0.5  # seconds between one node's looks for expired leases (from its claims)
@@ -502,7 +499,7 @@ class PgStore:
         return self.root / rel
 
     def write_spool(self, msg_id: str, data: bytes) -> str:
-        from .store import write_spool_file
+        from .spool import write_spool_file
 
         return write_spool_file(self.root, msg_id, data, sync=False)
 
