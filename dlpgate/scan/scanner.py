@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from operator import mul
 from types import MappingProxyType
@@ -503,7 +503,8 @@ class Scanner:
                             sum(map(mul, digits.encode(), _WEIGHTS)) - _WEIGHTED_ZERO) % 11 > (digits[11] == "0"):
                         failing.append(cs)
                         continue
-            if raw.isdigit():
+            checked = raw.isdigit()  # (a contiguous ASCII run of 11-19 digits has every shape's length)
+            if checked:
                 if raw.isascii() and not 11 <= n <= 19:
                     continue  # contiguous, of a length no detector takes: most runs of business text
                 pieces: Sequence[tuple[str, int, int]] = ((raw, cs, ce),)
@@ -514,7 +515,7 @@ class Scanner:
             else:
                 pieces = ((raw, cs, ce),)
             for raw, cs, ce in pieces:
-                if raw.isascii() and not _may_have_shape(raw):
+                if not checked and raw.isascii() and not _may_have_shape(raw):
                     continue  # no detector takes a run of that many digits
                 occ = self._run(text, raw, cs, ce, hits, column_context, lazy)
                 if occ is not None:
@@ -531,7 +532,8 @@ class Scanner:
         if lazy.failing and any(pop[2] for pop in populations.values()):
             columns = lazy.columns if lazy.columns is not None else TextColumns(text, self._categorise)
             rfind, find, n = text.rfind, text.find, len(text)
-            no_header: frozenset[str] = frozenset()
+            negative, positive = self._label_ends(hits)
+            part = populations.get("part")
             # Failing numbers only lower a pass rate: once every population holding a passing bare
             # number is below the threshold, counting more changes nothing.
             undecided = {k for k, pop in populations.items() if pop[2] and pop[1] * 100 >= rate * pop[0]}
@@ -542,6 +544,8 @@ class Scanner:
                 # read from an evenly spaced sample, each standing for its stretch; cost stays bounded.
                 weight = len(failing) / _FAILING_SAMPLE
                 failing = [failing[int(i * weight)] for i in range(_FAILING_SAMPLE)]
+            window, reach = self.rules.negative_window, self._local_reach
+            local = self._local_negatives.search if self._local_negatives is not None else None
             for cs in failing:
                 if not undecided:
                     break
@@ -550,18 +554,38 @@ class Scanner:
                 if le < 0:
                     le = n
                 if le - ls < FIXED_MIN and find("\t", ls, le) < 0 and find(",", ls, le) < 0:
-                    key: object = "part"  # as in _run: a short line of prose
-                    header = no_header
+                    key: object = "part"  # as in _run: a short line of prose, no header
+                    pop = part
+                    if pop is None:
+                        continue
+                    positive_header = False
                 else:
                     key, header = columns.at(cs)
-                pop = populations.get(key)
-                # a population with no passing number needs no count; a labelled column never counts,
-                # nor a number a label explains (注文番号 right before it)
-                if pop is not None and not (NEGATIVE in header and _POSITIVE_SET.isdisjoint(header)) and (
-                        not _POSITIVE_SET.isdisjoint(header) or not self._labelled(text, cs, hits, lazy)):
-                    pop[0] += weight
-                    if pop[1] * 100 < rate * pop[0]:
-                        undecided.discard(key)
+                    pop = populations.get(key)
+                    # a population with no passing number needs no count; a labelled column never counts
+                    if pop is None:
+                        continue
+                    positive_header = not _POSITIVE_SET.isdisjoint(header)
+                    if not positive_header and NEGATIVE in header:
+                        continue
+                if not positive_header:
+                    # Nor a number a negative label right before it explains: the suppression _classify
+                    # applies (the last negative label ending within the window before the run, no
+                    # identifier keyword ending after it), from the part's sorted label ends and one
+                    # search of the reversed characters before the run (local labels: 注文番号 ...).
+                    i = bisect_right(positive, cs)
+                    last_positive = positive[i - 1] if i else -1  # the last identifier keyword up to cs
+                    if local is not None:
+                        # the `reach` characters before the run, reversed in one slice (nearest first)
+                        m = local(text[cs - 1 : cs - reach - 1 : -1] if cs > reach else text[cs - 1 :: -1] if cs else "")
+                        if m is not None and m.start() <= window and cs - m.start() >= last_positive:
+                            continue  # 注文番号 right before it, no keyword since: explained, not counted
+                    i = bisect_right(negative, cs) - 1
+                    if i >= 0 and negative[i] >= cs - window and negative[i] >= last_positive:
+                        continue  # a negative label the gate saw (TEL ...) right before it
+                pop[0] += weight
+                if pop[1] * 100 < rate * pop[0]:
+                    undecided.discard(key)
         for candidates, passing, found in populations.values():
             if found and passing * 100 >= rate * candidates:
                 tally = out.get("my_number")
@@ -685,30 +709,21 @@ class Scanner:
         pop[2].append(occ)
         return None
 
-    def _labelled(self, text: str, cs: int, hits: dict[int, list[int]], lazy: _Lazy) -> bool:
-        """Whether a negative label (注文番号, TEL ...) right before the run at `cs` explains it: the
-        suppression `_classify` applies (the last negative label ending within negative_window before
-        the run, and no identifier keyword ending after it), for numbers that fail the check digit."""
-        if lazy.context is None:
-            lazy.context = self._packed(hits)
-        context = lazy.context
+    def _label_ends(self, hits: dict[int, list[int]]) -> tuple[list[int], list[int]]:
+        """(negative label ends, identifier keyword ends) of a part, each sorted: read once for all
+        the failing numbers the population count looks at, each then costs two bisects and one short search."""
         cats = self._categories
-        window = self.rules.negative_window
-        hi = bisect_left(context, (cs + 1) << _KEY_BITS)
-        negative_end = -1
-        for packed in context[bisect_left(context, (cs - window) << _KEY_BITS, 0, hi):hi]:
-            if NEGATIVE in cats[packed & _KEY_MASK]:
-                negative_end = packed >> _KEY_BITS
-        if self._local_negatives is not None:
-            m = self._local_negatives.search(text[max(0, cs - self._local_reach) : cs][::-1])
-            if m is not None and m.start() <= window:
-                negative_end = max(negative_end, cs - m.start())
-        if negative_end < 0:
-            return False
-        for packed in context[bisect_left(context, (negative_end + 1) << _KEY_BITS, 0, hi):hi]:
-            if not _POSITIVE_SET.isdisjoint(cats[packed & _KEY_MASK]):
-                return False
-        return True
+        negative: list[int] = []
+        positive: list[int] = []
+        for k, ends in hits.items():
+            c = cats[k]
+            if NEGATIVE in c:
+                negative.extend(ends)
+            if not _POSITIVE_SET.isdisjoint(c):
+                positive.extend(ends)
+        negative.sort()
+        positive.sort()
+        return negative, positive
 
     def _names_products(self, hits: dict[int, list[int]], lazy: _Lazy) -> bool:
         if lazy.product is None:
