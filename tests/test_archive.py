@@ -386,3 +386,16 @@ def test_sender_text_is_shown_not_obeyed(tmp_path: Path, capsys: pytest.CaptureF
     for name in ("report.html", "flagged.csv"):
         text = (tmp_path / "r" / name).read_text(encoding="utf-8")
         assert "\x1b" not in text and "\u202e" not in text and "\\u202e" in text, name
+
+
+@pytest.mark.parametrize("peak", [1, 2, 3, 5, 10, 997])
+def test_month_chart_gridlines_are_distinct_whole_counts(peak: int) -> None:
+    """Counts of mail on the y axis: whole numbers, none repeated, the top at or above the peak."""
+    import re as _re
+
+    from dlpgate.archive.report import _bar_chart_vertical
+
+    svg = _bar_chart_vertical([("2024-01", peak), ("2024-02", max(0, peak // 2))], "flagged per month")
+    labels = [int(x) for x in _re.findall(r'fill="#616e7c">(\d+)</text>', svg)]
+    assert labels == sorted(set(labels), reverse=True) and labels[-1] == 0
+    assert labels[0] >= peak and len(labels) <= 5

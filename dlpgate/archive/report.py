@@ -167,17 +167,20 @@ def _bar_chart_vertical(items: list[tuple[str, int]], title: str) -> str:
     if not items:
         return f'<p class="muted">{html.escape(title)}: nothing flagged.</p>'
     width, height, left, bottom, top = 720, 240, 40, 50, 16
-    peak = max(n for _, n in items) or 1
+    # whole-number gridlines (counts of mail): at most 4 steps, none repeated when the peak is small
+    steps = min(4, max(n for _, n in items) or 1)
+    step = -(-(max(n for _, n in items) or 1) // steps)
+    peak = step * steps
     slot = (width - left - 10) / len(items)
     bar = max(min(slot * 0.7, 48), 2)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
              f'aria-label="{html.escape(title)}" viewBox="0 0 {width} {height}">']
     plot = height - bottom - top
-    for k in range(5):
-        y = top + plot * k / 4
+    for k in range(steps + 1):
+        y = top + plot * k / steps
         parts.append(f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e4e7eb"/>'
                      f'<text x="{left - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end" fill="#616e7c">'
-                     f'{round(peak * (4 - k) / 4)}</text>')
+                     f'{step * (steps - k)}</text>')
     every = max(1, len(items) // 24)
     for i, (label, n) in enumerate(items):
         h = plot * n / peak
