@@ -122,9 +122,20 @@ def roster(rows: int, *, title: bool = False, blank: bool = False) -> Table:
     return Table("名簿.xlsx/Sheet1", tuple(head + data))
 
 
-@pytest.mark.parametrize("rows,severity", [(1, "low"), (9, "low"), (10, "medium"), (99, "medium"), (100, "high")])
+@pytest.mark.parametrize("rows,severity", [(1, "medium"), (9, "medium"), (10, "medium"), (99, "medium"), (100, "high")])
 def test_record_thresholds(scanner: Scanner, rows: int, severity: str) -> None:
+    """A resident register (name, address, birth date, My Number) is medium however short."""
     result = scanner.scan("名簿.xlsx/Sheet1", "", (roster(rows, title=True, blank=True),))
+    assert result.records == rows
+    assert summary(result)["personal_records"] == (rows, severity)
+
+
+@pytest.mark.parametrize("rows,severity", [(1, "low"), (9, "low"), (10, "medium"), (99, "medium"), (100, "high")])
+def test_contact_list_thresholds(scanner: Scanner, rows: int, severity: str) -> None:
+    """Names with phones and mail addresses, no resident-register field: the count alone decides."""
+    data = tuple((f"試験 {i}", f"03-0000-{i:04d}", f"t{i}@example.jp") for i in range(rows))
+    table = Table("連絡先.xlsx/Sheet1", (("氏名", "電話番号", "メールアドレス"), *data))
+    result = scanner.scan("連絡先.xlsx/Sheet1", "", (table,))
     assert result.records == rows
     assert summary(result)["personal_records"] == (rows, severity)
 

@@ -268,6 +268,10 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
     for f in facts:
         if f.records >= RULES.records_low:
             sev = "high" if f.records >= RULES.records_high else "medium" if f.records >= RULES.records_medium else "low"
+            named = {"name", "address"} & set(f.fields)
+            sensitive = [x for x in f.fields if x in RULES.sensitive_fields]
+            if sev == "low" and RULES.sensitive_medium and f.records >= RULES.sensitive_medium and named and sensitive:
+                sev = "medium"  # a resident-register table, however short
             findings.append(Finding("personal_records", "personal_records", f.records, sev, f.name or part,
                                     ",".join(f.fields)))
     return ScanResult(tuple(findings), max((f.records for f in facts), default=0))

@@ -156,6 +156,10 @@ class DetectorRules:
     min_pass_percent: int = 80
     # Words that make a part a product list: a number that is also a valid UPC-A needs a keyword there.
     product_context: tuple[str, ...] = ()
+    # Resident-register fields: a table that names a person (name or address) beside one of these is
+    # at least medium from `sensitive_medium` records on, however short (a contact list stays low).
+    sensitive_fields: tuple[str, ...] = ()
+    sensitive_medium: int = 0  # 0 = off
 
 
 def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
@@ -193,6 +197,7 @@ def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
     low = pr.integer("low", 1, minimum=1)
     if not low <= medium <= high:
         raise pr.error("medium", "thresholds must satisfy low <= medium <= high")
+    sensitive_medium = pr.integer("sensitive_medium", 0, minimum=0)
     header_rows = pr.integer("header_rows", 200, minimum=1)
     max_header_cell = pr.integer("max_header_cell", 30, minimum=1)
     fields = []
@@ -202,6 +207,10 @@ def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
             raise fr.error("name", "missing")
         fields.append(FieldGroup(name, _keywords(fr, "keywords")))
         fr.finish()
+    sensitive = pr.str_list("sensitive_fields")
+    unknown = [n for n in sensitive if n not in {f.name for f in fields}]
+    if unknown:
+        raise pr.error("sensitive_fields", f"not a field group: {', '.join(unknown)}")
     if len(fields) < min_fields:
         raise pr.error("field", f"needs at least min_fields ({min_fields}) field groups")
     pr.finish()
@@ -227,6 +236,8 @@ def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
         records_high=high,
         records_medium=medium,
         records_low=low,
+        sensitive_fields=sensitive,
+        sensitive_medium=sensitive_medium,
         header_rows=header_rows,
         max_header_cell=max_header_cell,
         labels=tuple(labels),

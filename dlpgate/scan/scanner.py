@@ -188,6 +188,14 @@ def _shape(run: str) -> tuple[str, str, bool]:
     return "", digits, True
 
 
+def _register_table(fields: Sequence[str], records: int, r: DetectorRules) -> bool:
+    """A table that names a person beside a resident-register field (birth date, 続柄, 世帯番号...):
+    sensitive however few its rows, unlike a contact list of names, phones and mail addresses."""
+    if not r.sensitive_medium or records < r.sensitive_medium or not r.sensitive_fields:
+        return False
+    return bool({"name", "address"} & set(fields)) and any(x in r.sensitive_fields for x in fields)
+
+
 class Scanner:
     """Compiled detectors for one rule set. Safe to share between threads; picklable (recompiles)."""
 
@@ -843,6 +851,8 @@ class Scanner:
         for f in facts:
             if f.records >= r.records_low:
                 severity = "high" if f.records >= r.records_high else "medium" if f.records >= r.records_medium else "low"
+                if severity == "low" and _register_table(f.fields, f.records, r):
+                    severity = "medium"
                 findings.append(
                     Finding("personal_records", "personal_records", f.records, severity, f.name or part, ",".join(f.fields))
                 )

@@ -102,11 +102,11 @@ def build() -> dict[str, tuple[str, list[str]]]:
             rows.append(delim.join(row))
         return ("令和6年度 対象者名簿\n\n" if title else "") + "\n".join(rows)
 
-    add("pos_records_tab_5", roster(5, "\t"), ["personal_records:low"])
+    add("pos_records_tab_5", roster(5, "\t"), ["personal_records:medium"])
     add("pos_records_csv_12", roster(12, ","), ["personal_records:medium"])
     add("pos_records_title_150", roster(150, "\t", title=True), ["personal_records:high"])
-    add("pos_records_mn_column", roster(2, "\t", mn=True), ["my_number:high", "personal_records:low"])
-    add("pos_records_with_label", "機密性3\n" + roster(3, ","), ["label:high", "personal_records:low"])
+    add("pos_records_mn_column", roster(2, "\t", mn=True), ["my_number:high", "personal_records:medium"])
+    add("pos_records_with_label", "機密性3\n" + roster(3, ","), ["label:high", "personal_records:medium"])
 
     # ---- hard negatives
     for i in range(6):
