@@ -133,3 +133,18 @@ def test_a_socket_deeper_than_sun_path_still_works(tmp_path: Path) -> None:
     finally:
         gw.close()
     assert not cfg.control_socket.exists()
+
+
+def test_store_os_user_comes_from_the_uid_not_the_environment(monkeypatch) -> None:  # noqa: ANN001
+    """The os_user the store records for the gateway's own entries is the kernel's uid's account."""
+    import pwd
+
+    from dlpgate.store import model
+
+    model.os_user.cache_clear()
+    monkeypatch.setenv("LOGNAME", "mallory")
+    monkeypatch.setenv("USER", "mallory")
+    try:
+        assert model.os_user() == pwd.getpwuid(os.getuid()).pw_name != "mallory"
+    finally:
+        model.os_user.cache_clear()

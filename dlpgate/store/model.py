@@ -6,10 +6,10 @@ definition of each."""
 from __future__ import annotations
 
 import functools
-import getpass
 import hashlib
 import json
 import os
+import pwd
 import secrets
 import time
 from collections.abc import Callable
@@ -43,9 +43,10 @@ def new_id() -> str:
 
 @functools.cache
 def os_user() -> str:
+    """This process's account from the kernel's uid (never LOGNAME/USER, which a caller can set)."""
     try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in a container
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # no passwd entry in a container
         return str(os.getuid())
 
 
