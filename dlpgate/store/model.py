@@ -80,6 +80,24 @@ class NewMessage:
     audit_detail: dict[str, Any] = field(default_factory=dict)
 
 
+def accept_audit(m: NewMessage) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """The audit entries (msg_id, event, actor, detail) an accepted message adds to the chain.
+
+    One definition for both engines: the chain a cluster writes must read the same as SQLite's."""
+    detail = {"sender": m.sender, "recipients": list(m.recipients), "size": m.size,
+              "sha256": m.sha256, "client": m.client, "kind": m.kind, **m.audit_detail}
+    rows: list[tuple[str, str, str, dict[str, Any]]] = [(m.id, "accepted", "dlpgate", detail)]
+    if m.kind == "mail":
+        rows.append((m.id, "verdict", "dlpgate", {
+            "verdict": m.verdict, "rules": list(m.rules), "reason": m.reason,
+            "findings": [{k: f.get(k) for k in ("rule", "detector", "count", "severity", "part")}
+                         for f in m.findings],
+            "records": m.records}))
+    if m.state != DELAYED:
+        rows.append((m.id, m.state, "dlpgate", {"reason": m.reason}))
+    return rows
+
+
 @dataclass(frozen=True)
 class Claimed:
     """A message taken for a delivery attempt (state delivering)."""

@@ -62,6 +62,7 @@ from .model import (
     Signer,
     _dumps,
     _entry_hash,
+    accept_audit,
     os_user,
 )
 from .spool import _UNSYNCED, _UNSYNCED_LOCK
@@ -728,17 +729,7 @@ class PgStore:
                 first_due = m.due_at if first_due is None else min(first_due, m.due_at)
             for pos, r in enumerate(dict.fromkeys(m.recipients)):
                 rcpts.append((m.id, r, pos))
-            detail = {"sender": m.sender, "recipients": list(m.recipients), "size": m.size,
-                      "sha256": m.sha256, "client": m.client, "kind": m.kind, **m.audit_detail}
-            audit_rows.append((m.id, "accepted", "dlpgate", detail))
-            if m.kind == "mail":
-                audit_rows.append((m.id, "verdict", "dlpgate", {
-                    "verdict": m.verdict, "rules": list(m.rules), "reason": m.reason,
-                    "findings": [{k: f.get(k) for k in ("rule", "detector", "count", "severity", "part")}
-                                 for f in m.findings],
-                    "records": m.records}))
-            if m.state != DELAYED:
-                audit_rows.append((m.id, m.state, "dlpgate", {"reason": m.reason}))
+            audit_rows += accept_audit(m)
             if m.attachments:
                 sendlog_rows.append((m.id, m.arrived, m.sender, _dumps(list(m.recipients)), m.subject,
                                      _dumps(list(m.attachments)), m.verdict))

@@ -49,6 +49,7 @@ from .model import (
     Signer,
     _dumps,
     _entry_hash,
+    accept_audit,
     new_id,
     os_user,
 )
@@ -690,17 +691,7 @@ class Store:
                          m.records, _dumps(list(m.parts)), m.approvals_required, m.expires_at, now)
             for r in dict.fromkeys(m.recipients):  # INSERT OR IGNORE kept the first of a repeated address
                 rcpt_rows += (m.id, r)
-            detail = {"sender": m.sender, "recipients": list(m.recipients), "size": m.size,
-                      "sha256": m.sha256, "client": m.client, "kind": m.kind, **m.audit_detail}
-            audit_rows.append((m.id, "accepted", "dlpgate", detail))
-            if m.kind == "mail":
-                audit_rows.append((m.id, "verdict", "dlpgate", {
-                    "verdict": m.verdict, "rules": list(m.rules), "reason": m.reason,
-                    "findings": [{k: f.get(k) for k in ("rule", "detector", "count", "severity", "part")}
-                                 for f in m.findings],
-                    "records": m.records}))
-            if m.state != DELAYED:
-                audit_rows.append((m.id, m.state, "dlpgate", {"reason": m.reason}))
+            audit_rows += accept_audit(m)
             if m.attachments:
                 sendlog_rows.append((m.id, m.arrived, m.sender, _dumps(list(m.recipients)), m.subject,
                                      _dumps(list(m.attachments)), m.verdict))
