@@ -6,7 +6,9 @@
 
 throughput: accept and end-to-end rates of 1 SQLite node, then 1, 2 and 3 nodes on one PostgreSQL
   (delay 0, clients spread over the nodes, a sink counting what arrives); per message: SQL
-  statements (pg_stat_statements), WAL bytes and PostgreSQL CPU seconds, to size a database server.
+  statements (pg_stat_statements), WAL bytes and PostgreSQL CPU seconds, to size a database server,
+  and the gateways' own CPU (every process of each, the deliverer and judging workers included).
+  `--queries` lists each case's statements by query (what grows with the number of nodes).
 claims: cost of one claim (10 due rows among 1,000 queued) after N messages went through the hot
   table (inserted, then moved to history as delivered): a churned queue must not claim slower.
   The whole claim transaction (its COMMIT waits for the WAL fsync: noisy on a shared disk) and the
@@ -105,6 +107,38 @@ def pg_cpu(cluster: PgCluster) -> float:
     return total
 
 
+def tree_cpu(pids: list[int]) -> float:
+    """CPU seconds of these processes and all their descendants alive now (a gateway, its
+    forkserver, deliverer and judging workers)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    total, todo, seen = 0.0, list(pids), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += proc_cpu(pid)
+        todo += children.get(pid, [])
+    return total
+
+
+def top_queries(url: str, total: int, n: int = 12) -> list[str]:
+    """The statements this database ran, most frequent first, per message."""
+    with psycopg.connect(url, autocommit=True) as c:
+        rows = c.execute("SELECT calls, total_exec_time, query FROM pg_stat_statements"
+                         " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                         " ORDER BY calls DESC LIMIT %s", (n,)).fetchall()
+    return [f"  {calls / total:6.3f}/msg {t / max(1, calls):7.3f} ms  {' '.join(q.split())[:110]}"
+            for calls, t, q in rows]
+
+
 def pg_counters(url: str) -> tuple[int, int, int]:
     """(statements, WAL bytes, commits) so far."""
     with psycopg.connect(url, autocommit=True) as c:
@@ -128,8 +162,12 @@ def run_case(tmp: Path, label: str, url: str, nodes: int, args: argparse.Namespa
             procs.append(start(config(tmp / label, chr(ord("a") + i), url, up, port), port))
             ports.append(port)
         time.sleep(1)
+        if url:  # the per-query figures of this case only (the totals are differences anyway)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("SELECT pg_stat_statements_reset()")
         before = pg_counters(url) if url else (0, 0, 0)
         cpu0 = pg_cpu(cluster) if cluster else 0.0
+        node0 = tree_cpu([p.pid for p in procs])
         t0 = time.perf_counter()
 
         async def spread() -> tuple[float, list[float]]:
@@ -145,11 +183,15 @@ def run_case(tmp: Path, label: str, url: str, nodes: int, args: argparse.Namespa
         e2e_s = time.perf_counter() - t0
         after = pg_counters(url) if url else (0, 0, 0)
         cpu = (pg_cpu(cluster) - cpu0) if cluster else 0.0
+        node_cpu = tree_cpu([p.pid for p in procs]) - node0
+        if url and args.queries:
+            print(f"{label}: statements by query", *top_queries(url, total), sep="\n", flush=True)
         lat.sort()
         return {"case": label, "nodes": nodes, "messages": total, "accept/s": total / accept_s,
                 "e2e/s": total / e2e_s, "p50 ms": 1000 * lat[len(lat) // 2], "p99 ms": 1000 * lat[int(len(lat) * .99)],
                 "stmts/msg": (after[0] - before[0]) / total, "WAL B/msg": (after[1] - before[1]) / total,
-                "commits/msg": (after[2] - before[2]) / total, "pg cpu ms/msg": 1000 * cpu / total}
+                "commits/msg": (after[2] - before[2]) / total, "pg cpu ms/msg": 1000 * cpu / total,
+                "node cpu ms/msg": 1000 * node_cpu / total}
     finally:
         for p in procs:
             p.terminate()
@@ -183,8 +225,9 @@ def throughput(args: argparse.Namespace) -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="dlpgate-mn-") as tmp:
             for rep in range(args.repeat):
-                rows.append(run_case(Path(tmp) / f"r{rep}", "sqlite", "", 1, args, None))
-                for n in (1, 2, 3):
+                if "sqlite" in args.cases:
+                    rows.append(run_case(Path(tmp) / f"r{rep}", "sqlite", "", 1, args, None))
+                for n in (int(x[2:]) for x in args.cases if x.startswith("pg")):
                     rows.append(run_case(Path(tmp) / f"r{rep}", f"pg{n}", new_db(c), n, args, c))
     finally:
         c.cleanup()
@@ -192,8 +235,10 @@ def throughput(args: argparse.Namespace) -> None:
     print(" | ".join(keys))
     for r in rows:
         print(" | ".join(f"{r[k]:.1f}" if isinstance(r[k], float) else str(r[k]) for k in keys))
+    if "sqlite" not in args.cases:
+        return
     sq = statistics.median(r["e2e/s"] for r in rows if r["case"] == "sqlite")
-    for n in (1, 2, 3):
+    for n in (int(x[2:]) for x in args.cases if x.startswith("pg")):
         pg = statistics.median(r["e2e/s"] for r in rows if r["case"] == f"pg{n}")
         print(f"pg{n} e2e / sqlite e2e = {pg / sq:.2f}")
 
@@ -324,6 +369,9 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=24)
     p.add_argument("--size", type=int, default=10000)
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--cases", nargs="+", default=["sqlite", "pg1", "pg2", "pg3"],
+                   choices=["sqlite", "pg1", "pg2", "pg3"])
+    p.add_argument("--queries", action="store_true", help="print each PostgreSQL case's statements by query")
     p = sub.add_parser("claims")
     p.add_argument("--rows", type=int, nargs="+", default=[1000, 1_000_000])
     p = sub.add_parser("chaos")

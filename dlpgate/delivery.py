@@ -29,7 +29,7 @@ from .config import Config, parse_hostport
 from .errors import StoreError
 from .masking import mask_text
 from .notices import queue_dsn
-from .store import AsyncStore, Claimed, DeliveredJob, NewMessage, RcptOutcome, Store
+from .store import AsyncStore, Claimed, ClaimJob, DeliveredJob, NewMessage, RcptOutcome, Store
 from .upstream import send_message
 
 log = logging.getLogger("dlpgate.delivery")
@@ -41,19 +41,14 @@ class UpstreamTLSError(aiosmtplib.SMTPException):
 IDLE_POLL = 5.0
 STORE_RETRY = 0.5  # seconds before a claim or a record is tried again when the store is unreachable
 RECORD_FOR = 120.0  # how long an attempt's outcome is retried before it is left to recovery
-COALESCE = 0.005  # seconds the scheduler waits after a wake-up before claiming  # re-read the queue head at least this often: the CLI (another process) may release
+COALESCE = 0.005  # seconds the scheduler waits after a wake-up before claiming
+RECHECK = 0.01  # the next message is due already but was not claimable (another node's claim holds it)
 
 
 def _count(result: str, latency: float | None) -> None:
     metrics.DELIVERIES.labels(result=result).inc()
     if latency is not None:
         metrics.DELIVERY_LATENCY.observe(latency)
-
-
-def _claim_and_peek(s: Store, limit: int) -> tuple[list[Claimed], float | None]:
-    """Claim what is due and, in the same store visit, when the next message falls due."""
-    claimed = s.claim_due(limit)
-    return claimed, (s.next_due() if len(claimed) < limit else None)
 
 
 def backoff(attempts: int, initial: float, maximum: float) -> float:
@@ -96,6 +91,11 @@ class Delivery:
         self.inflight = 0
         self._wake = asyncio.Event()
         self._sleep_until = 0.0
+        self._timer: asyncio.TimerHandle | None = None  # a wake-up set for a future due time
+        self._timer_at = 0.0
+        # the last claim filled every free slot (or there was none): more may be due, so a worker
+        # that finishes wakes the scheduler; otherwise nothing is due until a poke or `next_due`
+        self._backlog = False
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.alive = False
@@ -119,9 +119,26 @@ class Delivery:
 
     # -------------------------------------------------------------- scheduling
     def poke(self, due_at: float) -> None:
-        """A message became due at `due_at`: wake the scheduler if it sleeps past that."""
-        if due_at < self._sleep_until or self._sleep_until == 0.0:
-            self._wake.set()
+        """A message became due at `due_at`: wake the scheduler if it sleeps past that; a due time
+        still ahead sets a timer for it (the earliest of those asked for) instead of a claim now
+        that would find nothing."""
+        now = time.time()
+        if due_at <= now:
+            if due_at < self._sleep_until or self._sleep_until == 0.0:
+                self._wake.set()
+            return
+        if self._sleep_until != 0.0 and due_at >= self._sleep_until:
+            return  # the scheduler looks by then anyway
+        if self._timer is not None and self._timer_at <= due_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = due_at
+        self._timer = asyncio.get_running_loop().call_later(due_at - now, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._wake.set()
 
     async def start(self) -> None:
         self.store.on_due(self.poke)  # another gateway on the same database made a message due
@@ -132,6 +149,8 @@ class Delivery:
     async def stop(self, timeout: float = 10.0) -> None:
         self._stopping = True
         self._wake.set()
+        if self._timer is not None:
+            self._timer.cancel()
         sched = self._tasks[0] if self._tasks else None
         if sched is not None:
             sched.cancel()
@@ -159,18 +178,22 @@ class Delivery:
                 free = self.concurrency * 2 - self.inflight - self.queue.qsize()
                 if free > 0:
                     try:
-                        claimed, nd = await self.store.run(functools.partial(_claim_and_peek, limit=free))
+                        claimed, nd = await self.store.run(ClaimJob(free))
                     except StoreError as e:  # the database is away (a restart): try again shortly
                         log.warning("claim failed, retrying: %s", e, extra={"event": "store_error"})
                         await asyncio.sleep(STORE_RETRY)
                         continue
                     for c in claimed:
                         self.queue.put_nowait(c)
-                    if len(claimed) == free:
+                    self._backlog = len(claimed) == free
+                    if self._backlog:
                         await asyncio.sleep(0)
                         continue
-                    wait = IDLE_POLL if nd is None else min(IDLE_POLL, max(0.0, nd - time.time()))
+                    # due already but not claimed: held by another node's claim right now, or
+                    # beyond this claim's byte budget: look again shortly, not in a busy loop
+                    wait = IDLE_POLL if nd is None else min(IDLE_POLL, max(RECHECK, nd - time.time()))
                 else:
+                    self._backlog = True
                     wait = IDLE_POLL  # a worker finishing wakes us
                 self._sleep_until = time.time() + wait
                 if wait > 0:
@@ -246,7 +269,8 @@ class Delivery:
                 log.exception("delivery bookkeeping failed", extra={"event": "delivery_error", "msg_id": c.id})
             finally:
                 self.inflight -= 1
-                self._wake.set()
+                if self._backlog:  # a free slot matters only if something is left to claim
+                    self._wake.set()
 
     async def _attempt(self, client: aiosmtplib.SMTP | None,
                        c: Claimed) -> tuple[aiosmtplib.SMTP | None, list[RcptOutcome]]:

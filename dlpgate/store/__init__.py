@@ -51,12 +51,12 @@ from .spool import (
     start_writeback,
     write_spool_file,
 )
-from .sqlite import AcceptJob, AsyncStore, DeliveredJob, Store, open_readonly
+from .sqlite import AcceptJob, AsyncStore, ClaimJob, DeliveredJob, Store, open_readonly
 
 __all__ = [
     "BOUNCED", "DECISION_EVENTS", "DEFERRED", "DELAYED", "DELIVERED", "DELIVERING", "EXPIRED", "FINAL",
     "GENESIS", "HELD", "QUEUED", "RECALLED", "REJECTED", "RELEASED", "STATES",
-    "AcceptJob", "AsyncStore", "AttemptResult", "AuditEntry", "Claimed", "DeliveredJob", "NewMessage",
+    "AcceptJob", "AsyncStore", "AttemptResult", "AuditEntry", "ClaimJob", "Claimed", "DeliveredJob", "NewMessage",
     "RcptOutcome", "Signer", "Store",
     "entry_hash", "erase_spans", "forget_unsynced", "new_id", "open_readonly", "os_user", "read_spool_bytes",
     "spans_by_segment", "spool_shard", "spool_span", "start_writeback", "write_spool_file",

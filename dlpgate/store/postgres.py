@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -71,7 +72,7 @@ from .sqlite import AcceptJob, AsyncStore, DeliveredJob
 log = logging.getLogger("dlpgate.store.postgres")
 
 CHUNK = 1024 * 1024  # bytes per message_chunks row: big messages never need one giant bytea
-RECLAIM_EVERY = 0.5  # seconds between one node's looks for expired leases (from its claims)
+FOREIGN_GRACE = 0.3  # seconds a due message waits for the node it belongs to before others claim it
 CLAIM_BYTES = 64 * 1024 * 1024  # message bytes one claim brings into memory (at least one message)
 CHANNEL = "dlpgate_due"
 LEADER_KEY = 0x646C7067  # advisory lock: housekeeping leadership ("dlpg")
@@ -304,6 +305,14 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:300]
 
 
+def _one(job: Callable[[Any], Any], store: Any) -> list[Any]:
+    return [job(store)]
+
+
+class _Isolate(Exception):
+    """A job of a batch run without savepoints failed: roll the batch back and isolate its jobs."""
+
+
 @dataclass(frozen=True)
 class PgClaimed(Claimed):
     """A claimed message whose bytes came from the database with the claim."""
@@ -369,11 +378,20 @@ class PgStore:
         except BaseException:
             self.pool.close()
             raise
-        self._last_reclaim = 0.0
         self._conn: Any = None  # the connection of the open transaction
         self._depth = 0
+        self._doomed = False  # a nested step failed: the open transaction must not commit
         self._audit_rows: list[tuple[float, str, str, str, str, str]] = []  # ts, msg, event, actor, user, detail
         self._notify: set[str] = set()
+        # whether this process wakes its own deliverer for what it accepts (the gateway's pipeline
+        # pokes it directly): its accept NOTIFYs then say so, and its own deliverer ignores them
+        self.self_wakes = False
+        self._in_batch = False  # run_batch keeps the "mem:N" bytes across its attempts
+        self._accept_notified = 0.0  # when an accept last NOTIFYed the other nodes (monotonic)
+        # statements that write rows every node's transactions share (first-contact counts): run
+        # after the audit head's lock, which serialises those transactions anyway, so that their
+        # row locks are not held while waiting for it (one queue of waiters, not two)
+        self._late: list[tuple[str, list[Any]]] = []
         self._mem: dict[str, bytes] = {}  # "mem:N" -> bytes appended by the writer (AcceptJob.place)
         self._mem_n = 0
         self._local_done: list[str] = []  # local spool files whose bytes the open transaction stores
@@ -415,21 +433,19 @@ class PgStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
-        """One atomic step; nested calls are savepoints. The audit entries the step wrote are
-        chained and inserted right before COMMIT, under the chain head's row lock."""
+        """One atomic step. The audit entries the step wrote are chained and inserted right
+        before COMMIT, under the chain head's row lock.
+
+        A nested call joins the enclosing transaction without a savepoint (two statements saved
+        per step): if it fails, the enclosing transaction can no longer commit (it raises at its
+        end even if the failure was caught), so a half-done step never becomes durable. Where a
+        failure must stay one step's alone (a batch's jobs), `savepoint()` isolates it."""
         if self._depth:
-            c = self._conn
-            mark = len(self._audit_rows)
-            notify = set(self._notify)
-            local = len(self._local_done)
             self._depth += 1
             try:
-                with c.transaction():
-                    yield c
+                yield self._conn
             except BaseException as e:
-                del self._audit_rows[mark:]
-                self._notify = notify
-                del self._local_done[local:]
+                self._doomed = True
                 if isinstance(e, self._psycopg.Error):
                     raise self._wrap(e) from e
                 raise
@@ -442,13 +458,15 @@ class PgStore:
             c = cm.__enter__()
         except Exception as e:  # noqa: BLE001 - PoolTimeout: the database is unreachable
             raise StoreError(f"store database unreachable: {_one_line(e)}") from e
-        self._conn, self._depth = c, 1
-        self._audit_rows, self._notify, self._local_done = [], set(), []
+        self._conn, self._depth, self._doomed = c, 1, False
+        self._audit_rows, self._notify, self._local_done, self._late = [], set(), [], []
         ok = False
         try:
             try:
                 with c.transaction():
                     yield c
+                    if self._doomed:
+                        raise StoreError("a step inside this transaction failed: nothing of it was committed")
                     self._flush_audit(c)
                 ok = True
                 self._used[id(c)] = time.monotonic()
@@ -456,8 +474,9 @@ class PgStore:
                 raise self._wrap(e) from e
         finally:
             self._conn, self._depth = None, 0
-            self._audit_rows, self._notify = [], set()
-            self._mem.clear()
+            self._audit_rows, self._notify, self._late = [], set(), []
+            if not self._in_batch:
+                self._mem.clear()
             stored, self._local_done = self._local_done, []
             with contextlib.suppress(Exception):
                 cm.__exit__(None, None, None)
@@ -466,20 +485,88 @@ class PgStore:
                     with contextlib.suppress(OSError):
                         os.unlink(os.path.join(self._root_str, rel))
 
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[Any]:
+        """A step inside the open transaction whose failure rolls back that step only."""
+        c = self._conn
+        mark = len(self._audit_rows)
+        notify = set(self._notify)
+        local = len(self._local_done)
+        late = len(self._late)
+        doomed = self._doomed
+        try:
+            with c.transaction():
+                yield c
+                if self._doomed and not doomed:
+                    raise StoreError("a step inside this savepoint failed")
+        except BaseException as e:
+            del self._audit_rows[mark:]
+            self._notify = notify
+            del self._local_done[local:]
+            del self._late[late:]
+            self._doomed = doomed
+            if isinstance(e, self._psycopg.Error):
+                raise self._wrap(e) from e
+            raise
+
     def run_batch(self, jobs: Sequence[Callable[[Any], Any]],
                   more: Callable[[], Sequence[Callable[[Any], Any]]] | None = None) -> list[tuple[bool, Any]]:
-        """As `Store.run_batch`: the jobs in one transaction, each in its own savepoint; the
-        accepts and the deliveries among them written together when there are several."""
+        """As `Store.run_batch`: the jobs in one transaction, the accepts and the deliveries among
+        them written together when there are several.
+
+        Savepoints cost two statements each (SAVEPOINT, RELEASE) and a batch nearly always
+        succeeds: so the batch runs first without them, and only if one of its jobs fails is it
+        rolled back and run again with each job (each group) in a savepoint of its own, as before.
+        A lone job marked `standalone` (a claim: one statement) runs in no transaction at all."""
+        if more is not None:
+            jobs = [*jobs, *more()]
+        self._in_batch = True
+        try:
+            if len(jobs) == 1 and getattr(jobs[0], "standalone", False):
+                try:
+                    return [(True, jobs[0](self))]
+                except Exception as e:  # noqa: BLE001 - handed back to the job's caller
+                    return [(False, e)]
+            units: list[tuple[list[int], Callable[[], list[Any]]]] = []
+            grouped: set[int] = set()
+            for kind in (AcceptJob, DeliveredJob):
+                group: dict[int, Any] = {i: j for i, j in enumerate(jobs) if type(j) is kind and j.groupable}
+                # a lone delivery too: finish_delivered is one statement, finish_attempt five
+                if len(group) >= (1 if kind is DeliveredJob else 2):
+                    units.append((list(group), functools.partial(kind.run_group, self, list(group.values()))))  # type: ignore[arg-type]
+                    grouped |= set(group)
+            for i, job in enumerate(jobs):
+                if i not in grouped:
+                    units.append(([i], functools.partial(_one, job, self)))
+            results: list[tuple[bool, Any] | None] = [None] * len(jobs)
+            try:
+                with self.transaction():
+                    for idx, unit in units:
+                        try:
+                            values = unit()
+                        except Exception as e:  # noqa: BLE001 - roll back, then isolate (below)
+                            raise _Isolate() from e
+                        for i, v in zip(idx, values, strict=True):
+                            results[i] = (True, v)
+                return [r for r in results if r is not None]
+            except _Isolate as e:
+                if len(units) == 1 and len(units[0][0]) == 1:  # one job: its own error is the answer
+                    return [(False, e.__cause__)]
+            return self._run_isolated(jobs)
+        finally:
+            self._in_batch = False
+            self._mem.clear()
+
+    def _run_isolated(self, jobs: Sequence[Callable[[Any], Any]]) -> list[tuple[bool, Any]]:
+        """The batch again, each group and each job in a savepoint: one failure is its job's alone."""
         with self.transaction():
-            if more is not None:
-                jobs = [*jobs, *more()]
             results: list[tuple[bool, Any] | None] = [None] * len(jobs)
             for kind in (AcceptJob, DeliveredJob):
                 group: dict[int, Any] = {i: j for i, j in enumerate(jobs) if type(j) is kind and j.groupable}
                 if len(group) < 2:
                     continue
                 try:
-                    with self.transaction():
+                    with self.savepoint():
                         values: list[Any] = kind.run_group(self, list(group.values()))  # type: ignore[arg-type]
                     for i, v in zip(group, values, strict=True):
                         results[i] = (True, v)
@@ -489,7 +576,7 @@ class PgStore:
                 if results[i] is not None:
                     continue
                 try:
-                    with self.transaction():
+                    with self.savepoint():
                         results[i] = (True, job(self))
                 except Exception as e:  # noqa: BLE001 - handed back to the job's caller
                     results[i] = (False, e)
@@ -565,6 +652,28 @@ class PgStore:
                 "SELECT data FROM message_chunks WHERE msg_id=%s ORDER BY n", (msg_id,))]
         return b"".join(parts)
 
+    # ---------------------------------------------------------------- wake-ups
+    def _wake(self, due: float, *, anyone: bool) -> None:
+        """NOTIFY the deliverers at COMMIT that something falls due at `due` (one per transaction
+        and kind: the earliest). The payload is "due node kind": kind "a" for messages this node
+        accepted (they are this node's to claim first, and when `self_wakes` its own deliverer was
+        poked directly: it ignores the NOTIFY), "n" for messages anyone may claim now (a release,
+        a recovery)."""
+        kind = "n" if anyone or not self.self_wakes else "a"
+        if kind == "a":
+            # every NOTIFY costs each listening node a transaction: under a stream of batches one
+            # per grace period is enough, since the others track this node's due rows from the
+            # `next_due` of their own claims once woken, and a node that goes idle hears the next
+            if time.monotonic() - self._accept_notified < FOREIGN_GRACE:
+                return
+            self._accept_notified = time.monotonic()
+        for p in builtins.list(self._notify):
+            if p.endswith(f" {self.node} {kind}"):
+                if float(p.split(" ", 1)[0]) <= due:
+                    return
+                self._notify.discard(p)
+        self._notify.add(f"{due!r} {self.node} {kind}")
+
     # ---------------------------------------------------------------- audit
     def _audit(self, c: Any, msg_id: str, event: str, actor: str = "dlpgate",
                detail: dict[str, Any] | None = None, user: str | None = None) -> None:
@@ -579,30 +688,36 @@ class PgStore:
     def _flush_audit(self, c: Any) -> None:
         """Chain this transaction's entries onto the cluster's one chain (row lock on its head,
         held until COMMIT: appends from all nodes are serialised, each transaction's together),
-        and send its wake-ups (NOTIFY is delivered at COMMIT, never for a rolled-back change)."""
+        and send its wake-ups (NOTIFY is delivered at COMMIT, never for a rolled-back change).
+        Two statements whatever the number of entries: the head's lock, then one statement that
+        inserts the entries, moves the head and notifies."""
+        notify = sorted(self._notify)
+        late, self._late = self._late, []
         if not self._audit_rows:
-            for due in self._notify:
-                c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, due))
+            for q, args in late:
+                c.execute(q, args)
+            if notify:
+                c.execute("SELECT pg_notify(%s, x) FROM unnest(%s::text[]) x", (CHANNEL, notify))
             return
         head = c.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE").fetchone()
         seq, prev = int(head["seq"]), head["hash"]
-        rows: list[list[Any]] = []
+        cols: list[list[Any]] = [[] for _ in range(10)]
         for ts, msg_id, event, actor, user, dj in self._audit_rows:
             seq += 1
             h = _entry_hash(prev, seq, ts, msg_id, event, actor, user, dj)
-            rows.append([seq, ts, msg_id, event, actor, user, dj, prev, h, ""])
+            for k, v in enumerate((seq, ts, msg_id, event, actor, user, dj, prev, h, "")):
+                cols[k].append(v)
             prev = h
         # one signature per append: it covers this entry and, through the chain, every one before it
         if self.signer is not None:
-            rows[-1][-1] = self.signer(seq, prev)
-        with c.cursor() as cur:
-            with cur.copy("COPY audit (seq, ts, msg_id, event, actor, os_user, detail, prev_hash, hash, sig)"
-                          " FROM STDIN") as cp:
-                for r in rows:
-                    cp.write_row(r)
-        c.execute("UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (seq, prev))
-        for due in self._notify:
-            c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, due))
+            cols[9][-1] = self.signer(seq, prev)
+        c.execute("WITH a AS (INSERT INTO audit (seq, ts, msg_id, event, actor, os_user, detail, prev_hash, hash, sig)"
+                  " SELECT * FROM unnest(%s::bigint[], %s::float8[], %s::text[], %s::text[], %s::text[], %s::text[],"
+                  " %s::text[], %s::text[], %s::text[], %s::text[])),"
+                  " h AS (UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1)"
+                  + "".join(f", l{i} AS ({q})" for i, (q, _) in enumerate(late))
+                  + " SELECT pg_notify(%s, x) FROM unnest(%s::text[]) x",
+                  (*cols, seq, prev, *(a for _, args in late for a in args), CHANNEL, notify))
         self._audit_rows = []
 
     def audit_entries(self, *, since: float | None = None, until: float | None = None,
@@ -723,7 +838,8 @@ class PgStore:
                 chunks.append((m.id, i // CHUNK, data[i:i + CHUNK]))
             row = (m.id, m.state, m.kind, m.sender, m.client, m.helo, m.arrived, m.due_at, m.size, m.sha256,
                    "db", m.subject, m.verdict, _dumps(list(m.rules)), m.reason, _dumps(list(m.findings)),
-                   m.records, _dumps(list(m.parts)), m.approvals_required, m.expires_at, now)
+                   m.records, _dumps(list(m.parts)), m.approvals_required, m.expires_at, now,
+                   None if m.state in FINAL else self.node)  # a due row's lease_node: the node to claim it first
             (done if m.state in FINAL else hot).append(row)
             if m.state == DELAYED and m.due_at is not None:
                 first_due = m.due_at if first_due is None else min(first_due, m.due_at)
@@ -739,35 +855,47 @@ class PgStore:
                 for scope in m.contact_scopes:
                     for d in doms:
                         contacts[(scope, d)] = contacts.get((scope, d), 0) + 1
+        # one statement for the whole batch: every table's rows as arrays (unnest), so a batch of
+        # any size costs the same round trips; the bytes go as one binary bytea[] parameter
         cols = ("id, state, kind, sender, client, helo, arrived, due_at, size, sha256, spool, subject, verdict,"
-                " rules, reason, findings, records, parts, approvals_required, expires_at, updated")
-        with self.transaction() as c, c.cursor() as cur:
-            ph = "(" + ",".join(["%s"] * 21) + ")"
-            for table, rows in (("messages", hot), ("messages_history", done)):
-                if rows:
-                    cur.execute(f"INSERT INTO {table} ({cols}) VALUES " + ",".join([ph] * len(rows)),
-                                [v for r in rows for v in r])
-            cur.execute("INSERT INTO recipients (msg_id, rcpt, pos) VALUES " + ",".join(["(%s,%s,%s)"] * len(rcpts))
-                        + " ON CONFLICT DO NOTHING", [v for r in rcpts for v in r]) if rcpts else None
-            with cur.copy("COPY message_chunks (msg_id, n, data) FROM STDIN") as cp:
-                for r in chunks:
-                    cp.write_row(r)
-            for row in sendlog_rows:
-                cur.execute("INSERT INTO sendlog (msg_id, ts, sender, recipients, subject, attachments, verdict)"
-                            " VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (msg_id) DO UPDATE SET ts = excluded.ts,"
-                            " sender = excluded.sender, recipients = excluded.recipients, subject = excluded.subject,"
-                            " attachments = excluded.attachments, verdict = excluded.verdict", row)
-            if hash_rows:
-                cur.executemany("INSERT INTO attachment_hashes (sha256, msg_id) VALUES (%s, %s)", hash_rows)
-            if contacts:
-                flat = [v for (s, d), n in sorted(contacts.items()) for v in (s, d, n, now)]
-                cur.execute("INSERT INTO contacts (scope, domain, count, first_seen) VALUES "
-                            + ",".join(["(%s,%s,%s,%s)"] * len(contacts))
-                            + " ON CONFLICT (scope, domain) DO UPDATE SET count = contacts.count + excluded.count",
-                            flat)
+                " rules, reason, findings, records, parts, approvals_required, expires_at, updated, lease_node")
+        types = ("text", "text", "text", "text", "text", "text", "float8", "float8", "bigint", "text", "text", "text",
+                 "text", "text", "text", "text", "int", "text", "int", "float8", "float8", "text")
+        ctes: list[str] = []
+        args: list[Any] = []
+
+        def unnest(rows: Sequence[Sequence[Any]], kinds: Sequence[str]) -> str:
+            args.extend([r[k] for r in rows] for k in range(len(kinds)))
+            return "SELECT * FROM unnest(" + ", ".join(f"%s::{t}[]" for t in kinds) + ")"
+
+        for table, rows in (("messages", hot), ("messages_history", done)):
+            if rows:
+                ctes.append(f"INSERT INTO {table} ({cols}) " + unnest(rows, types))
+        if rcpts:
+            ctes.append("INSERT INTO recipients (msg_id, rcpt, pos) " + unnest(rcpts, ("text", "text", "int"))
+                        + " ON CONFLICT DO NOTHING")
+        if sendlog_rows:
+            ctes.append("INSERT INTO sendlog (msg_id, ts, sender, recipients, subject, attachments, verdict) "
+                        + unnest(sendlog_rows, ("text", "float8", "text", "text", "text", "text", "text"))
+                        + " ON CONFLICT (msg_id) DO UPDATE SET ts = excluded.ts, sender = excluded.sender,"
+                        " recipients = excluded.recipients, subject = excluded.subject,"
+                        " attachments = excluded.attachments, verdict = excluded.verdict")
+        if hash_rows:
+            ctes.append("INSERT INTO attachment_hashes (sha256, msg_id) " + unnest(hash_rows, ("text", "text")))
+        if contacts:
+            flat = [(sc, d, n, now) for (sc, d), n in sorted(contacts.items())]
+            self._late.append(("INSERT INTO contacts (scope, domain, count, first_seen) SELECT * FROM unnest("
+                               "%s::text[], %s::text[], %s::int[], %s::float8[]) ON CONFLICT (scope, domain)"
+                               " DO UPDATE SET count = contacts.count + excluded.count",
+                               [[r[k] for r in flat] for k in range(4)]))
+        sql = ("WITH " + ", ".join(f"w{i} AS ({q})" for i, q in enumerate(ctes)) + " " if ctes else "")
+        sql += "INSERT INTO message_chunks (msg_id, n, data) SELECT * FROM unnest(%s::text[], %s::int[], %b::bytea[])"
+        args += [[r[0] for r in chunks], [r[1] for r in chunks], [r[2] for r in chunks]]
+        with self.transaction() as c:
+            c.execute(sql, args)
             self._audit_many(c, audit_rows)
             if first_due is not None:
-                self._notify.add(repr(first_due))
+                self._wake(first_due, anyone=False)
 
     def known_domains(self, scope: str, domains: Sequence[str]) -> set[str]:
         if not domains:
@@ -778,14 +906,18 @@ class PgStore:
         return {r["domain"] for r in rows}
 
     def next_due(self) -> float | None:
+        """When this node should look for due messages next (another node's messages after their
+        grace, another node's leases as they end)."""
         with self._read() as c:
-            r = c.execute("SELECT (SELECT min(due_at) FROM messages WHERE state IN ('delayed','deferred','released'))"
-                          " AS d, (SELECT min(lease_until) FROM messages WHERE state = 'delivering'"
-                          " AND lease_node <> %s) AS l", (self.node,)).fetchone()
-        lease = r
+            r = c.execute(
+                "SELECT (SELECT min(CASE WHEN lease_node IS NULL OR lease_node = %(node)s THEN due_at"
+                " ELSE due_at + %(grace)s END) FROM (SELECT due_at, lease_node FROM messages"
+                " WHERE state IN ('delayed','deferred','released') ORDER BY due_at LIMIT 8) f) AS d,"
+                " (SELECT min(lease_until) FROM messages WHERE state = 'delivering' AND lease_node <> %(node)s) AS l",
+                {"node": self.node, "grace": FOREIGN_GRACE}).fetchone()
         due = None if r["d"] is None else float(r["d"])
-        if lease["l"] is not None:  # another node's lease: its message is due again if that node dies
-            due = float(lease["l"]) if due is None else min(due, float(lease["l"]))
+        if r["l"] is not None:  # another node's lease: its message is due again if that node dies
+            due = float(r["l"]) if due is None else min(due, float(r["l"]))
         return due
 
     def reclaim_expired(self, c: Any, now: float) -> int:
@@ -803,47 +935,67 @@ class PgStore:
                                                          "reason": "lease expired"})
         return len(rows)
 
+    _CLAIM = (
+        "WITH cand AS (SELECT id, size, due_at FROM messages WHERE state IN ('delayed','deferred','released')"
+        " AND due_at <= %(now)s AND (lease_node IS NULL OR lease_node = %(node)s OR due_at <= %(late)s)"
+        " ORDER BY due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+        # the bytes come with the claim: a few big messages fill one claim (at least one message)
+        " take AS (SELECT id FROM (SELECT id, sum(size) OVER w AS run, row_number() OVER w AS k FROM cand"
+        " WINDOW w AS (ORDER BY due_at, id)) x WHERE k = 1 OR run <= %(budget)s),"
+        " upd AS (UPDATE messages m SET state = 'delivering', prev_state = m.state,"
+        " first_attempt = coalesce(m.first_attempt, %(now)s), updated = %(now)s, lease_node = %(node)s,"
+        " lease_until = %(until)s FROM take WHERE m.id = take.id RETURNING m.id, m.sender, m.client, m.helo,"
+        " m.arrived, m.attempts, m.first_attempt, m.kind, m.due_at),"
+        # when to look again: the next due rows after these (another node's only after its grace),
+        # and the leases: another node's ends when it dies; an expired one is to be reclaimed
+        " nxt AS (SELECT min(CASE WHEN lease_node IS NULL OR lease_node = %(node)s THEN due_at"
+        " ELSE due_at + %(grace)s END) AS due FROM (SELECT due_at, lease_node FROM messages"
+        " WHERE state IN ('delayed','deferred','released') AND NOT id = ANY(ARRAY(SELECT id FROM take))"
+        " ORDER BY due_at LIMIT 8) f),"
+        " lease AS (SELECT min(lease_until) AS any, min(lease_until) FILTER (WHERE lease_node <> %(node)s)"
+        " AS other FROM messages WHERE state = 'delivering')"
+        " SELECT nxt.due AS next_due, lease.any AS lease_any, lease.other AS lease_other, u.*,"
+        " ARRAY(SELECT rcpt FROM recipients r WHERE r.msg_id = u.id AND r.state = 'pending' ORDER BY pos) AS rcpts,"
+        " (SELECT string_agg(data, ''::bytea ORDER BY n) FROM message_chunks ch WHERE ch.msg_id = u.id) AS data"
+        " FROM nxt CROSS JOIN lease LEFT JOIN upd u ON true")
+
     def claim_due(self, limit: int) -> list[Claimed]:
         """Take up to `limit` due messages (earliest first) that no other node holds, with a lease."""
+        return self.claim_due_next(limit)[0]
+
+    def claim_due_next(self, limit: int) -> tuple[list[Claimed], float | None]:
+        """Claim and, in the same statement, when to look again: one statement, one round trip,
+        no transaction of its own when it runs alone (a single statement is atomic).
+
+        A due message waits FOREIGN_GRACE seconds for the node it belongs to (the one that
+        accepted it, or last tried it: `lease_node` of a due row) before other nodes take it: the
+        node that accepted a batch delivers it, the others do not race for it (a claim by each of
+        N nodes for every batch), yet take it over within the grace when that node is gone or
+        saturated. A message released, recovered or expired-and-released belongs to nobody."""
         now = self.clock()
-        out: list[Claimed] = []
-        with self.transaction() as c:
-            if time.monotonic() - self._last_reclaim >= RECLAIM_EVERY:
+        params = {"now": now, "node": self.node, "late": now - FOREIGN_GRACE, "limit": max(1, limit),
+                  "budget": CLAIM_BYTES, "until": now + self.lease_seconds, "grace": FOREIGN_GRACE}
+        with self._read() as c:
+            rows = c.execute(self._CLAIM, params).fetchall()
+        head = rows[0]
+        if head["lease_any"] is not None and head["lease_any"] < now:  # a node died with claims: back to the queue
+            with self.transaction() as c:
                 self.reclaim_expired(c, now)
-                self._last_reclaim = time.monotonic()
-            due = c.execute("SELECT id, size FROM messages WHERE state IN ('delayed','deferred','released')"
-                            " AND due_at <= %s ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED",
-                            (now, limit)).fetchall()
-            take: builtins.list[str] = []
-            budget = 0
-            for r in due:  # the bytes come with the claim: a few big messages fill one claim
-                if take and budget + int(r["size"]) > CLAIM_BYTES:
-                    break
-                take.append(r["id"])
-                budget += int(r["size"])
-            if not take:
-                return out
-            rows = c.execute(
-                "UPDATE messages m SET state = 'delivering', prev_state = m.state,"
-                " first_attempt = coalesce(m.first_attempt, %s), updated = %s, lease_node = %s, lease_until = %s"
-                " WHERE m.id = ANY(%s) RETURNING m.id, m.sender, m.client, m.helo, m.arrived, m.attempts,"
-                " m.first_attempt, m.kind, m.due_at",
-                (now, now, self.node, now + self.lease_seconds, take)).fetchall()
-            rows.sort(key=lambda r: (r["due_at"] or 0.0, r["id"]))
-            ids = [r["id"] for r in rows]
-            pending: dict[str, list[str]] = {i: [] for i in ids}
-            for x in c.execute("SELECT msg_id, rcpt FROM recipients WHERE msg_id = ANY(%s) AND state = 'pending'"
-                               " ORDER BY msg_id, pos", (ids,)):
-                pending[x["msg_id"]].append(x["rcpt"])
-            data: dict[str, list[bytes]] = {i: [] for i in ids}
-            for x in c.execute("SELECT msg_id, data FROM message_chunks WHERE msg_id = ANY(%s) ORDER BY msg_id, n",
-                               (ids,)):
-                data[x["msg_id"]].append(bytes(x["data"]))
-            for r in rows:
-                body = b"".join(data[r["id"]])
-                out.append(PgClaimed(r["id"], r["sender"], tuple(pending[r["id"]]), Path(self._root_str),
-                                     r["client"], r["helo"], r["arrived"], r["attempts"], r["first_attempt"],
-                                     r["kind"], (0, len(body)), data=body))
+            more, nd = self.claim_due_next(limit - sum(1 for r in rows if r["id"] is not None))
+            return self._claimed(rows) + more, nd
+        nd = head["next_due"]
+        if head["lease_other"] is not None:  # another node's lease: its message is due again if that node dies
+            nd = head["lease_other"] if nd is None else min(nd, head["lease_other"])
+        return self._claimed(rows), (None if nd is None else float(nd))
+
+    def _claimed(self, rows: Sequence[Any]) -> list[Claimed]:
+        got = sorted((r for r in rows if r["id"] is not None), key=lambda r: (r["due_at"] or 0.0, r["id"]))
+        out: list[Claimed] = []
+        for r in got:
+            body = bytes(r["data"] or b"")
+            out.append(PgClaimed(r["id"], r["sender"], tuple(r["rcpts"]), Path(self._root_str), r["client"],
+                                 r["helo"], r["arrived"], r["attempts"], r["first_attempt"], r["kind"],
+                                 (0, len(body)), data=body))
         return out
 
     def renew_leases(self) -> int:
@@ -893,9 +1045,9 @@ class PgStore:
                     st = "pending"
                 updates.append((st, o.code, o.response[:500], msg_id, o.rcpt))
             if updates:
-                with c.cursor() as cur:
-                    cur.executemany("UPDATE recipients SET state=%s, code=%s, response=%s WHERE msg_id=%s AND rcpt=%s",
-                                    updates)
+                c.execute("UPDATE recipients r SET state = v.st, code = v.code, response = v.resp FROM unnest(%s::text[],"
+                          " %s::int[], %s::text[], %s::text[], %s::text[]) v(st, code, resp, msg_id, rcpt)"
+                          " WHERE r.msg_id = v.msg_id AND r.rcpt = v.rcpt", [list(x) for x in zip(*updates, strict=True)])
             counts = {x["state"]: x["n"] for x in c.execute(
                 "SELECT state, count(*) AS n FROM recipients WHERE msg_id=%s GROUP BY state", (msg_id,))}
             errors = "; ".join(f"{o.code} {o.response}"[:200] for o in outcomes if not 200 <= o.code < 300)
@@ -905,9 +1057,10 @@ class PgStore:
                 state, due = DELIVERED, None
             else:
                 state, due = BOUNCED, None
+            # a deferred message stays this node's to retry first (lease_node without lease_until)
             c.execute("UPDATE messages SET state=%s, prev_state=NULL, due_at=%s, attempts=attempts+1, last_error=%s,"
-                      " updated=%s, lease_node=NULL, lease_until=NULL WHERE id=%s",
-                      (state, due, errors[:1000], now, msg_id))
+                      " updated=%s, lease_node=%s, lease_until=NULL WHERE id=%s",
+                      (state, due, errors[:1000], now, self.node if state == DEFERRED else None, msg_id))
             if delivered:
                 self._audit(c, msg_id, "delivered", detail={"recipients": delivered})
             if bounced:
@@ -929,31 +1082,46 @@ class PgStore:
         ids = [mid for mid, _ in items]
         if len(set(ids)) != len(ids):
             raise StateError("a message appears twice in one batch")
+        rc: list[list[Any]] = [[], [], [], []]
+        for mid, outcomes in items:
+            for o in outcomes:
+                if not 200 <= o.code < 300:
+                    raise StateError("finish_delivered takes delivered attempts only")
+                for k, v in enumerate((mid, o.rcpt, o.code, o.response[:500])):
+                    rc[k].append(v)
+        # one statement: the recipients, and the messages straight from the hot table into history
+        # as delivered (only those this node holds the lease of); then checked, rolled back if wrong
+        moved_cols = ", ".join(
+            {"state": "'delivered'", "prev_state": "NULL", "due_at": "NULL", "attempts": "attempts + 1",
+             "last_error": "''", "updated": "%(now)s", "lease_node": "NULL", "lease_until": "NULL"}.get(col, col)
+            for col in _COLUMNS.split(", "))
         with self.transaction() as c:
-            states = self._delivering(c, ids)
-            for mid in ids:
-                st = states.get(mid)
-                if st is None or st["state"] != DELIVERING:
-                    raise StateError(f"message {mid} is {st['state'] if st else None}, not delivering")
-                if st["lease_node"] != self.node:
-                    raise StateError(f"message {mid} is claimed by node {st['lease_node']}, not {self.node}")
-            rows: list[Any] = []
-            for mid, outcomes in items:
-                for o in outcomes:
-                    if not 200 <= o.code < 300:
-                        raise StateError("finish_delivered takes delivered attempts only")
-                    rows.append((o.code, o.response[:500], mid, o.rcpt))
-            with c.cursor() as cur:
-                cur.executemany("UPDATE recipients SET state='delivered', code=%s, response=%s"
-                                " WHERE msg_id=%s AND rcpt=%s", rows)
-            if c.execute("SELECT 1 FROM recipients WHERE state='pending' AND msg_id = ANY(%s) LIMIT 1",
-                         (ids,)).fetchone():
+            r = c.execute(
+                "WITH v AS (SELECT * FROM unnest(%(m)s::text[], %(r)s::text[], %(c)s::int[], %(t)s::text[])"
+                " v(msg_id, rcpt, code, resp)),"
+                " rc AS (UPDATE recipients r SET state = 'delivered', code = v.code, response = v.resp FROM v"
+                " WHERE r.msg_id = v.msg_id AND r.rcpt = v.rcpt),"
+                " moved AS (DELETE FROM messages WHERE id = ANY(%(ids)s) AND state = 'delivering'"
+                " AND lease_node = %(node)s RETURNING *),"
+                f" ins AS (INSERT INTO messages_history ({_COLUMNS}) SELECT {moved_cols} FROM moved RETURNING id)"
+                " SELECT (SELECT count(*) FROM ins) AS moved, EXISTS (SELECT 1 FROM recipients r WHERE"
+                " r.msg_id = ANY(%(ids)s) AND r.state = 'pending' AND NOT EXISTS (SELECT 1 FROM v"
+                " WHERE v.msg_id = r.msg_id AND v.rcpt = r.rcpt)) AS pending",
+                {"m": rc[0], "r": rc[1], "c": rc[2], "t": rc[3], "ids": ids, "node": self.node, "now": now}).fetchone()
+            if r["moved"] != len(ids):  # not (or no longer) ours: say which, and roll it all back
+                states = {x["id"]: x for x in c.execute(
+                    "SELECT id, state, lease_node FROM messages_all WHERE id = ANY(%s)", (ids,))}
+                for mid in ids:
+                    st = states.get(mid)
+                    if st is not None and st["state"] == DELIVERING and st["lease_node"] != self.node:
+                        raise StateError(f"message {mid} is claimed by node {st['lease_node']}, not {self.node}")
+                    if st is None or st["state"] != DELIVERING:
+                        raise StateError(f"message {mid} is {st['state'] if st else None}, not delivering")
+                raise StateError("a message of the batch is not delivering")
+            if r["pending"]:
                 raise StateError("a recipient would stay pending")
-            c.execute("UPDATE messages SET state='delivered', prev_state=NULL, due_at=NULL, attempts=attempts+1,"
-                      " last_error='', updated=%s, lease_node=NULL, lease_until=NULL WHERE id = ANY(%s)", (now, ids))
             self._audit_many(c, [(mid, "delivered", "dlpgate", {"recipients": [o.rcpt for o in outcomes]})
                                  for mid, outcomes in items])
-            self._retire(c, ids)
         return [AttemptResult(DELIVERED, (), tuple(o.rcpt for o in outcomes)) for _, outcomes in items]
 
     def recover(self) -> int:
@@ -969,7 +1137,7 @@ class PgStore:
             for r in rows:
                 self._audit(c, r["id"], "recovered", detail={"state": r["state"]})
             if rows:
-                self._notify.add(repr(now))
+                self._wake(now, anyone=True)
         return len(rows)
 
     def _row(self, msg_id: str, c: Any = None, *, lock: bool = False) -> Any:
@@ -1027,11 +1195,11 @@ class PgStore:
                 have = len(prior) + 1
                 if have >= r["approvals_required"]:
                     state = RELEASED
-                    c.execute("UPDATE messages SET state=%s, due_at=%s, updated=%s WHERE id=%s",
+                    c.execute("UPDATE messages SET state=%s, due_at=%s, updated=%s, lease_node=NULL WHERE id=%s",
                               (state, now, now, msg_id))
                     self._audit(c, msg_id, "released", actor=approver, detail={**base, "approvals": have},
                                 user=who)
-                    self._notify.add(repr(now))
+                    self._wake(now, anyone=True)
                 else:
                     state = HELD
                     self._audit(c, msg_id, "approved", actor=approver, detail={
@@ -1054,10 +1222,10 @@ class PgStore:
             for r in rows:
                 if action == "release" and (may_release is None or may_release(r)):
                     state = RELEASED
-                    c.execute("UPDATE messages SET state=%s, due_at=%s, updated=%s WHERE id=%s",
+                    c.execute("UPDATE messages SET state=%s, due_at=%s, updated=%s, lease_node=NULL WHERE id=%s",
                               (state, now, now, r["id"]))
                     self._audit(c, r["id"], "released", detail={"reason": "expired: auto-release"})
-                    self._notify.add(repr(now))
+                    self._wake(now, anyone=True)
                 else:
                     state = EXPIRED
                     c.execute("UPDATE messages SET state=%s, due_at=NULL, updated=%s WHERE id=%s",
@@ -1226,8 +1394,10 @@ class AsyncPgStore(AsyncStore):
         self._watcher.start()
 
     def _open(self) -> Any:
-        return PgStore(self.url, self.root, node=self.node, lease_seconds=self.lease_seconds, clock=self._clock,
-                       pool_size=self._pool_size, signer=self._signer)
+        st = PgStore(self.url, self.root, node=self.node, lease_seconds=self.lease_seconds, clock=self._clock,
+                     pool_size=self._pool_size, signer=self._signer)
+        st.self_wakes = True  # the gateway's pipeline and the deliverer poke their own deliverer
+        return st
 
     def open_reader(self) -> Any:
         """A store for reads beside the writer (the control API's lists and exports)."""
@@ -1243,16 +1413,36 @@ class AsyncPgStore(AsyncStore):
     def is_leader(self) -> bool:
         return self._leader if self._want_lead else True
 
+    def wake_at(self, payload: str) -> float | None:
+        """When a NOTIFY (see `PgStore._wake`) should wake this node's deliverer: never for what
+        this node accepted (it was poked directly), after the grace for what another node
+        accepted (that node claims it first; waking every node at once for every batch was a
+        claim per node per batch), at once for what anyone may claim (releases, recoveries)."""
+        head, _, rest = payload.partition(" ")
+        try:
+            due = float(head)
+        except ValueError:
+            return 0.0
+        node, _, kind = rest.rpartition(" ")
+        if kind == "a":
+            return None if node == self.node else due + FOREIGN_GRACE
+        return due
     def _watch(self) -> None:
         psycopg = _psycopg()
         conn = None
+        listening = False
         last_renew = 0.0
         while not self._watch_stop.is_set():
             try:
                 if conn is None or conn.closed:
                     self._leader = False
                     conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+                    listening = False
+                if self._on_due and not listening:
+                    # only a process with a deliverer listens: every NOTIFY costs each listening
+                    # session a transaction of its own to read it
                     conn.execute(f"LISTEN {CHANNEL}")
+                    listening = True
                     for loop, cb in builtins.list(self._on_due):  # something may have become due meanwhile
                         with contextlib.suppress(RuntimeError):
                             loop.call_soon_threadsafe(cb, 0.0)
@@ -1269,10 +1459,9 @@ class AsyncPgStore(AsyncStore):
                     conn.execute("INSERT INTO nodes (node, started, heartbeat) VALUES (%s, %s, %s) ON CONFLICT (node)"
                                  " DO UPDATE SET heartbeat = excluded.heartbeat", (self.node, t, t))
                 for n in conn.notifies(timeout=self.WATCH_EVERY):
-                    try:
-                        due = float(n.payload)
-                    except ValueError:
-                        due = 0.0
+                    due = self.wake_at(n.payload)
+                    if due is None:
+                        continue
                     for loop, cb in builtins.list(self._on_due):
                         with contextlib.suppress(RuntimeError):
                             loop.call_soon_threadsafe(cb, due)

@@ -732,6 +732,12 @@ class Store:
                               " WHERE state IN ('delayed','deferred','released')").fetchone()
         return None if r["d"] is None else float(r["d"])
 
+    def claim_due_next(self, limit: int) -> tuple[list[Claimed], float | None]:
+        """Claim what is due and, when that was less than `limit`, when the next message falls due
+        (the deliverer's one store visit per claim; the PostgreSQL engine does it in one statement)."""
+        claimed = self.claim_due(limit)
+        return claimed, (self.next_due() if len(claimed) < limit else None)
+
     def claim_due(self, limit: int) -> list[Claimed]:
         """Move up to `limit` due messages to delivering, earliest first."""
         now = self.clock()
@@ -1290,6 +1296,21 @@ class AcceptJob:
             j.register_spool(s)
         s.accept_many([j.message for j in jobs], [j.spool for j in jobs])
         return [None] * len(jobs)
+
+
+class ClaimJob:
+    """The deliverer's claim (`claim_due_next`): marked `standalone`, so that a writer whose batch
+    holds nothing else may run it outside a transaction (the PostgreSQL engine claims in one
+    atomic statement: no BEGIN or COMMIT of its own)."""
+
+    __slots__ = ("limit",)
+    standalone = True
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def __call__(self, s: Store) -> tuple[list[Claimed], float | None]:
+        return s.claim_due_next(self.limit)
 
 
 class DeliveredJob:
