@@ -5,6 +5,7 @@
 - `sqlite`: the SQLite engine (`Store`, `AsyncStore`), the embedded default.
 - `postgres`: the PostgreSQL engine (`PgStore`, `AsyncPgStore`) for several gateways; imported on
   demand only, since it needs psycopg.
+- `interface`: `StoreEngine`, the interface both engines have, as a typing.Protocol (mypy-checked).
 - `engine`: the one place that chooses between them from a Config (`open_store`, `open_async_store`).
 
 The pipeline, deliverer, control API and CLI import from here (`from .store import Store`). Tests
@@ -15,6 +16,7 @@ at the package fails loudly instead of silently missing.
 
 from __future__ import annotations
 
+from .interface import StoreEngine
 from .model import (
     BOUNCED,
     DECISION_EVENTS,
@@ -57,7 +59,7 @@ __all__ = [
     "BOUNCED", "DECISION_EVENTS", "DEFERRED", "DELAYED", "DELIVERED", "DELIVERING", "EXPIRED", "FINAL",
     "GENESIS", "HELD", "QUEUED", "RECALLED", "REJECTED", "RELEASED", "STATES",
     "AcceptJob", "AsyncStore", "AttemptResult", "AuditEntry", "ClaimJob", "Claimed", "DeliveredJob", "NewMessage",
-    "RcptOutcome", "Signer", "Store",
+    "RcptOutcome", "Signer", "Store", "StoreEngine",
     "entry_hash", "erase_spans", "forget_unsynced", "new_id", "open_readonly", "os_user", "read_spool_bytes",
     "spans_by_segment", "spool_shard", "spool_span", "start_writeback", "write_spool_file",
 ]

@@ -4,10 +4,9 @@ chooses, so serve, the deliverer and the CLI always open the same store."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..config import Config
 from ..errors import ConfigError
+from .interface import StoreEngine
 from .model import Signer
 from .sqlite import AsyncStore, Store
 
@@ -23,8 +22,8 @@ def uses_pg(config: Config) -> bool:
     return True
 
 
-def open_store(config: Config, *, migrate_at_start: bool = True, signer: Signer | None = None) -> Any:
-    """A synchronous store (recovery, tools): `Store` or `PgStore`, same interface."""
+def open_store(config: Config, *, migrate_at_start: bool = True, signer: Signer | None = None) -> StoreEngine:
+    """A synchronous store (recovery, tools): `Store` or `PgStore`, same interface (`StoreEngine`)."""
     if uses_pg(config):
         from .postgres import PgStore
 
