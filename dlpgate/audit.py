@@ -30,7 +30,7 @@ from typing import Any
 from .auditkey import AuditKey, PublicKey, append_witness, read_witness, witness_line
 from .errors import NotFound
 from .masking import mask_text
-from .store import DECISION_EVENTS, GENESIS, AuditEntry, Store, entry_hash
+from .store import DECISION_EVENTS, GENESIS, AuditEntry, StoreEngine, entry_hash
 
 log = logging.getLogger("dlpgate.audit")
 
@@ -45,7 +45,7 @@ class VerifyReport:
     message: str  # "N entries, chain intact" or the first broken entry and why
 
 
-def verify(store: Store, key: PublicKey | None = None, witness: Path | None = None) -> VerifyReport:
+def verify(store: StoreEngine, key: PublicKey | None = None, witness: Path | None = None) -> VerifyReport:
     """Walk the whole chain; name the first edited, removed, reordered or unsigned entry, or the
     first witnessed head the database no longer holds. Without `key`: the unkeyed chain only."""
     prev, expect, n, last_signed = GENESIS, 1, 0, 0
@@ -123,7 +123,7 @@ def short(h: str) -> str:
     return ":".join(h[i:i + 4] for i in range(0, min(len(h), 16), 4))
 
 
-def _approvals_covered(store: Store) -> str:
+def _approvals_covered(store: StoreEngine) -> str:
     """'' when every approvals row is a decision in the chain, else the first one that is not."""
     rows = store.approval_rows()
     if not rows:
@@ -151,7 +151,7 @@ class Witness:
         self.path = path
         self.last: tuple[int, str] | None = None
 
-    def write(self, store: Store, *, force: bool = False) -> tuple[int, str] | None:
+    def write(self, store: StoreEngine, *, force: bool = False) -> tuple[int, str] | None:
         seq, h = store.audit_head()
         # an empty chain is witnessed too (seq 0, the genesis hash) when forced at start: a new
         # gateway's `audit verify` then has a head to check from its first minute on
@@ -166,7 +166,7 @@ class Witness:
         return seq, h
 
 
-def seal_legacy(store: Store) -> int:
+def seal_legacy(store: StoreEngine) -> int:
     """A store from before signed entries: sign its head under a `sealed` entry. Returns how many
     earlier entries the seal covers (0: nothing to do)."""
     if store.audit_signed():
@@ -215,7 +215,7 @@ class ExportRow:
                 "hash": self.hash}
 
 
-def export(store: Store, *, since: float | None = None, until: float | None = None,
+def export(store: StoreEngine, *, since: float | None = None, until: float | None = None,
            msg_id: str | None = None) -> list[ExportRow]:
     """Audit entries in [since, until), oldest first."""
     entries = store.audit_entries(since=since, until=until, msg_id=msg_id)
