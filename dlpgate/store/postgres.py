@@ -463,11 +463,18 @@ class PgStore:
         ok = False
         try:
             try:
-                with c.transaction():
+                # BEGIN and COMMIT by hand: the COMMIT goes in one round trip with the audit append
+                # (pipeline), so the chain head's lock is held for one round trip less
+                c.execute("BEGIN")
+                try:
                     yield c
                     if self._doomed:
                         raise StoreError("a step inside this transaction failed: nothing of it was committed")
                     self._flush_audit(c)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        c.execute("ROLLBACK")
+                    raise
                 ok = True
                 self._used[id(c)] = time.monotonic()
             except psycopg.Error as e:
@@ -550,7 +557,7 @@ class PgStore:
                             results[i] = (True, v)
                 return [r for r in results if r is not None]
             except _Isolate as e:
-                if len(units) == 1 and len(units[0][0]) == 1:  # one job: its own error is the answer
+                if len(units) == 1 and not grouped:  # one plain job: its own error is the answer
                     return [(False, e.__cause__)]
             return self._run_isolated(jobs)
         finally:
@@ -688,16 +695,18 @@ class PgStore:
     def _flush_audit(self, c: Any) -> None:
         """Chain this transaction's entries onto the cluster's one chain (row lock on its head,
         held until COMMIT: appends from all nodes are serialised, each transaction's together),
-        and send its wake-ups (NOTIFY is delivered at COMMIT, never for a rolled-back change).
-        Two statements whatever the number of entries: the head's lock, then one statement that
-        inserts the entries, moves the head and notifies."""
+        and send its wake-ups (NOTIFY is delivered at COMMIT, never for a rolled-back change);
+        then COMMIT. Two round trips whatever the number of entries: the head's lock, then one
+        statement that inserts the entries, moves the head and notifies, sent with the COMMIT."""
         notify = sorted(self._notify)
         late, self._late = self._late, []
         if not self._audit_rows:
-            for q, args in late:
-                c.execute(q, args)
-            if notify:
-                c.execute("SELECT pg_notify(%s, x) FROM unnest(%s::text[]) x", (CHANNEL, notify))
+            with c.pipeline():
+                for q, args in late:
+                    c.execute(q, args)
+                if notify:
+                    c.execute("SELECT pg_notify(%s, x) FROM unnest(%s::text[]) x", (CHANNEL, notify))
+                c.execute("COMMIT")
             return
         head = c.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE").fetchone()
         seq, prev = int(head["seq"]), head["hash"]
@@ -711,13 +720,15 @@ class PgStore:
         # one signature per append: it covers this entry and, through the chain, every one before it
         if self.signer is not None:
             cols[9][-1] = self.signer(seq, prev)
-        c.execute("WITH a AS (INSERT INTO audit (seq, ts, msg_id, event, actor, os_user, detail, prev_hash, hash, sig)"
-                  " SELECT * FROM unnest(%s::bigint[], %s::float8[], %s::text[], %s::text[], %s::text[], %s::text[],"
-                  " %s::text[], %s::text[], %s::text[], %s::text[])),"
-                  " h AS (UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1)"
-                  + "".join(f", l{i} AS ({q})" for i, (q, _) in enumerate(late))
-                  + " SELECT pg_notify(%s, x) FROM unnest(%s::text[]) x",
-                  (*cols, seq, prev, *(a for _, args in late for a in args), CHANNEL, notify))
+        with c.pipeline():  # the append and the COMMIT in one round trip
+            c.execute("WITH a AS (INSERT INTO audit (seq, ts, msg_id, event, actor, os_user, detail, prev_hash, hash,"
+                      " sig) SELECT * FROM unnest(%s::bigint[], %s::float8[], %s::text[], %s::text[], %s::text[],"
+                      " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])),"
+                      " h AS (UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1)"
+                      + "".join(f", l{i} AS ({q})" for i, (q, _) in enumerate(late))
+                      + " SELECT pg_notify(%s, x) FROM unnest(%s::text[]) x",
+                      (*cols, seq, prev, *(a for _, args in late for a in args), CHANNEL, notify))
+            c.execute("COMMIT")
         self._audit_rows = []
 
     def audit_entries(self, *, since: float | None = None, until: float | None = None,
