@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from dlpgate.delivery import Delivery
-from dlpgate.store import DELAYED, AsyncStore, NewMessage, new_id
+from dlpgate.store import DELAYED, AsyncStore, ClaimJob, NewMessage, new_id
 from tests.conftest import Sink, make_config
 
 
@@ -20,7 +20,7 @@ async def test_poke_during_a_claim_is_not_lost(tmp_path: Path, sink: Sink) -> No
 
     async def slow_run(job):  # noqa: ANN001, ANN202 - the first claim returns only when the test says so
         result = await real_run(job)
-        if getattr(job, "func", None) is not None and not release.is_set():
+        if isinstance(job, ClaimJob) and not release.is_set():
             claiming.set()  # the claim has looked at the store (found nothing) but not returned yet
             await release.wait()
         return result
