@@ -110,6 +110,11 @@ def pg_cpu(cluster: PgCluster) -> float:
 def tree_cpu(pids: list[int]) -> float:
     """CPU seconds of these processes and all their descendants alive now (a gateway, its
     forkserver, deliverer and judging workers)."""
+    return sum(tree_cpu_by_name(pids).values())
+
+
+def tree_cpu_by_name(pids: list[int]) -> dict[str, float]:
+    """`tree_cpu` by process name (the gateway, dlpgate-deliver, the judging workers...)."""
     children: dict[int, list[int]] = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
@@ -118,15 +123,20 @@ def tree_cpu(pids: list[int]) -> float:
             except (OSError, ValueError, IndexError):
                 continue
             children.setdefault(ppid, []).append(int(d.name))
-    total, todo, seen = 0.0, list(pids), set()
+    out: dict[str, float] = {}
+    todo, seen = list(pids), set()
     while todo:
         pid = todo.pop()
         if pid in seen:
             continue
         seen.add(pid)
-        total += proc_cpu(pid)
+        try:
+            name = (Path("/proc") / str(pid) / "comm").read_text().strip()
+        except OSError:
+            name = "?"
+        out[name] = out.get(name, 0.0) + proc_cpu(pid)
         todo += children.get(pid, [])
-    return total
+    return out
 
 
 def top_queries(url: str, total: int, n: int = 12) -> list[str]:
@@ -142,7 +152,11 @@ def top_queries(url: str, total: int, n: int = 12) -> list[str]:
 def pg_counters(url: str) -> tuple[int, int, int]:
     """(statements, WAL bytes, commits) so far."""
     with psycopg.connect(url, autocommit=True) as c:
-        calls = c.execute("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements").fetchone()[0]  # type: ignore[index]
+        # COMMIT sent in a pipeline (extended protocol) is not always counted by pg_stat_statements:
+        # every BEGIN ends in one COMMIT or ROLLBACK, so those are counted as BEGINs, twice
+        calls = c.execute("SELECT coalesce(sum(calls) FILTER (WHERE query NOT IN ('COMMIT', 'ROLLBACK')), 0)"
+                          " + coalesce(sum(calls) FILTER (WHERE query = 'BEGIN'), 0) FROM pg_stat_statements"
+                          ).fetchone()[0]  # type: ignore[index]
         wal = c.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()[0]  # type: ignore[index]
         commits = c.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
                             ).fetchone()[0]  # type: ignore[index]
@@ -167,7 +181,7 @@ def run_case(tmp: Path, label: str, url: str, nodes: int, args: argparse.Namespa
                 conn.execute("SELECT pg_stat_statements_reset()")
         before = pg_counters(url) if url else (0, 0, 0)
         cpu0 = pg_cpu(cluster) if cluster else 0.0
-        node0 = tree_cpu([p.pid for p in procs])
+        node0 = tree_cpu_by_name([p.pid for p in procs])
         t0 = time.perf_counter()
 
         async def spread() -> tuple[float, list[float]]:
@@ -183,7 +197,11 @@ def run_case(tmp: Path, label: str, url: str, nodes: int, args: argparse.Namespa
         e2e_s = time.perf_counter() - t0
         after = pg_counters(url) if url else (0, 0, 0)
         cpu = (pg_cpu(cluster) - cpu0) if cluster else 0.0
-        node_cpu = tree_cpu([p.pid for p in procs]) - node0
+        by_name = tree_cpu_by_name([p.pid for p in procs])
+        node_cpu = sum(by_name.values()) - sum(node0.values())
+        if args.queries:
+            print(f"{label}: node CPU ms/msg by process", {k: round(1000 * (v - node0.get(k, 0.0)) / total, 2)
+                                                          for k, v in sorted(by_name.items())}, flush=True)
         if url and args.queries:
             print(f"{label}: statements by query", *top_queries(url, total), sep="\n", flush=True)
         lat.sort()
