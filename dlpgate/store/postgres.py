@@ -73,6 +73,7 @@ log = logging.getLogger("dlpgate.store.postgres")
 
 CHUNK = 1024 * 1024  # bytes per message_chunks row: big messages never need one giant bytea
 FOREIGN_GRACE = 0.3  # seconds a due message waits for the node it belongs to before others claim it
+DELIVERED_LINGER = 0.02  # seconds a deliverer's writer gathers finished deliveries into one transaction
 CLAIM_BYTES = 64 * 1024 * 1024  # message bytes one claim brings into memory (at least one message)
 CHANNEL = "dlpgate_due"
 LEADER_KEY = 0x646C7067  # advisory lock: housekeeping leadership ("dlpg")
@@ -1405,6 +1406,8 @@ class AsyncPgStore(AsyncStore):
         self.lease_seconds = lease_seconds
         self._pool_size = pool_size
         self._want_lead = lead
+        if not lead:  # a deliverer's store: its finished deliveries are recorded in bigger batches
+            self.linger = DELIVERED_LINGER
         self._leader = False
         self._on_due: list[tuple[Any, Callable[[float], None]]] = []
         self._watch_stop = threading.Event()

@@ -1108,6 +1108,10 @@ class AsyncStore:
     """
 
     MAX_BATCH = 256
+    # seconds the writer waits, when a batch starts with a finished delivery, for others to join it
+    # (no client waits for that record; the PostgreSQL engine's deliverer sets it: every
+    # transaction there queues on the cluster's one audit chain head)
+    linger = 0.0
 
     def __init__(self, root: str | os.PathLike[str], *, clock: Callable[[], float] = time.time,
                  signer: Signer | None = None) -> None:
@@ -1156,6 +1160,8 @@ class AsyncStore:
                 break
             batch = [item]
             self._stop_seen = False
+            if self.linger and type(item[0]) is DeliveredJob:
+                self._gather(batch)
             try:
                 # spool files first, outside the write lock: the lock is then held for the SQL and
                 # the COMMIT only, and the deliverer's transactions are not starved meanwhile
@@ -1185,6 +1191,25 @@ class AsyncStore:
             if self._stop_seen:
                 break
         st.close()
+
+    def _gather(self, batch: list[Any]) -> None:
+        """Wait up to `linger` for more finished deliveries to join the batch; anything else
+        (a claim: the deliverer waits for it) ends the wait at once."""
+        end = time.monotonic() + self.linger
+        while len(batch) < self.MAX_BATCH:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                nxt = self._q.get(timeout=left)
+            except queue.Empty:
+                return
+            if nxt is None:
+                self._stop_seen = True
+                return
+            batch.append(nxt)
+            if type(nxt[0]) is not DeliveredJob:
+                return
 
     def _drain(self, batch: list[Any]) -> list[Callable[[Store], Any]]:
         """Move queued jobs into `batch` (called with the write lock held); notes a queued stop."""
