@@ -73,7 +73,7 @@ log = logging.getLogger("dlpgate.store.postgres")
 
 CHUNK = 1024 * 1024  # bytes per message_chunks row: big messages never need one giant bytea
 FOREIGN_GRACE = 0.3  # seconds a due message waits for the node it belongs to before others claim it
-DELIVERED_LINGER = 0.02  # seconds a deliverer's writer gathers finished deliveries into one transaction
+DELIVERED_LINGER = 0.005  # seconds a deliverer's writer gathers finished deliveries into one transaction
 CLAIM_BYTES = 64 * 1024 * 1024  # message bytes one claim brings into memory (at least one message)
 CHANNEL = "dlpgate_due"
 LEADER_KEY = 0x646C7067  # advisory lock: housekeeping leadership ("dlpg")
