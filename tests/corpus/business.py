@@ -14,10 +14,12 @@ are printed for whatever `dlpgate` is importable, so the same script measures an
 from __future__ import annotations
 
 import argparse
+import bz2
 import datetime
 import gzip
 import html
 import json
+import lzma
 import random
 import sys
 from collections.abc import Callable
@@ -338,6 +340,8 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
         kind="gzip")
     add("neg_orders.csv.gz", gzip.compress(csv_of(orders(100)), mtime=0), False, kind="gzip")
     add("neg_orders.7z", lf.sevenzip_bytes({"orders.csv": csv_of(orders(100))}), False, kind="7z")
+    add("pos_roster.csv.bz2", bz2.compress(roster12), True, 12, ("my_number", "personal_records"), kind="bzip2")
+    add("neg_orders.tar.xz", lzma.compress(lf.tar_bytes({"out/orders.csv": csv_of(orders(100))})), False, kind="xz")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
         (valid_only(r, lambda: digits(r, 12)), "1200") for _ in range(4)]), False, kind="doc")
     return cases
