@@ -340,6 +340,15 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
         kind="gzip")
     add("neg_orders.csv.gz", gzip.compress(csv_of(orders(100)), mtime=0), False, kind="gzip")
     add("neg_orders.7z", lf.sevenzip_bytes({"orders.csv": csv_of(orders(100))}), False, kind="7z")
+    # space-aligned listings pasted into a body (a terminal, a report printed as text): cells apart by gaps
+    listing = ["氏名          生年月日      住所                    個人番号"] + [
+        f"{p['name']:<10}  {p['birth']:<12}  {p['address']:<20}  {p['mn']}" for p in ppl]
+    add("pos_space_aligned_listing.eml", eml("対象者の一覧です。\n\n" + "\n".join(listing)), True, 30,
+        ("my_number", "personal_records"), kind="space")
+    orders_listing = ["注文番号        商品名        数量"] + [
+        f"{valid_only(r, lambda: digits(r, 12)) if i % 2 else digits(r, 12)}    {'ボールペン':<10}  {r.randint(1, 9)}"
+        for i in range(40)]
+    add("neg_space_aligned_orders.eml", eml("受注一覧\n" + "\n".join(orders_listing)), False, kind="space")
     add("pos_roster.csv.bz2", bz2.compress(roster12), True, 12, ("my_number", "personal_records"), kind="bzip2")
     add("neg_orders.tar.xz", lzma.compress(lf.tar_bytes({"out/orders.csv": csv_of(orders(100))})), False, kind="xz")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
