@@ -349,6 +349,12 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
         f"{valid_only(r, lambda: digits(r, 12)) if i % 2 else digits(r, 12)}    {'ボールペン':<10}  {r.randint(1, 9)}"
         for i in range(40)]
     add("neg_space_aligned_orders.eml", eml("受注一覧\n" + "\n".join(orders_listing)), False, kind="space")
+    # an account ID right above a footer that asks not to send マイナンバー: the ID is labelled, not a My Number
+    add("neg_footer_after_customer_id.eml", eml(
+        f"ご注文ありがとうございます。\nお客様ID {valid_only(r, lambda: digits(r, 12))}\n\n"
+        "※本メールにマイナンバー（個人番号）等を記載しないでください。"), False, kind="footer")
+    add("pos_number_then_keyword.eml", eml(f"{my_number(r)}（本人のマイナンバー）です。"), True, None, ("my_number",),
+        kind="footer")
     add("pos_roster.csv.bz2", bz2.compress(roster12), True, 12, ("my_number", "personal_records"), kind="bzip2")
     add("neg_orders.tar.xz", lzma.compress(lf.tar_bytes({"out/orders.csv": csv_of(orders(100))})), False, kind="xz")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
