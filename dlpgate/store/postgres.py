@@ -564,6 +564,8 @@ class PgStore:
                             raise _Isolate() from e
                         for i, v in zip(idx, values, strict=True):
                             results[i] = (True, v)
+                    if self._doomed:  # a job caught a failed step of its own: isolate, as for a raise
+                        raise _Isolate() from StoreError("a step inside this transaction failed")
                 return [r for r in results if r is not None]
             except _Isolate as e:
                 if len(units) == 1 and not grouped:  # one plain job: its own error is the answer
