@@ -364,6 +364,8 @@ class Delivery:
             timed = timed or ok
         if hard and c.sender:
             self.poke(now)
+        if not delivered and getattr(res, "state", "") == "deferred":
+            self.poke(retry_at)  # its retry: a timer, so the scheduler need not look after every attempt
         # a failed attempt is a WARNING naming the reason (a dead upstream must be visible); a
         # delivery is INFO. Code 0 means no SMTP reply at all: the reason says why.
         level = logging.INFO if delivered else logging.WARNING
