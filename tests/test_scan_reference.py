@@ -338,7 +338,7 @@ def test_each_encoding_width_matches_the_reference(seed: int, alphabet: str) -> 
 def test_body_tables_and_sheets_match_the_reference(seed: int) -> None:
     r = random.Random(seed)
     cells = ["氏名", "名前", "住所", "TEL", "電話番号", "電話", "生年月日", "個人番号", "マイナンバー", "性別", "備考", "x", "",
-             "試験 太郎", "090-1234-5678", "FAX", "機密性2", "email", "注文番号"]
+             "試験 太郎", "090-1234-5678", "FAX", "機密性2", "email", "注文番号", "免許証番号", "運転免許"]
     rows = []
     for _ in range(r.randint(1, 30)):
         k = r.random()

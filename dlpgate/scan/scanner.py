@@ -554,9 +554,32 @@ class Scanner:
                 failing = [failing[int(i * weight)] for i in range(_FAILING_SAMPLE)]
             window, reach = self.rules.negative_window, self._local_reach
             local = self._local_negatives.search if self._local_negatives is not None else None
+
+            def explained(cs: int) -> bool:
+                """Whether a negative label right before the run explains it: the suppression _classify
+                applies (the last negative label ending within the window before the run, no identifier
+                keyword ending after it), from the part's sorted label ends and one search of the
+                reversed characters before the run (local labels: 注文番号 ...)."""
+                i = bisect_right(positive, cs)
+                last_positive = positive[i - 1] if i else -1  # the last identifier keyword up to cs
+                if local is not None:
+                    # the `reach` characters before the run, reversed in one slice (nearest first)
+                    m = local(text[cs - 1 : cs - reach - 1 : -1] if cs > reach else text[cs - 1 :: -1] if cs else "")
+                    if m is not None and m.start() <= window and cs - m.start() >= last_positive:
+                        return True  # 注文番号 right before it, no keyword since
+                i = bisect_right(negative, cs) - 1
+                return i >= 0 and negative[i] >= cs - window and negative[i] >= last_positive  # TEL ...
+
+            # When the part's own population is the only one (prose with a few bare passing numbers
+            # and a column of 注文番号 nowhere), a number a label explains is never counted whatever
+            # its line is: that cheaper test comes first and the line is read only for the rest
+            # (issue 16: half the cost of this loop on a long text of order numbers).
+            only_part = part is not None and len(populations) == 1
             for cs in failing:
                 if not undecided:
                     break
+                if only_part and explained(cs):
+                    continue
                 ls = rfind("\n", 0, cs) + 1
                 le = find("\n", cs)
                 if le < 0:
@@ -576,21 +599,8 @@ class Scanner:
                     positive_header = not _POSITIVE_SET.isdisjoint(header)
                     if not positive_header and NEGATIVE in header:
                         continue
-                if not positive_header:
-                    # Nor a number a negative label right before it explains: the suppression _classify
-                    # applies (the last negative label ending within the window before the run, no
-                    # identifier keyword ending after it), from the part's sorted label ends and one
-                    # search of the reversed characters before the run (local labels: 注文番号 ...).
-                    i = bisect_right(positive, cs)
-                    last_positive = positive[i - 1] if i else -1  # the last identifier keyword up to cs
-                    if local is not None:
-                        # the `reach` characters before the run, reversed in one slice (nearest first)
-                        m = local(text[cs - 1 : cs - reach - 1 : -1] if cs > reach else text[cs - 1 :: -1] if cs else "")
-                        if m is not None and m.start() <= window and cs - m.start() >= last_positive:
-                            continue  # 注文番号 right before it, no keyword since: explained, not counted
-                    i = bisect_right(negative, cs) - 1
-                    if i >= 0 and negative[i] >= cs - window and negative[i] >= last_positive:
-                        continue  # a negative label the gate saw (TEL ...) right before it
+                if not positive_header and not only_part and explained(cs):
+                    continue  # nor a number a negative label right before it explains
                 pop[0] += weight
                 if pop[1] * 100 < rate * pop[0]:
                     undecided.discard(key)
