@@ -14,10 +14,12 @@ are printed for whatever `dlpgate` is importable, so the same script measures an
 from __future__ import annotations
 
 import argparse
+import bz2
 import datetime
 import gzip
 import html
 import json
+import lzma
 import random
 import sys
 from collections.abc import Callable
@@ -338,6 +340,23 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
         kind="gzip")
     add("neg_orders.csv.gz", gzip.compress(csv_of(orders(100)), mtime=0), False, kind="gzip")
     add("neg_orders.7z", lf.sevenzip_bytes({"orders.csv": csv_of(orders(100))}), False, kind="7z")
+    # space-aligned listings pasted into a body (a terminal, a report printed as text): cells apart by gaps
+    listing = ["氏名          生年月日      住所                    個人番号"] + [
+        f"{p['name']:<10}  {p['birth']:<12}  {p['address']:<20}  {p['mn']}" for p in ppl]
+    add("pos_space_aligned_listing.eml", eml("対象者の一覧です。\n\n" + "\n".join(listing)), True, 30,
+        ("my_number", "personal_records"), kind="space")
+    orders_listing = ["注文番号        商品名        数量"] + [
+        f"{valid_only(r, lambda: digits(r, 12)) if i % 2 else digits(r, 12)}    {'ボールペン':<10}  {r.randint(1, 9)}"
+        for i in range(40)]
+    add("neg_space_aligned_orders.eml", eml("受注一覧\n" + "\n".join(orders_listing)), False, kind="space")
+    # an account ID right above a footer that asks not to send マイナンバー: the ID is labelled, not a My Number
+    add("neg_footer_after_customer_id.eml", eml(
+        f"ご注文ありがとうございます。\nお客様ID {valid_only(r, lambda: digits(r, 12))}\n\n"
+        "※本メールにマイナンバー（個人番号）等を記載しないでください。"), False, kind="footer")
+    add("pos_number_then_keyword.eml", eml(f"{my_number(r)}（本人のマイナンバー）です。"), True, None, ("my_number",),
+        kind="footer")
+    add("pos_roster.csv.bz2", bz2.compress(roster12), True, 12, ("my_number", "personal_records"), kind="bzip2")
+    add("neg_orders.tar.xz", lzma.compress(lf.tar_bytes({"out/orders.csv": csv_of(orders(100))})), False, kind="xz")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
         (valid_only(r, lambda: digits(r, 12)), "1200") for _ in range(4)]), False, kind="doc")
     return cases
