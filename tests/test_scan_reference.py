@@ -355,6 +355,19 @@ def test_body_tables_and_sheets_match_the_reference(seed: int) -> None:
     check("\n".join("\t".join(row) for row in rows), (table,))
 
 
+def test_a_row_labelled_my_number_in_a_licence_column_matches_the_reference() -> None:
+    """A 12-digit cell under a 免許証番号 header on a row whose label cell is 個人番号: the column says
+    licence, the row says My Number, both at distance -1, and the My Number wins the tie, as in the
+    reference; and a 個人番号 column's cell beside a licence keyword stays a My Number (the scanner
+    judges those cells without _classify)."""
+    n1, n2, n3 = "070983149497", "543955338824", "418103748458"
+    assert all(map(is_valid_my_number, (n1, n2, n3)))
+    check(f"住所,注文番号\n個人番号,電話,免許証番号\nTEL,電話\n{n2},備考,{n3},x\n個人番号,個人番号,{n1},FAX")
+    rows = (("氏名", "個人番号", "備考"), ("試験 太郎", n1, "免許証番号"), ("試験 花子", n2, "運転免許 注文番号"))
+    check("\n".join("\t".join(r) for r in rows), (Table("t.xlsx/Sheet1", rows),))
+    check("\n".join(",".join(r) for r in rows))
+
+
 def test_misaligned_utf16_bytes_are_not_matches() -> None:
     """U+7400 U+6500 U+6C00 U+0100 is 00 74 00 65 00 6C 00 01 in UTF-16-LE: `tel` one byte off."""
     text = "\u7400\u6500\u6c00\u0100 621498320257"

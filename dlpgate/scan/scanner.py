@@ -691,19 +691,20 @@ class Scanner:
                     else:
                         lazy.failing.append(cs)
                     return None
-            if known is None or _POSITIVE_SET.isdisjoint(known):  # a keyword column's cell needs no more
-                ls = text.rfind("\n", 0, cs) + 1
-                le = text.find("\n", ce)
-                if le < 0:
-                    le = len(text)
-                if le - ls < FIXED_MIN and text.find("\t", ls, le) < 0 and text.find(",", ls, le) < 0:
-                    key = "part"  # a short line of prose: what TextColumns.at says, without the call
-                else:
-                    if lazy.columns is None:
-                        lazy.columns = TextColumns(text, self._categorise)
-                    key, header = lazy.columns.at(cs)
-                    if NEGATIVE in header and _POSITIVE_SET.isdisjoint(header) and known is None:
-                        return None  # a column (or row) of order numbers, phone numbers, timestamps ...
+            # The text column (or row label) of the run: a licence or card column's cell too, so a row
+            # labelled 個人番号 in a 免許証番号 column is judged with both (as the reference scanner does).
+            ls = text.rfind("\n", 0, cs) + 1
+            le = text.find("\n", ce)
+            if le < 0:
+                le = len(text)
+            if le - ls < FIXED_MIN and text.find("\t", ls, le) < 0 and text.find(",", ls, le) < 0:
+                key = "part"  # a short line of prose: what TextColumns.at says, without the call
+            else:
+                if lazy.columns is None:
+                    lazy.columns = TextColumns(text, self._categorise)
+                key, header = lazy.columns.at(cs)
+                if NEGATIVE in header and _POSITIVE_SET.isdisjoint(header) and known is None:
+                    return None  # a column (or row) of order numbers, phone numbers, timestamps ...
         elif kind == "eleven":
             context = column_context.get(digits)
             if context is not None and MY_NUMBER in context and is_valid_my_number("0" + digits):
