@@ -39,7 +39,7 @@ from dlpgate.scan.normalize import (
     char_class,
     fold,
     keyword_spellings,
-    raw_keyword_regex,
+    raw_variants,
 )
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
 from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
@@ -188,6 +188,33 @@ def _shape(run: str) -> tuple[str, str, bool]:
     return "", digits, True
 
 
+_Trie = dict[str, "_Trie"]  # character -> the rest; "" -> {} where a word ends
+
+
+def _trie_pattern(words: Sequence[str]) -> str:
+    """A `re` pattern matching every raw spelling of the normalised `words` (as raw_keyword_regex),
+    written as a trie: words sharing a first character share its test. A flat alternation of the 60
+    reversed local negative labels had `re` try each of them at every position of the characters
+    before a run (most of _classify's cost on a text of order numbers); the trie tries a position's
+    character once. It matches the same strings at the same positions, so a search finds the same
+    start (the only thing read from it)."""
+    trie: _Trie = {}
+    for w in words:
+        node = trie
+        for c in w:
+            node = node.setdefault(c, {})
+        node[""] = {}
+
+    def emit(node: _Trie) -> str:
+        alts = [char_class(raw_variants(c)) + emit(node[c]) for c in sorted(node) if c]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        return "(?:" + body + ")?" if "" in node else body  # (a word ends here, longer ones go on)
+
+    return emit(trie)
+
+
 def _register_table(fields: Sequence[str], records: int, r: DetectorRules) -> bool:
     """A table that names a person beside a resident-register field (birth date, 続柄, 世帯番号...):
     sensitive however few its rows, unlike a contact list of names, phones and mail addresses."""
@@ -237,10 +264,7 @@ class Scanner:
         # rather than reported by the gate from all over the text.
         local = sorted(w for w, c in categories.items() if c == {NEGATIVE} and w not in field_groups
                        and w not in self._label_severity and w not in product)
-        self._local_negatives = (
-            re.compile("|".join(raw_keyword_regex(w[::-1]) for w in sorted(local, key=len, reverse=True)))
-            if local else None
-        )
+        self._local_negatives = re.compile(_trie_pattern([w[::-1] for w in local])) if local else None
         self._local_reach = rules.negative_window + max((len(w) for w in local), default=0)
         # One catalogue of every other keyword; the gate reports hits as indexes into it.
         self._words: tuple[str, ...] = tuple(sorted(w for w in categories if w not in local))
