@@ -355,6 +355,21 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
         "※本メールにマイナンバー（個人番号）等を記載しないでください。"), False, kind="footer")
     add("pos_number_then_keyword.eml", eml(f"{my_number(r)}（本人のマイナンバー）です。"), True, None, ("my_number",),
         kind="footer")
+    # lists of places and companies (address, phone, mail, no person) are not personal records;
+    # a person named by role (児童名, 患者名) and health fields (要配慮個人情報) are
+    suppliers = [("会社名", "住所", "電話番号", "メールアドレス")] + [
+        (f"見本商事{i}株式会社", f"架空県見本市{i}-1", f"03-{r.randint(1000, 9999)}-{r.randint(1000, 9999)}",
+         f"info{i}@supplier{i}.example.jp") for i in range(60)]
+    add("neg_supplier_list_60.csv", csv_of(suppliers), False, kind="suppliers")
+    add("neg_facility_list.xlsx", fx.xlsx_bytes({"施設": [("施設名", "所在地", "住所", "TEL")] + [
+        (f"第{i}公民館", "見本市", f"架空県見本市{i}-2", f"0120-{r.randint(100, 999)}-{r.randint(100, 999)}")
+        for i in range(40)]}), False, kind="suppliers")
+    add("pos_children_roles.xlsx", fx.xlsx_bytes({"名簿": [("児童名", "保護者名", "生年月日", "住所")] + [
+        (p["name"], "見本 保護者", p["birth"], p["address"]) for p in ppl[:15]]}), True, 15, ("personal_records",),
+        kind="header variant")
+    add("pos_patients_health.csv", csv_of([("患者名", "病名", "電話番号")] + [
+        (p["name"], r.choice(["糖尿病", "高血圧", "喘息"]), "03-0000-0000") for p in ppl[:5]]), True, 5,
+        ("personal_records",), kind="header variant")
     add("pos_roster.csv.bz2", bz2.compress(roster12), True, 12, ("my_number", "personal_records"), kind="bzip2")
     add("neg_orders.tar.xz", lzma.compress(lf.tar_bytes({"out/orders.csv": csv_of(orders(100))})), False, kind="xz")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
