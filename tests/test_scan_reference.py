@@ -396,3 +396,47 @@ def test_digit_dense_texts_rescanned_with_anchored_trigger_match_the_reference()
     check("\n".join(row for row in ascii_rows if row.isascii()))  # ASCII: the 1-byte databases
     check("😀" + " / ".join(written(number(r)) for _ in range(700)))  # beyond the BMP: the 4-byte databases
     assert {(2, True), (1, True), (4, True)} <= set(HS.gate._databases)  # type: ignore[attr-defined]
+
+
+def _grouped(digits: str, groups: tuple[int, ...], sep: str) -> str:
+    out, i = [], 0
+    for g in groups:
+        out.append(digits[i : i + g])
+        i += g
+    return sep.join(out)
+
+
+def test_every_card_grouping_and_twelve_shape_is_triggered_in_each_width_and_when_flooded() -> None:
+    """The trigger (4-4-3 or 4-6-4 with optional separators, gate.py) must sit in every shape a
+    detector accepts: each card grouping, 4-4-4, 11-19 contiguous, each with every separator,
+    each written half- and full-width, in ASCII, BMP and astral text, alone and in a digit-dense
+    text (the anchored rescan), after a date in a space-aligned listing (a space-cut piece)."""
+    r = random.Random(19)
+    # a card number of each length a grouping has (13 digits is no card length: a JAN code)
+    cards = {14: "30569309025904", 15: "378282246310005", 16: "4111111111111111", 17: "62111111111111119",
+             18: "621111111111111112", 19: "4111111111111111110"}
+    assert all(is_card_number(c) for c in cards.values())
+    shapes = [number(r), number(r)[1:], "4" * 13] + [cards[n] for n in sorted(cards)]
+    for groups in sorted(CARD_GROUPS) + [(4, 4, 4)]:
+        digits = cards.get(sum(groups)) or number(r)
+        for sep in " -ー.−　":
+            shapes.append(_grouped(digits, groups, sep))
+    texts = []
+    for s in shapes:
+        for written in (s, s.translate(FULL)):
+            texts += [f"カード番号 {written}", f"card no {written} x", f"😀 card {written}", f"1980/01/01 {written}"]
+    for t in texts:
+        check(t)
+    check("\n".join(texts))  # one text: digit-dense, the anchored rescan
+    check("\n".join(t for t in texts if t.isascii()) * 3)
+    check("😀" + "\n".join(texts) * 2)
+    check("あ\n" + "\n".join(f"個人番号 {_grouped(number(r), (4, 4, 4), ' ')} 1234-567890" for _ in range(900)))
+
+
+def test_ten_digit_runs_give_no_trigger() -> None:
+    """Bank accounts (4-6 or 10 contiguous), phone numbers and order numbers fit no shape: neither gate
+    reports them (on dense business text they were half the triggers, issue 19)."""
+    text = "口座 1234-567890 / 1234567890 TEL 03-1234-5678 PO-2024-123456 " * 700
+    for scanner in (HS, RE):
+        assert scanner.gate.matches(text)[0] == []
+        assert scanner.gate.matches(text + " 1234-5678-901")[0] != []

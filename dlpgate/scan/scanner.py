@@ -54,10 +54,11 @@ _LONGEST_RUN = max(19, 14, *(sum(g) + len(g) - 1 for g in _CARD_GROUPS))
 # Runs are looked for within this many characters either side of a trigger: a run cut by that
 # window is longer than _LONGEST_RUN, hence rejected either way.
 _LOOK = _LONGEST_RUN + 1
-# A trigger match (4 digits, optional separator, 4, optional separator, 2) starts at most this far
-# before its last character: reading from there finds a separated run (4-4-4, 4-6 ...) whose trigger
-# starts with it in one search, where reading from 9 back needed a second look for its start.
-_TRIGGER_LONGEST = 11
+# A 4-4-3 trigger match (4 digits, optional separator, 4, optional separator, 3: gate.py) starts at
+# most this far before its last character: reading from there finds a 4-4-4 run whose trigger starts
+# with it in one search. The rarer 4-6-4 trigger (up to 16 characters) may start earlier: the walk
+# back below finds its start.
+_TRIGGER_LONGEST = 12
 
 # Keyword categories used for proximity.
 MY_NUMBER, LICENCE, RESIDENT, CARD, NEGATIVE = "my_number", "licence", "resident", "card", "negative"
