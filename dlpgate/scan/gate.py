@@ -15,7 +15,11 @@ A gate returns, in character offsets of the raw text:
   (the scanner's catalogue: all but the negative-only labels, which it checks locally), in any
   raw spelling that normalises to it (`ＭＹ　ＮＵＭＢＥＲ` for `my number`), as the sorted end
   offsets of each keyword found. Grouped by keyword, a text full of one keyword (`TEL` on every
-  line) costs the scanner one list, not a Python step per hit.
+  line) costs the scanner one list, not a Python step per hit. A keyword the gate was told is
+  wanted only for its presence (`presence`: the scanner's product-list words 数量, 単価 ..., which
+  only say "this text names products") has one end in its list, its first occurrence's: hyperscan
+  stops reporting it after one match (HS_FLAG_SINGLEMATCH). On dense business text such words
+  were a third of all matches, each a Python callback (issue 19).
 
 Two interchangeable implementations: `HyperscanGate` and `ReGate` (CPython `re` plus
 pyahocorasick, used when the hyperscan wheel is missing). Their keyword hits are identical; their
@@ -62,7 +66,8 @@ class Gate(Protocol):
     name: str
 
     def matches(self, text: str) -> Matches:
-        """Digit triggers (end offset of each trigger match) and every keyword hit."""
+        """Digit triggers (end offset of each trigger match) and every keyword hit (the first
+        one only of a presence keyword)."""
         ...
 
 
@@ -94,9 +99,10 @@ class ReGate:
     name = "re"
     MAX_SPELLINGS = 4096
 
-    def __init__(self, keywords: Sequence[str]) -> None:
+    def __init__(self, keywords: Sequence[str], presence: frozenset[int] = frozenset()) -> None:
         self._digits = re.compile(digit_trigger_regex())
         self._keywords = tuple(keywords)
+        self._presence = presence
         self._automaton = ahocorasick.Automaton()
         self._confirm = [_has_case(k) for k in keywords]
         self._exact = [re.compile("".join(char_class(raw_variants(c)) for c in k)) for k in keywords]
@@ -143,12 +149,18 @@ class ReGate:
                         m = exact[k].match(text, end - length)
                         if m is not None:
                             hits.setdefault(k, []).append(m.end())
+        for k in self._presence:  # their first end only, as hyperscan reports them
+            ends = hits.get(k)
+            if ends is not None and len(ends) > 1:
+                hits[k] = [min(ends)]
         for k in self._searched:
             rx = self._exact[k]
             ends = []
             m = rx.search(text)
             while m is not None:  # overlapping occurrences too (ーー in ーーー)
                 ends.append(m.end())
+                if k in self._presence:
+                    break
                 m = rx.search(text, m.start() + 1)
             if ends:
                 hits[k] = ends
@@ -202,7 +214,8 @@ _DENSE = 1024
 def hyperscan_patterns(
     keywords: Sequence[str], encoding: str, width: int, anchored: bool = False
 ) -> tuple[list[bytes], list[int]]:
-    """(expressions, ids) over text encoded as `encoding`: id k keyword k, TRIGGER_ID the trigger.
+    """(expressions, ids) over text encoded as `encoding`: id k keyword k, TRIGGER_ID the trigger
+    (expressions[0]).
 
     `anchored` puts a run start (text start or a non-digit character) before the trigger. A
     keyword with a character that has no spelling in `encoding` cannot occur in such text and
@@ -247,7 +260,7 @@ _ENCODINGS = {1: "ascii", 2: "utf-16-le", 4: "utf-32-le"}
 
 
 @functools.lru_cache(maxsize=8)
-def _database(keywords: tuple[str, ...], width: int, anchored: bool) -> Any:
+def _database(keywords: tuple[str, ...], width: int, anchored: bool, presence: frozenset[int] = frozenset()) -> Any:
     """The compiled database for one keyword set, width and trigger, shared by every gate in the
     process.
 
@@ -258,7 +271,8 @@ def _database(keywords: tuple[str, ...], width: int, anchored: bool) -> Any:
 
     expressions, ids = hyperscan_patterns(keywords, _ENCODINGS[width], width, anchored)
     db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    db.compile(expressions=expressions, ids=ids, flags=0)
+    single = hyperscan.HS_FLAG_SINGLEMATCH
+    db.compile(expressions=expressions, ids=ids, flags=[single if i in presence else 0 for i in ids])
     return db
 
 
@@ -272,13 +286,14 @@ class HyperscanGate:
 
     name = "hyperscan"
 
-    def __init__(self, keywords: Sequence[str]) -> None:
+    def __init__(self, keywords: Sequence[str], presence: frozenset[int] = frozenset()) -> None:
         import hyperscan  # noqa: PLC0415 - optional dependency, imported where used
 
         self._hs = hyperscan
         self._keywords = tuple(keywords)
+        self._presence = frozenset(presence)
         self._databases: dict[tuple[int, bool], Any] = {
-            (width, False): _database(self._keywords, width, False) for width in (1, 2)
+            (width, False): _database(self._keywords, width, False, self._presence) for width in (1, 2)
         }
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -291,7 +306,7 @@ class HyperscanGate:
         with self._lock:
             db = self._databases.get(key)
             if db is None:
-                db = self._databases[key] = _database(self._keywords, *key)
+                db = self._databases[key] = _database(self._keywords, *key, self._presence)
         engine = engines[key] = (db, self._hs.Scratch(db))
         return engine
 
@@ -364,14 +379,15 @@ _COLLECTORS = {width: _collector(width, False) for width in (1, 2, 4)}
 _WATCHFUL = {width: _collector(width, True) for width in (1, 2, 4)}
 
 
-def make_gate(keywords: Sequence[str], engine: str = "auto") -> Gate:
-    """`engine`: "hyperscan", "re" or "auto" (hyperscan when its wheel imports, else re)."""
+def make_gate(keywords: Sequence[str], engine: str = "auto", presence: frozenset[int] = frozenset()) -> Gate:
+    """`engine`: "hyperscan", "re" or "auto" (hyperscan when its wheel imports, else re);
+    `presence`: indexes of keywords only their presence matters for (one end reported)."""
     if engine not in ("auto", "hyperscan", "re"):
         raise ValueError(f"unknown scan engine {engine!r}")
     if engine in ("auto", "hyperscan"):
         try:
-            return HyperscanGate(keywords)
+            return HyperscanGate(keywords, presence)
         except ImportError:
             if engine == "hyperscan":
                 raise
-    return ReGate(keywords)
+    return ReGate(keywords, presence)

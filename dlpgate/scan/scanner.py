@@ -255,7 +255,11 @@ class Scanner:
         self._longest_keyword = max(self._lengths)
         if len(self._words) > _KEY_MASK:
             raise RuleError(f"too many keywords ({len(self._words)})")
-        self.gate: Gate = make_gate(self._words, engine)
+        # Product-list words that are nothing else (数量, 単価 ...) matter only by their presence
+        # (_names_products): the gate reports one hit of each, not thousands.
+        presence = frozenset(k for k, w in enumerate(self._words) if w in product and not self._categories[k]
+                             and not self._fields[k] and k not in self._label_ids)
+        self.gate: Gate = make_gate(self._words, engine, presence)
         self._tables = TableAnalyser(rules)
         # Header cells of text columns: folded keyword -> categories, longest first.
         folded: dict[str, set[str]] = {}
