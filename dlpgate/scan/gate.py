@@ -2,15 +2,21 @@
 
 A gate returns, in character offsets of the raw text:
 
-* digit triggers — the end of each match of 4 digits, an optional separator, 4 digits, an
-  optional separator, 3 digits, or of 4, 6 and 4 digits with optional separators: every shape
-  a detector accepts (11-19 contiguous, 4-4-4, card groupings 4-4-4-4 / 4-4-4-2 / 4-4-4-3 /
-  4-4-4-4-3 / 4-6-4 / 4-6-5, and the space-cut pieces of a longer run, each one of those) holds
-  such a match from its first digit, while a phone number 03-1234-5678, a 10-digit bank account
-  (1234-567890, or contiguous), an order number 2024-123456 hold none. (Issue 19: on dense
-  business text 47% of the runs the old 4-4-2 trigger reported were 10-digit runs no detector
-  takes, each a Python callback and a run recovery.) The scanner recovers the whole run around a
-  trigger, so the findings do not depend on where inside the run a gate puts it;
+* digit triggers — the end of each match of one of
+    - 11 or 12 digits between non-digits (or the text's ends),
+    - 14 digits (the shortest card number: checks.CARD_MIN_LENGTH),
+    - 4-4-3 or 4-6-4 digits with a separator between each group;
+  every shape a detector accepts holds one: 11 or 12 contiguous, 14-19 contiguous (13 digits is
+  no card length: a JAN or corporate number), 4-4-4 and the card groupings 4-4-4-4 / 4-4-4-2 /
+  4-4-4-3 / 4-4-4-4-3 / 4-6-4 / 4-6-5 (every group separated), and the space-cut pieces of a
+  longer run, each one of those; each starts at a digit group's start. A phone number
+  03-1234-5678, a 10-digit bank account (1234-567890, or contiguous), an order number
+  2024-123456, a 13-digit corporate number hold none. (Issue 19: on dense business text the old
+  4-4-2 trigger fired on 28,000 runs of which 83% were 10- or 13-digit runs no detector takes,
+  each a Python callback and a run recovery.) The end of an 11/12-digit match may be one past
+  the run (hyperscan has no look-ahead: the non-digit after it is part of the match). The scanner
+  recovers the whole run around a trigger, so the findings do not depend on where inside (or
+  just after) the run a gate puts it;
 * keyword hits — every occurrence (overlapping ones too) of every keyword the gate was built with
   (the scanner's catalogue: all but the negative-only labels, which it checks locally), in any
   raw spelling that normalises to it (`ＭＹ　ＮＵＭＢＥＲ` for `my number`), as the sorted end
@@ -45,6 +51,7 @@ from typing import Any, Protocol
 
 import ahocorasick
 
+from dlpgate.scan.checks import CARD_MIN_LENGTH
 from dlpgate.scan.normalize import (
     NORMALISE_TABLE,
     RAW_DIGITS,
@@ -57,9 +64,10 @@ from dlpgate.scan.normalize import (
 # from the text have no entry.
 Matches = tuple[list[int], dict[int, list[int]]]
 
-# The trigger's alternatives, each digit groups joined by optional separators: 4-4-3 starts every
-# accepted shape but the 4-6-4 / 4-6-5 card groupings, which 4-6-4 starts (see the module doc).
+# The trigger's separated alternatives: digit groups, each two joined by one separator (module doc).
 _TRIGGER_GROUPS = ((4, 4, 3), (4, 6, 4))
+# Lengths of a contiguous digit group the trigger takes between non-digits (the bounded alternative).
+_BOUNDED = (11, 12)
 
 
 class Gate(Protocol):
@@ -75,7 +83,9 @@ def digit_trigger_regex() -> str:
     """The trigger as a `re` pattern on raw text."""
     d = char_class(RAW_DIGITS)
     s = char_class(RAW_SEPARATORS)
-    return "|".join((s + "?").join(d * n for n in groups) for groups in _TRIGGER_GROUPS)
+    lo, hi = _BOUNDED
+    return "|".join([f"(?<!{d}){d}{{{lo},{hi}}}(?!{d})", d * CARD_MIN_LENGTH,
+                     *(s.join(d * n for n in groups) for groups in _TRIGGER_GROUPS)])
 
 
 def _has_case(keyword: str) -> bool:
@@ -195,15 +205,26 @@ def _alternation(units: Sequence[bytes]) -> bytes:
 
 
 def _byte_class(values: Sequence[int]) -> bytes:
-    return b"[" + b"".join(b"\\x%02x" % v for v in sorted(values)) + b"]"
+    """A class of byte values, consecutive ones as ranges: a non-digit unit of UTF-32 in full is
+    a few kilobytes, and hyperscan limits an expression's length."""
+    out = []
+    ordered = sorted(set(values))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(b"\\x%02x" % ordered[i] if i == j else b"\\x%02x-\\x%02x" % (ordered[i], ordered[j]))
+        i = j + 1
+    return b"[" + b"".join(out) + b"]"
 
 
 # The trigger's pattern id; keyword k has id k.
 TRIGGER_ID = (1 << 20) - 1
 # A scan that has met more than _FLOOD triggers at more than one per _DENSE bytes is digit-dense
 # (a sheet of identifiers, a column of JAN codes, a blob of digits): it is stopped and rescanned
-# with a trigger anchored at run starts, which reports one trigger per run instead of one per
-# digit past the tenth. Anchoring costs hyperscan time on sparse text (8 -> 10 ms for 8 MB of the
+# with a trigger anchored at digit group starts, which reports one trigger per run instead of one
+# per digit past the fourteenth. Anchoring costs hyperscan time on sparse text (8 -> 10 ms for 8 MB of the
 # sparse benchmark corpus), and saves it on business text with a long number every few lines
 # (dense corpus, one trigger per ~400 bytes: 46 -> 44 ms UTF-16, 43 -> 17 ms ASCII, and 40% fewer
 # triggers for the scanner to walk), so the line is at one trigger per 1 KiB (issue 19; was 64 B).
@@ -217,18 +238,22 @@ def hyperscan_patterns(
     """(expressions, ids) over text encoded as `encoding`: id k keyword k, TRIGGER_ID the trigger
     (expressions[0]).
 
-    `anchored` puts a run start (text start or a non-digit character) before the trigger. A
-    keyword with a character that has no spelling in `encoding` cannot occur in such text and
-    is left out.
+    `anchored` puts a digit group's start (text start or a non-digit character) before the
+    trigger (the bounded alternative has one already). A keyword with a character that has no
+    spelling in `encoding` cannot occur in such text and is left out.
     """
     if len(keywords) >= TRIGGER_ID:
         raise ValueError(f"too many keywords ({len(keywords)})")
     digits = _units(RAW_DIGITS, encoding)
     d = _alternation(digits)
-    s = _alternation(_units(RAW_SEPARATORS, encoding)) + b"?"
-    trigger = b"(?:" + b"|".join(s.join(d * n for n in groups) for groups in _TRIGGER_GROUPS) + b")"
-    if anchored:
-        trigger = b"(?:^|" + _not_units(digits, width) + b")" + trigger
+    s = _alternation(_units(RAW_SEPARATORS, encoding))
+    other = _not_units(digits, width)
+    loose = [d * CARD_MIN_LENGTH, *(s.join(d * n for n in groups) for groups in _TRIGGER_GROUPS)]
+    start = b"(?:^|" + other + b")"
+    lo, hi = _BOUNDED
+    bounded = start + d * lo + (d + b"?") * (hi - lo) + b"(?:" + other + b"|$)"
+    loose_pattern = b"(?:" + b"|".join(loose) + b")"
+    trigger = b"|".join([bounded, start + loose_pattern if anchored else loose_pattern])
     expressions = [trigger]
     ids = [TRIGGER_ID]
     for index, keyword in enumerate(keywords):

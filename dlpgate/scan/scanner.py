@@ -54,10 +54,10 @@ _LONGEST_RUN = max(19, 14, *(sum(g) + len(g) - 1 for g in _CARD_GROUPS))
 # Runs are looked for within this many characters either side of a trigger: a run cut by that
 # window is longer than _LONGEST_RUN, hence rejected either way.
 _LOOK = _LONGEST_RUN + 1
-# A 4-4-3 trigger match (4 digits, optional separator, 4, optional separator, 3: gate.py) starts at
-# most this far before its last character: reading from there finds a 4-4-4 run whose trigger starts
-# with it in one search. The rarer 4-6-4 trigger (up to 16 characters) may start earlier: the walk
-# back below finds its start.
+# A trigger match (gate.py) of 4-4-3 separated digits, or of 11-12 digits and the non-digit after
+# them, starts at most this far before its last character: reading from there finds such a run in
+# one search. The rarer longer triggers (14 contiguous, 4-6-4 separated) may start earlier: the
+# walk back below finds their start.
 _TRIGGER_LONGEST = 12
 
 # Keyword categories used for proximity.
@@ -461,12 +461,13 @@ class Scanner:
         for end in triggers:
             if end <= covered:
                 continue  # another trigger in a run already read
-            p = end - 1  # the trigger's last digit
-            # A trigger match is at most twelve characters: read from where the longest would start,
-            # and walk back when the character before the run found may continue it.
+            p = end - 1  # the trigger's last digit, or the non-digit just after its run
+            # Read from where the commonest triggers start, and walk back when the character before
+            # the run found may continue it. The run of the trigger ends at end - 1 or later (at
+            # end - 1 exactly only when the gate's match took the character after the run).
             hi = end + look
             m = search(text, p - back if p > back else 0, hi)
-            while m is not None and m.end() < end:
+            while m is not None and m.end() < p:
                 m = search(text, m.end(), hi)
             s0 = m.start() if m is not None else 0
             # The run may begin earlier: a digit, or a separator after a digit, just before it.
