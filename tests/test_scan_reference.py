@@ -447,3 +447,24 @@ def test_ten_and_thirteen_digit_runs_give_no_trigger() -> None:
             assert scanner.gate.matches(flood + body * 700)[0][-1] <= len(flood)
             for found in ("1234-5678-901", "12345678901", "123456789012", "4" * 14, "1234 567890 1234"):
                 assert scanner.gate.matches(body * 700 + found)[0] != []
+
+
+def test_runs_next_to_digits_separators_and_text_ends_match_the_reference() -> None:
+    """The scanner takes a 4-4-4 or 12-digit ASCII run at its trigger without a regex search when
+    the characters either side end it (scanner._occurrences): every neighbour that continues a run
+    (a digit, a separator before a digit, in either width) and the text's ends must give what the
+    plain definition gives."""
+    r = random.Random(5)
+    bodies = [number(r), "621498320257", "6214-9832-0257", "6214 9832 0257", "6214.9832.0257", "6214ー9832ー0257",
+              "6214-98320257", "000000000000", "0000-0000-0000", "６２１４-9832-0257", "621498320257"[:-1]]
+    sides = ["", "5", "-5", " 5", "--5", "-", "x", "あ", "5-", "5 ", "１", "ー５", "\n", "TEL ", "個人番号 ", "注文番号:"]
+    texts = []
+    for body in bodies:
+        for before in sides:
+            for after in sides:
+                texts.append(before + body + after)
+    for t in texts:
+        check(t)
+        check("個人番号 " + t)
+    check("\n".join(texts))
+    check("。".join(texts))
