@@ -221,15 +221,16 @@ def _byte_class(values: Sequence[int]) -> bytes:
 
 # The trigger's pattern id; keyword k has id k.
 TRIGGER_ID = (1 << 20) - 1
-# A scan that has met more than _FLOOD triggers at more than one per _DENSE bytes is digit-dense
-# (a sheet of identifiers, a column of JAN codes, a blob of digits): it is stopped and rescanned
-# with a trigger anchored at digit group starts, which reports one trigger per run instead of one
-# per digit past the fourteenth. Anchoring costs hyperscan time on sparse text (8 -> 10 ms for 8 MB of the
-# sparse benchmark corpus), and saves it on business text with a long number every few lines
-# (dense corpus, one trigger per ~400 bytes: 46 -> 44 ms UTF-16, 43 -> 17 ms ASCII, and 40% fewer
-# triggers for the scanner to walk), so the line is at one trigger per 1 KiB (issue 19; was 64 B).
+# A scan that has met more than _FLOOD triggers at more than one per _DENSE characters is digit-
+# dense (a sheet of card numbers, a blob of digits): it is stopped and rescanned with the trigger
+# anchored at digit group starts, which reports one trigger per run instead of one per digit past
+# the fourteenth. With the old 4-4-2 trigger that also paid on business text (one trigger per
+# ~400 bytes: 40% fewer), and the line was at one per 1 KiB; the bounded trigger reports one per
+# run on it either way (dense corpus: one per ~570 characters), so a rescan there only cost a
+# second pass and, in a fresh process such as `dlpgate scan`, the anchored database's compilation
+# (~0.3 s): the line is now at one trigger per 64 characters (issue 19).
 _FLOOD = 512
-_DENSE = 1024
+_DENSE = 64
 
 
 def hyperscan_patterns(
@@ -389,7 +390,7 @@ def _collector(width: int, watchful: bool) -> _Callback:
 
     def watch(ident: int, start: int, end: int, flags: int, found: defaultdict[int, list[int]],
               off: int = width - 1, shift: int = width.bit_length() - 1, trigger: int = TRIGGER_ID,
-              flood: int = _FLOOD, dense: int = _DENSE) -> bool | None:
+              flood: int = _FLOOD, dense: int = _DENSE * width) -> bool | None:
         if not end & off:
             ends = found[ident]
             ends.append(end >> shift)
