@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-probe", action="store_true", help="do not try to reach the upstream")
     p.set_defaults(func=cmd_config_check)
 
-    p = sub.add_parser("scan", parents=[common], help="offline scan of .eml files or attachments")
-    p.add_argument("--json", action="store_true", help="one JSON object per PATH")
+    p = sub.add_parser("scan", parents=[common], help="offline scan of messages (.eml, .msg, mbox, .pst: recognised by content) or attachments")
+    p.add_argument("--json", action="store_true", help="one JSON object per message (an mbox or .pst holds several)")
     p.add_argument("--rules", metavar="DIR", help="rules directory (default: the configured one)")
     p.add_argument("--explain", action="store_true", help="show which rule fired and why")
     p.add_argument("paths", nargs="+", metavar="PATH")

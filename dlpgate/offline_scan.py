@@ -1,9 +1,11 @@
 """`dlpgate scan`: judge files offline with the same scanner and policy the gateway runs.
 
 A message is recognised by its content, not its suffix: an `.eml`, or any file whose bytes are an
-RFC 5322 message (a `.txt` saved from a mail client), is judged against its header recipients
-(To, Cc, Bcc); any other file as one attachment sent to an external address. Exit 0 when nothing was found, 1 when any file has a
-finding, 2 on a usage or input error (a missing or unreadable file, a bad rules directory).
+RFC 5322 message (a `.txt` saved from a mail client), an Outlook `.msg`, and each message of an
+mbox or a `.pst` (one result per message, located as `dlpgate archive` locates it) are judged
+against their header recipients (To, Cc, Bcc); any other file as one attachment sent to an
+external address. Exit 0 when nothing was found, 1 when any message has a finding or could not be
+read, 2 on a usage or input error (a missing or unreadable file, a bad rules directory).
 Output never holds a full identifier: samples are masked by the scanner.
 """
 
@@ -15,10 +17,10 @@ import email.parser
 import email.policy
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from email.utils import getaddresses
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from dlpgate.errors import DlpgateError
 from dlpgate.extract.model import Extraction, ExtractLimits
@@ -26,6 +28,9 @@ from dlpgate.masking import mask_text
 from dlpgate.policy import MessageFacts, Policy
 from dlpgate.scan.scanner import Scanner
 from dlpgate.terminal import for_terminal
+
+if TYPE_CHECKING:
+    from dlpgate.archive.readers import Item
 
 EXTERNAL_PLACEHOLDER = "recipient@external.invalid"
 
@@ -55,11 +60,42 @@ def header_recipients(msg: email.message.Message) -> tuple[tuple[str, ...], tupl
     return addrs("To"), addrs("Cc"), addrs("Bcc"), sender[0] if sender else ""
 
 
-def _judge(path: str, scanner: Scanner, policy: Policy) -> tuple[dict[str, object], list[str]]:
+def _judge(path: str, scanner: Scanner, policy: Policy) -> Iterator[tuple[dict[str, object], list[str]]]:
+    """One (record, explanation) per message PATH holds, recognised by its content, not its name: an
+    mbox (a From_ line first, or named .mbox) gives one record per message at `path@offset`, as
+    `dlpgate archive` locates it; an Outlook .msg or .pst is judged as the message(s) it holds
+    (recipients from its own headers, not a stand-in); an RFC 5322 message under any name (.eml,
+    .txt, no suffix) as a message; anything else as an attachment to an outside address."""
+    from dlpgate.archive.readers import CFB_MAGIC, PST_MAGIC, looks_like_mbox
+
+    with open(path, "rb") as f:
+        head = f.read(8192)
+    if head.startswith(PST_MAGIC) or looks_like_mbox(head, Path(path).name):
+        from dlpgate.archive.readers import open_archive
+
+        for item in open_archive(path).items():
+            yield from _judge_item(item, scanner, policy)
+        return
+    data = Path(path).read_bytes()
+    if head.startswith(CFB_MAGIC):
+        from dlpgate.extract.msgfile import MsgError, is_msg, msg_to_email
+
+        if is_msg(data):
+            try:
+                raw = msg_to_email(data)
+            except MsgError as exc:
+                yield _unreadable(path, str(exc)), []
+                return
+            record, explanation = judge_message(raw, _header_recipients(raw), scanner, policy, explain=True)
+            yield {"path": path, **record}, explanation
+            return
+    yield _judge_bytes(path, data, scanner, policy)
+
+
+def _judge_bytes(path: str, data: bytes, scanner: Scanner, policy: Policy) -> tuple[dict[str, object], list[str]]:
     from dlpgate.extract import extract_file  # lazily: extract/ is heavy
     from dlpgate.extract.sniff import sniff
 
-    data = Path(path).read_bytes()
     if path.lower().endswith(".eml") or sniff(data[:8192], Path(path).name) == "eml":
         record, explanation = judge_message(data, _header_recipients(data), scanner, policy, explain=True)
         return {"path": path, **record}, explanation
@@ -67,6 +103,28 @@ def _judge(path: str, scanner: Scanner, policy: Policy) -> tuple[dict[str, objec
     facts = MessageFacts(sender="", recipients=(EXTERNAL_PLACEHOLDER,), attachments=extraction.attachments)
     record, explanation = _decide(extraction, facts, scanner, policy, explain=True)
     return {"path": path, **record}, explanation
+
+
+def _judge_item(item: Item, scanner: Scanner, policy: Policy) -> Iterator[tuple[dict[str, object], list[str]]]:
+    """One message of an mbox or a PST (or its damaged block)."""
+    from dlpgate.archive.readers import load
+
+    if item.source is None:
+        if item.error:  # blank lines before the first From_ line are nothing, not damage
+            yield _unreadable(item.location, item.error), []
+        return
+    try:
+        raw = load(item.source)
+    except (OSError, ValueError) as exc:  # MsgError is a ValueError
+        yield _unreadable(item.location, str(exc) or type(exc).__name__), []
+        return
+    record, explanation = judge_message(raw, _header_recipients(raw), scanner, policy, explain=True)
+    yield {"path": item.location, **record}, explanation
+
+
+def _unreadable(path: str, error: str) -> dict[str, object]:
+    """A message that could not be read: reported (masked: the error may quote the file), not judged clean."""
+    return {"path": path, "verdict": "unreadable", "error": mask_text(error), "findings": [], "records": 0}
 
 
 Recipients = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str]  # to, cc, bcc, from
@@ -114,6 +172,8 @@ def _decide(extraction: Extraction, facts: MessageFacts, scanner: Scanner, polic
 
 
 def _human(record: dict[str, object]) -> str:
+    if record["verdict"] == "unreadable":
+        return f"{record['path']}: unreadable: {record.get('error', '')}"
     lines = [f"{record['path']}: {record['verdict']} (records: {record['records']})"]
     findings = record["findings"]
     assert isinstance(findings, list)
@@ -146,7 +206,15 @@ def run(
     status = 0
     for path in paths:
         try:
-            record, explanation = _judge(path, scanner, policy)
+            for record, explanation in _judge(path, scanner, policy):
+                if as_json:
+                    print(for_terminal(json.dumps(record, ensure_ascii=False)), file=out)
+                else:
+                    print(for_terminal(_human(record)), file=out)
+                if explain:
+                    print(for_terminal(mask_text("\n".join(explanation))), file=err if as_json else out)
+                if (record["findings"] or record["verdict"] == "unreadable") and status == 0:
+                    status = 1
         except OSError as exc:
             print(f"dlpgate scan: {path}: {exc.strerror or exc}", file=err)
             status = 2
@@ -155,12 +223,4 @@ def run(
             print(f"dlpgate scan: {path}: {exc}", file=err)
             status = 2
             continue
-        if as_json:
-            print(for_terminal(json.dumps(record, ensure_ascii=False)), file=out)
-        else:
-            print(for_terminal(_human(record)), file=out)
-        if explain:
-            print(for_terminal(mask_text("\n".join(explanation))), file=err if as_json else out)
-        if record["findings"] and status == 0:
-            status = 1
     return status

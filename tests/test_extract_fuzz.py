@@ -53,6 +53,8 @@ def seeds() -> tuple[tuple[str, bytes], ...]:
         ("a.csv.gz", __import__("gzip").compress(fx.csv_bytes(rows), mtime=0)),
         ("a.7z", lf.sevenzip_bytes({"a.csv": fx.csv_bytes(rows)})),
         ("a.tar.gz", lf.tar_gz_bytes({"d/a.csv": fx.csv_bytes(rows)})),
+        ("a.csv.bz2", __import__("bz2").compress(fx.csv_bytes(rows))),
+        ("a.tar.xz", __import__("lzma").compress(lf.tar_bytes({"d/a.csv": fx.csv_bytes(rows)}))),
     )
 
 
@@ -66,8 +68,15 @@ def assert_well_formed(ex: Extraction, elapsed: float) -> None:
     assert elapsed < BUDGET.part_seconds * 3 + 2
 
 
+SEED_COUNT = 14  # every format of seeds(): a test below checks the count, so a new format is fuzzed too
+
+
+def test_every_seed_format_is_fuzzed() -> None:
+    assert len(seeds()) == SEED_COUNT
+
+
 @settings(max_examples=EXAMPLES or 120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(which=st.integers(0, 6), cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)),
+@given(which=st.integers(0, SEED_COUNT - 1), cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)),
                                                                        max_size=8))
 def test_damaged_attachments(which: int, cut: float, flips: list[tuple[float, int]]) -> None:
     name, data = seeds()[which]

@@ -44,7 +44,8 @@ def test_corpus_has_what_the_issue_asks_for() -> None:
     assert len(negatives) >= 30
     kinds = {c.kind for c in CASES.values()}
     assert kinds >= {"orders", "catalogue", "log", "zengin", "tracking", "fixed", "header variant", "vertical", "form",
-                     "multi-row", "html", "lost zero", "tnef", "doc", "gzip", "7z", "headers", "placeholder"}
+                     "multi-row", "html", "lost zero", "tnef", "doc", "gzip", "7z", "bzip2", "xz", "headers", "space", "suppliers",
+                     "placeholder"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -252,3 +253,18 @@ def test_trace_headers_pasted_into_a_body_are_not_read() -> None:
               f"DKIM-Signature: v=1; d=example.jp;\n\tbh={n}\nX-MS-Exchange-Id: {n}\n")
     assert SCANNER.scan("body", pasted).findings == ()
     assert [f.detector for f in SCANNER.scan("body", pasted + f"Subject: 個人番号 {n}\n").findings] == ["my_number"]
+
+
+def test_space_aligned_listing_counts_every_number_of_its_my_number_column() -> None:
+    """Rows cut into the header's cells at their wide gaps: every number under 個人番号 counts, not
+    only those within `proximity` of the header; a row that cannot be cut stays one whole cell."""
+    from dlpgate.scan.scanner import Scanner
+
+    r = random.Random(3)
+    numbers = [business.my_number(r) for _ in range(25)]
+    rows = [f"試験 太郎{i:<4}  1980/01/{i + 1:02d}  見本市中央{i}-1-1      {n}" for i, n in enumerate(numbers)]
+    text = "氏名    生年月日    住所    個人番号\n" + "\n".join(rows)
+    result = Scanner.load().scan("body", text)
+    by = {f.detector: f for f in result.findings}
+    assert by["my_number"].count == 25 and by["my_number"].severity == "high"
+    assert result.records == 25

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 
 from dlpgate.offline_scan import run
@@ -82,3 +83,64 @@ def test_explain_and_human_output(tmp_path: Path) -> None:
     assert "hold" in out and "FIRED exposed_recipients [hold]" in out and "Bcc" in out
     assert "r3@d3.example.net" not in out  # never echo other recipients
     assert code == 1
+
+
+# ------------------------------------------------------------- messages recognised by their content
+def _message(to: str, body: str, n: int = 1) -> str:
+    return (f"From: staff@city.example.jp\nTo: {to}\nSubject: m{n}\nDate: Mon, 01 Jan 2024 09:00:00 +0900\n"
+            f"Message-ID: <m{n}@city.example.jp>\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\n{body}\n")
+
+
+def test_mbox_gives_one_result_per_message_judged_on_its_own_recipients(tmp_path: Path) -> None:
+    body = f"照会 {VALID[:4]} {VALID[4:8]} {VALID[8:]}"  # medium: held only when it leaves the city
+    messages = [_message("a@city.example.jp", body, 1), _message("me@gmail.com", "こんにちは", 2),
+                _message("me@gmail.com", body + "\n>From here on, quoted", 3)]
+    path = tmp_path / "sent"  # no suffix: an mbox by its first line
+    path.write_bytes("".join(f"From staff@city.example.jp Mon Jan  1 09:00:0{i} 2024\n{m}\n"
+                             for i, m in enumerate(messages)).encode())
+    code, out, _ = scan([str(path)], internal_domains=["city.example.jp"])
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["verdict"] for r in records] == ["clean", "clean", "hold"] and code == 1
+    assert all(r["path"].startswith(f"{path}@") for r in records)
+    assert records[0]["path"] == f"{path}@0"
+    # the whole mbox judged as one message would hold it once, against the first To only
+    assert len({r["path"] for r in records}) == 3
+
+
+def test_damaged_mbox_block_is_reported_unreadable_and_exits_1(tmp_path: Path) -> None:
+    path = tmp_path / "a.mbox"
+    path.write_bytes(b"garbage before any From_ line\n\nFrom x@y Mon Jan  1 09:00:00 2024\n"
+                     + _message("a@city.example.jp", "clean").encode())
+    code, out, _ = scan([str(path)], as_json=False, internal_domains=["city.example.jp"])
+    lines = out.splitlines()
+    assert lines[0] == f"{path}@0: unreadable: damaged block: bytes that are not a message (no From_ line)"
+    assert lines[1].endswith(": clean (records: 0)") and code == 1
+
+
+def test_text_beginning_with_from_is_not_an_mbox(tmp_path: Path) -> None:
+    path = tmp_path / "memo.txt"
+    path.write_text(f"From the desk of the director\n個人番号 {VALID}\n", encoding="utf-8")
+    code, out, _ = scan([str(path)])
+    (record,) = [json.loads(line) for line in out.splitlines()]
+    assert record["path"] == str(path) and record["verdict"] == "hold" and code == 1
+
+
+def test_outlook_msg_is_judged_as_a_message_on_its_recipients(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from msg_fixture import write_msg
+
+    body = f"照会 {VALID[:4]} {VALID[4:8]} {VALID[8:]}"
+    paths = []
+    for name, to in (("internal.msg", "a@city.example.jp"), ("out.msg", "me@gmail.com")):
+        p = tmp_path / name
+        p.write_bytes(write_msg(subject="照会", body=body, sender="t@city.example.jp", to=[to], cc=[], bcc=[],
+                                html=None, attachments=[], embedded=[], when=None, message_id="<x@y>"))
+        paths.append(str(p))
+    damaged = tmp_path / "damaged.msg"
+    damaged.write_bytes(Path(paths[0]).read_bytes()[:3000])
+    code, out, _ = scan([*paths, str(damaged)], internal_domains=["city.example.jp"])
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [(r["path"], r["verdict"]) for r in records] == [
+        (paths[0], "clean"), (paths[1], "hold"), (str(damaged), "unreadable")]
+    assert records[1]["findings"][0]["part"] == "body"  # the message's body, not the .msg as an attachment
+    assert code == 1 and VALID not in out

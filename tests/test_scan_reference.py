@@ -265,6 +265,8 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
     if labels:
         top = max(labels, key=lambda w: SEVERITY_RANK[LABELS[w]])
         findings.append(Finding("label", "label", len(labels), LABELS[top], part, top))
+    # a table naming only where or how to reach (address, phone, mail) lists places, not people
+    facts = [f for f in facts if not RULES.contact_fields or set(f.fields) - set(RULES.contact_fields)]
     for f in facts:
         if f.records >= RULES.records_low:
             sev = "high" if f.records >= RULES.records_high else "medium" if f.records >= RULES.records_medium else "low"

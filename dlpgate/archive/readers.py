@@ -111,6 +111,18 @@ def open_archive(path: str) -> Archive:
     return Archive(path, _file_kind(head, p.name), size)
 
 
+def looks_like_mbox(head: bytes, name: str) -> bool:
+    """An mbox by its first line (`From sender Mon Jan  1 ...`), or by its name (`.mbox`, `.mbx`,
+    `mbox`) with a From_ line anywhere in `head` (a damaged block may come first) or nothing at
+    all: a text that merely begins with the word "From " is not an mbox."""
+    if _FROM_LINE.match(head) is not None:
+        return True
+    lower = name.lower()
+    if not (lower.endswith((".mbox", ".mbx")) or lower == "mbox"):
+        return False
+    return not head.strip() or head.startswith(b"From ") or _FROM_LINE.search(head) is not None
+
+
 def _file_kind(head: bytes, name: str) -> str:
     if head.startswith(PST_MAGIC):
         return "pst"

@@ -1,6 +1,9 @@
-"""gzip, tar and 7z: each member inflated within the budget, then read by its own bytes like a zip member.
+"""gzip, bzip2, xz, tar and 7z: each member inflated within the budget, then read by its own bytes like
+a zip member.
 
 gzip (`.gz`, `.csv.gz`) holds one file: its name is the FNAME header or the outer name without `.gz`.
+bzip2 and xz (`.csv.bz2`, `.tar.xz`, what Linux tools and 7-Zip write) hold one file named by the
+outer name without its suffix (the formats store no name); a `.tar.xz` is then read as a tar.
 7z goes through py7zr; an encrypted 7z (a password on the data or on the header) is `encrypted`, as
 an encrypted zip is. Every inflated byte is charged to the message's budget as it is produced, so a
 bomb stops at the limit instead of filling memory.
@@ -8,7 +11,9 @@ bomb stops at the limit instead of filling memory.
 
 from __future__ import annotations
 
+import bz2
 import io
+import lzma
 import zlib
 from typing import Any
 
@@ -46,6 +51,40 @@ def gunzip(path: str, data: bytes, budget: Budget) -> tuple[str, bytes]:
             raise corrupt("truncated gzip data")
         rest = d.unused_data.lstrip(b"\0")
     return name, bytes(out)
+
+
+_STREAM_SUFFIXES = {"bzip2": ((".bz2", ""), (".tbz2", ".tar"), (".tbz", ".tar")),
+                    "xz": ((".xz", ""), (".txz", ".tar"))}
+
+
+def unstream(kind: str, path: str, data: bytes, budget: Budget) -> tuple[str, bytes]:
+    """(inner file name, its bytes) of a bzip2 or xz file; concatenated streams are joined, as
+    bunzip2 and xz do. Output is produced a chunk at a time and charged as it comes, so a bomb
+    stops at the budget's limit."""
+    inner = path.rsplit("/", 1)[-1]
+    for suffix, replacement in _STREAM_SUFFIXES[kind]:
+        if inner.lower().endswith(suffix):
+            inner = inner[: -len(suffix)] + replacement
+            break
+    make = bz2.BZ2Decompressor if kind == "bzip2" else lzma.LZMADecompressor
+    out = bytearray()
+    rest = data
+    while rest:
+        d = make()
+        try:
+            chunk = d.decompress(rest, CHUNK)
+            while True:
+                budget.step(len(chunk))
+                out += chunk
+                if d.eof or d.needs_input:
+                    break
+                chunk = d.decompress(b"", CHUNK)
+        except (OSError, EOFError, ValueError, lzma.LZMAError):
+            raise corrupt(f"damaged {kind} data") from None
+        if not d.eof:
+            raise corrupt(f"truncated {kind} data")
+        rest = d.unused_data.lstrip(b"\0")  # xz stream padding is NUL bytes
+    return inner or "data", bytes(out)
 
 
 def _fname(data: bytes) -> str:

@@ -103,13 +103,20 @@ def _by_kind(kind: str, path: str, data: bytes, budget: Budget, depth: int) -> l
 
 
 def _archive(path: str, data: bytes, budget: Budget, depth: int) -> list[Part]:
-    """gzip, tar and 7z are read (archives.py); rar, bzip2, xz, cab, lzh are not (yet): `unsupported`."""
+    """gzip, bzip2, xz, tar and 7z are read (archives.py); rar, cab and lzh are not: `unsupported`
+    (no reader in Python or Debian that the worker could run without a non-free unrar)."""
     kind = archive_kind(data)
     if kind == "gzip":
         enter_container(kind, depth, budget)
         from .archives import gunzip
 
         name, inner = gunzip(path, data, budget)
+        return extract_blob(f"{path}/{name}", inner, budget, depth + 1)
+    if kind in ("bzip2", "xz"):
+        enter_container(kind, depth, budget)
+        from .archives import unstream
+
+        name, inner = unstream(kind, path, data, budget)
         return extract_blob(f"{path}/{name}", inner, budget, depth + 1)
     if kind == "7z":
         enter_container(kind, depth, budget)

@@ -283,6 +283,9 @@ def extract_message(raw: bytes, budget: Budget) -> Extraction:
         return Extraction(parts=(Part(path="message", kind="eml", unscannable=CORRUPT,
                                       detail=f"unparseable message ({type(exc).__name__})"),))
     parts = walk_parsed(msg, "", budget, 0, attachments)
+    names = file_names(parts, attachments)
+    if names:
+        parts.append(Part(path="filenames", text=names, kind="header"))
     return Extraction(
         parts=tuple(parts),
         attachments=tuple(attachments),
@@ -291,6 +294,19 @@ def extract_message(raw: bytes, budget: Budget) -> Extraction:
         header_to=tuple(addresses(msg, "to")),
         header_cc=tuple(addresses(msg, "cc")),
     )
+
+
+def file_names(parts: list[Part], attachments: list[Attachment]) -> str:
+    """Every attachment's name and every name inside one (zip and tar members, sheets), one per
+    line, to be scanned like the subject: a file called `山田_<12 digits>.pdf` carries its
+    identifier in its name whatever its content (or when its content cannot be read)."""
+    seen: dict[str, None] = {}
+    for a in attachments:
+        seen[a.filename] = None
+    for p in parts:
+        if p.kind != "header" and "/" in p.path or p.path in seen:
+            seen[p.path] = None
+    return "\n".join(seen)
 
 
 def walk_message(raw: bytes, prefix: str, budget: Budget, depth: int,

@@ -36,8 +36,8 @@ def sniff(data: bytes, name: str = "") -> str:
         return "tnef"
     if head.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
         return "image"
-    for magic in _OTHER_ARCHIVES:
-        if head.startswith(magic):
+    for magic, kind in _OTHER_ARCHIVES.items():
+        if head.startswith(magic) and (kind != "bzip2" or _is_bzip2(data)):
             return "archive"
     if data[257:262] == b"ustar":  # a tar file (often the inside of a .tar.gz)
         return "archive"
@@ -56,9 +56,15 @@ def sniff(data: bytes, name: str = "") -> str:
     return "text"
 
 
+def _is_bzip2(data: bytes) -> bool:
+    """`BZh`, a block size digit, then a block's or the end-of-stream's 48-bit magic: a text that
+    happens to start with "BZh" stays text."""
+    return len(data) >= 10 and data[3:4] in b"123456789" and data[4:10] in (b"1AY&SY", b"\x17rE8P\x90")
+
+
 def archive_kind(data: bytes) -> str:
     for magic, kind in _OTHER_ARCHIVES.items():
-        if data.startswith(magic):
+        if data.startswith(magic) and (kind != "bzip2" or _is_bzip2(data)):
             return kind
     if data[257:262] == b"ustar":
         return "tar"

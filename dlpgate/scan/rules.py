@@ -160,6 +160,9 @@ class DetectorRules:
     # at least medium from `sensitive_medium` records on, however short (a contact list stays low).
     sensitive_fields: tuple[str, ...] = ()
     sensitive_medium: int = 0  # 0 = off
+    # Fields that locate or reach someone without saying who: a table naming only these (会社名,
+    # 住所, 電話番号: a list of suppliers or offices) is no personal records table.
+    contact_fields: tuple[str, ...] = ()
 
 
 def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
@@ -211,6 +214,10 @@ def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
     unknown = [n for n in sensitive if n not in {f.name for f in fields}]
     if unknown:
         raise pr.error("sensitive_fields", f"not a field group: {', '.join(unknown)}")
+    contact = pr.str_list("contact_fields")
+    unknown = [n for n in contact if n not in {f.name for f in fields}]
+    if unknown:
+        raise pr.error("contact_fields", f"not a field group: {', '.join(unknown)}")
     if len(fields) < min_fields:
         raise pr.error("field", f"needs at least min_fields ({min_fields}) field groups")
     pr.finish()
@@ -238,6 +245,7 @@ def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
         records_low=low,
         sensitive_fields=sensitive,
         sensitive_medium=sensitive_medium,
+        contact_fields=contact,
         header_rows=header_rows,
         max_header_cell=max_header_cell,
         labels=tuple(labels),

@@ -207,6 +207,12 @@ def _shape(run: str) -> tuple[str, str, bool]:
     return "", digits, True
 
 
+def _names_people(fields: Sequence[str], r: DetectorRules) -> bool:
+    """Whether a table's fields say who (a name, a birth date, an identifier ...), not only where
+    or how to reach (address, phone, mail: a list of suppliers or offices)."""
+    return not r.contact_fields or any(x not in r.contact_fields for x in fields)
+
+
 def _register_table(fields: Sequence[str], records: int, r: DetectorRules) -> bool:
     """A table that names a person beside a resident-register field (birth date, 続柄, 世帯番号...):
     sensitive however few its rows, unlike a contact list of names, phones and mail addresses."""
@@ -324,7 +330,7 @@ class Scanner:
             return _EMPTY
         return ScanResult(
             findings=self._findings(part, occurrences, self._labels(hits), facts),
-            records=max((f.records for f in facts), default=0),
+            records=max((f.records for f in facts if _names_people(f.fields, self.rules)), default=0),
         )
 
     def scan_extraction(self, extraction: Extraction) -> ScanResult:
@@ -919,7 +925,7 @@ class Scanner:
             findings.append(Finding("label", "label", label_count, self._label_severity[top], part, top))
         r = self.rules
         for f in facts:
-            if f.records >= r.records_low:
+            if f.records >= r.records_low and _names_people(f.fields, r):
                 severity = "high" if f.records >= r.records_high else "medium" if f.records >= r.records_medium else "low"
                 if severity == "low" and _register_table(f.fields, f.records, r):
                     severity = "medium"

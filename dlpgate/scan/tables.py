@@ -288,6 +288,22 @@ class TableAnalyser:
         return context
 
 
+# Between two cells of a space-aligned listing: two or more spaces (or a tab), where a name's
+# single space stays inside its cell.
+_WIDE_GAP = re.compile(r"[ \u3000]{2,}|\t")
+
+
+def _space_cells(row: str, width: int) -> tuple[str, ...]:
+    """A space-aligned row's cells when they can be told apart from the spaces inside them: split at
+    gaps of two or more spaces, else at every space, and kept only when that gives exactly the
+    header's `width` cells; otherwise the whole row is one cell (a record, no column context)."""
+    stripped = row.strip()
+    for cells in (_WIDE_GAP.split(stripped), stripped.split()):
+        if len(cells) == width:
+            return tuple(cells)
+    return (row,)
+
+
 def _space_table_at(text: str, line: str, end: int, name: str,
                     is_field: Callable[[str], bool]) -> tuple[Table, int] | None:
     words = line.strip("\f").split()
@@ -303,7 +319,7 @@ def _space_table_at(text: str, line: str, end: int, name: str,
         if not line_rows or any(len(r.split()) < len(words) for r in line_rows):
             break
         # a header repeated on the next page is not a record
-        rows.extend((r,) for r in line_rows if r.split() != list(words))
+        rows.extend(_space_cells(r, len(words)) for r in line_rows if r.split() != list(words))
         pos = nxt + 1
     return Table(name=name, rows=tuple(rows)), min(pos, n)
 
@@ -317,9 +333,10 @@ def body_table_at(text: str, position: int, name: str,
 
     With `is_field`, a line without tab or comma whose space-separated words are mostly field
     names ("氏名 フリガナ 住所 生年月日": a roster printed to PDF, a space-aligned listing) heads a
-    space table: its rows are the following non-empty lines with at least as many words. Cells of
-    such rows cannot be told from the spaces inside them, so each row is kept whole (one cell):
-    it counts as a record, and gives no column context.
+    space table: its rows are the following non-empty lines with at least as many words. A row
+    whose gaps of two or more spaces (or, failing that, whose single spaces) cut it into exactly the
+    header's cells is read as those cells, so a 個人番号 column gives its column context; any other
+    row is kept whole (one cell): it counts as a record, and gives no column context.
     """
     start = text.rfind("\n", 0, position) + 1
     end = text.find("\n", position)

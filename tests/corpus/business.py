@@ -14,10 +14,12 @@ are printed for whatever `dlpgate` is importable, so the same script measures an
 from __future__ import annotations
 
 import argparse
+import bz2
 import datetime
 import gzip
 import html
 import json
+import lzma
 import random
 import sys
 from collections.abc import Callable
@@ -338,6 +340,38 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
         kind="gzip")
     add("neg_orders.csv.gz", gzip.compress(csv_of(orders(100)), mtime=0), False, kind="gzip")
     add("neg_orders.7z", lf.sevenzip_bytes({"orders.csv": csv_of(orders(100))}), False, kind="7z")
+    # space-aligned listings pasted into a body (a terminal, a report printed as text): cells apart by gaps
+    listing = ["氏名          生年月日      住所                    個人番号"] + [
+        f"{p['name']:<10}  {p['birth']:<12}  {p['address']:<20}  {p['mn']}" for p in ppl]
+    add("pos_space_aligned_listing.eml", eml("対象者の一覧です。\n\n" + "\n".join(listing)), True, 30,
+        ("my_number", "personal_records"), kind="space")
+    orders_listing = ["注文番号        商品名        数量"] + [
+        f"{valid_only(r, lambda: digits(r, 12)) if i % 2 else digits(r, 12)}    {'ボールペン':<10}  {r.randint(1, 9)}"
+        for i in range(40)]
+    add("neg_space_aligned_orders.eml", eml("受注一覧\n" + "\n".join(orders_listing)), False, kind="space")
+    # an account ID right above a footer that asks not to send マイナンバー: the ID is labelled, not a My Number
+    add("neg_footer_after_customer_id.eml", eml(
+        f"ご注文ありがとうございます。\nお客様ID {valid_only(r, lambda: digits(r, 12))}\n\n"
+        "※本メールにマイナンバー（個人番号）等を記載しないでください。"), False, kind="footer")
+    add("pos_number_then_keyword.eml", eml(f"{my_number(r)}（本人のマイナンバー）です。"), True, None, ("my_number",),
+        kind="footer")
+    # lists of places and companies (address, phone, mail, no person) are not personal records;
+    # a person named by role (児童名, 患者名) and health fields (要配慮個人情報) are
+    suppliers = [("会社名", "住所", "電話番号", "メールアドレス")] + [
+        (f"見本商事{i}株式会社", f"架空県見本市{i}-1", f"03-{r.randint(1000, 9999)}-{r.randint(1000, 9999)}",
+         f"info{i}@supplier{i}.example.jp") for i in range(60)]
+    add("neg_supplier_list_60.csv", csv_of(suppliers), False, kind="suppliers")
+    add("neg_facility_list.xlsx", fx.xlsx_bytes({"施設": [("施設名", "所在地", "住所", "TEL")] + [
+        (f"第{i}公民館", "見本市", f"架空県見本市{i}-2", f"0120-{r.randint(100, 999)}-{r.randint(100, 999)}")
+        for i in range(40)]}), False, kind="suppliers")
+    add("pos_children_roles.xlsx", fx.xlsx_bytes({"名簿": [("児童名", "保護者名", "生年月日", "住所")] + [
+        (p["name"], "見本 保護者", p["birth"], p["address"]) for p in ppl[:15]]}), True, 15, ("personal_records",),
+        kind="header variant")
+    add("pos_patients_health.csv", csv_of([("患者名", "病名", "電話番号")] + [
+        (p["name"], r.choice(["糖尿病", "高血圧", "喘息"]), "03-0000-0000") for p in ppl[:5]]), True, 5,
+        ("personal_records",), kind="header variant")
+    add("pos_roster.csv.bz2", bz2.compress(roster12), True, 12, ("my_number", "personal_records"), kind="bzip2")
+    add("neg_orders.tar.xz", lzma.compress(lf.tar_bytes({"out/orders.csv": csv_of(orders(100))})), False, kind="xz")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
         (valid_only(r, lambda: digits(r, 12)), "1200") for _ in range(4)]), False, kind="doc")
     return cases
