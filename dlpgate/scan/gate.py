@@ -12,7 +12,7 @@ A gate returns, in character offsets of the raw text:
   longer run, each one of those; each starts at a digit group's start. A phone number
   03-1234-5678, a 10-digit bank account (1234-567890, or contiguous), an order number
   2024-123456, a 13-digit corporate number hold none. (Issue 19: on dense business text the old
-  4-4-2 trigger fired on 28,000 runs of which 83% were 10- or 13-digit runs no detector takes,
+  4-4-2 trigger fired on 28,000 runs of which two thirds were 10- or 13-digit runs no detector takes,
   each a Python callback and a run recovery.) The end of an 11/12-digit match may be one past
   the run (hyperscan has no look-ahead: the non-digit after it is part of the match). The scanner
   recovers the whole run around a trigger, so the findings do not depend on where inside (or
