@@ -22,20 +22,40 @@ class _DecisionCollector:
     """Releases, rejections, expiries and recalls, counted from the audit log.
 
     Supervisors decide from the CLI, in another process, so an in-process counter would miss
-    them; the gateway's housekeeping folds new audit entries into `counts` instead.
+    them; the gateway's housekeeping folds new audit entries into `counts` instead. On a cluster
+    (one PostgreSQL store) the audit chain is shared, so every node reports the cluster's total:
+    a dashboard aggregates it with max(), not sum() (the help text says so).
     """
 
     def __init__(self) -> None:
         self.counts: dict[str, float] = {"released": 0.0, "rejected": 0.0, "expired": 0.0, "recalled": 0.0}
+        self.store = ""  # which store the counts are of (store_label): nodes of one cluster share it
 
     def collect(self):  # type: ignore[no-untyped-def]
         from prometheus_client.core import CounterMetricFamily
 
-        fam = CounterMetricFamily("dlpgate_decisions", "Releases, rejections, expiries and recalls",
-                                  labels=["decision"])
+        fam = CounterMetricFamily("dlpgate_decisions", "Releases, rejections, expiries and recalls in the store "
+                                  "(a shared store: the cluster's total on every node, so aggregate with "
+                                  "max by (store), then sum)", labels=["decision", "store"])
         for k, v in sorted(self.counts.items()):
-            fam.add_metric([k], v)
+            fam.add_metric([k, self.store], v)
         yield fam
+
+
+def store_label(url: str, path: str, host: str) -> str:
+    """A short name of a store that every node sharing it computes alike and that says nothing of it:
+    12 letters drawn from SHA-256 over the PostgreSQL URL without its password (host, port,
+    database), or over this host and the SQLite directory. Letters only: no label value of the
+    exposition holds a digit run that could be mistaken for (or hide) a number."""
+    import hashlib
+    from urllib.parse import urlsplit
+
+    if url:
+        u = urlsplit(url)
+        ident = f"pg|{u.hostname or ''}|{u.port or ''}|{u.path}"
+    else:
+        ident = f"sqlite|{host}|{path}"
+    return "".join(chr(97 + b % 26) for b in hashlib.sha256(ident.encode()).digest()[:12])
 
 
 DECISIONS = _DecisionCollector()

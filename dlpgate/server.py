@@ -68,6 +68,8 @@ class Gateway:
         self._stopped = asyncio.Event()
         self.last_housekeeping = 0.0
         self._decision_seq = 0  # audit entries already folded into dlpgate_decisions_total
+        metrics.DECISIONS.store = metrics.store_label(config.store.url, str(config.store_path.resolve()),
+                                                      self.hostname)
         self._reload_task: asyncio.Future[bool] | None = None
         self._tls: ssl.SSLContext | None = None
         self._listen_config = config

@@ -7,7 +7,9 @@ from __future__ import annotations
 import bz2
 import io
 import lzma
+import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -16,26 +18,19 @@ from dlpgate.extract.model import ExtractLimits
 from dlpgate.scan.checks import my_number_check_digit
 from dlpgate.scan.scanner import Scanner
 
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+from legacy_formats import tar_bytes  # noqa: E402
+
 ROSTER = "氏名,住所,生年月日,個人番号\n" + "".join(
     f"試験 太郎{i},東京都千代田区{i}-1,1980/01/{i + 1:02d},{b}{my_number_check_digit(b)}\n"
     for i, b in enumerate(f"1234567{i:04d}" for i in range(6)))
 
 
-def _tar(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
 @pytest.mark.parametrize(("name", "data", "inner"), [
     ("roster.csv.bz2", bz2.compress(ROSTER.encode()), "roster.csv.bz2/roster.csv"),
     ("roster.csv.xz", lzma.compress(ROSTER.encode()), "roster.csv.xz/roster.csv"),
-    ("dump.tar.xz", lzma.compress(_tar({"d/roster.csv": ROSTER.encode()})), "dump.tar.xz/dump.tar/d/roster.csv"),
-    ("dump.tbz2", bz2.compress(_tar({"roster.csv": ROSTER.encode()})), "dump.tbz2/dump.tar/roster.csv"),
+    ("dump.tar.xz", lzma.compress(tar_bytes({"d/roster.csv": ROSTER.encode()})), "dump.tar.xz/dump.tar/d/roster.csv"),
+    ("dump.tbz2", bz2.compress(tar_bytes({"roster.csv": ROSTER.encode()})), "dump.tbz2/dump.tar/roster.csv"),
     # two streams, as pbzip2 and `cat a.xz b.xz` write them
     ("two.csv.bz2", bz2.compress(ROSTER[:40].encode()) + bz2.compress(ROSTER[40:].encode()), "two.csv.bz2/two.csv"),
 ])

@@ -193,8 +193,21 @@ async def test_release_from_the_cli_is_counted(metered: Gateway, sink: Sink) -> 
     await asyncio.to_thread(sink.handler.wait_for, 1, 15)
     await gw.housekeep_once()
     after = parse((await asyncio.to_thread(scrape_text, gw.metrics_server.port))[1])
-    key = ("dlpgate_decisions_total", frozenset({("decision", "released")}))
+    from dlpgate.metrics import store_label
+
+    store = store_label("", str(Path(gw.config.store_path).resolve()), gw.hostname)
+    key = ("dlpgate_decisions_total", frozenset({("decision", "released"), ("store", store)}))
     assert after.get(key, 0.0) - before.get(key, 0.0) == 1
+
+
+def test_store_label_is_shared_by_a_cluster_and_hides_the_password() -> None:
+    from dlpgate.metrics import store_label
+
+    a = store_label("postgresql://gw:secret@db.example.jp:5432/dlpgate", "/var/spool/a", "node-a")
+    b = store_label("postgresql://gw:other@db.example.jp:5432/dlpgate?sslmode=require", "/srv/b", "node-b")
+    assert a == b and len(a) == 12 and "secret" not in a
+    assert store_label("postgresql://gw@db.example.jp/other", "", "") != a
+    assert store_label("", "/q", "host-1") != store_label("", "/q", "host-2")
 
 
 async def test_healthz_503_when_the_store_cannot_be_written(metered: Gateway) -> None:

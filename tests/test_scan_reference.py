@@ -19,8 +19,8 @@ from dlpgate.extract.model import Table
 from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask, my_number_check_digit
 from dlpgate.scan.columns import TextColumns
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
-from dlpgate.scan.normalize import NORMALISE_TABLE, fold, keyword_spellings
-from dlpgate.scan.scanner import _LONGEST_RUN, FORM_LINE, FORM_LINES, FORM_NAME_GROUP, Scanner
+from dlpgate.scan.normalize import NORMALISE_TABLE, fold, keyword_spellings, raw_keyword_regex, raw_variants
+from dlpgate.scan.scanner import _LONGEST_RUN, FORM_LINE, FORM_LINES, FORM_NAME_GROUP, Scanner, _trie_pattern
 from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
 from dlpgate.scan.tables import TableAnalyser, body_table_at
 
@@ -340,7 +340,7 @@ def test_each_encoding_width_matches_the_reference(seed: int, alphabet: str) -> 
 def test_body_tables_and_sheets_match_the_reference(seed: int) -> None:
     r = random.Random(seed)
     cells = ["氏名", "名前", "住所", "TEL", "電話番号", "電話", "生年月日", "個人番号", "マイナンバー", "性別", "備考", "x", "",
-             "試験 太郎", "090-1234-5678", "FAX", "機密性2", "email", "注文番号"]
+             "試験 太郎", "090-1234-5678", "FAX", "機密性2", "email", "注文番号", "免許証番号", "運転免許"]
     rows = []
     for _ in range(r.randint(1, 30)):
         k = r.random()
@@ -355,6 +355,37 @@ def test_body_tables_and_sheets_match_the_reference(seed: int) -> None:
     table = Table("t.xlsx/Sheet1", tuple(rows))
     check("", (table,))
     check("\n".join("\t".join(row) for row in rows), (table,))
+
+
+def test_a_row_labelled_my_number_in_a_licence_column_matches_the_reference() -> None:
+    """A 12-digit cell under a 免許証番号 header on a row whose label cell is 個人番号: the column says
+    licence, the row says My Number, both at distance -1, and the My Number wins the tie, as in the
+    reference; and a 個人番号 column's cell beside a licence keyword stays a My Number (the scanner
+    judges those cells without _classify)."""
+    n1, n2, n3 = "070983149497", "543955338824", "418103748458"
+    assert all(map(is_valid_my_number, (n1, n2, n3)))
+    check(f"住所,注文番号\n個人番号,電話,免許証番号\nTEL,電話\n{n2},備考,{n3},x\n個人番号,個人番号,{n1},FAX")
+    rows = (("氏名", "個人番号", "備考"), ("試験 太郎", n1, "免許証番号"), ("試験 花子", n2, "運転免許 注文番号"))
+    check("\n".join("\t".join(r) for r in rows), (Table("t.xlsx/Sheet1", rows),))
+    check("\n".join(",".join(r) for r in rows))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32))
+def test_the_local_label_trie_finds_what_the_flat_alternation_finds(seed: int) -> None:
+    """The scanner's reversed local negative labels are one trie pattern: on raw text made of label
+    pieces (every raw spelling), prefixes of labels and other characters, its first match starts
+    where the plain alternation's does, or neither matches."""
+    r = random.Random(seed)
+    labels = [w for w in dict.fromkeys(v for w in RULES.negative_labels for v in (w, *keyword_spellings(w)))]
+    words = r.sample(labels, r.randint(1, len(labels)))
+    flat = re.compile("|".join(raw_keyword_regex(w) for w in sorted(words, key=len, reverse=True)))
+    trie = re.compile(_trie_pattern(words))
+    pieces = words + [w[: r.randint(1, len(w))] for w in words] + ["あ", " ", "1", "-", "ー", "ID", "番号", "\n"]
+    for _ in range(50):
+        text = "".join(r.choice(raw_variants(c)) for _ in range(r.randint(0, 6)) for c in r.choice(pieces))
+        a, b = flat.search(text), trie.search(text)
+        assert (a is None) == (b is None) and (a is None or a.start() == b.start()), text  # type: ignore[union-attr]
 
 
 def test_misaligned_utf16_bytes_are_not_matches() -> None:
