@@ -451,3 +451,75 @@ def test_numbers_split_under_a_spanned_header_are_joined_once() -> None:
     check("", (table,))
     by = {f.detector: f.count for f in HS.scan("p", "", (table,)).findings}
     assert by["drivers_licence"] == 2 and by["my_number"] == 2
+
+
+def _grouped(digits: str, groups: tuple[int, ...], sep: str) -> str:
+    out, i = [], 0
+    for g in groups:
+        out.append(digits[i : i + g])
+        i += g
+    return sep.join(out)
+
+
+def test_every_card_grouping_and_twelve_shape_is_triggered_in_each_width_and_when_flooded() -> None:
+    """The trigger (4-4-3 or 4-6-4 with optional separators, gate.py) must sit in every shape a
+    detector accepts: each card grouping, 4-4-4, 11-19 contiguous, each with every separator,
+    each written half- and full-width, in ASCII, BMP and astral text, alone and in a digit-dense
+    text (the anchored rescan), after a date in a space-aligned listing (a space-cut piece)."""
+    r = random.Random(19)
+    # a card number of each length a grouping has (13 digits is no card length: a JAN code)
+    cards = {14: "30569309025904", 15: "378282246310005", 16: "4111111111111111", 17: "62111111111111119",
+             18: "621111111111111112", 19: "4111111111111111110"}
+    assert all(is_card_number(c) for c in cards.values())
+    shapes = [number(r), number(r)[1:], "4" * 13] + [cards[n] for n in sorted(cards)]
+    for groups in sorted(CARD_GROUPS) + [(4, 4, 4)]:
+        digits = cards.get(sum(groups)) or number(r)
+        for sep in " -ー.−　":
+            shapes.append(_grouped(digits, groups, sep))
+    texts = []
+    for s in shapes:
+        for written in (s, s.translate(FULL)):
+            texts += [f"カード番号 {written}", f"card no {written} x", f"😀 card {written}", f"1980/01/01 {written}"]
+    for t in texts:
+        check(t)
+    check("\n".join(texts))  # one text: digit-dense, the anchored rescan
+    check("\n".join(t for t in texts if t.isascii()) * 3)
+    check("😀" + "\n".join(texts) * 2)
+    check("あ\n" + "\n".join(f"個人番号 {_grouped(number(r), (4, 4, 4), ' ')} 1234-567890" for _ in range(900)))
+
+
+def test_ten_and_thirteen_digit_runs_give_no_trigger() -> None:
+    """Bank accounts (4-6 or 10 contiguous), phone numbers, order numbers and 13-digit corporate or
+    JAN numbers fit no shape (13 digits is no card length): neither gate reports them (on dense
+    business text they were 83% of the old trigger's runs, issue 19), in any encoding width, nor
+    after a flood of triggers (the anchored rescan)."""
+    text = "口座 1234-567890 / 1234567890 TEL 03-1234-5678 PO-2024-123456 法人番号 4010001008772\n"
+    assert is_card_number("4111111111111111") and not is_card_number("4010001008772")
+    flood = "\n".join(f"{i:012d}" for i in range(1, 900)) + "\n"
+    for scanner in (HS, RE):
+        for body in (text, text.replace("口座", "account"), text + "😀"):
+            assert scanner.gate.matches(body * 700)[0] == []
+            assert scanner.gate.matches(flood + body * 700)[0][-1] <= len(flood)
+            for found in ("1234-5678-901", "12345678901", "123456789012", "4" * 14, "1234 567890 1234"):
+                assert scanner.gate.matches(body * 700 + found)[0] != []
+
+
+def test_runs_next_to_digits_separators_and_text_ends_match_the_reference() -> None:
+    """The scanner takes a 4-4-4 or 12-digit ASCII run at its trigger without a regex search when
+    the characters either side end it (scanner._occurrences): every neighbour that continues a run
+    (a digit, a separator before a digit, in either width) and the text's ends must give what the
+    plain definition gives."""
+    r = random.Random(5)
+    bodies = [number(r), "621498320257", "6214-9832-0257", "6214 9832 0257", "6214.9832.0257", "6214ー9832ー0257",
+              "6214-98320257", "000000000000", "0000-0000-0000", "６２１４-9832-0257", "621498320257"[:-1]]
+    sides = ["", "5", "-5", " 5", "--5", "-", "x", "あ", "5-", "5 ", "１", "ー５", "\n", "TEL ", "個人番号 ", "注文番号:"]
+    texts = []
+    for body in bodies:
+        for before in sides:
+            for after in sides:
+                texts.append(before + body + after)
+    for t in texts:
+        check(t)
+        check("個人番号 " + t)
+    check("\n".join(texts))
+    check("。".join(texts))
