@@ -528,6 +528,17 @@ class Scanner:
             # speak for it is counted as failing right here (issue 19: on dense text these are
             # 99% of the runs, and the regex search was a third of the time per run).
             cs = end - 13
+            if (text[end - 1] not in digits_set and cs > 2 and text[cs] in digits_set
+                    and text[cs - 1] in digits_set):
+                # The gate's bounded match took the character after a run of 11 or more digits (its
+                # match has no left boundary: hyperscan runs much faster without one), and two
+                # more digits come before those 11: 13 contiguous digits (a corporate or JAN
+                # number, the commonest long number of business text) when the run starts there.
+                # No detector takes 13 digits; longer runs go on to be read.
+                c = text[cs - 2]
+                if c not in digits_set and (c not in separators or text[cs - 3] not in digits_set):
+                    covered = end
+                    continue
             if 1 < cs and end < last:
                 c = text[cs - 1]
                 if c not in digits_set and (c not in separators or text[cs - 2] not in digits_set):
@@ -683,8 +694,21 @@ class Scanner:
             for cs in failing:
                 if not undecided:
                     break
-                if only_part and explained(cs):
-                    continue
+                if only_part:
+                    # explained(cs), inline and cheapest test first: the label search, then the
+                    # identifier keyword bisect only when a label was found (issue 16: this loop
+                    # walks every order number of a long text that holds a few bare passing ones)
+                    if local is not None:
+                        m = local(text[cs - 1 : cs - reach - 1 : -1] if cs > reach else text[cs - 1 :: -1] if cs else "")
+                        if m is not None and m.start() <= window:
+                            i = bisect_right(positive, cs)
+                            if cs - m.start() >= (positive[i - 1] if i else -1):
+                                continue
+                    i = bisect_right(negative, cs) - 1
+                    if i >= 0 and negative[i] >= cs - window:
+                        j = bisect_right(positive, cs)
+                        if negative[i] >= (positive[j - 1] if j else -1):
+                            continue
                 ls = rfind("\n", 0, cs) + 1
                 le = find("\n", cs)
                 if le < 0:
