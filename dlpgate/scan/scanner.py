@@ -654,7 +654,7 @@ class Scanner:
             return out
         rate = self.rules.min_pass_percent
         if lazy.failing and any(pop[2] for pop in populations.values()):
-            columns = lazy.columns if lazy.columns is not None else TextColumns(text, self._categorise)
+            columns = lazy.columns  # made on first need: a short message's lines are mostly prose
             rfind, find, n = text.rfind, text.find, len(text)
             negative, positive = self._label_ends(hits)
             part = populations.get("part")
@@ -720,6 +720,8 @@ class Scanner:
                         continue
                     positive_header = False
                 else:
+                    if columns is None:
+                        columns = lazy.columns = TextColumns(text, self._categorise)
                     key, header = columns.at(cs)
                     pop = populations.get(key)
                     # a population with no passing number needs no count; a labelled column never counts
