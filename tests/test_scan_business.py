@@ -171,6 +171,25 @@ def test_random_unlabelled_numbers_are_not_my_numbers(n: int, seed: int) -> None
     assert not [f for f in SCANNER.scan("p", text).findings if f.detector == "my_number"]
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 8), st.integers(20, 80), st.integers(0, 2**32), st.booleans())
+def test_order_numbers_in_prose_do_not_lower_the_pass_rate_of_bare_numbers(k: int, n: int, seed: int,
+                                                                           labelled: bool) -> None:
+    """Prose with a few bare passing numbers among many failing ones: a failing number a label
+    explains (注文番号 right before it) is not a candidate of the part's population, so the bare ones
+    keep their pass rate and are My Numbers; the same failing numbers unlabelled sink it."""
+    bare = [v for v in _numbers(seed, k, True) if v.count(v[0]) < 12]
+    failing = _numbers(seed + 1, n, False)
+    lines = [f"参照 {v} の件についてご確認ください" for v in bare]
+    lines += [f"{'注文番号' if labelled else '記録'} {v} の件についてご確認ください" for v in failing]
+    random.Random(seed).shuffle(lines)
+    found = [f for f in SCANNER.scan("body", "\n".join(lines)).findings if f.detector == "my_number"]
+    if labelled:
+        assert [f.count for f in found] == [len(bare)]
+    else:
+        assert found == []
+
+
 def test_placeholders_are_not_my_numbers() -> None:
     for text in ("個人番号 000000000000", "マイナンバー：0000-0000-0000", "個人番号\n999999999999"):
         assert SCANNER.scan("p", text).findings == ()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlpgate.scan.checks import (
@@ -75,3 +75,13 @@ def test_validity_on_every_check_digit_of_many_bodies() -> None:
         body = f"{i * 48271 % 10**11:011d}"
         for check in "0123456789":
             assert is_valid_my_number(body + check) == (my_number_check_digit(body) == int(check))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="0123456789", min_size=12, max_size=12))
+def test_the_scanners_group_sum_tables_agree_with_the_check_digit(digits: str) -> None:
+    """scanner._occurrences refuses a 12-digit number with three table lookups (issue 19)."""
+    from dlpgate.scan import scanner
+
+    total = scanner._SUMS_1[digits[:4]] + scanner._SUMS_2[digits[4:8]] + scanner._SUMS_3[digits[8:]]
+    assert (total % 11 > (digits[11] == "0")) == (not is_valid_my_number(digits))

@@ -78,3 +78,20 @@ def test_pickle_round_trip_recompiles() -> None:
     clone = pickle.loads(pickle.dumps(HS))
     assert clone.gate.name == "hyperscan"
     assert clone.scan("b", "個人番号 621498320257") == HS.scan("b", "個人番号 621498320257")
+
+
+def test_presence_keywords_are_reported_once_by_both_gates() -> None:
+    """Product-list words (数量, 単価 ...) matter only by their presence: each gate reports their
+    first end only, and every other keyword in full (issue 19: they were a third of all matches)."""
+    presence = HS.gate._presence  # type: ignore[attr-defined]
+    words = {HS._words[k] for k in presence}
+    assert {"数量", "単価"} <= words and "tel" not in words
+    text = "あ 単価 100円 数量 3個 TEL 03-1234-5678\n" * 500
+    for scanner in (HS, RE):
+        hits = scanner.gate.matches(text)[1]
+        assert hits[HS._words.index("数量")] == [text.index("数量") + 2]
+        assert hits[HS._words.index("単価")] == [text.index("単価") + 2]
+        assert len(hits[HS._words.index("tel")]) == 500
+    upc = "036000291452"  # a valid 12-digit UPC-A that passes the My Number check digit too
+    listing = "\n".join(f"商品 {upc[:-1]}{i % 10} 数量 {i}" for i in range(40)) + "\n商品 " + upc
+    assert HS.scan("p", listing) == RE.scan("p", listing)

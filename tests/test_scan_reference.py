@@ -12,15 +12,15 @@ from __future__ import annotations
 import random
 import re
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dlpgate.extract.model import Table
 from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask, my_number_check_digit
 from dlpgate.scan.columns import TextColumns
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
-from dlpgate.scan.normalize import NORMALISE_TABLE, fold, keyword_spellings
-from dlpgate.scan.scanner import _LONGEST_RUN, FORM_LINE, FORM_LINES, FORM_NAME_GROUP, Scanner
+from dlpgate.scan.normalize import NORMALISE_TABLE, fold, keyword_spellings, raw_keyword_regex, raw_variants
+from dlpgate.scan.scanner import _LONGEST_RUN, FORM_LINE, FORM_LINES, FORM_NAME_GROUP, Scanner, _trie_pattern
 from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
 from dlpgate.scan.tables import TableAnalyser, body_table_at
 
@@ -249,10 +249,16 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
     for candidates, passing, bare in populations.values():
         if bare and passing * 100 >= RULES.min_pass_percent * candidates:
             judged.setdefault("my_number", []).extend(bare)
-    for f in facts:
+    for f in facts:  # numbers split over the cells of a spanned keyword header
         for category, digits in f.joined:
             if category == "my_number" and len(digits) == 12 and is_valid_my_number(digits) and not is_placeholder(digits):
                 judged.setdefault("my_number", []).append((0, digits, "high"))
+            elif category == "card" and is_card_number(digits):
+                judged.setdefault("credit_card", []).append((0, digits, "high"))
+            elif category == "licence" and len(digits) == 12:
+                judged.setdefault("drivers_licence", []).append((0, digits, "high"))
+            elif category == "resident" and len(digits) == 11:
+                judged.setdefault("resident_code", []).append((0, digits, "high"))
     findings = []
     for detector in ("my_number", "resident_code", "credit_card", "drivers_licence"):
         occs = judged.get(detector)
@@ -337,10 +343,13 @@ def test_each_encoding_width_matches_the_reference(seed: int, alphabet: str) -> 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**32))
+@example(156)  # a whole number in one cell of a spanned 免許証番号 header was joined and counted twice
+@example(3138)
+@example(3214)
 def test_body_tables_and_sheets_match_the_reference(seed: int) -> None:
     r = random.Random(seed)
     cells = ["氏名", "名前", "住所", "TEL", "電話番号", "電話", "生年月日", "個人番号", "マイナンバー", "性別", "備考", "x", "",
-             "試験 太郎", "090-1234-5678", "FAX", "機密性2", "email", "注文番号"]
+             "試験 太郎", "090-1234-5678", "FAX", "機密性2", "email", "注文番号", "免許証番号", "運転免許"]
     rows = []
     for _ in range(r.randint(1, 30)):
         k = r.random()
@@ -355,6 +364,37 @@ def test_body_tables_and_sheets_match_the_reference(seed: int) -> None:
     table = Table("t.xlsx/Sheet1", tuple(rows))
     check("", (table,))
     check("\n".join("\t".join(row) for row in rows), (table,))
+
+
+def test_a_row_labelled_my_number_in_a_licence_column_matches_the_reference() -> None:
+    """A 12-digit cell under a 免許証番号 header on a row whose label cell is 個人番号: the column says
+    licence, the row says My Number, both at distance -1, and the My Number wins the tie, as in the
+    reference; and a 個人番号 column's cell beside a licence keyword stays a My Number (the scanner
+    judges those cells without _classify)."""
+    n1, n2, n3 = "070983149497", "543955338824", "418103748458"
+    assert all(map(is_valid_my_number, (n1, n2, n3)))
+    check(f"住所,注文番号\n個人番号,電話,免許証番号\nTEL,電話\n{n2},備考,{n3},x\n個人番号,個人番号,{n1},FAX")
+    rows = (("氏名", "個人番号", "備考"), ("試験 太郎", n1, "免許証番号"), ("試験 花子", n2, "運転免許 注文番号"))
+    check("\n".join("\t".join(r) for r in rows), (Table("t.xlsx/Sheet1", rows),))
+    check("\n".join(",".join(r) for r in rows))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32))
+def test_the_local_label_trie_finds_what_the_flat_alternation_finds(seed: int) -> None:
+    """The scanner's reversed local negative labels are one trie pattern: on raw text made of label
+    pieces (every raw spelling), prefixes of labels and other characters, its first match starts
+    where the plain alternation's does, or neither matches."""
+    r = random.Random(seed)
+    labels = [w for w in dict.fromkeys(v for w in RULES.negative_labels for v in (w, *keyword_spellings(w)))]
+    words = r.sample(labels, r.randint(1, len(labels)))
+    flat = re.compile("|".join(raw_keyword_regex(w) for w in sorted(words, key=len, reverse=True)))
+    trie = re.compile(_trie_pattern(words))
+    pieces = words + [w[: r.randint(1, len(w))] for w in words] + ["あ", " ", "1", "-", "ー", "ID", "番号", "\n"]
+    for _ in range(50):
+        text = "".join(r.choice(raw_variants(c)) for _ in range(r.randint(0, 6)) for c in r.choice(pieces))
+        a, b = flat.search(text), trie.search(text)
+        assert (a is None) == (b is None) and (a is None or a.start() == b.start()), text  # type: ignore[union-attr]
 
 
 def test_misaligned_utf16_bytes_are_not_matches() -> None:
@@ -398,3 +438,95 @@ def test_digit_dense_texts_rescanned_with_anchored_trigger_match_the_reference()
     check("\n".join(row for row in ascii_rows if row.isascii()))  # ASCII: the 1-byte databases
     check("😀" + " / ".join(written(number(r)) for _ in range(700)))  # beyond the BMP: the 4-byte databases
     assert {(2, True), (1, True), (4, True)} <= set(HS.gate._databases)  # type: ignore[attr-defined]
+
+
+def test_numbers_split_under_a_spanned_header_are_joined_once() -> None:
+    """A colspan-expanded header over cells that split one number (6|6, 4|4|4) joins them; a number
+    whole in one of the spanned cells is read once, by the scan of the cells."""
+    n, lic = "070983149497", "301234567890"
+    rows = (("氏名", "免許証番号", "免許証番号", "個人番号", "個人番号", "個人番号"),
+            ("試験 太郎", lic[:6], lic[6:], n[:4], n[4:8], n[8:]),
+            ("試験 花子", lic, "", n, "", ""))
+    table = Table("t.xlsx/Sheet1", rows)
+    check("", (table,))
+    by = {f.detector: f.count for f in HS.scan("p", "", (table,)).findings}
+    assert by["drivers_licence"] == 2 and by["my_number"] == 2
+
+
+def _grouped(digits: str, groups: tuple[int, ...], sep: str) -> str:
+    out, i = [], 0
+    for g in groups:
+        out.append(digits[i : i + g])
+        i += g
+    return sep.join(out)
+
+
+def test_every_card_grouping_and_twelve_shape_is_triggered_in_each_width_and_when_flooded() -> None:
+    """The trigger (4-4-3 or 4-6-4 with optional separators, gate.py) must sit in every shape a
+    detector accepts: each card grouping, 4-4-4, 11-19 contiguous, each with every separator,
+    each written half- and full-width, in ASCII, BMP and astral text, alone and in a digit-dense
+    text (the anchored rescan), after a date in a space-aligned listing (a space-cut piece)."""
+    r = random.Random(19)
+    # a card number of each length a grouping has (13 digits is no card length: a JAN code)
+    cards = {14: "30569309025904", 15: "378282246310005", 16: "4111111111111111", 17: "62111111111111119",
+             18: "621111111111111112", 19: "4111111111111111110"}
+    assert all(is_card_number(c) for c in cards.values())
+    shapes = [number(r), number(r)[1:], "4" * 13] + [cards[n] for n in sorted(cards)]
+    for groups in sorted(CARD_GROUPS) + [(4, 4, 4)]:
+        digits = cards.get(sum(groups)) or number(r)
+        for sep in " -ー.−　":
+            shapes.append(_grouped(digits, groups, sep))
+    texts = []
+    for s in shapes:
+        for written in (s, s.translate(FULL)):
+            texts += [f"カード番号 {written}", f"card no {written} x", f"😀 card {written}", f"1980/01/01 {written}"]
+    for t in texts:
+        check(t)
+    check("\n".join(texts))  # one text: digit-dense, the anchored rescan
+    check("\n".join(t for t in texts if t.isascii()) * 3)
+    check("😀" + "\n".join(texts) * 2)
+    check("あ\n" + "\n".join(f"個人番号 {_grouped(number(r), (4, 4, 4), ' ')} 1234-567890" for _ in range(900)))
+
+
+def test_ten_and_thirteen_digit_runs_give_no_trigger() -> None:
+    """Bank accounts (4-6 or 10 contiguous), phone numbers and order numbers fit no shape: neither
+    gate reports them (on dense business text they were most of the old trigger's runs, issue 19),
+    in any encoding width, nor after a flood of triggers (the anchored rescan). A 13-digit corporate
+    or JAN number (13 digits is no card length) gives the `re` gate no trigger; hyperscan's bounded
+    alternative has no left boundary (a leading non-digit class made its pass ~40% slower on
+    sparse text), so it reports one at such a run's end, which the scanner drops at once: no
+    finding either way."""
+    text = "口座 1234-567890 / 1234567890 TEL 03-1234-5678 PO-2024-123456\n"
+    corporate = "法人番号 4010001008772\n"
+    assert is_card_number("4111111111111111") and not is_card_number("4010001008772")
+    flood = "\n".join(f"{i:012d}" for i in range(1, 900)) + "\n"
+    for scanner in (HS, RE):
+        for body in (text, text.replace("口座", "account"), text + "😀"):
+            assert scanner.gate.matches(body * 700)[0] == []
+            assert scanner.gate.matches(flood + body * 700)[0][-1] <= len(flood)
+            for found in ("1234-5678-901", "12345678901", "123456789012", "4" * 14, "1234 567890 1234"):
+                assert scanner.gate.matches(body * 700 + found)[0] != []
+            triggers = scanner.gate.matches((body + corporate) * 700)[0]
+            assert len(triggers) == (700 if scanner is HS else 0)
+            assert scanner.scan("p", (body + corporate) * 700).findings == ()
+
+
+def test_runs_next_to_digits_separators_and_text_ends_match_the_reference() -> None:
+    """The scanner takes a 4-4-4 or 12-digit ASCII run at its trigger without a regex search when
+    the characters either side end it (scanner._occurrences): every neighbour that continues a run
+    (a digit, a separator before a digit, in either width) and the text's ends must give what the
+    plain definition gives."""
+    r = random.Random(5)
+    bodies = [number(r), "621498320257", "6214-9832-0257", "6214 9832 0257", "6214.9832.0257", "6214ー9832ー0257",
+              "6214-98320257", "000000000000", "0000-0000-0000", "６２１４-9832-0257", "621498320257"[:-1]]
+    sides = ["", "5", "-5", " 5", "--5", "-", "x", "あ", "5-", "5 ", "１", "ー５", "\n", "TEL ", "個人番号 ", "注文番号:"]
+    texts = []
+    for body in bodies:
+        for before in sides:
+            for after in sides:
+                texts.append(before + body + after)
+    for t in texts:
+        check(t)
+        check("個人番号 " + t)
+    check("\n".join(texts))
+    check("。".join(texts))

@@ -67,6 +67,9 @@ _BRANDS: tuple[tuple[str, int, int, int, frozenset[int]], ...] = (
 
 
 _CARD_LENGTHS = frozenset().union(*(lengths for *_, lengths in _BRANDS))
+# The shortest card number (the digit trigger's contiguous alternative, scan/gate.py: 13 digits is
+# the commonest long number of business text, a JAN or corporate number, and no card).
+CARD_MIN_LENGTH = min(_CARD_LENGTHS)
 
 
 def card_brand(digits: str) -> str | None:

@@ -2,17 +2,32 @@
 
 A gate returns, in character offsets of the raw text:
 
-* digit triggers — the end of each match of 4 digits, an optional separator, 4 digits,
-  an optional separator, 2 digits: every accepted shape (12 contiguous, 4-4-4, 11 contiguous,
-  13-19 contiguous or in card groupings 4-4-4-4 / 4-6-5 ...) starts that way, and a phone number
-  03-1234-5678 holds no such match. The scanner recovers the whole run around a trigger, so the
-  findings do not depend on where inside the run a gate puts it. (Anchoring the hyperscan
-  pattern at run starts would report fewer triggers but doubles its scanning time);
+* digit triggers — the end of each match of one of
+    - 11 or 12 digits between non-digits (or the text's ends; hyperscan's pattern has no left
+      boundary, so it also ends a longer run such as a 13-digit corporate number: the scanner
+      drops those at once),
+    - 14 digits (the shortest card number: checks.CARD_MIN_LENGTH),
+    - 4-4-3 or 4-6-4 digits with a separator between each group;
+  every shape a detector accepts holds one: 11 or 12 contiguous, 14-19 contiguous (13 digits is
+  no card length: a JAN or corporate number), 4-4-4 and the card groupings 4-4-4-4 / 4-4-4-2 /
+  4-4-4-3 / 4-4-4-4-3 / 4-6-4 / 4-6-5 (every group separated), and the space-cut pieces of a
+  longer run, each one of those; each starts at a digit group's start. A phone number
+  03-1234-5678, a 10-digit bank account (1234-567890, or contiguous), an order number
+  2024-123456, a 13-digit corporate number hold none. (Issue 19: on dense business text the old
+  4-4-2 trigger fired on 28,000 runs of which two thirds were 10- or 13-digit runs no detector takes,
+  each a Python callback and a run recovery.) The end of an 11/12-digit match may be one past
+  the run (hyperscan has no look-ahead: the non-digit after it is part of the match). The scanner
+  recovers the whole run around a trigger, so the findings do not depend on where inside (or
+  just after) the run a gate puts it;
 * keyword hits — every occurrence (overlapping ones too) of every keyword the gate was built with
   (the scanner's catalogue: all but the negative-only labels, which it checks locally), in any
   raw spelling that normalises to it (`ＭＹ　ＮＵＭＢＥＲ` for `my number`), as the sorted end
   offsets of each keyword found. Grouped by keyword, a text full of one keyword (`TEL` on every
-  line) costs the scanner one list, not a Python step per hit.
+  line) costs the scanner one list, not a Python step per hit. A keyword the gate was told is
+  wanted only for its presence (`presence`: the scanner's product-list words 数量, 単価 ..., which
+  only say "this text names products") has one end in its list, its first occurrence's: hyperscan
+  stops reporting it after one match (HS_FLAG_SINGLEMATCH). On dense business text such words
+  were a third of all matches, each a Python callback (issue 19).
 
 Two interchangeable implementations: `HyperscanGate` and `ReGate` (CPython `re` plus
 pyahocorasick, used when the hyperscan wheel is missing). Their keyword hits are identical; their
@@ -38,6 +53,7 @@ from typing import Any, Protocol
 
 import ahocorasick
 
+from dlpgate.scan.checks import CARD_MIN_LENGTH
 from dlpgate.scan.normalize import (
     NORMALISE_TABLE,
     RAW_DIGITS,
@@ -50,15 +66,18 @@ from dlpgate.scan.normalize import (
 # from the text have no entry.
 Matches = tuple[list[int], dict[int, list[int]]]
 
-# Digit groups of the trigger: 4, optional separator, 4, optional separator, 2.
-_TRIGGER_GROUPS = (4, 4, 2)
+# The trigger's separated alternatives: digit groups, each two joined by one separator (module doc).
+_TRIGGER_GROUPS = ((4, 4, 3), (4, 6, 4))
+# Lengths of a contiguous digit group the trigger takes between non-digits (the bounded alternative).
+_BOUNDED = (11, 12)
 
 
 class Gate(Protocol):
     name: str
 
     def matches(self, text: str) -> Matches:
-        """Digit triggers (end offset of each trigger match) and every keyword hit."""
+        """Digit triggers (end offset of each trigger match) and every keyword hit (the first
+        one only of a presence keyword)."""
         ...
 
 
@@ -66,7 +85,9 @@ def digit_trigger_regex() -> str:
     """The trigger as a `re` pattern on raw text."""
     d = char_class(RAW_DIGITS)
     s = char_class(RAW_SEPARATORS)
-    return (s + "?").join(d * n for n in _TRIGGER_GROUPS)
+    lo, hi = _BOUNDED
+    return "|".join([f"(?<!{d}){d}{{{lo},{hi}}}(?!{d})", d * CARD_MIN_LENGTH,
+                     *(s.join(d * n for n in groups) for groups in _TRIGGER_GROUPS)])
 
 
 def _has_case(keyword: str) -> bool:
@@ -90,9 +111,10 @@ class ReGate:
     name = "re"
     MAX_SPELLINGS = 4096
 
-    def __init__(self, keywords: Sequence[str]) -> None:
+    def __init__(self, keywords: Sequence[str], presence: frozenset[int] = frozenset()) -> None:
         self._digits = re.compile(digit_trigger_regex())
         self._keywords = tuple(keywords)
+        self._presence = presence
         self._automaton = ahocorasick.Automaton()
         self._confirm = [_has_case(k) for k in keywords]
         self._exact = [re.compile("".join(char_class(raw_variants(c)) for c in k)) for k in keywords]
@@ -139,12 +161,18 @@ class ReGate:
                         m = exact[k].match(text, end - length)
                         if m is not None:
                             hits.setdefault(k, []).append(m.end())
+        for k in self._presence:  # their first end only, as hyperscan reports them
+            ends = hits.get(k)
+            if ends is not None and len(ends) > 1:
+                hits[k] = [min(ends)]
         for k in self._searched:
             rx = self._exact[k]
             ends = []
             m = rx.search(text)
             while m is not None:  # overlapping occurrences too (ーー in ーーー)
                 ends.append(m.end())
+                if k in self._presence:
+                    break
                 m = rx.search(text, m.start() + 1)
             if ends:
                 hits[k] = ends
@@ -179,39 +207,59 @@ def _alternation(units: Sequence[bytes]) -> bytes:
 
 
 def _byte_class(values: Sequence[int]) -> bytes:
-    return b"[" + b"".join(b"\\x%02x" % v for v in sorted(values)) + b"]"
+    """A class of byte values, consecutive ones as ranges: a non-digit unit of UTF-32 in full is
+    a few kilobytes, and hyperscan limits an expression's length."""
+    out = []
+    ordered = sorted(set(values))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(b"\\x%02x" % ordered[i] if i == j else b"\\x%02x-\\x%02x" % (ordered[i], ordered[j]))
+        i = j + 1
+    return b"[" + b"".join(out) + b"]"
 
 
 # The trigger's pattern id; keyword k has id k.
 TRIGGER_ID = (1 << 20) - 1
-# A scan that has met more than _FLOOD triggers at more than one per _DENSE bytes is digit-dense
-# (a sheet of identifiers, a column of JAN codes, a blob of digits): it is stopped and rescanned
-# with a trigger anchored at run starts, which reports one trigger per run instead of one per
-# digit past the tenth. Anchoring costs hyperscan time on sparse text (8 -> 10 ms for 8 MB of the
-# sparse benchmark corpus), and saves it on business text with a long number every few lines
-# (dense corpus, one trigger per ~400 bytes: 46 -> 44 ms UTF-16, 43 -> 17 ms ASCII, and 40% fewer
-# triggers for the scanner to walk), so the line is at one trigger per 1 KiB (issue 19; was 64 B).
+# A scan that has met more than _FLOOD triggers at more than one per _DENSE characters is digit-
+# dense (a sheet of card numbers, a blob of digits): it is stopped and rescanned with the trigger
+# anchored at digit group starts, which reports one trigger per run instead of one per digit past
+# the fourteenth. With the old 4-4-2 trigger that also paid on business text (one trigger per
+# ~400 bytes: 40% fewer), and the line was at one per 1 KiB; the bounded trigger reports one per
+# run on it either way (dense corpus: one per ~570 characters), so a rescan there only cost a
+# second pass and, in a fresh process such as `dlpgate scan`, the anchored database's compilation
+# (~0.3 s): the line is now at one trigger per 64 characters (issue 19).
 _FLOOD = 512
-_DENSE = 1024
+_DENSE = 64
 
 
 def hyperscan_patterns(
     keywords: Sequence[str], encoding: str, width: int, anchored: bool = False
 ) -> tuple[list[bytes], list[int]]:
-    """(expressions, ids) over text encoded as `encoding`: id k keyword k, TRIGGER_ID the trigger.
+    """(expressions, ids) over text encoded as `encoding`: id k keyword k, TRIGGER_ID the trigger
+    (expressions[0]).
 
-    `anchored` puts a run start (text start or a non-digit character) before the trigger. A
-    keyword with a character that has no spelling in `encoding` cannot occur in such text and
-    is left out.
+    `anchored` puts a digit group's start (text start or a non-digit character) before the
+    trigger (the bounded alternative has one already). A keyword with a character that has no
+    spelling in `encoding` cannot occur in such text and is left out.
     """
     if len(keywords) >= TRIGGER_ID:
         raise ValueError(f"too many keywords ({len(keywords)})")
     digits = _units(RAW_DIGITS, encoding)
     d = _alternation(digits)
-    s = _alternation(_units(RAW_SEPARATORS, encoding)) + b"?"
-    trigger = s.join(d * n for n in _TRIGGER_GROUPS)
-    if anchored:
-        trigger = b"(?:^|" + _not_units(digits, width) + b")" + trigger
+    s = _alternation(_units(RAW_SEPARATORS, encoding))
+    other = _not_units(digits, width)
+    loose = [d * CARD_MIN_LENGTH, *(s.join(d * n for n in groups) for groups in _TRIGGER_GROUPS)]
+    start = b"(?:^|" + other + b")"
+    lo, hi = _BOUNDED
+    # No left boundary: a pattern that starts with a non-digit class can start anywhere, and hyperscan
+    # ran the sparse corpus ~40% slower with one. A longer run (a 13-digit corporate number) then
+    # gives one trigger at its end, which the scanner drops in a few character tests.
+    bounded = d * lo + (d + b"?") * (hi - lo) + b"(?:" + other + b"|$)"
+    loose_pattern = b"(?:" + b"|".join(loose) + b")"
+    trigger = b"|".join([bounded, start + loose_pattern if anchored else loose_pattern])
     expressions = [trigger]
     ids = [TRIGGER_ID]
     for index, keyword in enumerate(keywords):
@@ -243,7 +291,7 @@ _ENCODINGS = {1: "ascii", 2: "utf-16-le", 4: "utf-32-le"}
 
 
 @functools.lru_cache(maxsize=8)
-def _database(keywords: tuple[str, ...], width: int, anchored: bool) -> Any:
+def _database(keywords: tuple[str, ...], width: int, anchored: bool, presence: frozenset[int] = frozenset()) -> Any:
     """The compiled database for one keyword set, width and trigger, shared by every gate in the
     process.
 
@@ -254,7 +302,8 @@ def _database(keywords: tuple[str, ...], width: int, anchored: bool) -> Any:
 
     expressions, ids = hyperscan_patterns(keywords, _ENCODINGS[width], width, anchored)
     db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    db.compile(expressions=expressions, ids=ids, flags=0)
+    single = hyperscan.HS_FLAG_SINGLEMATCH
+    db.compile(expressions=expressions, ids=ids, flags=[single if i in presence else 0 for i in ids])
     return db
 
 
@@ -268,13 +317,14 @@ class HyperscanGate:
 
     name = "hyperscan"
 
-    def __init__(self, keywords: Sequence[str]) -> None:
+    def __init__(self, keywords: Sequence[str], presence: frozenset[int] = frozenset()) -> None:
         import hyperscan  # noqa: PLC0415 - optional dependency, imported where used
 
         self._hs = hyperscan
         self._keywords = tuple(keywords)
+        self._presence = frozenset(presence)
         self._databases: dict[tuple[int, bool], Any] = {
-            (width, False): _database(self._keywords, width, False) for width in (1, 2)
+            (width, False): _database(self._keywords, width, False, self._presence) for width in (1, 2)
         }
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -287,7 +337,7 @@ class HyperscanGate:
         with self._lock:
             db = self._databases.get(key)
             if db is None:
-                db = self._databases[key] = _database(self._keywords, *key)
+                db = self._databases[key] = _database(self._keywords, *key, self._presence)
         engine = engines[key] = (db, self._hs.Scratch(db))
         return engine
 
@@ -345,7 +395,7 @@ def _collector(width: int, watchful: bool) -> _Callback:
 
     def watch(ident: int, start: int, end: int, flags: int, found: defaultdict[int, list[int]],
               off: int = width - 1, shift: int = width.bit_length() - 1, trigger: int = TRIGGER_ID,
-              flood: int = _FLOOD, dense: int = _DENSE) -> bool | None:
+              flood: int = _FLOOD, dense: int = _DENSE * width) -> bool | None:
         if not end & off:
             ends = found[ident]
             ends.append(end >> shift)
@@ -360,14 +410,15 @@ _COLLECTORS = {width: _collector(width, False) for width in (1, 2, 4)}
 _WATCHFUL = {width: _collector(width, True) for width in (1, 2, 4)}
 
 
-def make_gate(keywords: Sequence[str], engine: str = "auto") -> Gate:
-    """`engine`: "hyperscan", "re" or "auto" (hyperscan when its wheel imports, else re)."""
+def make_gate(keywords: Sequence[str], engine: str = "auto", presence: frozenset[int] = frozenset()) -> Gate:
+    """`engine`: "hyperscan", "re" or "auto" (hyperscan when its wheel imports, else re);
+    `presence`: indexes of keywords only their presence matters for (one end reported)."""
     if engine not in ("auto", "hyperscan", "re"):
         raise ValueError(f"unknown scan engine {engine!r}")
     if engine in ("auto", "hyperscan"):
         try:
-            return HyperscanGate(keywords)
+            return HyperscanGate(keywords, presence)
         except ImportError:
             if engine == "hyperscan":
                 raise
-    return ReGate(keywords)
+    return ReGate(keywords, presence)

@@ -39,7 +39,7 @@ from dlpgate.scan.normalize import (
     char_class,
     fold,
     keyword_spellings,
-    raw_keyword_regex,
+    raw_variants,
 )
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
 from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
@@ -54,10 +54,11 @@ _LONGEST_RUN = max(19, 14, *(sum(g) + len(g) - 1 for g in _CARD_GROUPS))
 # Runs are looked for within this many characters either side of a trigger: a run cut by that
 # window is longer than _LONGEST_RUN, hence rejected either way.
 _LOOK = _LONGEST_RUN + 1
-# A trigger match (4 digits, optional separator, 4, optional separator, 2) starts at most this far
-# before its last character: reading from there finds a separated run (4-4-4, 4-6 ...) whose trigger
-# starts with it in one search, where reading from 9 back needed a second look for its start.
-_TRIGGER_LONGEST = 11
+# A trigger match (gate.py) of 4-4-3 separated digits, or of 11-12 digits and the non-digit after
+# them, starts at most this far before its last character: reading from there finds such a run in
+# one search. The rarer longer triggers (14 contiguous, 4-6-4 separated) may start earlier: the
+# walk back below finds their start.
+_TRIGGER_LONGEST = 12
 
 # Keyword categories used for proximity.
 MY_NUMBER, LICENCE, RESIDENT, CARD, NEGATIVE = "my_number", "licence", "resident", "card", "negative"
@@ -114,6 +115,24 @@ _DIGITS = frozenset(RAW_DIGITS)
 # the residue is 0 for a valid number, or 1 when the check digit is 0.
 _WEIGHTS = (6, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2, 1)
 _WEIGHTED_ZERO = 48 * sum(_WEIGHTS)
+
+
+_PAIRS = [f"{i:02d}" for i in range(100)]
+_QUADS = [a + b for a in _PAIRS for b in _PAIRS]  # "0000" ... "9999", in order
+
+
+def _group_sums(weights: Sequence[int]) -> dict[str, int]:
+    """Every 4 ASCII digits -> their weighted sum: a 12-digit number's check is then three slices and
+    three lookups (issue 19: thousands of tracking and order numbers per dense text; ~1 ms to build)."""
+    w0, w1, w2, w3 = weights
+    high = [w0 * a + w1 * b for a in range(10) for b in range(10)]
+    low = [w2 * c + w3 * d for c in range(10) for d in range(10)]
+    return dict(zip(_QUADS, [h + x for h in high for x in low], strict=True))
+
+
+# The weighted sums of a number's 1st, 2nd and 3rd group of 4 digits (the 3rd with the check digit):
+# a number fails the check digit when their total mod 11 exceeds (check digit == 0), as below.
+_SUMS_1, _SUMS_2, _SUMS_3 = (_group_sums(_WEIGHTS[i : i + 4]) for i in (0, 4, 8))
 _SEPARATORS = frozenset(RAW_SEPARATORS)
 
 
@@ -188,6 +207,38 @@ def _shape(run: str) -> tuple[str, str, bool]:
     return "", digits, True
 
 
+_Trie = dict[str, "_Trie"]  # character -> the rest; "" -> {} where a word ends
+
+
+def _trie_pattern(words: Sequence[str]) -> str:
+    """A `re` pattern matching every raw spelling of the normalised `words` (as raw_keyword_regex),
+    written as a trie: words sharing a character share its test. A flat alternation of the 62
+    reversed local negative labels had `re` try each of them at every position of the characters
+    before a run (1.2 us a search); the trie tries a position's character once, and its first
+    character is one class (each branch then says which with a one-character lookbehind), which
+    `re` uses to skip positions no word starts at (0.2-0.7 us). It matches the same strings at the
+    same positions, so a search finds the same start (the only thing read from it)."""
+    trie: _Trie = {}
+    for w in words:
+        node = trie
+        for c in w:
+            node = node.setdefault(c, {})
+        node[""] = {}
+
+    def emit(node: _Trie) -> str:
+        alts = [char_class(raw_variants(c)) + emit(node[c]) for c in sorted(node) if c]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        return "(?:" + body + ")?" if "" in node else body  # (a word ends here, longer ones go on)
+
+    if "" in trie or not trie:
+        return emit(trie)  # an empty word matches everywhere: nothing to skip
+    firsts = sorted(trie)
+    branches = ["(?<=" + char_class(raw_variants(c)) + ")" + emit(trie[c]) for c in firsts]
+    return char_class(v for c in firsts for v in raw_variants(c)) + "(?:" + "|".join(branches) + ")"
+
+
 def _names_people(fields: Sequence[str], r: DetectorRules) -> bool:
     """Whether a table's fields say who (a name, a birth date, an identifier ...), not only where
     or how to reach (address, phone, mail: a list of suppliers or offices)."""
@@ -243,10 +294,7 @@ class Scanner:
         # rather than reported by the gate from all over the text.
         local = sorted(w for w, c in categories.items() if c == {NEGATIVE} and w not in field_groups
                        and w not in self._label_severity and w not in product)
-        self._local_negatives = (
-            re.compile("|".join(raw_keyword_regex(w[::-1]) for w in sorted(local, key=len, reverse=True)))
-            if local else None
-        )
+        self._local_negatives = re.compile(_trie_pattern([w[::-1] for w in local])) if local else None
         self._local_reach = rules.negative_window + max((len(w) for w in local), default=0)
         # One catalogue of every other keyword; the gate reports hits as indexes into it.
         self._words: tuple[str, ...] = tuple(sorted(w for w in categories if w not in local))
@@ -260,7 +308,11 @@ class Scanner:
         self._longest_keyword = max(self._lengths)
         if len(self._words) > _KEY_MASK:
             raise RuleError(f"too many keywords ({len(self._words)})")
-        self.gate: Gate = make_gate(self._words, engine)
+        # Product-list words that are nothing else (数量, 単価 ...) matter only by their presence
+        # (_names_products): the gate reports one hit of each, not thousands.
+        presence = frozenset(k for k, w in enumerate(self._words) if w in product and not self._categories[k]
+                             and not self._fields[k] and k not in self._label_ids)
+        self.gate: Gate = make_gate(self._words, engine, presence)
         self._tables = TableAnalyser(rules)
         # Header cells of text columns: folded keyword -> categories, longest first.
         folded: dict[str, set[str]] = {}
@@ -459,40 +511,98 @@ class Scanner:
         lazy.failing = failing
         has_licence = lazy.has_licence = not self._licence_ids.isdisjoint(hits)
         look, back, longest = _LOOK, _TRIGGER_LONGEST, _LONGEST_RUN  # locals: read once per trigger
+        run_found = False
+        sums_1, sums_2, sums_3 = _SUMS_1, _SUMS_2, _SUMS_3
+        last = len(text) - 2  # a run ending before this can be told maximal by the two characters after it
         for end in triggers:
             if end <= covered:
-                continue  # another trigger in a run already read
-            p = end - 1  # the trigger's last digit
-            # A trigger match is at most twelve characters: read from where the longest would start,
-            # and walk back when the character before the run found may continue it.
-            hi = end + look
-            m = search(text, p - back if p > back else 0, hi)
-            while m is not None and m.end() < end:
-                m = search(text, m.end(), hi)
-            s0 = m.start() if m is not None else 0
-            # The run may begin earlier: a digit, or a separator after a digit, just before it.
-            if s0 and (text[s0 - 1] in digits_set or (text[s0 - 1] in separators and s0 > 1 and text[s0 - 2] in digits_set)):
-                # Walk back to the run's first digit (no earlier than p - _LOOK, where a search
-                # from there would start) and match from it: a few character tests instead of a
-                # second search that also meets the short runs before this one.
-                lo = p - look if p > look else 0
-                while s0 > lo:
-                    c = text[s0 - 1]
-                    if c in digits_set:
-                        s0 -= 1
-                    elif c in separators and s0 - 2 >= lo and text[s0 - 2] in digits_set:
-                        s0 -= 2
-                    else:
-                        break
-                m = match(text, s0, hi)
-            if m is None:  # pragma: no cover - a trigger always sits on a digit
+                # another trigger in a run already read, or one that took the character after it
+                # (covered is one past the run: a gate may report both, hyperscan `$` before a
+                # final newline and the newline itself)
                 continue
-            cs, ce = m.span()
-            covered = ce
-            n = ce - cs
-            if n > longest:
-                continue
-            raw = m.group()
+            # The two commonest runs of business text start 13 characters before their trigger's
+            # end: a 4-4-4 tracking number (a 4-4-3 trigger, the run ends one digit later) and 12
+            # contiguous digits (the trigger took the character after them). Such a run in ASCII
+            # is taken without a regex call when it is maximal (no digit, nor a separator after
+            # a digit, either side of it); a 4-4-4 run failing the check digit with nothing to
+            # speak for it is counted as failing right here (issue 19: on dense text these are
+            # 99% of the runs, and the regex search was a third of the time per run).
+            cs = end - 13
+            if (text[end - 1] not in digits_set and cs > 2 and text[cs] in digits_set
+                    and text[cs - 1] in digits_set):
+                # The gate's bounded match took the character after a run of 11 or more digits (its
+                # match has no left boundary: hyperscan runs much faster without one), and two
+                # more digits come before those 11: 13 contiguous digits (a corporate or JAN
+                # number, the commonest long number of business text) when the run starts there.
+                # No detector takes 13 digits; longer runs go on to be read.
+                c = text[cs - 2]
+                if c not in digits_set and (c not in separators or text[cs - 3] not in digits_set):
+                    covered = end
+                    continue
+            if 1 < cs and end < last:
+                c = text[cs - 1]
+                if c not in digits_set and (c not in separators or text[cs - 2] not in digits_set):
+                    if text[end - 1] in digits_set:  # a 4-4-4 run?
+                        ce = end + 1
+                        c = text[ce]
+                        raw = text[cs:ce]
+                        if (c not in digits_set and (c not in separators or text[ce + 1] not in digits_set)
+                                and raw[4] in "-. " and raw[9] in "-. "):
+                            g1, g2, g3 = raw[:4], raw[5:9], raw[10:]
+                            s1 = sums_1.get(g1)
+                            s2 = sums_2.get(g2)
+                            s3 = sums_3.get(g3)
+                            if s1 is not None and s2 is not None and s3 is not None:  # ASCII digits
+                                covered = ce + 1
+                                if (not has_licence and (s1 + s2 + s3) % 11 > (g3[3] == "0")
+                                        and (g1 != g2 or g2 != g3 or g1.count(g1[0]) != 4)
+                                        and (not column_context or g1 + g2 + g3 not in column_context)):
+                                    failing.append(cs)  # fails the check digit; not a placeholder
+                                    continue
+                                run_found = True
+                    else:  # 12 contiguous digits, then the non-digit at end - 1?
+                        ce = end - 1
+                        c = text[ce]
+                        raw = text[cs:ce]
+                        if (c not in separators or text[end] not in digits_set) and raw.isascii() and raw.isdigit():
+                            covered = ce + 1
+                            run_found = True
+            if run_found:
+                run_found = False
+                n = ce - cs
+            else:
+                p = end - 1  # the trigger's last digit, or the non-digit just after its run
+                # Read from where the commonest triggers start, and walk back when the character
+                # before the run found may continue it. The run of the trigger ends at end - 1 or
+                # later (at end - 1 exactly only when the gate's match took the character after it).
+                hi = end + look
+                m = search(text, p - back if p > back else 0, hi)
+                while m is not None and m.end() < p:
+                    m = search(text, m.end(), hi)
+                s0 = m.start() if m is not None else 0
+                # The run may begin earlier: a digit, or a separator after a digit, just before it.
+                if s0 and (text[s0 - 1] in digits_set or (text[s0 - 1] in separators and s0 > 1 and text[s0 - 2] in digits_set)):
+                    # Walk back to the run's first digit (no earlier than p - _LOOK, where a search
+                    # from there would start) and match from it: a few character tests instead of a
+                    # second search that also meets the short runs before this one.
+                    lo = p - look if p > look else 0
+                    while s0 > lo:
+                        c = text[s0 - 1]
+                        if c in digits_set:
+                            s0 -= 1
+                        elif c in separators and s0 - 2 >= lo and text[s0 - 2] in digits_set:
+                            s0 -= 2
+                        else:
+                            break
+                    m = match(text, s0, hi)
+                if m is None:  # pragma: no cover - a trigger always sits on a digit
+                    continue
+                cs, ce = m.span()
+                covered = ce + 1
+                n = ce - cs
+                if n > longest:
+                    continue
+                raw = m.group()
             if raw.isascii():
                 # The commonest runs of business text, refused here with the tests `_run` would
                 # apply first (issue 19: a Python call per run was half the scanner's time):
@@ -506,7 +616,7 @@ class Scanner:
                     elif raw.count(raw[0]) == 12:
                         continue  # a placeholder (000000000000)
                     elif (not has_licence and raw not in column_context
-                          and (sum(map(mul, raw.encode(), _WEIGHTS)) - _WEIGHTED_ZERO) % 11 > (raw[11] == "0")):
+                          and (sums_1[raw[:4]] + sums_2[raw[4:8]] + sums_3[raw[8:]]) % 11 > (raw[11] == "0")):
                         failing.append(cs)
                         continue
                 elif n < 13:
@@ -544,7 +654,7 @@ class Scanner:
             return out
         rate = self.rules.min_pass_percent
         if lazy.failing and any(pop[2] for pop in populations.values()):
-            columns = lazy.columns if lazy.columns is not None else TextColumns(text, self._categorise)
+            columns = lazy.columns  # made on first need: a short message's lines are mostly prose
             rfind, find, n = text.rfind, text.find, len(text)
             negative, positive = self._label_ends(hits)
             part = populations.get("part")
@@ -560,9 +670,45 @@ class Scanner:
                 failing = [failing[int(i * weight)] for i in range(_FAILING_SAMPLE)]
             window, reach = self.rules.negative_window, self._local_reach
             local = self._local_negatives.search if self._local_negatives is not None else None
+
+            def explained(cs: int) -> bool:
+                """Whether a negative label right before the run explains it: the suppression _classify
+                applies (the last negative label ending within the window before the run, no identifier
+                keyword ending after it), from the part's sorted label ends and one search of the
+                reversed characters before the run (local labels: 注文番号 ...)."""
+                i = bisect_right(positive, cs)
+                last_positive = positive[i - 1] if i else -1  # the last identifier keyword up to cs
+                if local is not None:
+                    # the `reach` characters before the run, reversed in one slice (nearest first)
+                    m = local(text[cs - 1 : cs - reach - 1 : -1] if cs > reach else text[cs - 1 :: -1] if cs else "")
+                    if m is not None and m.start() <= window and cs - m.start() >= last_positive:
+                        return True  # 注文番号 right before it, no keyword since
+                i = bisect_right(negative, cs) - 1
+                return i >= 0 and negative[i] >= cs - window and negative[i] >= last_positive  # TEL ...
+
+            # When the part's own population is the only one (prose with a few bare passing numbers
+            # and a column of 注文番号 nowhere), a number a label explains is never counted whatever
+            # its line is: that cheaper test comes first and the line is read only for the rest
+            # (issue 16: half the cost of this loop on a long text of order numbers).
+            only_part = part is not None and len(populations) == 1
             for cs in failing:
                 if not undecided:
                     break
+                if only_part:
+                    # explained(cs), inline and cheapest test first: the label search, then the
+                    # identifier keyword bisect only when a label was found (issue 16: this loop
+                    # walks every order number of a long text that holds a few bare passing ones)
+                    if local is not None:
+                        m = local(text[cs - 1 : cs - reach - 1 : -1] if cs > reach else text[cs - 1 :: -1] if cs else "")
+                        if m is not None and m.start() <= window:
+                            i = bisect_right(positive, cs)
+                            if cs - m.start() >= (positive[i - 1] if i else -1):
+                                continue
+                    i = bisect_right(negative, cs) - 1
+                    if i >= 0 and negative[i] >= cs - window:
+                        j = bisect_right(positive, cs)
+                        if negative[i] >= (positive[j - 1] if j else -1):
+                            continue
                 ls = rfind("\n", 0, cs) + 1
                 le = find("\n", cs)
                 if le < 0:
@@ -574,6 +720,8 @@ class Scanner:
                         continue
                     positive_header = False
                 else:
+                    if columns is None:
+                        columns = lazy.columns = TextColumns(text, self._categorise)
                     key, header = columns.at(cs)
                     pop = populations.get(key)
                     # a population with no passing number needs no count; a labelled column never counts
@@ -582,21 +730,8 @@ class Scanner:
                     positive_header = not _POSITIVE_SET.isdisjoint(header)
                     if not positive_header and NEGATIVE in header:
                         continue
-                if not positive_header:
-                    # Nor a number a negative label right before it explains: the suppression _classify
-                    # applies (the last negative label ending within the window before the run, no
-                    # identifier keyword ending after it), from the part's sorted label ends and one
-                    # search of the reversed characters before the run (local labels: 注文番号 ...).
-                    i = bisect_right(positive, cs)
-                    last_positive = positive[i - 1] if i else -1  # the last identifier keyword up to cs
-                    if local is not None:
-                        # the `reach` characters before the run, reversed in one slice (nearest first)
-                        m = local(text[cs - 1 : cs - reach - 1 : -1] if cs > reach else text[cs - 1 :: -1] if cs else "")
-                        if m is not None and m.start() <= window and cs - m.start() >= last_positive:
-                            continue  # 注文番号 right before it, no keyword since: explained, not counted
-                    i = bisect_right(negative, cs) - 1
-                    if i >= 0 and negative[i] >= cs - window and negative[i] >= last_positive:
-                        continue  # a negative label the gate saw (TEL ...) right before it
+                if not positive_header and not only_part and explained(cs):
+                    continue  # nor a number a negative label right before it explains
                 pop[0] += weight
                 if pop[1] * 100 < rate * pop[0]:
                     undecided.discard(key)
@@ -669,6 +804,13 @@ class Scanner:
                 return None
             valid = is_valid_my_number(digits)
             known = column_context.get(digits)
+            if known is not None and MY_NUMBER in known:
+                # A cell of a My Number column (a sheet's 個人番号, every row): what _classify would
+                # say, without it: the column puts My Number at distance -1, so no nearby licence
+                # keyword is closer and no negative label suppresses it (a column speaks for its
+                # cells), and trace headers are not looked at for column values. One dict lookup
+                # instead of four bisects and a reversed-text search per row.
+                return ("my_number", cs, digits, "high") if valid else None
             if not valid and known is None:
                 if lazy.has_licence is None:  # (a licence header cell is in the text: the gate saw it)
                     lazy.has_licence = not self._licence_ids.isdisjoint(hits)
@@ -680,19 +822,20 @@ class Scanner:
                     else:
                         lazy.failing.append(cs)
                     return None
-            if known is None or _POSITIVE_SET.isdisjoint(known):  # a keyword column's cell needs no more
-                ls = text.rfind("\n", 0, cs) + 1
-                le = text.find("\n", ce)
-                if le < 0:
-                    le = len(text)
-                if le - ls < FIXED_MIN and text.find("\t", ls, le) < 0 and text.find(",", ls, le) < 0:
-                    key = "part"  # a short line of prose: what TextColumns.at says, without the call
-                else:
-                    if lazy.columns is None:
-                        lazy.columns = TextColumns(text, self._categorise)
-                    key, header = lazy.columns.at(cs)
-                    if NEGATIVE in header and _POSITIVE_SET.isdisjoint(header) and known is None:
-                        return None  # a column (or row) of order numbers, phone numbers, timestamps ...
+            # The text column (or row label) of the run: a licence or card column's cell too, so a row
+            # labelled 個人番号 in a 免許証番号 column is judged with both (as the reference scanner does).
+            ls = text.rfind("\n", 0, cs) + 1
+            le = text.find("\n", ce)
+            if le < 0:
+                le = len(text)
+            if le - ls < FIXED_MIN and text.find("\t", ls, le) < 0 and text.find(",", ls, le) < 0:
+                key = "part"  # a short line of prose: what TextColumns.at says, without the call
+            else:
+                if lazy.columns is None:
+                    lazy.columns = TextColumns(text, self._categorise)
+                key, header = lazy.columns.at(cs)
+                if NEGATIVE in header and _POSITIVE_SET.isdisjoint(header) and known is None:
+                    return None  # a column (or row) of order numbers, phone numbers, timestamps ...
         elif kind == "eleven":
             context = column_context.get(digits)
             if context is not None and MY_NUMBER in context and is_valid_my_number("0" + digits):

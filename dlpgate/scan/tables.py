@@ -155,7 +155,10 @@ class TableAnalyser:
         return any(key == k for _c, keywords in self._column_keywords for k in keywords)
 
     def _joined(self, rows: Sequence[Sequence[str]], first: int, last: int) -> tuple[tuple[str, str], ...]:
-        """Digits split over adjacent cells under one repeated (colspan-expanded) keyword header."""
+        """Digits split over adjacent cells under one repeated (colspan-expanded) keyword header.
+
+        Only a value in two or more of the span's cells is split: one whole in a single cell is read
+        by the scan of the cells like any other, and joining it too would count it twice."""
         head = rows[last]
         spans: list[tuple[int, int, str]] = []
         i = 0
@@ -173,7 +176,10 @@ class TableAnalyser:
         out: list[tuple[str, str]] = []
         for row in rows[last + 1:]:
             for a, b, category in spans:
-                value = normalise("".join(row[a:b + 1])).replace(" ", "").replace("-", "")
+                cells = row[a:b + 1]
+                if sum(1 for c in cells if c.strip()) < 2:
+                    continue  # whole in one cell (or absent): the scan of the cells reads it as it is
+                value = normalise("".join(cells)).replace(" ", "").replace("-", "")
                 if value.isdigit() and 11 <= len(value) <= 19:
                     out.append((category, value))
         return tuple(out)
