@@ -117,22 +117,6 @@ _WEIGHTS = (6, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2, 1)
 _WEIGHTED_ZERO = 48 * sum(_WEIGHTS)
 
 
-_PAIRS = [f"{i:02d}" for i in range(100)]
-_QUADS = [a + b for a in _PAIRS for b in _PAIRS]  # "0000" ... "9999", in order
-
-
-def _group_sums(weights: Sequence[int]) -> dict[str, int]:
-    """Every 4 ASCII digits -> their weighted sum: a 12-digit number's check is then three slices and
-    three lookups (issue 19: thousands of tracking and order numbers per dense text; ~1 ms to build)."""
-    w0, w1, w2, w3 = weights
-    high = [w0 * a + w1 * b for a in range(10) for b in range(10)]
-    low = [w2 * c + w3 * d for c in range(10) for d in range(10)]
-    return dict(zip(_QUADS, [h + x for h in high for x in low], strict=True))
-
-
-# The weighted sums of a number's 1st, 2nd and 3rd group of 4 digits (the 3rd with the check digit):
-# a number fails the check digit when their total mod 11 exceeds (check digit == 0), as below.
-_SUMS_1, _SUMS_2, _SUMS_3 = (_group_sums(_WEIGHTS[i : i + 4]) for i in (0, 4, 8))
 _SEPARATORS = frozenset(RAW_SEPARATORS)
 
 
@@ -512,7 +496,7 @@ class Scanner:
         has_licence = lazy.has_licence = not self._licence_ids.isdisjoint(hits)
         look, back, longest = _LOOK, _TRIGGER_LONGEST, _LONGEST_RUN  # locals: read once per trigger
         run_found = False
-        sums_1, sums_2, sums_3 = _SUMS_1, _SUMS_2, _SUMS_3
+        weights, weighted_zero = _WEIGHTS, _WEIGHTED_ZERO
         last = len(text) - 2  # a run ending before this can be told maximal by the two characters after it
         for end in triggers:
             if end <= covered:
@@ -548,15 +532,13 @@ class Scanner:
                         raw = text[cs:ce]
                         if (c not in digits_set and (c not in separators or text[ce + 1] not in digits_set)
                                 and raw[4] in "-. " and raw[9] in "-. "):
-                            g1, g2, g3 = raw[:4], raw[5:9], raw[10:]
-                            s1 = sums_1.get(g1)
-                            s2 = sums_2.get(g2)
-                            s3 = sums_3.get(g3)
-                            if s1 is not None and s2 is not None and s3 is not None:  # ASCII digits
+                            g = raw[:4] + raw[5:9] + raw[10:]
+                            if g.isascii() and g.isdigit():
                                 covered = ce + 1
-                                if (not has_licence and (s1 + s2 + s3) % 11 > (g3[3] == "0")
-                                        and (g1 != g2 or g2 != g3 or g1.count(g1[0]) != 4)
-                                        and (not column_context or g1 + g2 + g3 not in column_context)):
+                                if (not has_licence
+                                        and (sum(map(mul, g.encode(), weights)) - weighted_zero) % 11 > (g[11] == "0")
+                                        and g.count(g[0]) != 12
+                                        and (not column_context or g not in column_context)):
                                     failing.append(cs)  # fails the check digit; not a placeholder
                                     continue
                                 run_found = True
@@ -616,7 +598,7 @@ class Scanner:
                     elif raw.count(raw[0]) == 12:
                         continue  # a placeholder (000000000000)
                     elif (not has_licence and raw not in column_context
-                          and (sums_1[raw[:4]] + sums_2[raw[4:8]] + sums_3[raw[8:]]) % 11 > (raw[11] == "0")):
+                          and (sum(map(mul, raw.encode(), weights)) - weighted_zero) % 11 > (raw[11] == "0")):
                         failing.append(cs)
                         continue
                 elif n < 13:
