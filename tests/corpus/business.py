@@ -370,6 +370,13 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
     add("pos_patients_health.csv", csv_of([("患者名", "病名", "電話番号")] + [
         (p["name"], r.choice(["糖尿病", "高血圧", "喘息"]), "03-0000-0000") for p in ppl[:5]]), True, 5,
         ("personal_records",), kind="header variant")
+    # a payroll (names beside pay) is personal records; an English header names the My Number column
+    add("pos_payroll.xlsx", fx.xlsx_bytes({"給与": [("社員番号", "氏名", "基本給", "振込口座")] + [
+        (digits(r, 6), p["name"], r.randint(200_000, 500_000), digits(r, 7)) for p in ppl[:25]]}), True, 25,
+        ("personal_records",), kind="header variant")
+    add("pos_english_header.csv", csv_of([("Name", "My Number", "Address")] + [
+        (f"Taro Example {i}", p["mn"], f"{i} Example Street") for i, p in enumerate(ppl[:6])]), True, 6,
+        ("my_number", "personal_records"), kind="header variant")
     add("pos_roster.csv.bz2", bz2.compress(roster12), True, 12, ("my_number", "personal_records"), kind="bzip2")
     add("neg_orders.tar.xz", lzma.compress(lf.tar_bytes({"out/orders.csv": csv_of(orders(100))})), False, kind="xz")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
