@@ -91,7 +91,9 @@ def _looks_textual(sample: bytes) -> bool:
     if sample.startswith((b"\xff\xfe", b"\xfe\xff")):
         return True  # UTF-16 with BOM
     if b"\x00" in sample:
-        return False
+        from .textdecode import utf16_without_bom
+
+        return utf16_without_bom(sample) is not None
     controls = sum(1 for b in sample if b < 0x20 and b not in (0x09, 0x0A, 0x0D, 0x0C, 0x1B, 0x0E, 0x0F))
     return controls <= len(sample) // 100
 

@@ -25,12 +25,46 @@ _SCORE_SAMPLE = 64 * 1024
 _ESC_JIS = re.compile(rb"\x1b[$(][@BJIDQ]|\x1b\$\([BDQ]")
 
 
+def utf16_without_bom(sample: bytes) -> str | None:
+    """"utf_16_le" / "utf_16_be" when `sample` reads as UTF-16 written without a byte order mark (a
+    tool's "Unicode text" export, a file cut from a longer one): in a table or a listing the tabs,
+    digits, line ends and Latin letters put a NUL in one byte of many 2-byte units and almost never
+    in the other, and the whole decodes strictly. Kanji-only prose has too few such units to tell: it
+    stays unreadable (and held), never guessed."""
+    n = len(sample) - len(sample) % 2
+    if n < 32:
+        return None
+    even = sample[0:n:2].count(0)
+    odd = sample[1:n:2].count(0)
+    units = n // 2
+    for codec, high, low in (("utf_16_le", odd, even), ("utf_16_be", even, odd)):
+        if high * 5 >= units and low * 50 <= units:
+            try:
+                text = sample[:n].decode(codec)
+            except UnicodeDecodeError:
+                # a sample cut inside a surrogate pair ends badly: judge it without its last unit
+                try:
+                    text = sample[: n - 2].decode(codec)
+                except UnicodeDecodeError:
+                    return None
+            # Almost any byte pairs decode: 16-bit integers of some binary format too. Text is
+            # characters people write (ASCII, kana, kanji, full-width forms) and few controls.
+            written = sum(1 for c in text if c in "\t\n\r" or " " <= c <= "~" or "\u3000" <= c <= "\u9fff"
+                          or "\uff00" <= c <= "\uffef")
+            return codec if written * 100 >= len(text) * 97 else None
+    return None
+
+
 def decode_text(data: bytes, declared: str | None = None) -> str:
     """Decode `data`, trusting `declared` only if it decodes cleanly."""
     if data.startswith(codecs.BOM_UTF8):
         return data[3:].decode("utf-8", "replace")
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return data.decode("utf-16", "replace")
+    if b"\x00" in data[:8192]:
+        bomless = utf16_without_bom(data[:8192])
+        if bomless is not None:
+            return data.decode(bomless, "replace")
     codec = _codec(declared)
     if codec is not None:
         text = _strict(data, codec)
