@@ -22,7 +22,7 @@ from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
 from dlpgate.scan.normalize import NORMALISE_TABLE, fold, keyword_spellings, raw_keyword_regex, raw_variants
 from dlpgate.scan.scanner import _LONGEST_RUN, FORM_LINE, FORM_LINES, FORM_NAME_GROUP, Scanner, _trie_pattern
 from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
-from dlpgate.scan.tables import TableAnalyser, body_table_at
+from dlpgate.scan.tables import TableAnalyser, body_table_at, column_blocks
 
 HS = Scanner.load(engine="hyperscan")
 RE = Scanner.load(engine="re")
@@ -194,6 +194,18 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
                 fact = ANALYSER.analyse(Table(part, tuple(rows))) if len(rows) >= RULES.min_fields else None
                 if fact is not None and fact.records and FORM_NAME_GROUP in fact.fields:
                     facts.append(fact)
+        if not facts:  # nor a form: a table pasted column by column, its labels among the field-word lines
+            groups = {g.name for g in RULES.record_fields for w in g.keywords
+                      for v in (w, *keyword_spellings(w)) if v in norm}
+            hits_at = [s for w in FIELDS for s in occurrences(norm, w)]
+            if len(groups) >= RULES.min_fields and hits_at and len(hits_at) <= FORM_LINES:
+                starts = sorted({text.rfind("\n", 0, s) + 1 for s in hits_at})
+                table = column_blocks(text, starts, part, lambda w: bool(ANALYSER.cell_fields(w)),
+                                      RULES.max_header_cell)
+                if table is not None and len(ANALYSER.row_fields(table.rows[0])) >= RULES.min_fields:
+                    fact = ANALYSER.analyse(table)
+                    if fact is not None and fact.records:
+                        facts.append(fact)
     column: dict[str, frozenset[str]] = {}
     for f in facts:
         for digits, cats in f.column_context.items():
@@ -530,3 +542,22 @@ def test_runs_next_to_digits_separators_and_text_ends_match_the_reference() -> N
         check("個人番号 " + t)
     check("\n".join(texts))
     check("。".join(texts))
+
+
+def test_a_table_pasted_column_by_column_matches_the_reference() -> None:
+    """Text copied out of a PDF table often comes column by column: a label line, its values, a
+    blank line, the next label. Read as one table (records = the longest column), as the reference
+    reads it; a signature's 住所 / 電話 lines are no table."""
+    r = random.Random(8)
+    names = [f"試験 太郎{i}" for i in range(20)]
+    blocks = [("氏名", names), ("生年月日", [f"1980/01/{i + 1:02d}" for i in range(20)]),
+              ("住所", [f"見本市中央{i}-1" for i in range(20)]), ("個人番号", [number(r) for _ in range(20)])]
+    text = "対象者一覧\n\n" + "\n\n".join(label + "\n" + "\n".join(values) for label, values in blocks) + "\n"
+    check(text)
+    result = HS.scan("p", text)
+    assert result.records == 20 and {f.detector for f in result.findings} >= {"personal_records", "my_number"}
+    check(text.replace("\n\n", "\n"))  # no blank lines: each label line still ends the column before it
+    assert HS.scan("p", text.replace("\n\n", "\n")).records == 20
+    signature = "山田です。\n\n住所\n東京都千代田区1-1\n見本ビル3F\n電話\n03-1234-5678\n"
+    check(signature)
+    assert HS.scan("p", signature).findings == ()

@@ -43,7 +43,7 @@ from dlpgate.scan.normalize import (
 )
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
 from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
-from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at
+from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at, column_blocks
 
 # A maximal digit run on raw text: a digit, then digits each optionally after one separator.
 _RAW_RUN = re.compile(char_class(RAW_DIGITS) + "(?:" + char_class(RAW_SEPARATORS) + "?" + char_class(RAW_DIGITS) + ")*")
@@ -160,6 +160,7 @@ def _population(lazy: _Lazy, key: object) -> list:  # type: ignore[type-arg]
 
 
 _SPACE_PIECE = re.compile("[^ \u3000]+")
+_SPACE_TO_EOL = re.compile(r"[^\S\n]*(?:\n|\Z)")  # white space up to a line's end
 
 
 def _has_shape(raw: str) -> bool:
@@ -335,6 +336,8 @@ class Scanner:
             facts = self._body_tables(part, text, hits) if hits else []
             if hits and not facts and not self._name_ids.isdisjoint(hits):
                 facts = self._body_forms(part, text, hits)
+            if hits and not facts:
+                facts = self._body_columns(part, text, hits)
         occurrences = self._occurrences(text, triggers, hits, _merged_context(facts)) if triggers else {}
         for f in facts:
             if f.joined:
@@ -480,6 +483,43 @@ class Scanner:
             return []
         facts = self._tables.analyse(Table(part, tuple(rows)))
         return [facts] if facts is not None and facts.records and FORM_NAME_GROUP in facts.fields else []
+
+    def _body_columns(self, part: str, text: str, hits: dict[int, list[int]]) -> list[TableFacts]:
+        """A table pasted column by column (tables.column_blocks): its label lines are among the
+        lines of the field-word hits, read only when the text names `min_fields` groups at all."""
+        fields = self._fields
+        present = [k for k in hits if fields[k]]
+        if not present or len(frozenset().union(*[fields[k] for k in present])) < self.rules.min_fields:
+            return []
+        ends = [end for k in present for end in hits[k]]
+        if len(ends) > FORM_LINES:
+            return []  # field words on hundreds of lines: a listing or a log
+        # A label line is short: most texts name fields inside sentences (TEL 03-..., 個人番号：...)
+        # and stop here, after a bounded look for the line's end.
+        longest, find, rfind, n = self.rules.max_header_cell, text.find, text.rfind, len(text)
+        short = set()
+        for end in ends:
+            le = find("\n", end, end + longest + 1)
+            if le < 0:
+                if end + longest + 1 >= n:
+                    le = n
+                else:
+                    # only spaces from there to the line's end, or the line is longer than a label
+                    m = _SPACE_TO_EOL.match(text, end + longest + 1)
+                    if m is None:
+                        continue
+                    le = m.end()
+            ls = rfind("\n", 0, end - 1) + 1
+            if len(text[ls:le].strip()) <= longest:
+                short.add(ls)
+        if len(short) < 2:
+            return []
+        starts = sorted(short)
+        table = column_blocks(text, starts, part, self._is_field, longest)
+        if table is None or len(self._tables.row_fields(table.rows[0])) < self.rules.min_fields:
+            return []
+        facts = self._tables.analyse(table)
+        return [facts] if facts is not None and facts.records else []
 
     def _occurrences(
         self, text: str, triggers: list[int], hits: dict[int, list[int]], column_context: Mapping[str, frozenset[str]]

@@ -330,6 +330,51 @@ def _space_table_at(text: str, line: str, end: int, name: str,
     return Table(name=name, rows=tuple(rows)), min(pos, n)
 
 
+def column_blocks(text: str, starts: Sequence[int], name: str, is_field: Callable[[str], bool],
+                  max_label: int) -> Table | None:
+    """A table pasted column by column (text copied out of a PDF, a report that prints each column
+    in turn): a line that is only a field name (氏名, 生年月日 ...) and then its values, one per line,
+    up to a blank line or the next such line. Two or more such columns are read as one table, the
+    labels as its header and the i-th value of each column as row i; the caller judges the header.
+    `starts`: the sorted starts of the lines that hold a field word (the only candidate labels)."""
+
+    def is_label(line: str) -> bool:
+        return 0 < len(line) <= max_label and not any(c.isdigit() for c in line) and is_field(line)
+
+    columns: list[tuple[str, list[str]]] = []
+    n = len(text)
+    read_until = -1
+    for ls in starts:
+        if ls < read_until:
+            continue  # a value line of a column already read
+        le = text.find("\n", ls)
+        if le < 0:
+            le = n
+        label = text[ls:le].strip()
+        if not is_label(label):
+            continue
+        values: list[str] = []
+        pos = le + 1
+        while pos < n:
+            nxt = text.find("\n", pos)
+            if nxt < 0:
+                nxt = n
+            line = text[pos:nxt].strip()
+            if not line or is_label(line):
+                break
+            values.append(line)
+            pos = nxt + 1
+        read_until = pos
+        if len(values) >= 2:
+            columns.append((label, values))
+    if len(columns) < 2:
+        return None
+    depth = max(len(values) for _, values in columns)
+    rows = [tuple(label for label, _ in columns)]
+    rows.extend(tuple(values[i] if i < len(values) else "" for _, values in columns) for i in range(depth))
+    return Table(name=name, rows=tuple(rows))
+
+
 def body_table_at(text: str, position: int, name: str,
                   is_field: Callable[[str], bool] | None = None) -> tuple[Table, int] | None:
     """The tab- or comma-separated block whose first line holds `position`, and its end offset.

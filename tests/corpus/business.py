@@ -377,6 +377,14 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
     add("pos_english_header.csv", csv_of([("Name", "My Number", "Address")] + [
         (f"Taro Example {i}", p["mn"], f"{i} Example Street") for i, p in enumerate(ppl[:6])]), True, 6,
         ("my_number", "personal_records"), kind="header variant")
+    # a register copied out of a PDF comes column by column: a label line, its values, a blank line
+    pasted = "\n\n".join(label + "\n" + "\n".join(p[key] for p in ppl[:18]) for label, key in
+                          (("氏名", "name"), ("生年月日", "birth"), ("住所", "address")))
+    add("pos_pasted_columns.eml", eml("PDFからコピーしました。\n\n" + pasted), True, 18, ("personal_records",),
+        kind="vertical")
+    add("neg_contact_columns.eml", eml("拠点一覧\n\n住所\n" + "\n".join(f"架空県見本市{i}-1" for i in range(8))
+                                       + "\n\n電話番号\n" + "\n".join(f"03-0000-{i:04d}" for i in range(8))), False,
+        kind="suppliers")
     add("pos_roster.csv.bz2", bz2.compress(roster12), True, 12, ("my_number", "personal_records"), kind="bzip2")
     add("neg_orders.tar.xz", lzma.compress(lf.tar_bytes({"out/orders.csv": csv_of(orders(100))})), False, kind="xz")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
