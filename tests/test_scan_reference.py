@@ -91,6 +91,9 @@ LONGEST_RUN = _LONGEST_RUN
 
 
 def shape(run: str) -> tuple[str, str, bool]:
+    m = re.fullmatch(r"(.*[0-9])\.00?", run)
+    if m is not None:  # a whole number written as a decimal (123456789012.0): its integer part
+        return shape(m.group(1))
     groups = re.split(r"[-. ]", run)
     digits = "".join(groups)
     lengths = tuple(len(g) for g in groups)
@@ -561,3 +564,17 @@ def test_a_table_pasted_column_by_column_matches_the_reference() -> None:
     signature = "山田です。\n\n住所\n東京都千代田区1-1\n見本ビル3F\n電話\n03-1234-5678\n"
     check(signature)
     assert HS.scan("p", signature).findings == ()
+
+
+def test_whole_numbers_written_as_decimals_match_the_reference() -> None:
+    """A pandas CSV of a column with gaps writes 123456789012.0: the integer part is the number; a
+    real fraction (.05) or a longer one is not stripped."""
+    r = random.Random(12)
+    nums = [number(r) for _ in range(6)]
+    csv = "氏名,個人番号,備考\n" + "\n".join(f"試験{i},{n}.0,{'' if i % 2 else 'x'}" for i, n in enumerate(nums))
+    check(csv)
+    assert {f.detector: f.count for f in HS.scan("p", csv).findings}["my_number"] == 6
+    for text in (f"個人番号 {nums[0]}.00", f"個人番号 {nums[0]}.05", f"個人番号 {nums[0]}.000",
+                 f"個人番号 {nums[0][:4]}-{nums[0][4:8]}-{nums[0][8:]}.0", f"金額 {nums[1]}.0 円", f"{nums[2]}.0"):
+        check(text)
+    assert HS.scan("p", f"個人番号 {nums[0]}.05").findings == ()

@@ -181,6 +181,12 @@ def _shape(run: str) -> tuple[str, str, bool]:
     if run.isdigit():  # contiguous: the common case, no split needed
         n = len(run)
         return ("twelve" if n == 12 else "eleven" if n == 11 else "card" if 13 <= n <= 19 else ""), run, False
+    if run.endswith((".0", ".00")):
+        # 123456789012.0: a whole number a tool wrote as a decimal (a pandas CSV of a column with
+        # gaps, a spreadsheet's number format): its shape is its integer part's
+        head = run[: run.rindex(".")]
+        if head[-1:].isdigit():
+            return _shape(head)
     groups = _SPLIT.split(run)
     digits = "".join(groups)
     n = len(digits)

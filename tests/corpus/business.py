@@ -385,6 +385,10 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
     add("neg_contact_columns.eml", eml("拠点一覧\n\n住所\n" + "\n".join(f"架空県見本市{i}-1" for i in range(8))
                                        + "\n\n電話番号\n" + "\n".join(f"03-0000-{i:04d}" for i in range(8))), False,
         kind="suppliers")
+    # a pandas export of a column with gaps writes each number as a decimal: 123456789012.0
+    add("pos_pandas_export.csv", csv_of([("氏名", "住所", "個人番号")] + [
+        (p["name"], p["address"], f"{p['mn']}.0" if i % 5 else "") for i, p in enumerate(ppl[:20])]), True, 20,
+        ("my_number", "personal_records"), kind="lost zero")
     add("pos_roster.csv.bz2", bz2.compress(roster12), True, 12, ("my_number", "personal_records"), kind="bzip2")
     add("neg_orders.tar.xz", lzma.compress(lf.tar_bytes({"out/orders.csv": csv_of(orders(100))})), False, kind="xz")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
