@@ -182,7 +182,7 @@ def _shape(run: str) -> tuple[str, str, bool]:
         n = len(run)
         return ("twelve" if n == 12 else "eleven" if n == 11 else "card" if 13 <= n <= 19 else ""), run, False
     if run.endswith((".0", ".00")):
-        # 123456789012.0: a whole number a tool wrote as a decimal (a pandas CSV of a column with
+        # <12 digits>.0: a whole number a tool wrote as a decimal (a pandas CSV of a column with
         # gaps, a spreadsheet's number format): its shape is its integer part's
         head = run[: run.rindex(".")]
         if head[-1:].isdigit():
