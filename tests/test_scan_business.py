@@ -44,7 +44,7 @@ def test_corpus_has_what_the_issue_asks_for() -> None:
     assert len(negatives) >= 30
     kinds = {c.kind for c in CASES.values()}
     assert kinds >= {"orders", "catalogue", "log", "zengin", "tracking", "fixed", "header variant", "vertical", "form",
-                     "multi-row", "html", "lost zero", "tnef", "doc", "gzip", "7z", "bzip2", "xz", "headers", "space", "suppliers",
+                     "multi-row", "html", "lost zero", "tnef", "doc", "gzip", "7z", "bzip2", "xz", "headers", "space", "suppliers", "bars",
                      "placeholder"}
 
 

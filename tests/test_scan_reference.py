@@ -578,3 +578,22 @@ def test_whole_numbers_written_as_decimals_match_the_reference() -> None:
                  f"個人番号 {nums[0][:4]}-{nums[0][4:8]}-{nums[0][8:]}.0", f"金額 {nums[1]}.0 円", f"{nums[2]}.0"):
         check(text)
     assert HS.scan("p", f"個人番号 {nums[0]}.05").findings == ()
+
+
+def test_tables_typed_with_bars_or_semicolons_match_the_reference() -> None:
+    """| a | b | (Markdown, its |---| rule row skipped), ｜ and │ bars, and semicolons delimit cells
+    like tabs and commas; a signature line with a bar is no table."""
+    r = random.Random(14)
+    rows = [("氏名", "住所", "生年月日", "個人番号")] + [(f"試験 太郎{i}", f"見本市{i}", "1980/01/01", number(r))
+                                                  for i in range(12)]
+    texts = ["\n".join(["| " + " | ".join(rows[0]) + " |", "|---|:--|---|--:|"]
+                       + ["| " + " | ".join(row) + " |" for row in rows[1:]]),
+             "\n".join("｜".join(row) for row in rows), "\n".join("│" + "│".join(row) + "│" for row in rows),
+             "\n".join(";".join(row) for row in rows)]
+    for text in texts:
+        check(text)
+        result = HS.scan("p", text)
+        assert result.records == 12 and {f.detector: f.count for f in result.findings}["my_number"] == 12
+    signature = "山田です\nTEL: 03-1234-5678 | FAX: 03-1234-5679\n住所 | 東京都千代田区\n"
+    check(signature)
+    assert HS.scan("p", signature).findings == ()

@@ -2,7 +2,8 @@
 fixed-width record, and what that column's header says.
 
 Spreadsheets, CSV files, Word tables and HTML tables all reach the scanner as text whose rows are
-lines and whose cells are separated by tabs (or commas, in a CSV pasted into a mail). A number is
+lines and whose cells are separated by tabs (or commas, in a CSV pasted into a mail; or bars and
+semicolons, in a table typed by hand or pasted from a chat: DELIMITERS). A number is
 judged with its column: a column headed 注文番号 is order numbers however many of them pass the
 My Number check digit, and the column is also the population whose pass rate tells real My Numbers
 (all pass) from other 12-digit numbers (about one in ten passes).
@@ -18,8 +19,13 @@ import re
 from collections.abc import Callable, Hashable
 
 _NO_CATS: frozenset[str] = frozenset()
+# Cell delimiters, in the order a line is looked at (tables.py's body tables read the same ones):
+# tab and comma, the bars of a Markdown or box-drawn table, a European CSV's semicolon.
+DELIMITERS = ("\t", ",", "|", "｜", "│", "┃", ";")
+# Whether a line holds any of them (one search: the scanner's shortcut for short prose lines).
+ANY_DELIMITER = re.compile("[" + re.escape("".join(DELIMITERS)) + "]")
 # A line without the delimiter between two positions: the block ended there.
-_BREAK = {"\t": re.compile(r"\n[^\t\n]*\n"), ",": re.compile(r"\n[^,\n]*\n")}
+_BREAK = {d: re.compile(r"\n[^" + re.escape(d) + r"\n]*\n") for d in DELIMITERS}
 _BACK_LINES = 4096  # at most this many lines are walked back to find a block's first line
 _HEADER_LINES = 3  # a column's header: its cells in the block's first lines above any number
 _NUMBERISH = re.compile(r"[0-9０-９]{4}")
@@ -45,7 +51,8 @@ class TextColumns:
         le = text.find("\n", pos)
         if le < 0:
             le = len(text)
-        delim = "\t" if text.find("\t", ls, le) >= 0 else "," if text.find(",", ls, le) >= 0 else ""
+        m = ANY_DELIMITER.search(text, ls, le)
+        delim = "" if m is None else next(d for d in DELIMITERS if text.find(d, ls, le) >= 0)
         if not delim:
             return self._fixed(ls, le, pos), _NO_CATS
         col = text.count(delim, ls, pos)

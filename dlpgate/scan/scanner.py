@@ -29,6 +29,7 @@ from types import MappingProxyType
 from dlpgate.errors import RuleError
 from dlpgate.extract.model import Extraction, Table
 from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask
+from dlpgate.scan.columns import ANY_DELIMITER as _ANY_DELIMITER
 from dlpgate.scan.columns import FIXED_MIN, TextColumns
 from dlpgate.scan.gate import Gate, make_gate
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
@@ -684,6 +685,7 @@ class Scanner:
         if lazy.failing and any(pop[2] for pop in populations.values()):
             columns = lazy.columns  # made on first need: a short message's lines are mostly prose
             rfind, find, n = text.rfind, text.find, len(text)
+            any_delimiter = _ANY_DELIMITER.search
             negative, positive = self._label_ends(hits)
             part = populations.get("part")
             # Failing numbers only lower a pass rate: once every population holding a passing bare
@@ -741,7 +743,7 @@ class Scanner:
                 le = find("\n", cs)
                 if le < 0:
                     le = n
-                if le - ls < FIXED_MIN and find("\t", ls, le) < 0 and find(",", ls, le) < 0:
+                if le - ls < FIXED_MIN and any_delimiter(text, ls, le) is None:
                     key: object = "part"  # as in _run: a short line of prose, no header
                     pop = part
                     if pop is None:
@@ -856,7 +858,7 @@ class Scanner:
             le = text.find("\n", ce)
             if le < 0:
                 le = len(text)
-            if le - ls < FIXED_MIN and text.find("\t", ls, le) < 0 and text.find(",", ls, le) < 0:
+            if le - ls < FIXED_MIN and _ANY_DELIMITER.search(text, ls, le) is None:
                 key = "part"  # a short line of prose: what TextColumns.at says, without the call
             else:
                 if lazy.columns is None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from dlpgate.extract.model import Rows, Table
+from dlpgate.scan.columns import DELIMITERS
 from dlpgate.scan.normalize import fold, normalise
 from dlpgate.scan.rules import DetectorRules
 
@@ -377,10 +378,11 @@ def column_blocks(text: str, starts: Sequence[int], name: str, is_field: Callabl
 
 def body_table_at(text: str, position: int, name: str,
                   is_field: Callable[[str], bool] | None = None) -> tuple[Table, int] | None:
-    """The tab- or comma-separated block whose first line holds `position`, and its end offset.
+    """The delimited block whose first line holds `position`, and its end offset.
 
-    The line at `position` must contain a delimiter; the block runs over the following lines that
-    are non-empty and contain the same delimiter. Header judgement is the caller's.
+    The line at `position` must contain a delimiter (tab, comma, a table bar |, ｜, │, or a
+    semicolon: _DELIMITERS); the block runs over the following lines that are non-empty and contain
+    the same delimiter (a Markdown rule row |---| is skipped). Header judgement is the caller's.
 
     With `is_field`, a line without tab or comma whose space-separated words are mostly field
     names ("氏名 フリガナ 住所 生年月日": a roster printed to PDF, a space-aligned listing) heads a
@@ -394,10 +396,11 @@ def body_table_at(text: str, position: int, name: str,
     if end < 0:
         end = len(text)
     line = text[start:end].rstrip("\r")
-    delimiter = "\t" if "\t" in line else "," if "," in line else None
+    delimiter = next((d for d in _DELIMITERS if d in line), None)
     if delimiter is None:
         return _space_table_at(text, line, end, name, is_field) if is_field is not None else None
-    rows = [tuple(line.split(delimiter))]
+    barred = delimiter in _BARS
+    rows = [_bar_cells(line, delimiter) if barred else tuple(line.split(delimiter))]
     pos = end + 1
     n = len(text)
     while pos < n:
@@ -407,6 +410,30 @@ def body_table_at(text: str, position: int, name: str,
         row = text[pos:nxt].rstrip("\r")
         if not row.strip() or delimiter not in row:
             break
-        rows.append(tuple(row.split(delimiter)))
+        if barred:
+            cells = _bar_cells(row, delimiter)
+            if not all(_RULE_CELL.match(c) for c in cells):  # |---|:--:| under a Markdown header
+                rows.append(cells)
+        else:
+            rows.append(tuple(row.split(delimiter)))
         pos = nxt + 1
     return Table(name=name, rows=tuple(rows)), min(pos, n)
+
+
+# Cell delimiters of a table typed or pasted into a text, in the order they are looked for in its
+# header line: tab and comma (exports), then the bars of a Markdown or box-drawn table (a chat or
+# an AI tool's answer pasted into a mail, ｜ typed in Japanese input) and the semicolon of a CSV
+# saved with a European list separator.
+_BARS = ("|", "｜", "│", "┃")
+_DELIMITERS = DELIMITERS  # (the scanner's text columns read the same ones)
+_RULE_CELL = re.compile(r"[ \t]*:?[-ー─━=]{2,}:?[ \t]*$|[ \t]*$")
+
+
+def _bar_cells(line: str, bar: str) -> tuple[str, ...]:
+    """The cells of `| a | b |`: the outer bars dropped, the padding around each cell trimmed."""
+    inner = line.strip()
+    if inner.startswith(bar):
+        inner = inner[1:]
+    if inner.endswith(bar):
+        inner = inner[:-1]
+    return tuple(cell.strip() for cell in inner.split(bar))

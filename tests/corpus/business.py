@@ -389,6 +389,13 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
     add("pos_pandas_export.csv", csv_of([("氏名", "住所", "個人番号")] + [
         (p["name"], p["address"], f"{p['mn']}.0" if i % 5 else "") for i, p in enumerate(ppl[:20])]), True, 20,
         ("my_number", "personal_records"), kind="lost zero")
+    # tables typed with bars: Markdown from a chat or an AI tool, ｜ typed in Japanese input
+    md = ["| 氏名 | 住所 | 生年月日 | 個人番号 |", "|---|---|---|:---:|"] + [
+        f"| {p['name']} | {p['address']} | {p['birth']} | {p['mn']} |" for p in ppl[:15]]
+    add("pos_markdown_register.eml", eml("一覧を貼ります。\n\n" + "\n".join(md)), True, 15, ("my_number", "personal_records"),
+        kind="bars")
+    bars = ["商品コード｜品名｜単価"] + [f"{valid_only(r, lambda: digits(r, 12))}｜ボールペン｜120" for _ in range(10)]
+    add("neg_bar_product_codes.eml", eml("価格表\n" + "\n".join(bars)), False, kind="bars")
     add("pos_roster.csv.bz2", bz2.compress(roster12), True, 12, ("my_number", "personal_records"), kind="bzip2")
     add("neg_orders.tar.xz", lzma.compress(lf.tar_bytes({"out/orders.csv": csv_of(orders(100))})), False, kind="xz")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
