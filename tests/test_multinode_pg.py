@@ -126,6 +126,19 @@ def plain(n: int) -> bytes:
             f"body {n}\r\n").encode()
 
 
+def _queue_rows(url: str) -> list[tuple[Any, ...]]:
+    """The messages not yet finished (state, lease, due, attempts): a failed delivery check says
+    where they stand."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=10) as c:
+            return c.execute("SELECT id, state, prev_state, lease_node, lease_until, due_at, attempts FROM messages"
+                             " ORDER BY due_at LIMIT 20").fetchall()
+    except Exception as e:  # noqa: BLE001 - a diagnostic: never hide the failure it explains
+        return [("unreadable", repr(e))]
+
+
 def numbers_in(sink: Sink) -> collections.Counter[int]:
     out: collections.Counter[int] = collections.Counter()
     for m in list(sink.handler.messages):
@@ -324,7 +337,12 @@ def test_postgres_restart_under_load(pg_cluster: PgCluster, pg_url: str, tmp_pat
         assert len(load.acked) == total
         assert not any(500 <= k < 600 for k in load.codes), load.codes  # never a permanent refusal
         acked = set(load.acked)
-        wait(lambda: set(numbers_in(sink)) >= acked, 120, "every acknowledged message delivered")
+        try:
+            wait(lambda: set(numbers_in(sink)) >= acked, 120, "every acknowledged message delivered")
+        except AssertionError as e:  # say where the missing ones are: the queue's rows and the nodes' logs
+            raise AssertionError(f"{e}: {len(acked - set(numbers_in(sink)))} missing; queue: "
+                                 f"{_queue_rows(pg_url)}; " + " | ".join(f"node {nd.name}: {nd.log()[-3000:]}"
+                                                                        for nd in nodes)) from None
         assert 99_999 not in numbers_in(sink)
         ok, text = verify(pg_url, tmp_path)
         assert ok, text
