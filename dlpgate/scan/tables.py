@@ -381,7 +381,7 @@ def body_table_at(text: str, position: int, name: str,
     """The delimited block whose first line holds `position`, and its end offset.
 
     The line at `position` must contain a delimiter (tab, comma, a table bar |, ｜, │, or a
-    semicolon: _DELIMITERS); the block runs over the following lines that are non-empty and contain
+    semicolon: columns.DELIMITERS); the block runs over the following lines that are non-empty and contain
     the same delimiter (a Markdown rule row |---| is skipped). Header judgement is the caller's.
 
     With `is_field`, a line without tab or comma whose space-separated words are mostly field
@@ -396,7 +396,7 @@ def body_table_at(text: str, position: int, name: str,
     if end < 0:
         end = len(text)
     line = text[start:end].rstrip("\r")
-    delimiter = next((d for d in _DELIMITERS if d in line), None)
+    delimiter = next((d for d in DELIMITERS if d in line), None)
     if delimiter is None:
         return _space_table_at(text, line, end, name, is_field) if is_field is not None else None
     barred = delimiter in _BARS
@@ -420,12 +420,9 @@ def body_table_at(text: str, position: int, name: str,
     return Table(name=name, rows=tuple(rows)), min(pos, n)
 
 
-# Cell delimiters of a table typed or pasted into a text, in the order they are looked for in its
-# header line: tab and comma (exports), then the bars of a Markdown or box-drawn table (a chat or
-# an AI tool's answer pasted into a mail, ｜ typed in Japanese input) and the semicolon of a CSV
-# saved with a European list separator.
+# The bars among columns.DELIMITERS (a Markdown or box-drawn table pasted from a chat, ｜ typed in
+# Japanese input): a row's outer bars and each cell's padding are trimmed, its |---| rule skipped.
 _BARS = ("|", "｜", "│", "┃")
-_DELIMITERS = DELIMITERS  # (the scanner's text columns read the same ones)
 _RULE_CELL = re.compile(r"[ \t]*:?[-ー─━=]{2,}:?[ \t]*$|[ \t]*$")
 
 
