@@ -367,9 +367,28 @@ class HyperscanGate:
             db.scan(data, _COLLECTORS[width], 0, found, scratch)
         if not found:
             return _NOTHING
+        misaligned = [i for i in found if i < 0]
+        for i in misaligned:
+            del found[i]
+            k = ~i
+            if k in self._presence and k not in found:
+                self._first_aligned(text, k, found)
         for ends in found.values():  # hyperscan does not promise end order across its engines
             ends.sort()
         return found.pop(TRIGGER_ID, _NO_TRIGGERS), found
+
+    def _first_aligned(self, text: str, k: int, found: defaultdict[int, list[int]]) -> None:
+        """A presence keyword whose one reported match ended inside a character (bytes of two
+        characters that spell it one byte off): hyperscan reports no other, so its first real
+        occurrence, if any, is looked for in the text."""
+        rx = re.compile("".join(char_class(raw_variants(c)) for c in self._keywords[k]))
+        best = -1
+        m = rx.search(text)
+        while m is not None and (best < 0 or m.start() < best):
+            best = m.end() if best < 0 else min(best, m.end())
+            m = rx.search(text, m.start() + 1)
+        if best >= 0:
+            found[k] = [best]
 
 
 _NO_TRIGGERS: list[int] = []  # shared: callers never mutate what a gate returns
@@ -389,6 +408,8 @@ def _collector(width: int, watchful: bool) -> _Callback:
                     off: int = width - 1, shift: int = width.bit_length() - 1) -> bool | None:
             if not end & off:
                 found[ident].append(end >> shift)
+            else:
+                found[~ident]  # noted: a presence keyword's only report may be this one
             return None
 
         return collect
@@ -401,6 +422,8 @@ def _collector(width: int, watchful: bool) -> _Callback:
             ends.append(end >> shift)
             if ident == trigger and len(ends) > flood and len(ends) * dense > end:
                 return True
+        else:
+            found[~ident]  # noted: a presence keyword's only report may be this one
         return None
 
     return watch

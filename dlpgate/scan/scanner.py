@@ -40,6 +40,7 @@ from dlpgate.scan.normalize import (
     char_class,
     fold,
     keyword_spellings,
+    raw_keyword_regex,
     raw_variants,
 )
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
@@ -286,8 +287,19 @@ class Scanner:
         # rather than reported by the gate from all over the text.
         local = sorted(w for w, c in categories.items() if c == {NEGATIVE} and w not in field_groups
                        and w not in self._label_severity and w not in product)
-        self._local_negatives = re.compile(_trie_pattern([w[::-1] for w in local])) if local else None
-        self._local_reach = rules.negative_window + max((len(w) for w in local), default=0)
+        # Negative labels that also name a field (TEL, 電話, phone: the phone group) are the commonest
+        # keywords of business text (issue 19: TEL was 10,600 of 20,000 gate callbacks per 10 MB of
+        # dense mail). As negative labels they too are looked for before a run, on demand; the gate
+        # reports only their presence (the field groups a text names), and the few readers that need
+        # every occurrence (body tables, forms, column labels) find them in the lines they read.
+        # Only words each of whose characters has one-character spellings: an occurrence then ends
+        # a fixed length after its start, so a regex finds every end the gate would.
+        lazy = sorted(w for w, c in categories.items() if c == {NEGATIVE} and w in field_groups
+                      and w not in self._label_severity and w not in product
+                      and all(len(v) == 1 for ch in w for v in raw_variants(ch)))
+        nearby = [*local, *lazy]
+        self._local_negatives = re.compile(_trie_pattern([w[::-1] for w in nearby])) if nearby else None
+        self._local_reach = rules.negative_window + max((len(w) for w in nearby), default=0)
         # One catalogue of every other keyword; the gate reports hits as indexes into it.
         self._words: tuple[str, ...] = tuple(sorted(w for w in categories if w not in local))
         self._categories = tuple(frozenset(categories[w]) for w in self._words)
@@ -298,12 +310,17 @@ class Scanner:
         self._name_ids = frozenset(k for k, f in enumerate(self._fields) if FORM_NAME_GROUP in f)
         self._resident_ids = frozenset(k for k, c in enumerate(self._categories) if RESIDENT in c)
         self._longest_keyword = max(self._lengths)
+        self._lazy_ids = frozenset(k for k, w in enumerate(self._words) if w in lazy)
+        self._lazy_regex = {k: re.compile(raw_keyword_regex(self._words[k])) for k in self._lazy_ids}
+        # Keywords whose reported ends take part in proximity: identifier keywords and negative
+        # labels, but not the lazy ones (the local search before a run finds those).
+        self._proximity_ids = frozenset(k for k, c in enumerate(self._categories) if c and k not in self._lazy_ids)
         if len(self._words) > _KEY_MASK:
             raise RuleError(f"too many keywords ({len(self._words)})")
         # Product-list words that are nothing else (数量, 単価 ...) matter only by their presence
         # (_names_products): the gate reports one hit of each, not thousands.
         presence = frozenset(k for k, w in enumerate(self._words) if w in product and not self._categories[k]
-                             and not self._fields[k] and k not in self._label_ids)
+                             and not self._fields[k] and k not in self._label_ids) | self._lazy_ids
         self.gate: Gate = make_gate(self._words, engine, presence)
         self._tables = TableAnalyser(rules)
         # Header cells of text columns: folded keyword -> categories, longest first.
@@ -421,11 +438,24 @@ class Scanner:
                 return []
         elif len(frozenset().union(*[fields[k] for k in present])) < need:
             return []
-        commonest = fields[max(present, key=lambda k: len(hits[k]))]
+        lazy_ids = self._lazy_ids
+        lazy = [k for k in present if k in lazy_ids]  # their hits are one end each: presence
+        if not lazy:
+            commonest = fields[max(present, key=lambda k: len(hits[k]))]
+        else:
+            # A lazy keyword (TEL) stands in for the commonest: any field keyword naming one group
+            # serves, since a header line names `need` groups, so it holds a hit of a keyword naming
+            # another, and body_table_at reads a line whatever position in it it is given.
+            commonest = fields[lazy[0]]
+            if not (need > 1 and len(commonest) == 1 and all(fields[k] == commonest for k in lazy)):
+                hits = self._with_lazy_ends(text, hits, present, len(text))[0]
+                lazy = []
         if need > 1 and len(commonest) == 1:
             anchors = sorted(end - 1 for k in present if not fields[k] <= commonest for end in hits[k])
         else:
             anchors = sorted(end - 1 for k in present for end in hits[k])
+        eager = [k for k in present if k not in lazy]
+        lazy_regexes = [self._lazy_regex[k] for k in lazy]
         out: list[TableFacts] = []
         done_until = -1
         line_start = -1
@@ -441,11 +471,14 @@ class Scanner:
             if line_end < 0:
                 line_end = n
             groups: frozenset[str] = frozenset()
-            for k in present:  # every field keyword with a hit on this line
+            for k in eager:  # every field keyword with a hit on this line
                 ends = hits[k]
                 i = bisect_left(ends, start + 1)
                 if i < len(ends) and ends[i] <= line_end:
                     groups = groups | fields[k]
+            if lazy_regexes and not commonest <= groups and any(
+                    rx.search(text, start, line_end) is not None for rx in lazy_regexes):
+                groups = groups | commonest  # (the lazy keywords name that one group)
             if len(groups) < need:
                 continue
             found = body_table_at(text, pos, part, self._is_field)
@@ -460,6 +493,28 @@ class Scanner:
                 done_until = end
         return out
 
+    def _with_lazy_ends(self, text: str, hits: dict[int, list[int]], present: Sequence[int],
+                        limit: int) -> tuple[dict[int, list[int]], bool]:
+        """(`hits` with every end of the lazy keywords among `present`, whether complete): the
+        gate reported one end of each (their presence). The search stops once the field keywords'
+        ends number more than `limit` (then complete is False: the caller gives up at that count)."""
+        lazy = [k for k in present if k in self._lazy_ids]
+        if not lazy:
+            return hits, True
+        full = dict(hits)
+        room = limit - sum(len(hits[k]) for k in present if k not in self._lazy_ids)
+        for k in lazy:
+            ends: list[int] = []
+            m = self._lazy_regex[k].search(text)
+            while m is not None:  # overlapping occurrences too, as the gate reports them
+                ends.append(m.end())
+                room -= 1
+                if room < 0:
+                    return full, False
+                m = self._lazy_regex[k].search(text, m.start() + 1)
+            full[k] = ends
+        return full, True
+
     def _body_forms(self, part: str, text: str, hits: dict[int, list[int]]) -> list[TableFacts]:
         """Label/value lines in a text (`氏名：試験 太郎`, `住所：...`): a form pasted into a body is
         read as the rows (label, value) of a table whose field names run down a column, one record
@@ -472,8 +527,9 @@ class Scanner:
         groups = frozenset().union(*[fields[k] for k in present])
         if len(groups) < self.rules.min_fields or FORM_NAME_GROUP not in groups:
             return []  # a person's form names the person
+        hits, complete = self._with_lazy_ends(text, hits, present, FORM_LINES)
         ends = sorted(end for k in present for end in hits[k])
-        if len(ends) > FORM_LINES:
+        if not complete or len(ends) > FORM_LINES:
             return []  # field words on hundreds of lines are a listing or a log, not a form
         rows: list[tuple[str, ...]] = []
         last = -1
@@ -498,8 +554,9 @@ class Scanner:
         present = [k for k in hits if fields[k]]
         if not present or len(frozenset().union(*[fields[k] for k in present])) < self.rules.min_fields:
             return []
+        hits, complete = self._with_lazy_ends(text, hits, present, FORM_LINES)
         ends = [end for k in present for end in hits[k]]
-        if len(ends) > FORM_LINES:
+        if not complete or len(ends) > FORM_LINES:
             return []  # field words on hundreds of lines: a listing or a log
         # A label line is short: most texts name fields inside sentences (TEL 03-..., 個人番号：...)
         # and stop here, after a bounded look for the line's end.
@@ -902,7 +959,10 @@ class Scanner:
         cats = self._categories
         negative: list[int] = []
         positive: list[int] = []
+        lazy = self._lazy_ids  # (found by the local search, as the other local labels)
         for k, ends in hits.items():
+            if k in lazy:
+                continue
             c = cats[k]
             if NEGATIVE in c:
                 negative.extend(ends)
@@ -922,8 +982,8 @@ class Scanner:
 
     def _packed(self, hits: dict[int, list[int]]) -> list[int]:
         """The proximity keyword hits (identifier keywords, negative labels) packed and sorted."""
-        cats = self._categories
-        lists = [(k, ends) for k, ends in hits.items() if cats[k]]
+        ids = self._proximity_ids
+        lists = [(k, ends) for k, ends in hits.items() if k in ids]
         packed = [end << _KEY_BITS | k for k, ends in lists for end in ends]
         if len(lists) > 1:
             packed.sort()
