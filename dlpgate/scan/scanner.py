@@ -639,23 +639,38 @@ class Scanner:
                             g = raw[:4] + raw[5:9] + raw[10:]
                             if g.isascii() and g.isdigit():
                                 covered = ce + 1
-                                if (not has_licence
-                                        and (sum(map(mul, g.encode(), weights)) - weighted_zero) % 11 > (g[11] == "0")
-                                        and g.count(g[0]) != 12
+                                valid = (sum(map(mul, g.encode(), weights)) - weighted_zero) % 11 <= (g[11] == "0")
+                                if (not valid and not has_licence and g.count(g[0]) != 12
                                         and (not column_context or g not in column_context)):
                                     failing.append(cs)  # fails the check digit; not a placeholder
                                     continue
                                 run_found = True
+                                separated = True
                     else:  # 12 contiguous digits, then the non-digit at end - 1?
                         ce = end - 1
                         c = text[ce]
-                        raw = text[cs:ce]
-                        if (c not in separators or text[end] not in digits_set) and raw.isascii() and raw.isdigit():
+                        g = text[cs:ce]
+                        if (c not in separators or text[end] not in digits_set) and g.isascii() and g.isdigit():
                             covered = ce + 1
+                            if g.count(g[0]) == 12:
+                                continue  # a placeholder (000000000000)
+                            valid = (sum(map(mul, g.encode(), weights)) - weighted_zero) % 11 <= (g[11] == "0")
+                            if not valid and not has_licence and (not column_context or g not in column_context):
+                                failing.append(cs)
+                                continue
                             run_found = True
+                            separated = False
             if run_found:
+                # A 12-digit ASCII run (contiguous or 4-4-4) that passes the check digit, or that a
+                # licence keyword or a column may speak for: its shape is known, straight to _run.
                 run_found = False
-                n = ce - cs
+                occ = self._run(text, text[cs:ce], cs, ce, hits, column_context, lazy, g, separated, valid)
+                if occ is not None:
+                    tally = out.get(occ[0])
+                    if tally is None:
+                        tally = out[occ[0]] = _Tally()
+                    tally.add(occ[1], occ[2], occ[3], distinct_enough)
+                continue
             else:
                 p = end - 1  # the trigger's last digit, or the non-digit just after its run
                 # Read from where the commonest triggers start, and walk back when the character
@@ -873,9 +888,15 @@ class Scanner:
         return got
 
     def _run(self, text: str, raw: str, cs: int, ce: int, hits: dict[int, list[int]],
-             column_context: Mapping[str, frozenset[str]], lazy: _Lazy) -> _Occurrence | None:
-        """The finding one digit run makes, if any (bare 12-digit ones are deferred to their population)."""
-        if raw.isascii() and raw.isdigit():  # contiguous half-width: the common case
+             column_context: Mapping[str, frozenset[str]], lazy: _Lazy, twelve: str | None = None,
+             twelve_separated: bool = False, twelve_valid: bool = False) -> _Occurrence | None:
+        """The finding one digit run makes, if any (bare 12-digit ones are deferred to their population).
+
+        `twelve`: the run's 12 ASCII digits when the caller has read its shape already (contiguous,
+        or 4-4-4 when `twelve_separated`; `twelve_valid` their check digit), so it is not read twice."""
+        if twelve is not None:
+            kind, digits, separated = "twelve", twelve, twelve_separated
+        elif raw.isascii() and raw.isdigit():  # contiguous half-width: the common case
             n = ce - cs
             kind = "twelve" if n == 12 else "eleven" if n == 11 else "card" if 13 <= n <= 19 else ""
             digits = raw
@@ -889,7 +910,7 @@ class Scanner:
         if kind == "twelve":
             if digits.count(digits[0]) == 12:  # shapes.is_placeholder, inline: once per 12-digit run
                 return None
-            valid = is_valid_my_number(digits)
+            valid = twelve_valid if twelve is not None else is_valid_my_number(digits)
             known = column_context.get(digits)
             if known is not None and MY_NUMBER in known:
                 # A cell of a My Number column (a sheet's 個人番号, every row): what _classify would
