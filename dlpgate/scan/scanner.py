@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from operator import mul
 from types import MappingProxyType
 
@@ -599,6 +599,8 @@ class Scanner:
         lazy.failing = failing
         has_licence = lazy.has_licence = not self._licence_ids.isdisjoint(hits)
         look, back, longest = _LOOK, _TRIGGER_LONGEST, _LONGEST_RUN  # locals: read once per trigger
+        rfind, find, any_delimiter = text.rfind, text.find, _ANY_DELIMITER.search
+        explain: Callable[[int], bool] | None = None  # made on first need
         run_found = False
         weights, weighted_zero = _WEIGHTS, _WEIGHTED_ZERO
         last = len(text) - 2  # a run ending before this can be told maximal by the two characters after it
@@ -668,6 +670,21 @@ class Scanner:
                 # A 12-digit ASCII run (contiguous or 4-4-4) that passes the check digit, or that a
                 # licence keyword or a column may speak for: its shape is known, straight to _run.
                 run_found = False
+                if valid and (not column_context or g not in column_context):
+                    # Most passing ones of business text are tracking or order numbers under their
+                    # label (追跡番号：1234-5678-9012): on a short line of prose (no column, no
+                    # header) with a negative label right before it and no identifier keyword since,
+                    # _run finds nothing and notes nothing (_classify drops it before its
+                    # population is counted). Told here in a line look-up and one short search.
+                    ls = rfind("\n", 0, cs) + 1
+                    le = find("\n", ce)
+                    if le < 0:
+                        le = len(text)
+                    if le - ls < FIXED_MIN and any_delimiter(text, ls, le) is None:
+                        if explain is None:
+                            explain = self._explainer(text, *self._label_ends(hits))
+                        if explain(cs):
+                            continue
                 occ = self._run(text, text[cs:ce], cs, ce, hits, column_context, lazy, g, separated, valid)
                 if occ is not None:
                     tally = out.get(occ[0])
@@ -776,21 +793,7 @@ class Scanner:
                 failing = [failing[int(i * weight)] for i in range(_FAILING_SAMPLE)]
             window, reach = self.rules.negative_window, self._local_reach
             local = self._local_negatives.search if self._local_negatives is not None else None
-
-            def explained(cs: int) -> bool:
-                """Whether a negative label right before the run explains it: the suppression _classify
-                applies (the last negative label ending within the window before the run, no identifier
-                keyword ending after it), from the part's sorted label ends and one search of the
-                reversed characters before the run (local labels: 注文番号 ...)."""
-                i = bisect_right(positive, cs)
-                last_positive = positive[i - 1] if i else -1  # the last identifier keyword up to cs
-                if local is not None:
-                    # the `reach` characters before the run, reversed in one slice (nearest first)
-                    m = local(text[cs - 1 : cs - reach - 1 : -1] if cs > reach else text[cs - 1 :: -1] if cs else "")
-                    if m is not None and m.start() <= window and cs - m.start() >= last_positive:
-                        return True  # 注文番号 right before it, no keyword since
-                i = bisect_right(negative, cs) - 1
-                return i >= 0 and negative[i] >= cs - window and negative[i] >= last_positive  # TEL ...
+            explained = self._explainer(text, negative, positive)
 
             # When the part's own population is the only one (prose with a few bare passing numbers
             # and a column of 注文番号 nowhere), a number a label explains is never counted whatever
@@ -977,6 +980,31 @@ class Scanner:
         pop[1] += 1
         pop[2].append(occ)
         return None
+
+    def _explainer(self, text: str, negative: list[int], positive: list[int]) -> Callable[[int], bool]:
+        """explained(cs) for one part, from its sorted label ends (_label_ends)."""
+        window, reach = self.rules.negative_window, self._local_reach
+        local = self._local_negatives.search if self._local_negatives is not None else None
+
+        def explained(cs: int) -> bool:
+            """Whether a negative label right before the run explains it: the suppression _classify
+            applies (the last negative label ending within the window before the run, no identifier
+            keyword ending after it), from the part's sorted label ends and one search of the
+            reversed characters before the run (local labels: 注文番号 ...). A run it explains is
+            one _classify drops whatever its kind, unless a column speaks for it (its digits in the
+            column context, or a header naming an identifier): an identifier keyword closer than
+            the label, within `proximity` or not, makes it False."""
+            i = bisect_right(positive, cs)
+            last_positive = positive[i - 1] if i else -1  # the last identifier keyword up to cs
+            if local is not None:
+                # the `reach` characters before the run, reversed in one slice (nearest first)
+                m = local(text[cs - 1 : cs - reach - 1 : -1] if cs > reach else text[cs - 1 :: -1] if cs else "")
+                if m is not None and m.start() <= window and cs - m.start() >= last_positive:
+                    return True  # 注文番号 right before it, no keyword since
+            i = bisect_right(negative, cs) - 1
+            return i >= 0 and negative[i] >= cs - window and negative[i] >= last_positive  # TEL ...
+
+        return explained
 
     def _label_ends(self, hits: dict[int, list[int]]) -> tuple[list[int], list[int]]:
         """(negative label ends, identifier keyword ends) of a part, each sorted: read once for all
