@@ -117,6 +117,15 @@ _DIGITS = frozenset(RAW_DIGITS)
 # the residue is 0 for a valid number, or 1 when the check digit is 0.
 _WEIGHTS = (6, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2, 1)
 _WEIGHTED_ZERO = 48 * sum(_WEIGHTS)
+# The same sum in integer arithmetic on the 12 ASCII bytes read as one little-endian integer (byte
+# i = digit i once the b"0" bytes are subtracted): each half of six digits times its weights
+# written backwards as base-256 digits puts that half's weighted sum in byte 5 of the product, and
+# no byte of either product carries (at most 9 * 27 = 243), so ten integer operations replace a
+# map over twelve multiplications (issue 19: about 40% faster; 9,300 runs per 10 MB of dense mail).
+_ASCII_ZEROS = int.from_bytes(b"0" * 12, "little")
+_LOW_WEIGHTS = sum(_WEIGHTS[5 - j] << (8 * j) for j in range(6))
+_HIGH_WEIGHTS = sum(_WEIGHTS[11 - j] << (8 * j) for j in range(6))
+_SIX_BYTES = (1 << 48) - 1
 
 
 _SEPARATORS = frozenset(RAW_SEPARATORS)
@@ -602,7 +611,8 @@ class Scanner:
         rfind, find, any_delimiter = text.rfind, text.find, _ANY_DELIMITER.search
         explain: Callable[[int], bool] | None = None  # made on first need
         run_found = False
-        weights, weighted_zero = _WEIGHTS, _WEIGHTED_ZERO
+        zeros, low_w, high_w, six = _ASCII_ZEROS, _LOW_WEIGHTS, _HIGH_WEIGHTS, _SIX_BYTES
+        from_bytes = int.from_bytes
         last = len(text) - 2  # a run ending before this can be told maximal by the two characters after it
         for end in triggers:
             if end <= covered:
@@ -644,7 +654,8 @@ class Scanner:
                             b = raw.encode().translate(None, b"-. ")
                             if len(b) == 12 and b.isdigit():
                                 covered = ce + 1
-                                valid = (sum(map(mul, b, weights)) - weighted_zero) % 11 <= (b[11] == 48)
+                                x = from_bytes(b, "little") - zeros  # the check digit sum (_LOW_WEIGHTS)
+                                valid = (((x & six) * low_w >> 40 & 255) + ((x >> 48) * high_w >> 40 & 255)) % 11 <= (b[11] == 48)
                                 if (not valid and not has_licence and b.count(b[0]) != 12
                                         and (not column_context or b.decode() not in column_context)):
                                     failing.append(cs)  # fails the check digit; not a placeholder
@@ -660,7 +671,8 @@ class Scanner:
                             covered = ce + 1
                             if g.count(g[0]) == 12:
                                 continue  # a placeholder (000000000000)
-                            valid = (sum(map(mul, g.encode(), weights)) - weighted_zero) % 11 <= (g[11] == "0")
+                            x = from_bytes(g.encode(), "little") - zeros
+                            valid = (((x & six) * low_w >> 40 & 255) + ((x >> 48) * high_w >> 40 & 255)) % 11 <= (g[11] == "0")
                             if not valid and not has_licence and (not column_context or g not in column_context):
                                 failing.append(cs)
                                 continue
@@ -738,7 +750,7 @@ class Scanner:
                     elif raw.count(raw[0]) == 12:
                         continue  # a placeholder (000000000000)
                     elif (not has_licence and raw not in column_context
-                          and (sum(map(mul, raw.encode(), weights)) - weighted_zero) % 11 > (raw[11] == "0")):
+                          and (sum(map(mul, raw.encode(), _WEIGHTS)) - _WEIGHTED_ZERO) % 11 > (raw[11] == "0")):
                         failing.append(cs)
                         continue
                 elif n < 13:
