@@ -398,6 +398,15 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
     add("neg_bar_product_codes.eml", eml("価格表\n" + "\n".join(bars)), False, kind="bars")
     add("pos_roster.csv.bz2", bz2.compress(roster12), True, 12, ("my_number", "personal_records"), kind="bzip2")
     add("neg_orders.tar.xz", lzma.compress(lf.tar_bytes({"out/orders.csv": csv_of(orders(100))})), False, kind="xz")
+    # in-house and municipal system exports name their columns in romaji (SHIMEI, JUSHO, SEINENGAPPI ...);
+    # the same exports of orders or products (SHOHIN_MEI, JUCHU_NO) are no personal records
+    add("pos_romaji_columns.csv", csv_of([("SETAI_NO", "SHIMEI", "SHIMEI_KANA", "SEINENGAPPI", "ZOKUGARA", "JUSHO")] + [
+        (digits(r, 8), p["name"], "ミホン タロウ", p["birth"], r.choice(["01", "02", "03"]), p["address"])
+        for p in ppl[:25]]), True, 25, ("personal_records",), kind="header variant")
+    add("neg_romaji_orders.csv", csv_of([("JUCHU_NO", "JUCHU_BI", "SHOHIN_CD", "SHOHIN_MEI", "SURYO", "TANKA")] + [
+        (valid_only(r, lambda: digits(r, 12)) if i % 9 == 0 else digits(r, 12), f"2026{r.randint(1, 12):02d}{r.randint(1, 28):02d}",
+         digits(r, 8), r.choice(["ボールペン", "コピー用紙", "封筒"]), r.randint(1, 50), r.randint(100, 9999))
+        for i in range(150)]), False, kind="header variant")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
         (valid_only(r, lambda: digits(r, 12)), "1200") for _ in range(4)]), False, kind="doc")
     return cases
