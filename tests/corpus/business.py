@@ -403,6 +403,12 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
     add("pos_romaji_columns.csv", csv_of([("SETAI_NO", "SHIMEI", "SHIMEI_KANA", "SEINENGAPPI", "ZOKUGARA", "JUSHO")] + [
         (digits(r, 8), p["name"], "ミホン タロウ", p["birth"], r.choice(["01", "02", "03"]), p["address"])
         for p in ppl[:25]]), True, 25, ("personal_records",), kind="header variant")
+    # a municipal export keyed by its own resident number (宛名番号), 続き柄 spelt with き, 世帯コード
+    add("pos_atena_register.csv", csv_of([("宛名番号", "氏名", "続き柄", "世帯コード")] + [
+        (digits(r, 10), p["name"], r.choice(["世帯主", "妻", "子"]), digits(r, 8)) for p in ppl[:30]]), True, 30,
+        ("personal_records",), kind="header variant")
+    add("neg_supplier_contacts.csv", csv_of([("会社名", "連絡先", "所在地")] + [
+        (f"見本商事{i}", f"03-0000-{i:04d}", f"架空県見本市{i}-1") for i in range(30)]), False, kind="suppliers")
     add("neg_romaji_orders.csv", csv_of([("JUCHU_NO", "JUCHU_BI", "SHOHIN_CD", "SHOHIN_MEI", "SURYO", "TANKA")] + [
         (valid_only(r, lambda: digits(r, 12)) if i % 9 == 0 else digits(r, 12), f"2026{r.randint(1, 12):02d}{r.randint(1, 28):02d}",
          digits(r, 8), r.choice(["ボールペン", "コピー用紙", "封筒"]), r.randint(1, 50), r.randint(100, 9999))
