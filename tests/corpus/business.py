@@ -409,6 +409,14 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
         ("personal_records",), kind="header variant")
     add("neg_supplier_contacts.csv", csv_of([("会社名", "連絡先", "所在地")] + [
         (f"見本商事{i}", f"03-0000-{i:04d}", f"架空県見本市{i}-1") for i in range(30)]), False, kind="suppliers")
+    # a case note describes people in sentences: a birth date and an address per line, no header
+    notes = [f"{p['name']}（昭和{r.randint(20, 63)}年{r.randint(1, 12)}月{r.randint(1, 28)}日生、{p['address']}）は"
+             f"{r.choice(['児童手当', '介護保険', '国民健康保険'])}の対象。" for p in ppl[:9]]
+    add("pos_case_notes.eml", eml("ケース記録の引き継ぎです。\n\n" + "\n".join(notes)), True, 9, ("personal_records",),
+        kind="sentences")
+    plant = [f"{2020 + i % 5}年{i % 12 + 1}月{i % 28 + 1}日生産開始、工場 架空県見本市本町{i}-1-2、"
+             f"ライン{i} 製品コード {digits(r, 8)}" for i in range(1, 30)]
+    add("neg_production_dates.eml", eml("生産計画\n" + "\n".join(plant)), False, kind="sentences")
     add("neg_romaji_orders.csv", csv_of([("JUCHU_NO", "JUCHU_BI", "SHOHIN_CD", "SHOHIN_MEI", "SURYO", "TANKA")] + [
         (valid_only(r, lambda: digits(r, 12)) if i % 9 == 0 else digits(r, 12), f"2026{r.randint(1, 12):02d}{r.randint(1, 28):02d}",
          digits(r, 8), r.choice(["ボールペン", "コピー用紙", "封筒"]), r.randint(1, 50), r.randint(100, 9999))
