@@ -440,6 +440,30 @@ def test_long_digit_strings_and_tel_heavy_text() -> None:
           + "\n氏名\t電話\t住所\na\tb\tc")
 
 
+def test_phone_words_reported_once_are_found_where_they_are_read() -> None:
+    """TEL, 電話 and phone reach the scanner as one hit each (their presence, issue 19); the readers
+    that need them find the rest: a body table's header line naming a group beside the phone
+    group (TEL commonest or not), a form, a table pasted column by column, the label before a
+    run, a text of field words on more lines than FORM_LINES. Each as the reference reads it."""
+    r = random.Random(19)
+    people = "\n".join(f"試験 太郎{i}\t{number(r)}\t北見市{i}" for i in range(12))
+    check("TEL 03-1234-5678\n氏名\tＴｅｌ\t住所\n" + people)  # the header's TEL is not the text's first
+    contacts = "\n".join(f"試験 太郎{i}\t03-{i:04d}-5678" for i in range(12))
+    check("TEL 03-1234-5678\n氏名\tＴｅｌ\n" + contacts)  # the header names two groups with TEL
+    check("氏名\tphone\n" + contacts + "\nTEL\n" * 40)
+    check("氏名\t電話\t住所\n" + people + "\nTEL 03\n" * 30)  # TEL commonest, header by 電話
+    check("\n".join(f"phone {i} 注記" for i in range(5)) + "\n名前,PHONE,個人番号\n" + people.replace("\t", ","))
+    form = "氏名：試験 太郎\n電話：03-1234-5678\n住所：北見市本町1丁目\n個人番号：" + number(r) + "\n"
+    check(form)
+    check(form + "TEL 03-0000-0000\n" * (FORM_LINES + 5))  # a log, not a form
+    check(form * 3 + "TEL 03-0000-0000\n" * (FORM_LINES - 20))
+    check("氏名\n試験 太郎\n試験 花子\n\n電話\n03-1111-2222\n03-3333-4444\n\n住所\n北見市\n網走市\n")
+    for label in ("TEL", "ｔｅｌ", "電話", "電 話", "Phone"):
+        for sep in ("", " ", "：", "番号 "):
+            n = number(r)
+            check(f"{label}{sep}{n}\n{label}{sep}{n[:4]}-{n[4:8]}-{n[8:]}\n個人番号 {label}{sep}{n}\n" + f"{number(r)}\n" * 3)
+
+
 def test_digit_dense_texts_rescanned_with_anchored_trigger_match_the_reference() -> None:
     """A sheet of identifiers or a column of JAN codes makes the hyperscan gate stop and rescan
     with one trigger per run (gate._FLOOD); findings must not change."""
