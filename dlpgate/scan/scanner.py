@@ -622,6 +622,7 @@ class Scanner:
         failing: list[int] = []
         lazy.failing = failing
         has_licence = lazy.has_licence = not self._licence_ids.isdisjoint(hits)
+        plain = not has_licence and not column_context  # nothing can speak for a failing number
         look, back, longest = _LOOK, _TRIGGER_LONGEST, _LONGEST_RUN  # locals: read once per trigger
         rfind, find, any_delimiter = text.rfind, text.find, _ANY_DELIMITER.search
         explain: Callable[[int], bool] | None = None  # made on first need
@@ -643,7 +644,8 @@ class Scanner:
             # speak for it is counted as failing right here (issue 19: on dense text these are
             # 99% of the runs, and the regex search was a third of the time per run).
             cs = end - 13
-            if (text[end - 1] not in digits_set and cs > 2 and text[cs] in digits_set
+            four = text[end - 1] in digits_set  # the trigger ends on a digit: a 4-4-4 run's eleventh?
+            if (not four and cs > 2 and text[cs] in digits_set
                     and text[cs - 1] in digits_set):
                 # The gate's bounded match took the character after a run of 11 or more digits (its
                 # match has no left boundary: hyperscan runs much faster without one), and two
@@ -657,7 +659,7 @@ class Scanner:
             if 1 < cs and end < last:
                 c = text[cs - 1]
                 if c not in digits_set and (c not in separators or text[cs - 2] not in digits_set):
-                    if text[end - 1] in digits_set:  # a 4-4-4 run?
+                    if four:  # a 4-4-4 run?
                         ce = end + 1
                         c = text[ce]
                         raw = text[cs:ce]
@@ -671,8 +673,8 @@ class Scanner:
                                 covered = ce + 1
                                 x = from_bytes(b, "little") - zeros  # the check digit sum (_LOW_WEIGHTS)
                                 valid = (((x & six) * low_w >> 40 & 255) + ((x >> 48) * high_w >> 40 & 255)) % 11 <= (b[11] == 48)
-                                if (not valid and not has_licence and b.count(b[0]) != 12
-                                        and (not column_context or b.decode() not in column_context)):
+                                if not valid and (plain or (not has_licence and b.decode() not in column_context)) and (
+                                        b.count(b[0]) != 12):
                                     failing.append(cs)  # fails the check digit; not a placeholder
                                     continue
                                 g = b.decode()
@@ -688,7 +690,7 @@ class Scanner:
                                 continue  # a placeholder (000000000000)
                             x = from_bytes(g.encode(), "little") - zeros
                             valid = (((x & six) * low_w >> 40 & 255) + ((x >> 48) * high_w >> 40 & 255)) % 11 <= (g[11] == "0")
-                            if not valid and not has_licence and (not column_context or g not in column_context):
+                            if not valid and (plain or (not has_licence and g not in column_context)):
                                 failing.append(cs)
                                 continue
                             run_found = True
