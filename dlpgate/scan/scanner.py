@@ -1,8 +1,10 @@
 """The scanner: text (and tables) in, findings out. Compiled once, then called per part.
 
 One gate pass per part (hyperscan, or `re` plus Aho-Corasick without it) returns digit triggers
-and every keyword hit, with character positions in the raw text. Nothing else reads the whole
-text again:
+and every keyword hit, with character positions in the raw text (of the phone words TEL, 電話,
+phone only the first: they are the commonest words of business mail, and are looked for where a
+reader needs them: before a run, in a body table's header line, in a form). Nothing else reads
+the whole text again (forms and column labels may search it for those words, up to FORM_LINES):
 
 * around each trigger the digit run is recovered (one short regex match on the raw text: a
   maximal run of digits with single separators), normalised (a few characters) and shaped;
