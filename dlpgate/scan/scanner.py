@@ -870,6 +870,8 @@ class Scanner:
                     positive_header = not _POSITIVE_SET.isdisjoint(header)
                     if not positive_header and NEGATIVE in header:
                         continue
+                if key not in undecided:
+                    continue  # its rate is below the line already: counting more only lowers it
                 if not positive_header and not only_part and explained(cs):
                     continue  # nor a number a negative label right before it explains
                 pop[0] += weight
