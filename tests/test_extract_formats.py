@@ -252,3 +252,13 @@ def test_bomless_utf16_text_decodes_to_itself(body: str, codec: str) -> None:
     found = utf16_without_bom(data)
     if found is not None:  # ASCII-poor text may not be recognised; recognised text is never misread
         assert found == codec.replace("-", "_") and decode_text(data) == text
+
+
+@given(st.binary(max_size=300))
+def test_textual_control_count_is_the_per_byte_count(sample: bytes) -> None:
+    """sniff counts the controls text does not have with bytes.translate; the per-byte rule it replaced."""
+    from dlpgate.extract.sniff import _looks_textual
+
+    sample = sample.replace(b"\x00", b"").lstrip(b"\xfe\xff")  # a NUL or a BOM: decided by the UTF-16 rules
+    controls = sum(1 for b in sample if b < 0x20 and b not in (0x09, 0x0A, 0x0D, 0x0C, 0x1B, 0x0E, 0x0F))
+    assert _looks_textual(sample) == (controls <= len(sample) // 100)
