@@ -97,7 +97,8 @@ class _SinglePartMessage(EmailMessage):
     """
 
     _raw_whole: bytes | None = None  # the bytes the body lies in ...
-    _raw_start = 0  # ... from here to their end
+    _raw_start = 0  # ... from here ...
+    _raw_stop: int | None = None  # ... to here (None: their end)
 
     def _get_params_preserve(self, failobj, header):  # type: ignore[no-untyped-def]
         # type, charset and filename each re-split a header's parameters (a sixth of judging a
@@ -114,12 +115,12 @@ class _SinglePartMessage(EmailMessage):
         the payload has been replaced."""
         body: bytes | None = self.__dict__.get("_raw_bytes")
         if body is None and self._raw_whole is not None:
-            body = self.__dict__["_raw_bytes"] = self._raw_whole[self._raw_start:]
+            body = self.__dict__["_raw_bytes"] = self._raw_whole[self._raw_start:self._raw_stop]
         return body
 
     def raw_view(self) -> memoryview | None:
         """The body's bytes without a copy, or None once the payload has been replaced."""
-        return None if self._raw_whole is None else memoryview(self._raw_whole)[self._raw_start:]
+        return None if self._raw_whole is None else memoryview(self._raw_whole)[self._raw_start:self._raw_stop]
 
     @property  # type: ignore[override]
     def _payload(self):  # type: ignore[no-untyped-def]
@@ -174,24 +175,27 @@ _NO_CTE_DEFECT = frozenset(("7bit", "8bit", "binary"))
 _MAX_FAST_DEPTH = 20
 
 
-def _leaf(data: bytes) -> Message | None:
-    """One part that is not multipart or message/*, as parse() makes a single-part message, or None."""
-    if data.startswith(b"\n") or data.startswith(b"\r\n"):
+def _leaf(raw: bytes, start: int, stop: int) -> Message | None:
+    """The part raw[start:stop], not multipart or message/*, as parse() makes a single-part
+    message (its body left where it lies), or None."""
+    if raw.startswith((b"\n", b"\r\n"), start, stop):
         return None  # a part without headers: rare, left to the feed parser
-    end = header_end(data)
+    end = header_end(raw, start, stop)
     if end < 0:
         return None
-    head: _SinglePartMessage = BytesParser(policy=_SINGLE_PART_POLICY).parsebytes(data[:end])  # type: ignore[assignment]
+    head: _SinglePartMessage = BytesParser(policy=_SINGLE_PART_POLICY).parsebytes(raw[start:end])  # type: ignore[assignment]
     if head._payload != "" or head.get_content_maintype() in ("multipart", "message"):
         return None
-    head._raw_whole, head._raw_start = data, end
+    head._raw_whole, head._raw_start, head._raw_stop = raw, end, stop
     head.__dict__["_payload_text"] = None
     return head
 
 
-def _multipart(raw: bytes, depth: int) -> Message | None:
-    """A multipart message split at its delimiter lines with bytes.find and a regex instead of
-    the feed parser's Python loop over every line (a 1 MB base64 attachment is 13,000 lines).
+def _multipart(raw: bytes, depth: int, start: int = 0, stop: int | None = None) -> Message | None:
+    """The multipart message raw[start:stop], split at its delimiter lines with bytes.find and a
+    regex instead of the feed parser's Python loop over every line (a 1 MB base64 attachment is
+    13,000 lines), by offsets into `raw`: no part is copied out of the message (its body is, once,
+    when a reader asks for bytes).
 
     It builds what the feed parser builds -- the same headers, parts, payloads, preamble and
     epilogue -- and returns None (the caller then takes the full parse) whenever the message
@@ -201,32 +205,32 @@ def _multipart(raw: bytes, depth: int) -> Message | None:
     """
     if depth > _MAX_FAST_DEPTH:
         return None
-    end = header_end(raw)
+    stop = len(raw) if stop is None else stop
+    end = header_end(raw, start, stop)
     if end < 0:
         return None
-    msg: Message = BytesParser(policy=_PARSE_POLICY).parsebytes(raw[:end], headersonly=True)
+    msg: Message = BytesParser(policy=_PARSE_POLICY).parsebytes(raw[start:end], headersonly=True)
     if msg._payload != "" or msg.get_content_maintype() != "multipart":  # type: ignore[attr-defined]
         return None
     boundary = msg.get_boundary()
     if not boundary or str(msg.get("content-transfer-encoding", "8bit")).lower() not in _NO_CTE_DEFECT:
         return None
-    body = raw[end:]
-    marks = _delimiters(body, b"--" + boundary.encode("utf-8", "surrogateescape"))
+    marks = _delimiters(raw, b"--" + boundary.encode("utf-8", "surrogateescape"), end, stop)
     if len(marks) < 2 or not marks[-1].group(1) or any(m.group(1) for m in marks[:-1]):
         return None  # no part, or no close delimiter, or text after an early close
-    if not marks[-1].group(2) and marks[-1].end() != len(body):
+    if not marks[-1].group(2) and marks[-1].end() != stop:
         return None
     parts: list[Message] = []
     for m, following in zip(marks, marks[1:], strict=False):
-        whole = body[m.end():following.start()]
+        first, last = m.end(), following.start()  # the part with the line end before the next delimiter
         # the line end before a delimiter belongs to the delimiter (RFC 2046)
-        data = whole[:-2] if whole.endswith(b"\r\n") else whole[:-1] if whole.endswith(b"\n") else whole
-        if not data:
+        cut = _without_line_end(raw, first, last)
+        if cut == first:
             return None  # an empty part or doubled delimiter lines: the feed parser's own rules apply
         part: Message | None
-        ctype = _content_maintype(data)
+        ctype = _content_maintype(raw, first, cut)
         if ctype == "multipart":
-            part = _multipart(whole, depth + 1)
+            part = _multipart(raw, depth + 1, first, last)
             if part is not None:  # as the feed parser trims a nested multipart's epilogue
                 epilogue = part.epilogue
                 if epilogue == "":
@@ -236,45 +240,49 @@ def _multipart(raw: bytes, depth: int) -> Message | None:
         elif ctype == "message":
             return None
         else:
-            part = _leaf(data)
+            part = _leaf(raw, first, cut)
         if part is None:
             return None
         parts.append(part)
-    first = marks[0].start()
-    if first:
-        preamble = body[:first]
-        preamble = preamble[:-2] if preamble.endswith(b"\r\n") else preamble[:-1] if preamble.endswith(b"\n") else preamble
-        msg.preamble = preamble.decode("ascii", "surrogateescape")
+    if marks[0].start() > end:
+        msg.preamble = raw[end:_without_line_end(raw, end, marks[0].start())].decode("ascii", "surrogateescape")
     close = marks[-1]
-    msg.epilogue = body[close.end():].decode("ascii", "surrogateescape") if close.group(2) else ""
+    msg.epilogue = raw[close.end():stop].decode("ascii", "surrogateescape") if close.group(2) else ""
     msg._payload = parts  # type: ignore[attr-defined]
     return msg
 
 
-def _delimiters(body: bytes, sep: bytes) -> list[re.Match[bytes]]:
-    """Delimiter lines (`--boundary`, `--boundary--`, trailing blanks allowed), found by
-    bytes.find of the boundary after a newline and confirmed by a regex anchored there: a
+def _without_line_end(raw: bytes, start: int, stop: int) -> int:
+    """Where raw[start:stop] ends without its last CRLF or LF."""
+    if raw.endswith(b"\r\n", start, stop):
+        return stop - 2
+    return stop - 1 if raw.endswith(b"\n", start, stop) else stop
+
+
+def _delimiters(raw: bytes, sep: bytes, start: int, stop: int) -> list[re.Match[bytes]]:
+    """Delimiter lines (`--boundary`, `--boundary--`, trailing blanks allowed) in raw[start:stop],
+    found by bytes.find of the boundary after a newline and confirmed by a regex anchored there: a
     multiline `^` regex would be tried at every byte of a megabyte of base64."""
     rest = re.compile(re.escape(sep) + rb"(--)?[ \t]*(\r?\n|\Z)")
     marks: list[re.Match[bytes]] = []
-    m = rest.match(body, 0)
+    m = rest.match(raw, start, stop)  # endpos: \Z matches at `stop` as at the end of a slice
     if m is not None:
         marks.append(m)
     needle = b"\n" + sep
-    pos = body.find(needle)
+    pos = raw.find(needle, start, stop)
     while pos >= 0:
-        m = rest.match(body, pos + 1)
+        m = rest.match(raw, pos + 1, stop)
         if m is not None:
             marks.append(m)
-        pos = body.find(needle, pos + 1)
+        pos = raw.find(needle, pos + 1, stop)
     return marks
 
 
-def _content_maintype(data: bytes) -> str:
-    """The main type a part's header block declares, cheaply (the part is parsed properly later)."""
-    end = header_end(data)
-    block = data[:end] if end >= 0 else data
-    m = _CTYPE_LINE.search(block)
+def _content_maintype(raw: bytes, start: int, stop: int) -> str:
+    """The main type the header block of the part raw[start:stop] declares, cheaply (the part is
+    parsed properly later). A part starts after a delimiter's line end, so `^` matches at `start`."""
+    end = header_end(raw, start, stop)
+    m = _CTYPE_LINE.search(raw, start, end if end >= 0 else stop)
     if m is None:
         return "text"
     return m.group(1).decode("ascii", "replace").lower()
@@ -283,11 +291,12 @@ def _content_maintype(data: bytes) -> str:
 _CTYPE_LINE = re.compile(rb"(?im)^content-type:[ \t]*(?:\r?\n[ \t]+)?([a-z0-9!#$&^_.+-]+)/")
 
 
-def header_end(raw: bytes) -> int:
-    """Offset just past the empty line that ends the header block (CRLF or bare LF, as mail
-    saved to disk by mbox, Maildir and most clients has it), or -1 when there is none."""
-    lf = raw.find(b"\n\n")
-    crlf = raw.find(b"\n\r\n", 0, lf + 2 if lf >= 0 else len(raw))
+def header_end(raw: bytes, start: int = 0, stop: int | None = None) -> int:
+    """Offset just past the empty line that ends the header block of raw[start:stop] (CRLF or
+    bare LF, as mail saved to disk by mbox, Maildir and most clients has it), or -1 when there is none."""
+    stop = len(raw) if stop is None else stop
+    lf = raw.find(b"\n\n", start, stop)
+    crlf = raw.find(b"\n\r\n", start, lf + 2 if lf >= 0 else stop)
     if crlf >= 0:
         return crlf + 3
     return lf + 2 if lf >= 0 else -1
@@ -456,7 +465,9 @@ def payload_bytes(part: Message) -> bytes:
         if cte not in _TRANSFER_ENCODINGS:
             return body  # what get_payload(decode=True) returns, without decoding and re-encoding it
         if cte == "base64":  # what get_payload(decode=True) does, minus the round trip through str
-            value, _defects = _decode_b(b"".join(body.splitlines()))
+            value, defects = _decode_b(b"".join(body.splitlines()))
+            for defect in defects:  # noted on the part, as get_payload notes them
+                part.policy.handle_defect(part, defect)
             return value
     data = part.get_payload(decode=True)
     if isinstance(data, bytes):
