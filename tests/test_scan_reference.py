@@ -20,9 +20,11 @@ from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask, my_num
 from dlpgate.scan.columns import TextColumns
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
 from dlpgate.scan.normalize import NORMALISE_TABLE, fold, keyword_spellings, raw_keyword_regex, raw_variants
+from dlpgate.scan.prose import FIELDS as SENTENCE_FIELDS
+from dlpgate.scan.prose import person_sentences
 from dlpgate.scan.scanner import _LONGEST_RUN, FORM_LINE, FORM_LINES, FORM_NAME_GROUP, Scanner, _trie_pattern
 from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
-from dlpgate.scan.tables import TableAnalyser, body_table_at, column_blocks
+from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at, column_blocks
 
 HS = Scanner.load(engine="hyperscan")
 RE = Scanner.load(engine="re")
@@ -209,6 +211,10 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
                     fact = ANALYSER.analyse(table)
                     if fact is not None and fact.records:
                         facts.append(fact)
+    if not facts and RULES.birth_phrases:  # nor a table: people described one per line or sentence
+        n = person_sentences(text, [(s, s + len(w)) for w in RULES.birth_phrases for s in occurrences(norm, w)])
+        if n:
+            facts.append(TableFacts(part, n, SENTENCE_FIELDS, -1, {}))
     column: dict[str, frozenset[str]] = {}
     for f in facts:
         for digits, cats in f.column_context.items():
@@ -597,3 +603,15 @@ def test_tables_typed_with_bars_or_semicolons_match_the_reference() -> None:
     signature = "山田です\nTEL: 03-1234-5678 | FAX: 03-1234-5679\n住所 | 東京都千代田区\n"
     check(signature)
     assert HS.scan("p", signature).findings == ()
+
+
+def test_people_described_in_sentences_match_the_reference() -> None:
+    r = random.Random(11)
+    people = [f"見本 太郎{i}（昭和{r.randint(20, 60)}年{r.randint(1, 12)}月{r.randint(1, 28)}日生、架空市本町{i}丁目{i}番）"
+              for i in range(1, 9)]
+    for seed in range(30):
+        r.seed(seed)
+        lines = [r.choice(people + ["毎日生活の記録。", "4月1日生産開始（架空市本町1-2-3）", "注文 123456789012 数量 3"])
+                 for _ in range(r.randint(1, 12))]
+        check("\n".join(lines))
+        check("。".join(lines))

@@ -42,6 +42,8 @@ from dlpgate.scan.normalize import (
     keyword_spellings,
     raw_variants,
 )
+from dlpgate.scan.prose import FIELDS as SENTENCE_FIELDS
+from dlpgate.scan.prose import person_sentences
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
 from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
 from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at, column_blocks
@@ -279,13 +281,16 @@ class Scanner:
                 field_groups.setdefault(w, set()).add(g.name)
                 categories.setdefault(w, set())
         product = set(rules.product_context)  # words, not header names: no spellings
+        birth = set(rules.birth_phrases)  # sentence records (prose.py): rare words, reported by the gate
+        for w in birth:
+            categories.setdefault(w, set())
         for w in product:  # reported by the gate, judged only as "a product list"
             categories.setdefault(w, set())
         # Negative labels that are nothing else (注文番号, FAX ...) only matter in the few
         # characters before a run that could be a finding: they are looked for there, on demand,
         # rather than reported by the gate from all over the text.
         local = sorted(w for w, c in categories.items() if c == {NEGATIVE} and w not in field_groups
-                       and w not in self._label_severity and w not in product)
+                       and w not in self._label_severity and w not in product and w not in birth)
         self._local_negatives = re.compile(_trie_pattern([w[::-1] for w in local])) if local else None
         self._local_reach = rules.negative_window + max((len(w) for w in local), default=0)
         # One catalogue of every other keyword; the gate reports hits as indexes into it.
@@ -297,6 +302,7 @@ class Scanner:
         self._licence_ids = frozenset(k for k, c in enumerate(self._categories) if LICENCE in c)
         self._name_ids = frozenset(k for k, f in enumerate(self._fields) if FORM_NAME_GROUP in f)
         self._resident_ids = frozenset(k for k, c in enumerate(self._categories) if RESIDENT in c)
+        self._birth_ids = frozenset(k for k, w in enumerate(self._words) if w in birth)
         self._longest_keyword = max(self._lengths)
         if len(self._words) > _KEY_MASK:
             raise RuleError(f"too many keywords ({len(self._words)})")
@@ -345,6 +351,8 @@ class Scanner:
                 facts = self._body_forms(part, text, hits)
             if hits and not facts:
                 facts = self._body_columns(part, text, hits)
+        if not facts and not self._birth_ids.isdisjoint(hits):  # nor a table: people described in sentences
+            facts = self._sentences(part, text, hits)
         occurrences = self._occurrences(text, triggers, hits, _merged_context(facts)) if triggers else {}
         for f in facts:
             if f.joined:
@@ -382,7 +390,7 @@ class Scanner:
     def _inert(self, hits: dict[int, list[int]]) -> bool:
         """Whether these keyword hits, with no digit run and no table, can give no finding:
         no confidentiality label, and too few field groups for a body-table header."""
-        if not self._label_ids.isdisjoint(hits):
+        if not self._label_ids.isdisjoint(hits) or not self._birth_ids.isdisjoint(hits):
             return False
         fields = self._fields
         present = [fields[k] for k in hits if fields[k]]
@@ -401,6 +409,13 @@ class Scanner:
         top = max(rank[severity[words[k]]] for k in present)
         first = min((hits[k][0], k) for k in present if rank[severity[words[k]]] == top)[1]
         return sum(len(hits[k]) for k in present), words[first]
+
+    def _sentences(self, part: str, text: str, hits: dict[int, list[int]]) -> list[TableFacts]:
+        """People described one per line or sentence (a birth phrase and an address), as records."""
+        lengths = self._lengths
+        found = [(end - lengths[k], end) for k in self._birth_ids.intersection(hits) for end in hits[k]]
+        n = person_sentences(text, found)
+        return [TableFacts(part, n, SENTENCE_FIELDS, -1, {})] if n else []
 
     def _body_tables(self, part: str, text: str, hits: dict[int, list[int]]) -> list[TableFacts]:
         """Tab/comma-separated blocks in text whose first line is a personal-records header.
