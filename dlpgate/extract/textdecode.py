@@ -29,13 +29,18 @@ _VIEW_CODECS = frozenset(("utf-8", "ascii", "cp932", "shift_jis", "euc_jp", "iso
 _ESC_JIS = re.compile(rb"\x1b[$(][@BJIDQ]|\x1b\$\([BDQ]")
 
 
-@functools.lru_cache(maxsize=1)  # sniff's _looks_textual, then decode_text, ask about the same first 8 KiB
 def utf16_without_bom(sample: bytes) -> str | None:
     """"utf_16_le" / "utf_16_be" when `sample` reads as UTF-16 written without a byte order mark (a
     tool's "Unicode text" export, a file cut from a longer one): in a table or a listing the tabs,
     digits, line ends and Latin letters put a NUL in one byte of many 2-byte units and almost never
     in the other, and the whole decodes strictly. Kanji-only prose has too few such units to tell: it
     stays unreadable (and held), never guessed."""
+    return _utf16_without_bom(bytes(sample))  # of bytes, the same object; a bytearray is not hashable
+
+
+@functools.lru_cache(maxsize=1)  # sniff's _looks_textual, then decode_text, ask about the same first 8 KiB
+def _utf16_without_bom(sample: bytes) -> str | None:
+    """utf16_without_bom's answer, remembered for the last sample."""
     n = len(sample) - len(sample) % 2
     if n < 32:
         return None
