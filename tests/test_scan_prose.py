@@ -42,3 +42,51 @@ def test_people_in_sentences_are_records(scanner: Scanner, text: str, want: int)
 ])
 def test_dates_and_addresses_that_are_no_person(scanner: Scanner, text: str) -> None:
     assert records(scanner, text) == (0, [])
+
+
+# ---- forms typed into text: several label：value pairs on a line, or label and value cut by blanks
+FORM_PEOPLE = [("試験 太郎", "昭和45年3月2日", "架空市本町1丁目2番3号"), ("見本 愛", "平成2年10月20日", "架空市緑町3-4-5"),
+               ("例示 花子", "昭和50年1月1日", "架空市西町4-1-7")]
+
+
+@pytest.mark.parametrize("scanner", SCANNERS, ids=["hyperscan", "re"])
+@pytest.mark.parametrize("layout", ["inline", "inline_comma", "spaced_blocks", "tab_blocks", "colon_blocks"])
+def test_forms_typed_into_text_count_one_record_per_person(scanner: Scanner, layout: str) -> None:
+    people = FORM_PEOPLE * 3  # a short name (見本 愛) right under an address row is no header row
+    if layout == "inline":
+        text = "\n".join(f"氏名：{n}　生年月日：{b}　住所：{a}" for n, b, a in people)
+    elif layout == "inline_comma":
+        text = "\n".join(f"氏名: {n}、生年月日: {b}、住所: {a}" for n, b, a in people)
+    else:
+        sep = {"spaced_blocks": "　", "tab_blocks": "\t", "colon_blocks": "："}[layout]
+        text = "\n\n".join(f"【対象者{i}】\n氏名{sep}{n}\n生年月日{sep}{b}\n住所{sep}{a}\n続柄{sep}世帯主"
+                           for i, (n, b, a) in enumerate(people, 1))
+    got, findings = records(scanner, "対象者の一覧です。\n\n" + text)
+    assert got == len(people)
+    assert ("personal_records", "medium", len(people)) in findings
+
+
+@pytest.mark.parametrize("scanner", SCANNERS, ids=["hyperscan", "re"])
+@pytest.mark.parametrize("text", [
+    "日時：12月3日 10:00　場所：架空市本町1-2-3　連絡先：03-0000-0000\n持ち物：筆記用具　会場：第2会議室",
+    "申込書の書き方\n氏名 （必須）\n住所 （必須）\n電話番号 （任意）\n生年月日 （任意）",
+    "氏名 フリガナ 住所 生年月日\n（上記の列で作成してください）",
+])
+def test_notices_templates_and_bare_headers_are_no_records(scanner: Scanner, text: str) -> None:
+    assert records(scanner, text)[0] == 0
+
+
+def test_form_pairs() -> None:
+    from dlpgate.scan.tables import form_pairs
+
+    is_field = SCANNERS[0]._is_field
+    assert form_pairs("氏名：試験 太郎　生年月日：昭和45年3月2日　住所：架空市1-2", is_field) == [
+        ("氏名", "試験 太郎"), ("生年月日", "昭和45年3月2日"), ("住所", "架空市1-2")]
+    assert form_pairs("氏名：試験、個人番号：0000、住所：架空市", is_field) == [
+        ("氏名", "試験"), ("個人番号", "0000"), ("住所", "架空市")]
+    assert form_pairs("  住所 ： 架空市 1-2", is_field) == [("住所", "架空市 1-2")]
+    assert form_pairs("氏名　試験 太郎", is_field) == [("氏名", "試験 太郎")]
+    assert form_pairs("TEL 03-0000-0000", is_field) == [("TEL", "03-0000-0000")]
+    assert form_pairs("備考：注意：要確認", is_field) == [("備考", "注意：要確認")]
+    for blank in ("住所：", "氏名 フリガナ 住所", "氏名 （必須）", "ご案内 本日は晴天", ""):
+        assert form_pairs(blank, is_field) == []

@@ -22,9 +22,9 @@ from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
 from dlpgate.scan.normalize import NORMALISE_TABLE, fold, keyword_spellings, raw_keyword_regex, raw_variants
 from dlpgate.scan.prose import FIELDS as SENTENCE_FIELDS
 from dlpgate.scan.prose import person_sentences
-from dlpgate.scan.scanner import _LONGEST_RUN, FORM_LINE, FORM_LINES, FORM_NAME_GROUP, Scanner, _trie_pattern
+from dlpgate.scan.scanner import _LONGEST_RUN, FORM_LINES, FORM_NAME_GROUP, Scanner, _trie_pattern
 from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
-from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at, column_blocks
+from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at, column_blocks, form_pairs
 
 HS = Scanner.load(engine="hyperscan")
 RE = Scanner.load(engine="re")
@@ -177,6 +177,10 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
             in_line = norm[line:end_of_line if end_of_line >= 0 else len(norm)]
             if len({g for w in FIELDS if w in in_line for g in FIELD_GROUPS[w]}) < RULES.min_fields:
                 continue
+            is_field = lambda w: bool(ANALYSER.cell_fields(w))  # noqa: E731
+            line_text = text[line:end_of_line if end_of_line >= 0 else len(text)]
+            if sum(is_field(label) for label, _v in form_pairs(line_text, is_field)) >= RULES.min_fields:
+                continue  # a record typed as a form (label：value pairs), not a header
             got = body_table_at(text, pos, part, lambda w: bool(ANALYSER.cell_fields(w)))
             if got is None or len(ANALYSER.row_fields(got[0].rows[0])) < RULES.min_fields:
                 continue
@@ -184,7 +188,7 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
             if fact is not None:
                 facts.append(fact)
                 done_until = got[1]
-        if not facts:  # no body table: label/value lines of a form, each line holding a field word
+        if not any(f.records for f in facts):  # no body table: label/value lines of a form
             groups = {g.name for g in RULES.record_fields for w in g.keywords
                       for v in (w, *keyword_spellings(w)) if v in norm}
             hits_at = [s for w in FIELDS for s in occurrences(norm, w)]
@@ -193,13 +197,11 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
                 rows = []
                 for ls in starts:
                     le = text.find("\n", ls)
-                    m = FORM_LINE.match(text, ls, le if le >= 0 else len(text))
-                    if m is not None:
-                        rows.append((m.group(1), m.group(2).rstrip()))
-                fact = ANALYSER.analyse(Table(part, tuple(rows))) if len(rows) >= RULES.min_fields else None
+                    rows += form_pairs(text[ls:le if le >= 0 else len(text)], lambda w: bool(ANALYSER.cell_fields(w)))
+                fact = ANALYSER.analyse_form(Table(part, tuple(rows))) if len(rows) >= RULES.min_fields else None
                 if fact is not None and fact.records and FORM_NAME_GROUP in fact.fields:
-                    facts.append(fact)
-        if not facts:  # nor a form: a table pasted column by column, its labels among the field-word lines
+                    facts = [fact]
+        if not any(f.records for f in facts):  # nor a form: a table pasted column by column
             groups = {g.name for g in RULES.record_fields for w in g.keywords
                       for v in (w, *keyword_spellings(w)) if v in norm}
             hits_at = [s for w in FIELDS for s in occurrences(norm, w)]
@@ -210,11 +212,11 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
                 if table is not None and len(ANALYSER.row_fields(table.rows[0])) >= RULES.min_fields:
                     fact = ANALYSER.analyse(table)
                     if fact is not None and fact.records:
-                        facts.append(fact)
-    if not facts and RULES.birth_phrases:  # nor a table: people described one per line or sentence
+                        facts = [fact]
+    if not any(f.records for f in facts) and RULES.birth_phrases:  # nor a table: people described one per line or sentence
         n = person_sentences(text, [(s, s + len(w)) for w in RULES.birth_phrases for s in occurrences(norm, w)])
         if n:
-            facts.append(TableFacts(part, n, SENTENCE_FIELDS, -1, {}))
+            facts = [TableFacts(part, n, SENTENCE_FIELDS, -1, {})]
     column: dict[str, frozenset[str]] = {}
     for f in facts:
         for digits, cats in f.column_context.items():
@@ -639,3 +641,16 @@ def test_people_described_in_sentences_match_the_reference() -> None:
                  for _ in range(r.randint(1, 12))]
         check("\n".join(lines))
         check("。".join(lines))
+
+
+def test_forms_typed_inline_or_with_blanks_match_the_reference() -> None:
+    r = random.Random(5)
+    for seed in range(40):
+        r.seed(seed)
+        sep = r.choice(["：", ": ", "　", "\t", " "])
+        join = r.choice(["　", "、", ", ", "\n"])
+        people = [(f"試験 {r.choice(['太郎', '愛', '一'])}", f"昭和{r.randint(20, 60)}年{r.randint(1, 12)}月1日",
+                   f"架空市本町{r.randint(1, 9)}-{r.randint(1, 9)}", number(r)) for _ in range(r.randint(1, 6))]
+        lines = [join.join(f"{k}{sep}{v}" for k, v in zip(("氏名", "生年月日", "住所", "個人番号"), p, strict=True)
+                           if r.random() < 0.85) for p in people]
+        check(r.choice(["", "一覧\n\n", "日時：12月3日 10:00　場所：会議室\n"]) + r.choice(["\n", "\n\n"]).join(lines))

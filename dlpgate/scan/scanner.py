@@ -49,7 +49,7 @@ from dlpgate.scan.prose import FIELDS as SENTENCE_FIELDS
 from dlpgate.scan.prose import person_sentences
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
 from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
-from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at, column_blocks
+from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at, column_blocks, form_pairs
 
 # A maximal digit run on raw text: a digit, then digits each optionally after one separator.
 _RAW_RUN = re.compile(char_class(RAW_DIGITS) + "(?:" + char_class(RAW_SEPARATORS) + "?" + char_class(RAW_DIGITS) + ")*")
@@ -76,8 +76,6 @@ _EMPTY = ScanResult(findings=(), records=0)
 _CATEGORISED_CACHE = 4096
 _FAILING_SAMPLE = 1000  # failing 12-digit numbers of one part examined one by one, at most
 # A label/value line of a form pasted into a text: a short label, a colon, a value to the line's end.
-FORM_LINE = re.compile(r"[ \t\u3000]*([^\s:：]{1,20})[ \t\u3000]*[:：][ \t\u3000]*(\S.*)")
-_FORM_LINE = FORM_LINE
 FORM_LINES = 200  # at most this many field-word hits in a text for its label/value lines to be read
 FORM_NAME_GROUP = "name"  # the field group a form must name (the rules' group for 氏名, 名前 ...)
 _NOTHING: tuple[list[int], dict[int, list[int]]] = ([], {})  # what a gate finds in ""; never mutated
@@ -133,6 +131,11 @@ _SIX_BYTES = (1 << 48) - 1
 
 
 _SEPARATORS = frozenset(RAW_SEPARATORS)
+
+
+def _counted(facts: Sequence[TableFacts]) -> bool:
+    """Whether a reading of a text found any record."""
+    return any(f.records for f in facts)
 
 
 def _merged_context(facts: list[TableFacts]) -> Mapping[str, frozenset[str]]:
@@ -374,13 +377,15 @@ class Scanner:
         elif not triggers and (not hits or self._inert(hits)):
             return _EMPTY  # the common case: nothing, or only keywords that find nothing alone
         else:
+            # each reading in turn while none found a record (a header-like line with nothing under
+            # it — 続柄　世帯主 in a form typed with spaces — does not stop the next reading)
             facts = self._body_tables(part, text, hits) if hits else []
-            if hits and not facts and not self._name_ids.isdisjoint(hits):
-                facts = self._body_forms(part, text, hits)
-            if hits and not facts:
-                facts = self._body_columns(part, text, hits)
-        if not facts and not self._birth_ids.isdisjoint(hits):  # nor a table: people described in sentences
-            facts = self._sentences(part, text, hits)
+            if hits and not _counted(facts) and not self._name_ids.isdisjoint(hits):
+                facts = self._body_forms(part, text, hits) or facts
+            if hits and not _counted(facts):
+                facts = self._body_columns(part, text, hits) or facts
+        if not _counted(facts) and not self._birth_ids.isdisjoint(hits):  # people described in sentences
+            facts = self._sentences(part, text, hits) or facts
         occurrences = self._occurrences(text, triggers, hits, _merged_context(facts)) if triggers else {}
         for f in facts:
             if f.joined:
@@ -507,6 +512,8 @@ class Scanner:
                 groups = groups | commonest  # (the lazy keywords name that one group)
             if len(groups) < need:
                 continue
+            if sum(self._is_field(label) for label, _v in form_pairs(text[start:line_end], self._is_field)) >= need:
+                continue  # 氏名：… 住所：… is a record typed as a form, not a header (_body_forms)
             found = body_table_at(text, pos, part, self._is_field)
             if found is None:
                 continue
@@ -542,8 +549,9 @@ class Scanner:
         return full, True
 
     def _body_forms(self, part: str, text: str, hits: dict[int, list[int]]) -> list[TableFacts]:
-        """Label/value lines in a text (`氏名：試験 太郎`, `住所：...`): a form pasted into a body is
-        read as the rows (label, value) of a table whose field names run down a column, one record
+        """Label/value lines in a text (`氏名：試験 太郎`, `住所：...`, `氏名　試験 太郎`, or a whole
+        record on one line: `氏名：… 生年月日：… 住所：…`; tables.form_pairs): a form pasted into a body
+        is read as the rows (label, value) of a table whose field names run down a column, one record
         per block (a label seen again starts the next one). Only lines holding a field keyword are
         read, and only when the text names `min_fields` groups at all."""
         fields = self._fields
@@ -565,12 +573,10 @@ class Scanner:
                 continue
             last = ls
             le = text.find("\n", end)
-            m = _FORM_LINE.match(text, ls, le if le >= 0 else len(text))
-            if m is not None:
-                rows.append((m.group(1), m.group(2).rstrip()))
+            rows.extend(form_pairs(text[ls:le if le >= 0 else len(text)], self._is_field))
         if len(rows) < self.rules.min_fields:
             return []
-        facts = self._tables.analyse(Table(part, tuple(rows)))
+        facts = self._tables.analyse_form(Table(part, tuple(rows)))
         return [facts] if facts is not None and facts.records and FORM_NAME_GROUP in facts.fields else []
 
     def _body_columns(self, part: str, text: str, hits: dict[int, list[int]]) -> list[TableFacts]:

@@ -143,6 +143,11 @@ class TableAnalyser:
             joined=self._joined(rows, first, last),
         )
 
+    def analyse_form(self, table: Table) -> TableFacts | None:
+        """A form's (label, value) rows: field names down the first column, never a header across
+        (a short value under an address row — 住所 / 氏名 伊藤 愛 — would read as a two-row header)."""
+        return self._down_a_column(table) or self._keyword_columns(table)
+
     def _cell_category(self, cell: str) -> set[str]:
         if not cell or len(cell) > self._rules.max_header_cell or _NUMBER_CELL.match(cell):
             return set()
@@ -422,6 +427,33 @@ def body_table_at(text: str, position: int, name: str,
 
 # The bars among columns.DELIMITERS (a Markdown or box-drawn table pasted from a chat, ｜ typed in
 # Japanese input): a row's outer bars and each cell's padding are trimmed, its |---| rule skipped.
+# Label/value pairs of a form typed into text. A label is a short run without spaces or colons; its
+# value runs to the next label (after a space, tab, 、 or comma) or to the end of the line, so one
+# line may hold a whole record: 氏名：試験 太郎　生年月日：昭和45年3月2日　住所：架空市本町1-2-3.
+_PAIR = re.compile(r"([^\s:：、,，]{1,20})[ \t\u3000]*[:：][ \t\u3000]*"
+                   r"(.*?)(?=[ \t\u3000、,，]+[^\s:：、,，]{1,20}[ \t\u3000]*[:：]|[ \t\u3000]*$)")
+# A label and its value with no colon, cut at the first blank (氏名　試験 太郎, TEL 03-...): only for a
+# label that is a field name and a value that is not one (a space-separated header is no form).
+_SPACED_PAIR = re.compile(r"[ \t\u3000]*([^\s:：]{1,20})[ \t\u3000]+(\S.*?)[ \t\u3000\r]*$")
+
+
+def form_pairs(line: str, is_field: Callable[[str], bool]) -> list[tuple[str, str]]:
+    """The (label, value) pairs of one line of a form typed into text: every `label：value` pair
+    on it, or else one `label value` pair whose label is a field name (`is_field`) and whose value is
+    neither a field name nor wholly bracketed (`（必須）` in a blank template)."""
+    pairs = [(m.group(1), m.group(2)) for m in _PAIR.finditer(line) if m.group(2) or m.end() < len(line)]
+    if pairs:
+        return [(label, value.rstrip()) for label, value in pairs if value.strip()]
+    m = _SPACED_PAIR.match(line)
+    if m is None or not is_field(m.group(1)):
+        return []
+    value = m.group(2)
+    first = value.split(None, 1)[0]
+    if is_field(first) or _QUALIFIER.match(value):
+        return []
+    return [(m.group(1), value)]
+
+
 _BARS = ("|", "｜", "│", "┃")
 _RULE_CELL = re.compile(r"[ \t]*:?[-ー─━=]{2,}:?[ \t]*$|[ \t]*$")
 

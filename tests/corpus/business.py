@@ -417,6 +417,16 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
     plant = [f"{2020 + i % 5}年{i % 12 + 1}月{i % 28 + 1}日生産開始、工場 架空県見本市本町{i}-1-2、"
              f"ライン{i} 製品コード {digits(r, 8)}" for i in range(1, 30)]
     add("neg_production_dates.eml", eml("生産計画\n" + "\n".join(plant)), False, kind="sentences")
+    # forms typed into a body: a whole record per line (label：value pairs), or blocks whose labels and
+    # values are cut by blanks; an event notice's pairs and a blank template are no records
+    inline = [f"氏名：{p['name']}　生年月日：{p['birth']}　住所：{p['address']}" for p in ppl[:11]]
+    add("pos_inline_form_lines.eml", eml("対象者\n" + "\n".join(inline)), True, 11, ("personal_records",), kind="forms")
+    blocks = [f"【{i}】\n氏名　{p['name']}\n生年月日　{p['birth']}\n住所　{p['address']}" for i, p in enumerate(ppl[:7], 1)]
+    add("pos_space_form_blocks.eml", eml("\n\n".join(blocks)), True, 7, ("personal_records",), kind="forms")
+    add("neg_event_notice_pairs.eml", eml("説明会のご案内\n日時：12月3日 10:00　場所：架空県見本市本町1-2-3　"
+                                          "連絡先：03-0000-0000\n持ち物：筆記用具　担当：総務課"), False, kind="forms")
+    add("neg_blank_template.eml", eml("申込書の書き方\n氏名 （必須）\n住所 （必須）\n電話番号 （任意）\n"
+                                      "生年月日 （任意）"), False, kind="forms")
     add("neg_romaji_orders.csv", csv_of([("JUCHU_NO", "JUCHU_BI", "SHOHIN_CD", "SHOHIN_MEI", "SURYO", "TANKA")] + [
         (valid_only(r, lambda: digits(r, 12)) if i % 9 == 0 else digits(r, 12), f"2026{r.randint(1, 12):02d}{r.randint(1, 28):02d}",
          digits(r, 8), r.choice(["ボールペン", "コピー用紙", "封筒"]), r.randint(1, 50), r.randint(100, 9999))
