@@ -16,6 +16,8 @@ import email.message
 import email.parser
 import email.policy
 import json
+import mmap
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from email.utils import getaddresses
@@ -35,16 +37,16 @@ if TYPE_CHECKING:
 EXTERNAL_PLACEHOLDER = "recipient@external.invalid"
 
 
-def header_message(raw: bytes) -> email.message.Message:
+def header_message(raw: bytes | mmap.mmap) -> email.message.Message:
     """The header block alone, parsed with compat32: the body (50 MB of it, perhaps) is never walked."""
     from dlpgate.extract.mime import header_end
 
     end = header_end(raw)
-    head = raw[:end] if end >= 0 else raw
+    head = raw[:end] if end >= 0 else raw[:]
     return email.parser.BytesParser(policy=email.policy.compat32).parsebytes(head, headersonly=True)
 
 
-def _header_recipients(raw: bytes) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str]:
+def _header_recipients(raw: bytes | mmap.mmap) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str]:
     """(to, cc, bcc, from) addr-specs of an .eml's headers."""
     return header_recipients(header_message(raw))
 
@@ -76,6 +78,14 @@ def _judge(path: str, scanner: Scanner, policy: Policy) -> Iterator[tuple[dict[s
         for item in open_archive(path).items():
             yield from _judge_item(item, scanner, policy)
         return
+    if not head.startswith(CFB_MAGIC):
+        mapped = _mapped(path)
+        if mapped is not None:
+            if _is_message(path, head):
+                record, explanation = judge_message(mapped, _header_recipients(mapped), scanner, policy, explain=True)
+                yield {"path": path, **record}, explanation
+                return
+            mapped.close()  # another kind of file: its readers take bytes
     data = Path(path).read_bytes()
     if head.startswith(CFB_MAGIC):
         from dlpgate.extract.msgfile import MsgError, is_msg, msg_to_email
@@ -92,11 +102,42 @@ def _judge(path: str, scanner: Scanner, policy: Policy) -> Iterator[tuple[dict[s
     yield _judge_bytes(path, data, scanner, policy)
 
 
-def _judge_bytes(path: str, data: bytes, scanner: Scanner, policy: Policy) -> tuple[dict[str, object], list[str]]:
-    from dlpgate.extract import extract_file  # lazily: extract/ is heavy
+# A message file this large is mapped, not read (see _mapped).
+_MAP_MIN = 1 << 20
+
+
+def _is_message(path: str, head: bytes) -> bool:
+    """Whether the file whose first 8 KB are `head` is judged as one RFC 5322 message."""
     from dlpgate.extract.sniff import sniff
 
-    if path.lower().endswith(".eml") or sniff(data[:8192], Path(path).name) == "eml":
+    return path.lower().endswith(".eml") or sniff(head[:8192], Path(path).name) == "eml"
+
+
+def _mapped(path: str) -> mmap.mmap | None:
+    """A read-only mapping of a big message file, or None (small, not a regular file, or not
+    mappable): read it instead.
+
+    `read_bytes` copies the file into fresh memory, a page fault every 4 KB (about 2 us each on
+    a VM): for 50 MB, ~30 ms before a byte is read. A mapping of the page cache faults 16 pages
+    at a time and nothing is copied: the header is parsed from a slice and a single-part body
+    decoded where it lies (mime.parse). The mapping is closed when the last view of it goes.
+    A file cut short while it is being judged would fault (SIGBUS) where a read would have
+    seen it whole: `dlpgate scan` judges mail saved to disk, not a spool being written.
+    """
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < _MAP_MIN:
+                return None
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):  # not a regular file, a file system without mmap
+        return None
+
+
+def _judge_bytes(path: str, data: bytes, scanner: Scanner, policy: Policy) -> tuple[dict[str, object], list[str]]:
+    from dlpgate.extract import extract_file  # lazily: extract/ is heavy
+
+    if _is_message(path, data[:8192]):
         record, explanation = judge_message(data, _header_recipients(data), scanner, policy, explain=True)
         return {"path": path, **record}, explanation
     extraction = extract_file(Path(path).name, data)
@@ -127,7 +168,7 @@ def _unreadable(path: str, error: str) -> dict[str, object]:
 Recipients = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str]  # to, cc, bcc, from
 
 
-def judge_message(raw: bytes, recipients: Recipients, scanner: Scanner, policy: Policy,
+def judge_message(raw: bytes | mmap.mmap, recipients: Recipients, scanner: Scanner, policy: Policy,
                   limits: ExtractLimits | None = None, explain: bool = False) -> tuple[dict[str, object], list[str]]:
     """One message judged as the gateway judges it, against its header recipients (To, Cc, Bcc:
     `recipients` as header_recipients gives them); {"verdict", "findings", "records"} plus, with

@@ -12,6 +12,7 @@ between steps (see budget.py; pdf.py for the pdfminer child process).
 from __future__ import annotations
 
 import hashlib
+import mmap
 
 from .budget import Budget
 from .model import (
@@ -34,8 +35,8 @@ __all__ = [
 ]
 
 
-def extract_message(raw: bytes, limits: ExtractLimits = DEFAULT_LIMITS) -> Extraction:
-    """Every part of an RFC 5322 message. Never raises."""
+def extract_message(raw: bytes | mmap.mmap, limits: ExtractLimits = DEFAULT_LIMITS) -> Extraction:
+    """Every part of an RFC 5322 message (its bytes, or a read-only mapping of its file). Never raises."""
     from .mime import extract_message as _extract
 
     try:

@@ -12,6 +12,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import mmap
 import quopri
 import re
 from email._encoded_words import decode_b as _decode_b
@@ -96,7 +97,7 @@ class _SinglePartMessage(EmailMessage):
     not a memoryview: a message is deep-copied now and then (`email`'s generator does), a view cannot be.
     """
 
-    _raw_whole: bytes | None = None  # the bytes the body lies in ...
+    _raw_whole: bytes | mmap.mmap | None = None  # the bytes (or the mapped file) the body lies in ...
     _raw_start = 0  # ... from here ...
     _raw_stop: int | None = None  # ... to here (None: their end)
 
@@ -145,7 +146,7 @@ _SINGLE_PART_POLICY = _PARSE_POLICY.clone(message_factory=_SinglePartMessage)
 _TRANSFER_ENCODINGS = frozenset(("quoted-printable", "base64", "x-uuencode", "uuencode", "uue", "x-uue"))
 
 
-def parse(raw: bytes) -> EmailMessage:
+def parse(raw: bytes | mmap.mmap) -> EmailMessage:
     """The message as `email` parses it with policy.default.
 
     A single-part message (most mail: one text body) is parsed as its header block alone and
@@ -153,6 +154,10 @@ def parse(raw: bytes) -> EmailMessage:
     the body line by line in Python: for 10 KB, 60 -> 34 us. Anything else (a multipart or
     message/* type, or a header block the parser does not end where the first empty line is)
     takes the full parse. Property-tested against it (tests/test_extract_header_memo.py).
+
+    `raw` may be a read-only mapping of a message file (`dlpgate scan` of a big one: no copy of
+    it in fresh memory): a single-part body is then read where it lies in the mapping, and any
+    other message is copied to bytes first, as the other paths need them.
     """
     end = header_end(raw)
     if end >= 0:
@@ -161,6 +166,8 @@ def parse(raw: bytes) -> EmailMessage:
             head._raw_whole, head._raw_start = raw, end  # the feed parser's payload, as bytes; text on demand
             head.__dict__["_payload_text"] = None
             return head
+        if not isinstance(raw, bytes):
+            raw = raw[:]  # a mapping: the multipart reader and the full parse take bytes
         if head.get_content_maintype() == "multipart" and (b"\r" not in raw or raw.count(b"\r") == raw.count(b"\r\n")):
             try:
                 fast = _multipart(raw, 0)
@@ -168,7 +175,7 @@ def parse(raw: bytes) -> EmailMessage:
                 fast = None
             if fast is not None:
                 return fast  # type: ignore[return-value]  # built with policy.default's EmailMessage
-    return BytesParser(policy=_PARSE_POLICY).parsebytes(raw)  # type: ignore[return-value]
+    return BytesParser(policy=_PARSE_POLICY).parsebytes(raw if isinstance(raw, bytes) else raw[:])  # type: ignore[return-value]
 
 
 _NO_CTE_DEFECT = frozenset(("7bit", "8bit", "binary"))
@@ -291,7 +298,7 @@ def _content_maintype(raw: bytes, start: int, stop: int) -> str:
 _CTYPE_LINE = re.compile(rb"(?im)^content-type:[ \t]*(?:\r?\n[ \t]+)?([a-z0-9!#$&^_.+-]+)/")
 
 
-def header_end(raw: bytes, start: int = 0, stop: int | None = None) -> int:
+def header_end(raw: bytes | mmap.mmap, start: int = 0, stop: int | None = None) -> int:
     """Offset just past the empty line that ends the header block of raw[start:stop] (CRLF or
     bare LF, as mail saved to disk by mbox, Maildir and most clients has it), or -1 when there is none."""
     stop = len(raw) if stop is None else stop
@@ -302,7 +309,7 @@ def header_end(raw: bytes, start: int = 0, stop: int | None = None) -> int:
     return lf + 2 if lf >= 0 else -1
 
 
-def extract_message(raw: bytes, budget: Budget) -> Extraction:
+def extract_message(raw: bytes | mmap.mmap, budget: Budget) -> Extraction:
     attachments: list[Attachment] = []
     try:
         msg = parse(raw)
