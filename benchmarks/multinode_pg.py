@@ -68,9 +68,6 @@ seconds = 0
 listen = ""
 [policy]
 internal_domains = ["example.jp"]
-[audit]
-# one signing key for the cluster, as docs/multinode.md asks: every gateway chains the others' entries
-key = "{(tmp / 'audit.key').as_posix()}"
 """)
     return cfg
 

@@ -111,15 +111,6 @@ def verify(store: StoreEngine, key: PublicKey | None = None, witness: Path | Non
     if key is not None and n and last_signed != n:
         first = last_signed + 1
         return VerifyReport(False, f"entry {first}: not signed (entries {first}..{n} were added without the key)")
-    # entries written but not chained yet (the PostgreSQL engine chains them shortly after their
-    # COMMIT): each must still be intact on its writer's stream, and signed with the key
-    pending = getattr(store, "pending_audit", None)
-    if pending is not None:
-        waiting, faults = pending(key.check_entry if key is not None else None)
-        if faults:
-            return VerifyReport(False, faults[0])
-        if waiting:
-            msg += f"; {waiting} entries written since await chaining (intact)"
     # decisions people see are read from the chain; the table must not hold one the chain lacks
     problem = _approvals_covered(store)
     if problem:

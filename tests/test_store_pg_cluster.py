@@ -181,7 +181,7 @@ async def test_concurrent_appends_one_chain(pg_url: str, tmp_path: Path) -> None
 
 
 def test_migrations_versioned(pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
-    assert migrate_url(pg_url) == (LATEST, [1, 2])
+    assert migrate_url(pg_url) == (LATEST, [1])
     assert migrate_url(pg_url) == (LATEST, [])
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[store]\npath = "{tmp_path / "s"}"\nurl = "{pg_url}"\n')

@@ -38,9 +38,6 @@ def open_async_store(config: Config, *, lead: bool = False, signer: Signer | Non
     if uses_pg(config):
         from .postgres import AsyncPgStore
 
-        # the gateway's and the deliverer's audit entries are chained by the leader shortly after
-        # their COMMIT (no lock shared by every gateway's commits: see store/postgres.py)
         return AsyncPgStore(config.store.url, config.store_path, node=config.store.node,
-                            lease_seconds=config.store.lease_seconds, lead=lead, signer=signer,
-                            defer_audit=signer is not None)
+                            lease_seconds=config.store.lease_seconds, lead=lead, signer=signer)
     return AsyncStore(config.store_path, signer=signer)

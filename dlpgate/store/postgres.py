@@ -16,20 +16,9 @@ What differs from SQLite, and why:
 - The hot table `messages` holds only unfinished messages: a finished one moves to
   `messages_history` in the transaction that finishes it, so claims (a partial index on due rows)
   scan what is queued, not the millions of messages ever sent.
-- One audit chain for the cluster. A gateway's and a deliverer's transactions (`defer_audit`) do
-  not append to it themselves: they write their entries to `audit_pending`, each writer on a
-  stream of its own (consecutive numbers, each entry hashed onto the stream's previous one, the
-  last entry of every transaction signed with the audit key), and the housekeeping leader chains
-  what is pending shortly after (`chain_pending`, every CHAIN_EVERY while entries come): it checks
-  each stream's numbers, hashes and signatures from the last chained state of that stream (kept
-  signed in `audit_streams`), appends the entries to the one chain under the `audit_head` row lock
-  and signs its head, as a synchronous append does. An entry edited, removed or forged before it
-  is chained breaks its stream and is not chained (`audit verify` names it); after, the chain's
-  hashes and signatures show it, as before. Why: a row lock held through every transaction's
-  COMMIT made the cluster's commits queue one after another (with three gateways on one machine
-  each waited ~15 ms for it, and it capped the cluster's rate); the chain passes hold it instead,
-  a few dozen times a second whatever the number of gateways. A store without `defer_audit` (the
-  CLI, tools) appends at its COMMIT under the head's lock, after whatever is pending.
+- One audit chain for the cluster: each transaction's entries are hashed and appended at its end,
+  under a row lock on `audit_head`, taken last so it is held only for the insert and the COMMIT
+  (and no transaction ever waits for a message row while holding it: no deadlock).
 - LISTEN/NOTIFY (`dlpgate_due`) wakes every node's deliverer when something becomes due (a new
   message, a release through another node's CLI); housekeeping (expiry, reminders, retention) runs
   on the node holding an advisory lock, and passes to another when that node's session ends.
@@ -42,11 +31,9 @@ from __future__ import annotations
 import builtins
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import os
-import secrets
 import socket
 import threading
 import time
@@ -57,7 +44,6 @@ from typing import Any
 
 from ..errors import InputError, NotFound, PermissionDenied, StateError, StoreError
 from .model import (
-    _HASH_JSON,
     BOUNCED,
     DEFERRED,
     DELAYED,
@@ -90,9 +76,6 @@ FOREIGN_GRACE = 0.3  # seconds a due message waits for the node it belongs to be
 DELIVERED_LINGER = 0.005  # seconds a deliverer's writer gathers finished deliveries into one transaction
 CLAIM_BYTES = 64 * 1024 * 1024  # message bytes one claim brings into memory (at least one message)
 CHANNEL = "dlpgate_due"
-CHAIN_EVERY = 0.02  # seconds between chain passes while entries keep coming
-CHAIN_SWEEP = 1.0  # seconds between the leader's looks at `audit_pending` when it found nothing
-CHAIN_MAX = 20_000  # pending entries one pass chains at most (the rest: the next pass)
 LEADER_KEY = 0x646C7067  # advisory lock: housekeeping leadership ("dlpg")
 MIGRATE_KEY = 0x646C706D  # advisory lock: one node migrates at a time ("dlpm")
 
@@ -235,39 +218,8 @@ class Migration:
     online: bool = True  # safe to apply at start while other nodes run the previous version
 
 
-# audit entries written by a gateway's transactions, chained into `audit` by the leader shortly
-# after (see the module's docstring): per writer stream, consecutive numbers and a hash chain
-_V2 = """
-CREATE TABLE audit_pending (
-  id bigserial PRIMARY KEY,
-  stream text NOT NULL,
-  sseq bigint NOT NULL,
-  ts double precision NOT NULL,
-  msg_id text NOT NULL,
-  event text NOT NULL,
-  actor text NOT NULL,
-  os_user text NOT NULL,
-  detail text NOT NULL,
-  shash text NOT NULL,
-  last boolean NOT NULL,
-  mac text NOT NULL DEFAULT '',
-  UNIQUE (stream, sseq)
-) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
-  autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 1000,
-  autovacuum_vacuum_cost_delay = 0);  -- every entry passes through once: vacuum it as `messages`
-CREATE INDEX audit_pending_msg ON audit_pending (msg_id);
-CREATE TABLE audit_streams (
-  stream text PRIMARY KEY,
-  sseq bigint NOT NULL,
-  shash text NOT NULL,
-  mac text NOT NULL DEFAULT '',
-  chained double precision NOT NULL
-);
-"""
-
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema: hot and history tables, chunks, leases, one audit chain", _V1),
-    Migration(2, "audit entries pending on per-writer streams, chained by the leader", _V2),
 )
 LATEST = MIGRATIONS[-1].version
 
@@ -352,106 +304,6 @@ def _configure(conn: Any) -> None:
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:300]
-
-
-# ------------------------------------------------------------------ pending audit streams
-def _stream_genesis(stream: str) -> str:
-    """The hash a stream's first entry follows (each stream starts from its own)."""
-    return hashlib.sha256(_HASH_JSON(["dlpgate-stream", stream]).encode("utf-8")).hexdigest()
-
-
-def _pending_hash(prev: str, stream: str, sseq: int, ts: float, msg_id: str, event: str, actor: str, user: str,
-                  dj: str) -> str:
-    """A pending entry's hash on its stream: content, stream, number and the previous entry's hash."""
-    body = _HASH_JSON(["pending", stream, sseq, repr(ts), msg_id, event, actor, user, dj, prev])
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
-
-
-def _state_hash(stream: str, sseq: int, shash: str) -> str:
-    """What the chain leader signs for a stream's last chained entry (`audit_streams`)."""
-    return hashlib.sha256(_HASH_JSON(["stream-state", stream, sseq, shash]).encode("utf-8")).hexdigest()
-
-
-def _mac(signer: Signer, sseq: int, h: str) -> str:
-    """A pending entry's or stream state's signature. Negative numbers: a chain entry's are >= 1,
-    so no such signature can stand for one in `audit`. Ed25519 signs deterministically: a gateway
-    holding the key checks one by signing again."""
-    return signer(-sseq, h)
-
-
-@dataclass(frozen=True)
-class PendingCheck:
-    """What `check_pending` found: the ids of whole, intact transactions' entries (in the order
-    written), each stream's state after them, and why the others may not be chained."""
-
-    ids: tuple[int, ...]
-    states: dict[str, tuple[int, str]]
-    problems: tuple[str, ...]
-
-
-def check_pending(rows: Sequence[Any], signer: Signer | None, *, whole: bool = True,
-                  check: Callable[[int, str, str], str] | None = None) -> PendingCheck:
-    """Pending entries (in id order, each with its stream's last chained state `s_sseq`, `s_shash`,
-    `s_mac`, None for a new stream) checked as the chain leader must before it chains them: each
-    stream continues from its chained state without a gap, every entry's hash follows the one
-    before, and (with the key) each transaction's last entry and the stream's state carry the
-    key's signature. A stream stops at its first fault: nothing of it after that is chained. The
-    entries of a transaction whose last (signed) entry is missing wait, and are named (`whole`:
-    `rows` are all that is pending, not a first page of it). `check(n, hash, sig)` ("" when the
-    signature verifies: `PublicKey.check_entry`) checks with the public key instead of `signer`."""
-
-    def signed(n: int, h: str, sig: str) -> bool:
-        if check is not None:
-            return check(-n, h, sig) == ""
-        return signer is None or sig == _mac(signer, n, h)
-
-    # stream -> [sseq, shash, ok, entries since its last transaction's end, state at that end]
-    st: dict[str, list[Any]] = {}
-    ids: list[int] = []
-    problems: list[str] = []
-    for r in rows:
-        stream = r["stream"]
-        cur = st.get(stream)
-        if cur is None:
-            if r["s_sseq"] is None:
-                cur = [0, _stream_genesis(stream), True, [], None]
-            else:
-                ok = signed(int(r["s_sseq"]), _state_hash(stream, int(r["s_sseq"]), r["s_shash"]), r["s_mac"])
-                cur = [int(r["s_sseq"]), r["s_shash"], ok, [], None]
-                if not ok:
-                    problems.append(f"audit stream {stream}: its chained state is not signed by the key (edited)")
-            st[stream] = cur
-        if not cur[2]:
-            continue
-        sseq = int(r["sseq"])
-        h = _pending_hash(cur[1], stream, sseq, r["ts"], r["msg_id"], r["event"], r["actor"], r["os_user"],
-                          r["detail"])
-        why = ""
-        if sseq != cur[0] + 1:
-            why = f"entries {cur[0] + 1}..{sseq - 1} are missing before entry {sseq} (removed before chaining)"
-        elif h != r["shash"]:
-            why = f"entry {sseq}: content does not match its hash (edited before chaining)"
-        elif r["last"] and not signed(sseq, h, r["mac"]):
-            why = (f"entry {sseq}: not signed by this gateway's key (edited or forged before chaining, or"
-                   " written by a gateway with another [audit] key: the gateways must share one)")
-        if why:
-            problems.append(f"audit stream {stream}: {why}")
-            cur[2] = False
-            continue
-        cur[0], cur[1] = sseq, h
-        cur[3].append(int(r["id"]))
-        if r["last"]:
-            ids += cur[3]
-            cur[3] = []
-            cur[4] = (sseq, h)
-    states: dict[str, tuple[int, str]] = {}
-    for stream, (_, _, ok, rest, state) in st.items():
-        if rest and whole and ok:
-            problems.append(f"audit stream {stream}: {len(rest)} entries of a transaction whose last entry"
-                            " is missing (removed before chaining)")
-        if state is not None:
-            states[stream] = state
-    return PendingCheck(tuple(sorted(ids)), states, tuple(problems))
 
 
 def _begin(c: Any) -> None:
@@ -545,16 +397,6 @@ class PgStore:
         self.self_wakes = False
         self._in_batch = False  # run_batch keeps the "mem:N" bytes across its attempts
         self._accept_notified = 0.0  # when an accept last NOTIFYed the other nodes (monotonic)
-        # audit entries to `audit_pending` on this writer's stream, chained by the leader (module
-        # docstring); off: appended to the chain at COMMIT under the head's lock
-        self.defer_audit = False
-        self._stream, self._sseq, self._shash = "", 0, ""
-        self._new_stream()
-        # called after a COMMIT that left entries pending: wakes this node's chainer, if it leads (no
-        # NOTIFY: every NOTIFY costs each listening session of the database a transaction to read it;
-        # the leader looks by itself every CHAIN_EVERY while entries come, every CHAIN_SWEEP otherwise)
-        self.on_pending: Callable[[], None] | None = None
-        self.chain_problems: tuple[str, ...] = ()  # what the last chain pass refused to chain
         # statements that write rows every node's transactions share (first-contact counts): run
         # after the audit head's lock, which serialises those transactions anyway, so that their
         # row locks are not held while waiting for it (one queue of waiters, not two)
@@ -562,7 +404,6 @@ class PgStore:
         self._mem: dict[str, bytes] = {}  # "mem:N" -> bytes appended by the writer (AcceptJob.place)
         self._mem_n = 0
         self._local_done: list[str] = []  # local spool files whose bytes the open transaction stores
-        self._pending_rows: dict[int, Any] = {}  # the pending entries the open chain pass read
 
     def close(self) -> None:
         self.pool.close()
@@ -862,181 +703,51 @@ class PgStore:
         for msg_id, event, actor, detail in entries:
             self._audit_rows.append((self.clock(), msg_id, event, actor, user, _dumps(detail)))
 
-    def _new_stream(self) -> None:
-        """A stream of pending audit entries of its own for this writer: at start, and after a
-        transaction whose COMMIT may or may not have happened (a number is never used twice)."""
-        self._stream = f"{self.node}/{os.getpid()}/{secrets.token_hex(6)}"
-        self._sseq, self._shash = 0, _stream_genesis(self._stream)
-
     def _flush_audit(self, c: Any) -> None:
-        """This transaction's audit entries, its wake-ups (NOTIFY is delivered at COMMIT, never for
-        a rolled-back change), then COMMIT.
-
-        With `defer_audit`, the entries go to `audit_pending` on this writer's stream in one
-        statement sent with the COMMIT (one round trip, no lock shared with other gateways).
-        Without, they are chained onto the cluster's chain under the head's row lock (appends from
-        all nodes serialised, each transaction's together), after what is pending when this store
-        holds the key: two round trips, the head's lock, then one statement that inserts the
-        entries, moves the head and notifies, sent with the COMMIT."""
+        """Chain this transaction's entries onto the cluster's one chain (row lock on its head,
+        held until COMMIT: appends from all nodes are serialised, each transaction's together),
+        and send its wake-ups (NOTIFY is delivered at COMMIT, never for a rolled-back change);
+        then COMMIT. Two round trips whatever the number of entries: the head's lock, then one
+        statement that inserts the entries, moves the head and notifies, sent with the COMMIT."""
+        notify = sorted(self._notify)
         late, self._late = self._late, []
-        chans = [CHANNEL] * len(self._notify)
-        payloads = sorted(self._notify)
         if not self._audit_rows:
             with c.pipeline():
                 for q, args in late:
                     c.execute(q, args)
-                if payloads:
-                    c.execute("SELECT pg_notify(c, x) FROM unnest(%s::text[], %s::text[]) t(c, x)", (chans, payloads))
+                if notify:
+                    c.execute("SELECT pg_notify(%s, x) FROM unnest(%s::text[]) x", (CHANNEL, notify))
                 c.execute("COMMIT")
             return
-        if self.defer_audit:
-            self._append_pending(c, late, chans, payloads)
-            return
-        head = c.execute("SELECT seq, hash, EXISTS (SELECT 1 FROM audit_pending) AS pending FROM audit_head"
-                         " WHERE id = 1 FOR UPDATE").fetchone()
-        # a fresh statement, after the lock: it sees what the previous holder chained as gone
-        pend = self._read_pending(c) if head["pending"] and self.signer is not None else None
-        sql, args = self._chain_sql(int(head["seq"]), head["hash"], pend, self._audit_rows)
-        with c.pipeline():  # the append and the COMMIT in one round trip
-            c.execute(sql + "".join(f", l{i} AS ({q})" for i, (q, _) in enumerate(late))
-                      + " SELECT pg_notify(c, x) FROM unnest(%s::text[], %s::text[]) t(c, x)",
-                      (*args, *(a for _, args in late for a in args), chans, payloads))
-            c.execute("COMMIT")
-        self._audit_rows = []
-
-    def _append_pending(self, c: Any, late: Sequence[tuple[str, list[Any]]], chans: list[str],
-                        payloads: list[str]) -> None:
-        """The entries onto this writer's stream in `audit_pending`, and the COMMIT, in one round
-        trip. The stream moves on only once the COMMIT is known to have happened."""
-        sseq, shash, stream = self._sseq, self._shash, self._stream
-        cols: list[list[Any]] = [[] for _ in range(11)]
-        last = len(self._audit_rows) - 1
-        for i, (ts, msg_id, event, actor, user, dj) in enumerate(self._audit_rows):
-            sseq += 1
-            shash = _pending_hash(shash, stream, sseq, ts, msg_id, event, actor, user, dj)
-            # the transaction's last entry is signed: it covers the others through the stream's hashes
-            mac = _mac(self.signer, sseq, shash) if i == last and self.signer is not None else ""
-            for k, v in enumerate((stream, sseq, ts, msg_id, event, actor, user, dj, shash, i == last, mac)):
-                cols[k].append(v)
-        try:
-            with c.pipeline():
-                c.execute("WITH a AS (INSERT INTO audit_pending (stream, sseq, ts, msg_id, event, actor, os_user,"
-                          " detail, shash, last, mac) SELECT * FROM unnest(%s::text[], %s::bigint[], %s::float8[],"
-                          " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bool[],"
-                          " %s::text[]))" + "".join(f", l{i} AS ({q})" for i, (q, _) in enumerate(late))
-                          + " SELECT pg_notify(c, x) FROM unnest(%s::text[], %s::text[]) t(c, x)",
-                          (*cols, *(a for _, args in late for a in args), chans, payloads))
-                c.execute("COMMIT")
-        except BaseException:
-            self._new_stream()  # did the COMMIT happen? The next entries go on a new stream
-            raise
-        self._sseq, self._shash = sseq, shash
-        self._audit_rows = []
-        if self.on_pending is not None:
-            self.on_pending()
-
-    def _read_pending(self, c: Any) -> PendingCheck:
-        """What is pending (a page of it), checked; its faults logged once per pass."""
-        rows = c.execute("SELECT p.*, s.sseq AS s_sseq, s.shash AS s_shash, s.mac AS s_mac FROM audit_pending p"
-                         " LEFT JOIN audit_streams s ON s.stream = p.stream ORDER BY p.id LIMIT %s",
-                         (CHAIN_MAX,)).fetchall()
-        chk = check_pending(rows, self.signer, whole=len(rows) < CHAIN_MAX)
-        self._pending_rows = {int(r["id"]): r for r in rows}
-        if chk.problems and chk.problems != self.chain_problems:
-            for p in chk.problems:
-                log.error("%s: not chained", p, extra={"event": "audit_pending_fault"})
-        self.chain_problems = chk.problems
-        return chk
-
-    def _chain_sql(self, seq: int, prev: str, pend: PendingCheck | None,
-                   own: Sequence[tuple[float, str, str, str, str, str]]) -> tuple[str, list[Any]]:
-        """The statement (its CTEs; the caller adds the final SELECT) that appends the checked
-        pending entries, then `own`, to the chain after (seq, prev), signs the new head, removes the
-        chained entries from `audit_pending` and records each stream's chained state, signed."""
-        entries: list[tuple[float, str, str, str, str, str]] = []
-        ids: list[int] = []
-        if pend is not None and pend.ids:
-            rows = self._pending_rows
-            ids = list(pend.ids)
-            entries = [(rows[i]["ts"], rows[i]["msg_id"], rows[i]["event"], rows[i]["actor"], rows[i]["os_user"],
-                        rows[i]["detail"]) for i in ids]
-        entries += own
+        head = c.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE").fetchone()
+        seq, prev = int(head["seq"]), head["hash"]
         cols: list[list[Any]] = [[] for _ in range(10)]
-        for ts, msg_id, event, actor, user, dj in entries:
+        for ts, msg_id, event, actor, user, dj in self._audit_rows:
             seq += 1
             h = _entry_hash(prev, seq, ts, msg_id, event, actor, user, dj)
             for k, v in enumerate((seq, ts, msg_id, event, actor, user, dj, prev, h, "")):
                 cols[k].append(v)
             prev = h
         # one signature per append: it covers this entry and, through the chain, every one before it
-        if self.signer is not None and entries:
+        if self.signer is not None:
             cols[9][-1] = self.signer(seq, prev)
-        now = self.clock()
-        states = sorted((pend.states if pend is not None and ids else {}).items())
-        scols: list[list[Any]] = [[st for st, _ in states], [n for _, (n, _) in states], [h for _, (_, h) in states],
-                                  [_mac(self.signer, n, _state_hash(st, n, h)) if self.signer is not None else ""
-                                   for st, (n, h) in states]]
-        sql = ("WITH a AS (INSERT INTO audit (seq, ts, msg_id, event, actor, os_user, detail, prev_hash, hash,"
-               " sig) SELECT * FROM unnest(%s::bigint[], %s::float8[], %s::text[], %s::text[], %s::text[],"
-               " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])),"
-               " h AS (UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1),"
-               " d AS (DELETE FROM audit_pending WHERE id = ANY(%s::bigint[])),"
-               " s AS (INSERT INTO audit_streams (stream, sseq, shash, mac, chained) SELECT *, %s::float8 FROM"
-               " unnest(%s::text[], %s::bigint[], %s::text[], %s::text[]) ON CONFLICT (stream) DO UPDATE SET"
-               " sseq = excluded.sseq, shash = excluded.shash, mac = excluded.mac, chained = excluded.chained)")
-        return sql, [*cols, seq, prev, ids, now, *scols]
-
-    def chain_pending(self) -> int:
-        """Chain what is pending (the leader, every CHAIN_EVERY while entries come): checked,
-        appended under the head's lock, the head signed. Returns how many entries it chained."""
-        if self._conn is not None:
-            raise StoreError("chain_pending runs in a transaction of its own")
-        with self.transaction() as c:
-            # the pending table churns (every entry is inserted, then deleted here) and autovacuum
-            # passes once a minute: a sequential scan reads every dead row left since, the primary
-            # key's index skips them once one scan has seen them dead (11 ms against 0.2 ms a pass
-            # with three gateways); set before the head's lock is taken, not while it is held
-            c.execute("SET LOCAL enable_seqscan = off")
-            head = c.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE").fetchone()
-            pend = self._read_pending(c)
-            if not pend.ids:
-                return 0
-            sql, args = self._chain_sql(int(head["seq"]), head["hash"], pend, ())
-            c.execute(sql + " SELECT 1", args)
-        return len(pend.ids)
-
-    def chain_pending_now(self) -> int:
-        """`chain_pending` if anything is pending (one cheap read otherwise, no lock taken)."""
-        with self._read() as c:
-            if not _scalar(c.execute("SELECT EXISTS (SELECT 1 FROM audit_pending)").fetchone()):
-                return 0
-        return self.chain_pending()
-
-    def pending_audit(self, check: Callable[[int, str, str], str] | None = None) -> tuple[int, tuple[str, ...]]:
-        """(entries awaiting chaining, faults among them), read-only: `audit verify` reports both.
-        `check`: the public key's `check_entry` (a verifier holds no private key)."""
-        with self._read() as c:
-            rows = c.execute("SELECT p.*, s.sseq AS s_sseq, s.shash AS s_shash, s.mac AS s_mac FROM audit_pending p"
-                             " LEFT JOIN audit_streams s ON s.stream = p.stream ORDER BY p.id").fetchall()
-        return len(rows), check_pending(rows, self.signer, check=check).problems
+        with c.pipeline():  # the append and the COMMIT in one round trip
+            c.execute("WITH a AS (INSERT INTO audit (seq, ts, msg_id, event, actor, os_user, detail, prev_hash, hash,"
+                      " sig) SELECT * FROM unnest(%s::bigint[], %s::float8[], %s::text[], %s::text[], %s::text[],"
+                      " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])),"
+                      " h AS (UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1)"
+                      + "".join(f", l{i} AS ({q})" for i, (q, _) in enumerate(late))
+                      + " SELECT pg_notify(%s, x) FROM unnest(%s::text[]) x",
+                      (*cols, seq, prev, *(a for _, args in late for a in args), CHANNEL, notify))
+            c.execute("COMMIT")
+        self._audit_rows = []
 
     def audit_entries(self, *, since: float | None = None, until: float | None = None,
                       msg_id: str | None = None) -> list[AuditEntry]:
-        """Chained entries in chain order, then those still pending (seq 0, in the order written)."""
-        self._chain_first()
         conds, args = _conds(("ts >= %s", since), ("ts < %s", until), ("msg_id = %s", msg_id))
-        with self._read() as c:  # one statement, one snapshot: an entry chained meanwhile is seen once
-            rows = c.execute("SELECT * FROM (SELECT seq, 0::bigint AS id, ts, msg_id, event, actor, os_user, detail,"
-                             " prev_hash, hash, sig FROM audit UNION ALL SELECT 0, id, ts, msg_id, event, actor,"
-                             " os_user, detail, '', shash, '' FROM audit_pending) x" + conds
-                             + " ORDER BY seq = 0, seq, id", args).fetchall()
+        with self._read() as c:
+            rows = c.execute("SELECT * FROM audit" + conds + " ORDER BY seq", args).fetchall()
         return [_audit_entry(r) for r in rows]
-
-    def _chain_first(self) -> None:
-        """A store that defers its entries and holds the key chains what is pending before it reads
-        the chain (the witness, verify, exports on the gateway): what it shows is then complete."""
-        if self.defer_audit and self.signer is not None and self._conn is None:
-            self.chain_pending()
 
     def audit_chain(self, after_seq: int = 0, limit: int = 10_000) -> builtins.list[AuditEntry]:
         """Raw chain entries after `after_seq`, in seq order, for verification (a page at a time)."""
@@ -1046,7 +757,6 @@ class PgStore:
 
     def audit_head(self) -> tuple[int, str]:
         """(seq, hash) of the cluster's last entry; (0, GENESIS) for an empty log."""
-        self._chain_first()
         with self._read() as c:
             r = c.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         return (int(r["seq"]), str(r["hash"])) if r else (0, GENESIS)
@@ -1069,13 +779,9 @@ class PgStore:
         """People's decisions on one message, read from the audit chain (the signed record); in a
         transaction, its own entries not yet appended count too."""
         with (contextlib.nullcontext(c) if c is not None else self._read()) as conn:
-            # with those committed but not chained yet (chained by the leader shortly), in one
-            # statement: one snapshot, so an entry chained meanwhile is seen once, never missed
             rows = [dict(r) for r in conn.execute(
-                "SELECT seq, ts, actor, os_user, event, detail FROM (SELECT seq, 0::bigint AS id, ts, actor, os_user,"
-                " event, detail FROM audit WHERE msg_id = %(m)s UNION ALL SELECT 0, id, ts, actor, os_user, event,"
-                " detail FROM audit_pending WHERE msg_id = %(m)s) x WHERE event IN ('approved','released','rejected')"
-                " AND actor <> 'dlpgate' ORDER BY seq = 0, seq, id", {"m": msg_id})]
+                "SELECT seq, ts, actor, os_user, event, detail FROM audit WHERE msg_id = %s AND event IN"
+                " ('approved','released','rejected') AND actor <> 'dlpgate' ORDER BY seq", (msg_id,))]
         if self._conn is not None:  # this transaction's entries, chained at its COMMIT
             rows += [{"seq": 0, "ts": ts, "actor": actor, "os_user": user, "event": event, "detail": dj}
                      for ts, mid, event, actor, user, dj in self._audit_rows
@@ -1105,7 +811,6 @@ class PgStore:
         return str(rows[0]["id"])
 
     def verify_audit(self) -> tuple[bool, str]:
-        self._chain_first()
         prev, expect_seq, n = GENESIS, 1, 0
         with self._read() as c, c.cursor(name="audit_walk") if self._conn is not None else c.cursor() as cur:
             cur.execute("SELECT * FROM audit ORDER BY seq")
@@ -1123,10 +828,7 @@ class PgStore:
             head = c.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
         if head is not None and (int(head["seq"]) != n or head["hash"] != prev):
             return False, f"the chain head names entry {head['seq']}, the log ends at {n} (entries removed)"
-        waiting, problems = self.pending_audit()
-        if problems:
-            return False, problems[0]
-        return True, f"{n} entries, chain intact" + (f" ({waiting} more awaiting chaining, intact)" if waiting else "")
+        return True, f"{n} entries, chain intact"
 
     # ---------------------------------------------------------------- transitions
     def accept(self, m: NewMessage, notices: Sequence[NewMessage] = (), *, spool: str | None = None) -> None:
@@ -1204,15 +906,10 @@ class PgStore:
             ctes.append("INSERT INTO attachment_hashes (sha256, msg_id) " + unnest(hash_rows, ("text", "text")))
         if contacts:
             flat = [(sc, d, n, now) for (sc, d), n in sorted(contacts.items())]
-            # with deferred audit entries no lock orders the gateways' transactions: counting on would
-            # lock each regular correspondent's row until COMMIT, and every gateway's accepts would
-            # queue on it. First contact needs the row to exist, nothing more (the count is read
-            # nowhere), so a known pair is left as it is and no row lock is taken.
-            conflict = (" DO NOTHING" if self.defer_audit
-                        else " DO UPDATE SET count = contacts.count + excluded.count")
             self._late.append(("INSERT INTO contacts (scope, domain, count, first_seen) SELECT * FROM unnest("
                                "%s::text[], %s::text[], %s::int[], %s::float8[]) ON CONFLICT (scope, domain)"
-                               + conflict, [[r[k] for r in flat] for k in range(4)]))
+                               " DO UPDATE SET count = contacts.count + excluded.count",
+                               [[r[k] for r in flat] for k in range(4)]))
         sql = ("WITH " + ", ".join(f"w{i} AS ({q})" for i, q in enumerate(ctes)) + " " if ctes else "")
         sql += "INSERT INTO message_chunks (msg_id, n, data) SELECT * FROM unnest(%s::text[], %s::int[], %b::bytea[])"
         args += [[r[0] for r in chunks], [r[1] for r in chunks], [r[2] for r in chunks]]
@@ -1699,21 +1396,14 @@ class AsyncPgStore(AsyncStore):
     """`AsyncStore` (one writer thread, group commit) on a `PgStore`, plus one watcher thread on
     a session of its own: LISTEN for due messages (wakes `on_due` callbacks, e.g. the deliverer),
     lease renewal for this node, and the housekeeping leadership (an advisory lock held by the
-    session: when the node dies its session ends and another node takes over).
-
-    `defer_audit` (the gateway and its deliverer): the writer's audit entries wait in
-    `audit_pending` and a chainer thread, while this node leads, chains them (every node's) shortly
-    after they are committed: woken by a writer's NOTIFY, passing again every CHAIN_EVERY while
-    entries keep coming, and looking every CHAIN_SWEEP anyway. At close it chains once more,
-    leader or not, so a node that stops leaves nothing of its own waiting."""
+    session: when the node dies its session ends and another node takes over)."""
 
     WATCH_EVERY = 1.0
 
     def __init__(self, url: str, root: str | os.PathLike[str], *, node: str = "", lease_seconds: float = 30.0,
                  clock: Callable[[], float] = time.time, pool_size: int = 2, lead: bool = False,
-                 signer: Signer | None = None, defer_audit: bool = False) -> None:
+                 signer: Signer | None = None) -> None:
         self.url = url
-        self.defer_audit = defer_audit
         self.node = node or default_node()
         self.lease_seconds = lease_seconds
         self._pool_size = pool_size
@@ -1723,50 +1413,15 @@ class AsyncPgStore(AsyncStore):
         self._leader = False
         self._on_due: list[tuple[Any, Callable[[float], None]]] = []
         self._watch_stop = threading.Event()
-        self._chain_stop = threading.Event()
-        self._chain_wake = threading.Event()  # the writer left entries pending
         super().__init__(root, clock=clock, signer=signer)
         self._watcher = threading.Thread(target=self._watch, name="dlpgate-store-watch", daemon=True)
         self._watcher.start()
-        self._chainer: threading.Thread | None = None
-        if defer_audit:
-            self._chainer = threading.Thread(target=self._chain, name="dlpgate-audit-chain", daemon=True)
-            self._chainer.start()
 
     def _open(self) -> Any:
         st = PgStore(self.url, self.root, node=self.node, lease_seconds=self.lease_seconds, clock=self._clock,
                      pool_size=self._pool_size, signer=self._signer)
         st.self_wakes = True  # the gateway's pipeline and the deliverer poke their own deliverer
-        st.defer_audit = self.defer_audit
-        st.on_pending = self._chain_wake.set
         return st
-
-    def _chain(self) -> None:
-        """The chainer thread (see the class's docstring)."""
-        st: PgStore | None = None
-        stop = self._chain_stop
-        while not stop.is_set():
-            self._chain_wake.wait(CHAIN_SWEEP)
-            self._chain_wake.clear()
-            if stop.is_set() or not self._leader:
-                continue
-            try:
-                if st is None:
-                    st = PgStore(self.url, self.root, node=self.node, clock=self._clock, pool_size=1,
-                                 migrate_at_start=False, signer=self._signer)
-                while st.chain_pending_now() and not stop.is_set():
-                    stop.wait(CHAIN_EVERY)  # entries keep coming (from any node): gather some, pass again
-            except Exception as e:  # noqa: BLE001 - the database went away: reconnect
-                with contextlib.suppress(Exception):
-                    if st is not None:
-                        st.close()
-                st = None
-                log.warning("audit chainer lost the database, reconnecting: %s", _one_line(e),
-                            extra={"event": "store_reconnect"})
-                stop.wait(1.0)
-        if st is not None:
-            with contextlib.suppress(Exception):
-                st.close()
 
     def open_reader(self) -> Any:
         """A store for reads beside the writer (the control API's lists and exports)."""
@@ -1851,16 +1506,4 @@ class AsyncPgStore(AsyncStore):
         self._watch_stop.set()
         super().close()
         self._watcher.join(timeout=10)
-        self._chain_stop.set()
-        self._chain_wake.set()
-        if self._chainer is not None:
-            self._chainer.join(timeout=10)
-            if self._signer is not None:  # what this node wrote last, chained before it goes
-                with contextlib.suppress(Exception):
-                    st = PgStore(self.url, self.root, node=self.node, clock=self._clock, pool_size=1,
-                                 migrate_at_start=False, signer=self._signer)
-                    try:
-                        st.chain_pending_now()
-                    finally:
-                        st.close()
 
