@@ -427,6 +427,10 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
                                           "連絡先：03-0000-0000\n持ち物：筆記用具　担当：総務課"), False, kind="forms")
     add("neg_blank_template.eml", eml("申込書の書き方\n氏名 （必須）\n住所 （必須）\n電話番号 （任意）\n"
                                       "生年月日 （任意）"), False, kind="forms")
+    # a register ends with its total and a note: 25 records, not 27
+    add("pos_roster_total_row.xlsx", fx.xlsx_bytes({"名簿": [("No", "氏名", "生年月日", "住所")] + [
+        (str(i), p["name"], p["birth"], p["address"]) for i, p in enumerate(ppl[:25], 1)] + [
+        ("合計", "25名", "", ""), ("※取扱注意", "", "", "")]}), True, 25, ("personal_records",), kind="totals")
     add("neg_romaji_orders.csv", csv_of([("JUCHU_NO", "JUCHU_BI", "SHOHIN_CD", "SHOHIN_MEI", "SURYO", "TANKA")] + [
         (valid_only(r, lambda: digits(r, 12)) if i % 9 == 0 else digits(r, 12), f"2026{r.randint(1, 12):02d}{r.randint(1, 28):02d}",
          digits(r, 8), r.choice(["ボールペン", "コピー用紙", "封筒"]), r.randint(1, 50), r.randint(100, 9999))
