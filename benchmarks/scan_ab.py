@@ -11,7 +11,8 @@ timed). The medians over rounds and the ratio this/other are printed.
 With `--inproc` both scanners run in one process (the other checkout's package is copied under the
 name `dlpgate_other`), each measurement alternating between them back to back, and the median of
 the per-round ratios is printed: on a machine shared with other work this is far steadier than
-comparing processes that ran at different moments.
+comparing processes that ran at different moments. It also times one text of the dense business
+corpus (benchmarks/dense_corpus.py, `--mb` MB), after checking that both scanners find the same.
 """
 
 from __future__ import annotations
@@ -99,8 +100,14 @@ def inproc(other_tree: str, rounds: int, mb: float, rows: int) -> None:
     other_extract = importlib.import_module("dlpgate_other.extract")
     data = st.spreadsheet(rows)
     sheets = {id(this): extract_file("住民.xlsx", data), id(other): other_extract.extract_file("住民.xlsx", data)}
+    from dense_corpus import corpus as dense_corpus
+
+    dense = dense_corpus(int(mb * 1_000_000))
+    if repr(this.scan("body", dense)) != repr(other.scan("body", dense)):  # (two packages' classes)
+        print("the two scanners differ on the dense corpus")
     loads = {
         "one_text": lambda sc: sc.scan("body", big),
+        "dense_text": lambda sc: sc.scan("body", dense),
         "messages": lambda sc: [sc.scan("body", m) for m in messages],
         "sheet_scan": lambda sc: sc.scan_extraction(sheets[id(sc)]),
     }

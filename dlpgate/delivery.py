@@ -89,6 +89,9 @@ class Delivery:
         self.concurrency = config.relay.concurrency
         self.queue: asyncio.Queue[Claimed] = asyncio.Queue()
         self.inflight = 0
+        # every message claimed and not yet recorded (queued or in flight): the store renews the
+        # leases of these and no others, so a claim whose answer was lost expires and is retaken
+        self.held: set[str] = set()
         self._wake = asyncio.Event()
         self._sleep_until = 0.0
         self._timer: asyncio.TimerHandle | None = None  # a wake-up set for a future due time
@@ -142,6 +145,7 @@ class Delivery:
 
     async def start(self) -> None:
         self.store.on_due(self.poke)  # another gateway on the same database made a message due
+        self.store.holds(lambda: tuple(self.held))
         self._tasks.append(asyncio.create_task(self._scheduler(), name="scheduler"))
         for i in range(self.concurrency):
             self._tasks.append(asyncio.create_task(self._worker(i), name=f"delivery-{i}"))
@@ -184,6 +188,7 @@ class Delivery:
                         await asyncio.sleep(STORE_RETRY)
                         continue
                     for c in claimed:
+                        self.held.add(c.id)
                         self.queue.put_nowait(c)
                     self._backlog = len(claimed) == free
                     if self._backlog:
@@ -269,6 +274,7 @@ class Delivery:
                 log.exception("delivery bookkeeping failed", extra={"event": "delivery_error", "msg_id": c.id})
             finally:
                 self.inflight -= 1
+                self.held.discard(c.id)
                 if self._backlog:  # a free slot matters only if something is left to claim
                     self._wake.set()
 

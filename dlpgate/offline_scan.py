@@ -106,17 +106,14 @@ def _judge_bytes(path: str, data: bytes, scanner: Scanner, policy: Policy) -> tu
 
 
 def _judge_item(item: Item, scanner: Scanner, policy: Policy) -> Iterator[tuple[dict[str, object], list[str]]]:
-    """One message of an mbox or a PST (or its damaged block)."""
-    from dlpgate.archive.readers import load
+    """One message of an mbox or a PST (or its damaged block), read as `dlpgate archive` reads it;
+    a failure in its own words (the exception's text), the record in `dlpgate scan`'s shape."""
+    from dlpgate.archive.readers import load_item
 
-    if item.source is None:
-        if item.error:  # blank lines before the first From_ line are nothing, not damage
-            yield _unreadable(item.location, item.error), []
-        return
-    try:
-        raw = load(item.source)
-    except (OSError, ValueError) as exc:  # MsgError is a ValueError
-        yield _unreadable(item.location, str(exc) or type(exc).__name__), []
+    raw, error = load_item(item, str, (OSError, ValueError))  # MsgError is a ValueError
+    if raw is None:
+        if error:  # blank lines before the first From_ line are nothing, not damage
+            yield _unreadable(item.location, error), []
         return
     record, explanation = judge_message(raw, _header_recipients(raw), scanner, policy, explain=True)
     yield {"path": item.location, **record}, explanation

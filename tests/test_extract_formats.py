@@ -252,3 +252,36 @@ def test_bomless_utf16_text_decodes_to_itself(body: str, codec: str) -> None:
     found = utf16_without_bom(data)
     if found is not None:  # ASCII-poor text may not be recognised; recognised text is never misread
         assert found == codec.replace("-", "_") and decode_text(data) == text
+
+
+@given(st.binary(max_size=300))
+def test_textual_control_count_is_the_per_byte_count(sample: bytes) -> None:
+    """sniff counts the controls text does not have with bytes.translate; the per-byte rule it replaced."""
+    from dlpgate.extract.sniff import _looks_textual
+
+    sample = sample.replace(b"\x00", b"").lstrip(b"\xfe\xff")  # a NUL or a BOM: decided by the UTF-16 rules
+    controls = sum(1 for b in sample if b < 0x20 and b not in (0x09, 0x0A, 0x0D, 0x0C, 0x1B, 0x0E, 0x0F))
+    assert _looks_textual(sample) == (controls <= len(sample) // 100)
+
+
+def test_a_file_is_sniffed_once_and_its_utf16_sample_judged_once(monkeypatch) -> None:  # noqa: ANN001
+    """extract_file hands extract_blob the kind it sniffed (sniffing a zip opens it), and the UTF-16
+    judgement of the first 8 KiB that sniff made is the one decode_text uses."""
+    from dlpgate.extract import extract_file, files, sniff, textdecode
+
+    calls: list[str] = []
+    real = sniff.sniff
+
+    def counted(data: bytes, name: str = "") -> str:
+        calls.append(name)
+        return real(data, name)
+
+    monkeypatch.setattr(sniff, "sniff", counted)
+    monkeypatch.setattr(files, "sniff", counted)
+    text = "氏名\t番号\r\n" + "".join(f"試験 太郎{i}\t{i:04d}\r\n" for i in range(400))
+    textdecode._utf16_without_bom.cache_clear()
+    ex = extract_file("export.txt", text.encode("utf-16-le"))
+    assert [p.text for p in ex.parts] == [text]
+    assert calls == ["export.txt"]
+    info = textdecode._utf16_without_bom.cache_info()
+    assert (info.misses, info.hits) == (1, 1)

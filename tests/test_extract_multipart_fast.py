@@ -93,3 +93,29 @@ def test_well_formed_multiparts_same_as_feed_parser(parts: list[tuple[str, bytes
     raw = b"Subject: x\nContent-Type: multipart/mixed; boundary=B\n\n" + preamble + b"\n" + body + b"--B--\n" + epilogue
     assert mime._multipart(raw, 0) is not None or b"--B" in epilogue  # these are the fast path's to read
     both_ways(raw)
+
+
+def test_parts_are_read_where_they_lie_in_the_message() -> None:
+    """The fast split works by offsets: a text part's body handed to decode_text is a view into
+    the very bytes of the message (no copy of the body, of the part or of each part), and an
+    attachment's readers still get its bytes."""
+    raw = nested(lf=True)
+    msg = mime.parse(raw)
+    leaves = [p for p in msg.walk() if not p.is_multipart()]
+    assert leaves and all(isinstance(p, mime._SinglePartMessage) for p in leaves)
+    assert {type(mime.body_buffer(p)) for p in leaves} == {memoryview, bytes}  # 8bit text, base64 files
+    for part in leaves:
+        view = mime.body_buffer(part)
+        if part.get("content-transfer-encoding", "").lower() in ("base64", "quoted-printable"):
+            assert isinstance(view, bytes)  # decoded: a new buffer anyway
+        else:
+            assert isinstance(view, memoryview) and view.obj is raw
+        assert view == mime.payload_bytes(part) == full_part(raw, part)
+
+
+def full_part(raw: bytes, part: Message) -> bytes:
+    """The same part's decoded payload as the feed parser gives it (matched by its header items)."""
+    for p in full(raw).walk():
+        if list(p.raw_items()) == list(part.raw_items()) and not p.is_multipart():
+            return p.get_payload(decode=True)  # type: ignore[no-any-return]
+    raise AssertionError("no such part in the full parse")

@@ -20,9 +20,11 @@ from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask, my_num
 from dlpgate.scan.columns import TextColumns
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
 from dlpgate.scan.normalize import NORMALISE_TABLE, fold, keyword_spellings, raw_keyword_regex, raw_variants
-from dlpgate.scan.scanner import _LONGEST_RUN, FORM_LINE, FORM_LINES, FORM_NAME_GROUP, Scanner, _trie_pattern
+from dlpgate.scan.prose import FIELDS as SENTENCE_FIELDS
+from dlpgate.scan.prose import person_sentences
+from dlpgate.scan.scanner import _LONGEST_RUN, FORM_LINES, FORM_NAME_GROUP, Scanner, _trie_pattern
 from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
-from dlpgate.scan.tables import TableAnalyser, body_table_at, column_blocks
+from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at, column_blocks, form_pairs
 
 HS = Scanner.load(engine="hyperscan")
 RE = Scanner.load(engine="re")
@@ -175,6 +177,10 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
             in_line = norm[line:end_of_line if end_of_line >= 0 else len(norm)]
             if len({g for w in FIELDS if w in in_line for g in FIELD_GROUPS[w]}) < RULES.min_fields:
                 continue
+            is_field = lambda w: bool(ANALYSER.cell_fields(w))  # noqa: E731
+            line_text = text[line:end_of_line if end_of_line >= 0 else len(text)]
+            if sum(is_field(label) for label, _v in form_pairs(line_text, is_field)) >= RULES.min_fields:
+                continue  # a record typed as a form (label：value pairs), not a header
             got = body_table_at(text, pos, part, lambda w: bool(ANALYSER.cell_fields(w)))
             if got is None or len(ANALYSER.row_fields(got[0].rows[0])) < RULES.min_fields:
                 continue
@@ -182,7 +188,7 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
             if fact is not None:
                 facts.append(fact)
                 done_until = got[1]
-        if not facts:  # no body table: label/value lines of a form, each line holding a field word
+        if not any(f.records for f in facts):  # no body table: label/value lines of a form
             groups = {g.name for g in RULES.record_fields for w in g.keywords
                       for v in (w, *keyword_spellings(w)) if v in norm}
             hits_at = [s for w in FIELDS for s in occurrences(norm, w)]
@@ -191,13 +197,11 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
                 rows = []
                 for ls in starts:
                     le = text.find("\n", ls)
-                    m = FORM_LINE.match(text, ls, le if le >= 0 else len(text))
-                    if m is not None:
-                        rows.append((m.group(1), m.group(2).rstrip()))
-                fact = ANALYSER.analyse(Table(part, tuple(rows))) if len(rows) >= RULES.min_fields else None
+                    rows += form_pairs(text[ls:le if le >= 0 else len(text)], lambda w: bool(ANALYSER.cell_fields(w)))
+                fact = ANALYSER.analyse_form(Table(part, tuple(rows))) if len(rows) >= RULES.min_fields else None
                 if fact is not None and fact.records and FORM_NAME_GROUP in fact.fields:
-                    facts.append(fact)
-        if not facts:  # nor a form: a table pasted column by column, its labels among the field-word lines
+                    facts = [fact]
+        if not any(f.records for f in facts):  # nor a form: a table pasted column by column
             groups = {g.name for g in RULES.record_fields for w in g.keywords
                       for v in (w, *keyword_spellings(w)) if v in norm}
             hits_at = [s for w in FIELDS for s in occurrences(norm, w)]
@@ -208,7 +212,11 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
                 if table is not None and len(ANALYSER.row_fields(table.rows[0])) >= RULES.min_fields:
                     fact = ANALYSER.analyse(table)
                     if fact is not None and fact.records:
-                        facts.append(fact)
+                        facts = [fact]
+    if not any(f.records for f in facts) and RULES.birth_phrases:  # nor a table: people described one per line or sentence
+        n = person_sentences(text, [(s, s + len(w)) for w in RULES.birth_phrases for s in occurrences(norm, w)])
+        if n:
+            facts = [TableFacts(part, n, SENTENCE_FIELDS, -1, {})]
     column: dict[str, frozenset[str]] = {}
     for f in facts:
         for digits, cats in f.column_context.items():
@@ -434,6 +442,30 @@ def test_long_digit_strings_and_tel_heavy_text() -> None:
           + "\n氏名\t電話\t住所\na\tb\tc")
 
 
+def test_phone_words_reported_once_are_found_where_they_are_read() -> None:
+    """TEL, 電話 and phone reach the scanner as one hit each (their presence, issue 19); the readers
+    that need them find the rest: a body table's header line naming a group beside the phone
+    group (TEL commonest or not), a form, a table pasted column by column, the label before a
+    run, a text of field words on more lines than FORM_LINES. Each as the reference reads it."""
+    r = random.Random(19)
+    people = "\n".join(f"試験 太郎{i}\t{number(r)}\t北見市{i}" for i in range(12))
+    check("TEL 03-1234-5678\n氏名\tＴｅｌ\t住所\n" + people)  # the header's TEL is not the text's first
+    contacts = "\n".join(f"試験 太郎{i}\t03-{i:04d}-5678" for i in range(12))
+    check("TEL 03-1234-5678\n氏名\tＴｅｌ\n" + contacts)  # the header names two groups with TEL
+    check("氏名\tphone\n" + contacts + "\nTEL\n" * 40)
+    check("氏名\t電話\t住所\n" + people + "\nTEL 03\n" * 30)  # TEL commonest, header by 電話
+    check("\n".join(f"phone {i} 注記" for i in range(5)) + "\n名前,PHONE,個人番号\n" + people.replace("\t", ","))
+    form = "氏名：試験 太郎\n電話：03-1234-5678\n住所：北見市本町1丁目\n個人番号：" + number(r) + "\n"
+    check(form)
+    check(form + "TEL 03-0000-0000\n" * (FORM_LINES + 5))  # a log, not a form
+    check(form * 3 + "TEL 03-0000-0000\n" * (FORM_LINES - 20))
+    check("氏名\n試験 太郎\n試験 花子\n\n電話\n03-1111-2222\n03-3333-4444\n\n住所\n北見市\n網走市\n")
+    for label in ("TEL", "ｔｅｌ", "電話", "電 話", "Phone"):
+        for sep in ("", " ", "：", "番号 "):
+            n = number(r)
+            check(f"{label}{sep}{n}\n{label}{sep}{n[:4]}-{n[4:8]}-{n[8:]}\n個人番号 {label}{sep}{n}\n" + f"{number(r)}\n" * 3)
+
+
 def test_digit_dense_texts_rescanned_with_anchored_trigger_match_the_reference() -> None:
     """A sheet of identifiers or a column of JAN codes makes the hyperscan gate stop and rescan
     with one trigger per run (gate._FLOOD); findings must not change."""
@@ -597,3 +629,28 @@ def test_tables_typed_with_bars_or_semicolons_match_the_reference() -> None:
     signature = "山田です\nTEL: 03-1234-5678 | FAX: 03-1234-5679\n住所 | 東京都千代田区\n"
     check(signature)
     assert HS.scan("p", signature).findings == ()
+
+
+def test_people_described_in_sentences_match_the_reference() -> None:
+    r = random.Random(11)
+    people = [f"見本 太郎{i}（昭和{r.randint(20, 60)}年{r.randint(1, 12)}月{r.randint(1, 28)}日生、架空市本町{i}丁目{i}番）"
+              for i in range(1, 9)]
+    for seed in range(30):
+        r.seed(seed)
+        lines = [r.choice(people + ["毎日生活の記録。", "4月1日生産開始（架空市本町1-2-3）", "注文 123456789012 数量 3"])
+                 for _ in range(r.randint(1, 12))]
+        check("\n".join(lines))
+        check("。".join(lines))
+
+
+def test_forms_typed_inline_or_with_blanks_match_the_reference() -> None:
+    r = random.Random(5)
+    for seed in range(40):
+        r.seed(seed)
+        sep = r.choice(["：", ": ", "　", "\t", " "])
+        join = r.choice(["　", "、", ", ", "\n"])
+        people = [(f"試験 {r.choice(['太郎', '愛', '一'])}", f"昭和{r.randint(20, 60)}年{r.randint(1, 12)}月1日",
+                   f"架空市本町{r.randint(1, 9)}-{r.randint(1, 9)}", number(r)) for _ in range(r.randint(1, 6))]
+        lines = [join.join(f"{k}{sep}{v}" for k, v in zip(("氏名", "生年月日", "住所", "個人番号"), p, strict=True)
+                           if r.random() < 0.85) for p in people]
+        check(r.choice(["", "一覧\n\n", "日時：12月3日 10:00　場所：会議室\n"]) + r.choice(["\n", "\n\n"]).join(lines))

@@ -164,6 +164,43 @@ async def test_release_wakes_every_node(pg_url: str, tmp_path: Path) -> None:  #
         b.close()
 
 
+async def test_a_claim_whose_answer_was_lost_is_not_kept_alive(pg_url: str, tmp_path: Path) -> None:  # noqa: F811
+    """A claim can commit and its answer be lost (PostgreSQL stopped between its commit and its
+    reply): its rows are leased to this node, which does not hold them. The node's lease renewal
+    must renew only what its deliverer holds, so those rows expire and are claimed again; renewing
+    every row leased to the node kept them `delivering` for as long as it lived (a message
+    acknowledged and never delivered after a database restart)."""
+    lost = PgStore(pg_url, tmp_path / "x", node="a", lease_seconds=3.0)  # the claim whose answer nobody read
+    a = AsyncPgStore(pg_url, tmp_path / "a", node="a", lease_seconds=3.0)
+    held: set[str] = set()
+    a.holds(lambda: tuple(held))
+    try:
+        orphan, kept = msg(lost.root), msg(lost.root)
+        lost.accept(orphan)
+        lost.accept(kept)
+        assert sorted(c.id for c in lost.claim_due(5)) == sorted([orphan.id, kept.id])
+        held.add(kept.id)  # the deliverer knows only this one
+        await asyncio.sleep(4.5)  # past the lease, with renewals (every second) on the way
+        claimed = await a.run(lambda s: s.claim_due(5))
+        assert [c.id for c in claimed] == [orphan.id]  # expired, recovered, claimed again
+        r = PgStore(pg_url, tmp_path / "r", node="a")
+        try:
+            rec = [e for e in r.audit_entries(msg_id=orphan.id) if e.event == "recovered"]
+            assert rec and rec[0].detail == {"state": "delayed", "node": "a", "reason": "lease expired"}
+            with psycopg.connect(pg_url) as c:
+                state, until = c.execute("SELECT state, lease_until FROM messages WHERE id = %s",
+                                         (kept.id,)).fetchone()  # type: ignore[misc]
+            assert state == "delivering" and until > time.time()  # held: its lease was renewed
+            for mid in (orphan.id, kept.id):  # both still this node's to finish
+                r.finish_attempt(mid, [RcptOutcome("b@example.com", 250, "ok")], retry_at=None, give_up=False)
+            assert r.verify_audit()[0]
+        finally:
+            r.close()
+    finally:
+        a.close()
+        lost.close()
+
+
 async def test_concurrent_appends_one_chain(pg_url: str, tmp_path: Path) -> None:  # noqa: F811
     ss = [AsyncPgStore(pg_url, tmp_path / f"c{i}", node=f"c{i}") for i in range(3)]
     try:

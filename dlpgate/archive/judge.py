@@ -19,7 +19,7 @@ from typing import Any
 
 from dlpgate.masking import mask_text
 
-from .readers import Item, load
+from .readers import Item, load_item
 
 
 @dataclass(frozen=True)
@@ -52,14 +52,10 @@ def judge_batch(items: Sequence[Item]) -> list[dict[str, Any] | None]:
 
 
 def judge_item(item: Item) -> dict[str, Any] | None:
-    if item.source is None:
-        if not item.error:
-            return None
-        return damaged(item.location, item.error, item.size)
-    try:
-        raw = load(item.source)
-    except Exception as exc:  # OSError, MsgError, anything a damaged file makes a reader raise
-        return damaged(item.location, _reason(exc), item.size)
+    # any exception: OSError, MsgError, anything a damaged file makes a reader raise
+    raw, error = load_item(item, _reason)
+    if raw is None:
+        return damaged(item.location, error, item.size) if error else None
     return judge_raw(item.location, raw, item.size)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -331,6 +331,20 @@ def unquote_mbox(data: bytes) -> bytes:
     if b">From " not in data:
         return data
     return _QUOTED_FROM.sub(rb"\1", data)
+
+
+def load_item(item: Item, reason: Callable[[Exception], str],
+              catch: tuple[type[Exception], ...] = (Exception,)) -> tuple[bytes | None, str]:
+    """(the message bytes of `item`, "") or (None, why not): the reader's note of a damaged block,
+    or what `load` raised (one of `catch`) in `reason`'s words; (None, "") when the item is nothing
+    at all (blank lines before an mbox's first From_ line are not damage). `dlpgate archive` and
+    `dlpgate scan` of an archive both judge Items through this, each wording a failure its own way."""
+    if item.source is None:
+        return None, item.error
+    try:
+        return load(item.source), ""
+    except catch as exc:
+        return None, reason(exc) or type(exc).__name__
 
 
 def load(source: Source) -> bytes:

@@ -53,7 +53,7 @@ def extract_file(name: str, data: bytes, limits: ExtractLimits = DEFAULT_LIMITS)
     name = name.replace("\\", "/").rsplit("/", 1)[-1] or "file"
     try:
         kind = sniff(data, name)
-        parts = extract_blob(name, data, Budget(limits), 0)
+        parts = extract_blob(name, data, Budget(limits), 0, kind)
     except Exception as exc:
         kind = "unknown"
         parts = [Part(path=name, kind=kind, unscannable=CORRUPT, detail=f"extraction failed ({type(exc).__name__})")]

@@ -24,20 +24,22 @@ from .zipread import member_name, open_zip, read_member
 PGP_MESSAGE = "-----BEGIN PGP MESSAGE-----"
 
 
-def extract_blob(path: str, data: bytes, budget: Budget, depth: int) -> list[Part]:
-    """Parts of one file at `path`; never raises."""
-    kind = "unknown"
+def extract_blob(path: str, data: bytes, budget: Budget, depth: int, kind: str | None = None) -> list[Part]:
+    """Parts of one file at `path`; never raises. `kind`: what sniff said of these bytes, when the
+    caller has asked already (sniffing a zip opens it)."""
+    known = kind or "unknown"
     try:
-        kind = sniff(data, path.rsplit("/", 1)[-1])
-        return _by_kind(kind, path, data, budget, depth)
+        if kind is None:
+            known = sniff(data, path.rsplit("/", 1)[-1])
+        return _by_kind(known, path, data, budget, depth)
     except Unreadable as exc:
-        return [Part(path=path, kind=kind, unscannable=exc.reason, detail=exc.detail)]
+        return [Part(path=path, kind=known, unscannable=exc.reason, detail=exc.detail)]
     except RecursionError:
-        return [Part(path=path, kind=kind, unscannable=LIMIT, detail=f"{kind} nested too deeply")]
+        return [Part(path=path, kind=known, unscannable=LIMIT, detail=f"{known} nested too deeply")]
     except MemoryError:
-        return [Part(path=path, kind=kind, unscannable=LIMIT, detail=f"{kind} too large for memory")]
+        return [Part(path=path, kind=known, unscannable=LIMIT, detail=f"{known} too large for memory")]
     except Exception as exc:  # any reader bug or library error on hostile input: fail closed, never crash
-        return [Part(path=path, kind=kind, unscannable=CORRUPT, detail=f"{kind} reader failed ({type(exc).__name__})")]
+        return [Part(path=path, kind=known, unscannable=CORRUPT, detail=f"{known} reader failed ({type(exc).__name__})")]
 
 
 def text_parts(path: str, text: str, kind: str) -> list[Part]:

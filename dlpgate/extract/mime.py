@@ -84,15 +84,21 @@ _params_of = functools.lru_cache(maxsize=1024)(_params_now)
 
 
 class _SinglePartMessage(EmailMessage):
-    """A single-part message whose body is kept as the bytes it arrived in.
+    """A single-part message whose body is kept where it arrived, in the message's bytes.
 
     `email` holds a body as text decoded with surrogateescape, and `get_payload(decode=True)`
     encodes it straight back: 20 us for a 10 KB Japanese body, a sixth of judging a small mail.
     Here the text is made only if something asks for it (`_payload`), and `payload_bytes`
-    takes the bytes as they are when no transfer encoding is to be undone.
+    takes the bytes as they are when no transfer encoding is to be undone. The body is not even
+    copied out of the message (`raw[end:]` is 22 ms of fresh pages for a 50 MB body): a text body
+    is decoded straight from the view (`body_buffer`); bytes are made once, on demand, for the
+    readers of an attachment (`_raw_body`). The message's bytes and the body's offset are kept,
+    not a memoryview: a message is deep-copied now and then (`email`'s generator does), a view cannot be.
     """
 
-    _raw_body: bytes | None = None
+    _raw_whole: bytes | None = None  # the bytes the body lies in ...
+    _raw_start = 0  # ... from here ...
+    _raw_stop: int | None = None  # ... to here (None: their end)
 
     def _get_params_preserve(self, failobj, header):  # type: ignore[no-untyped-def]
         # type, charset and filename each re-split a header's parameters (a sixth of judging a
@@ -103,20 +109,35 @@ class _SinglePartMessage(EmailMessage):
         text = str(value)
         return list(_params_of(text) if len(text) <= _PARAMS_MEMO_CHARS else _params_now(text))
 
+    @property
+    def _raw_body(self) -> bytes | None:
+        """The body's bytes (copied out of the message once, when first asked for), or None once
+        the payload has been replaced."""
+        body: bytes | None = self.__dict__.get("_raw_bytes")
+        if body is None and self._raw_whole is not None:
+            body = self.__dict__["_raw_bytes"] = self._raw_whole[self._raw_start:self._raw_stop]
+        return body
+
+    def raw_view(self) -> memoryview | None:
+        """The body's bytes without a copy, or None once the payload has been replaced."""
+        return None if self._raw_whole is None else memoryview(self._raw_whole)[self._raw_start:self._raw_stop]
+
     @property  # type: ignore[override]
     def _payload(self):  # type: ignore[no-untyped-def]
         text = self.__dict__.get("_payload_text")
-        if text is None and self._raw_body is not None:
-            text = self.__dict__["_payload_text"] = self._raw_body.decode("ascii", "surrogateescape")
+        view = self.raw_view() if text is None else None
+        if view is not None:
+            text = self.__dict__["_payload_text"] = str(view, "ascii", "surrogateescape")
         return text
 
     @_payload.setter
     def _payload(self, value) -> None:  # type: ignore[no-untyped-def]
         self.__dict__["_payload_text"] = value
-        self._raw_body = None
+        self.__dict__.pop("_raw_bytes", None)
+        self._raw_whole = None
 
     def is_multipart(self) -> bool:
-        return False if self._raw_body is not None else super().is_multipart()
+        return False if self._raw_whole is not None else super().is_multipart()
 
 
 _SINGLE_PART_POLICY = _PARSE_POLICY.clone(message_factory=_SinglePartMessage)
@@ -137,7 +158,7 @@ def parse(raw: bytes) -> EmailMessage:
     if end >= 0:
         head: _SinglePartMessage = BytesParser(policy=_SINGLE_PART_POLICY).parsebytes(raw[:end])  # type: ignore[assignment]
         if head.get_content_maintype() not in ("multipart", "message") and head._payload == "":
-            head._raw_body = raw[end:]  # the feed parser's payload, as bytes; text on demand
+            head._raw_whole, head._raw_start = raw, end  # the feed parser's payload, as bytes; text on demand
             head.__dict__["_payload_text"] = None
             return head
         if head.get_content_maintype() == "multipart" and (b"\r" not in raw or raw.count(b"\r") == raw.count(b"\r\n")):
@@ -154,24 +175,27 @@ _NO_CTE_DEFECT = frozenset(("7bit", "8bit", "binary"))
 _MAX_FAST_DEPTH = 20
 
 
-def _leaf(data: bytes) -> Message | None:
-    """One part that is not multipart or message/*, as parse() makes a single-part message, or None."""
-    if data.startswith(b"\n") or data.startswith(b"\r\n"):
+def _leaf(raw: bytes, start: int, stop: int) -> Message | None:
+    """The part raw[start:stop], not multipart or message/*, as parse() makes a single-part
+    message (its body left where it lies), or None."""
+    if raw.startswith((b"\n", b"\r\n"), start, stop):
         return None  # a part without headers: rare, left to the feed parser
-    end = header_end(data)
+    end = header_end(raw, start, stop)
     if end < 0:
         return None
-    head: _SinglePartMessage = BytesParser(policy=_SINGLE_PART_POLICY).parsebytes(data[:end])  # type: ignore[assignment]
+    head: _SinglePartMessage = BytesParser(policy=_SINGLE_PART_POLICY).parsebytes(raw[start:end])  # type: ignore[assignment]
     if head._payload != "" or head.get_content_maintype() in ("multipart", "message"):
         return None
-    head._raw_body = data[end:]
+    head._raw_whole, head._raw_start, head._raw_stop = raw, end, stop
     head.__dict__["_payload_text"] = None
     return head
 
 
-def _multipart(raw: bytes, depth: int) -> Message | None:
-    """A multipart message split at its delimiter lines with bytes.find and a regex instead of
-    the feed parser's Python loop over every line (a 1 MB base64 attachment is 13,000 lines).
+def _multipart(raw: bytes, depth: int, start: int = 0, stop: int | None = None) -> Message | None:
+    """The multipart message raw[start:stop], split at its delimiter lines with bytes.find and a
+    regex instead of the feed parser's Python loop over every line (a 1 MB base64 attachment is
+    13,000 lines), by offsets into `raw`: no part is copied out of the message (its body is, once,
+    when a reader asks for bytes).
 
     It builds what the feed parser builds -- the same headers, parts, payloads, preamble and
     epilogue -- and returns None (the caller then takes the full parse) whenever the message
@@ -181,32 +205,32 @@ def _multipart(raw: bytes, depth: int) -> Message | None:
     """
     if depth > _MAX_FAST_DEPTH:
         return None
-    end = header_end(raw)
+    stop = len(raw) if stop is None else stop
+    end = header_end(raw, start, stop)
     if end < 0:
         return None
-    msg: Message = BytesParser(policy=_PARSE_POLICY).parsebytes(raw[:end], headersonly=True)
+    msg: Message = BytesParser(policy=_PARSE_POLICY).parsebytes(raw[start:end], headersonly=True)
     if msg._payload != "" or msg.get_content_maintype() != "multipart":  # type: ignore[attr-defined]
         return None
     boundary = msg.get_boundary()
     if not boundary or str(msg.get("content-transfer-encoding", "8bit")).lower() not in _NO_CTE_DEFECT:
         return None
-    body = raw[end:]
-    marks = _delimiters(body, b"--" + boundary.encode("utf-8", "surrogateescape"))
+    marks = _delimiters(raw, b"--" + boundary.encode("utf-8", "surrogateescape"), end, stop)
     if len(marks) < 2 or not marks[-1].group(1) or any(m.group(1) for m in marks[:-1]):
         return None  # no part, or no close delimiter, or text after an early close
-    if not marks[-1].group(2) and marks[-1].end() != len(body):
+    if not marks[-1].group(2) and marks[-1].end() != stop:
         return None
     parts: list[Message] = []
     for m, following in zip(marks, marks[1:], strict=False):
-        whole = body[m.end():following.start()]
+        first, last = m.end(), following.start()  # the part with the line end before the next delimiter
         # the line end before a delimiter belongs to the delimiter (RFC 2046)
-        data = whole[:-2] if whole.endswith(b"\r\n") else whole[:-1] if whole.endswith(b"\n") else whole
-        if not data:
+        cut = _without_line_end(raw, first, last)
+        if cut == first:
             return None  # an empty part or doubled delimiter lines: the feed parser's own rules apply
         part: Message | None
-        ctype = _content_maintype(data)
+        ctype = _content_maintype(raw, first, cut)
         if ctype == "multipart":
-            part = _multipart(whole, depth + 1)
+            part = _multipart(raw, depth + 1, first, last)
             if part is not None:  # as the feed parser trims a nested multipart's epilogue
                 epilogue = part.epilogue
                 if epilogue == "":
@@ -216,45 +240,49 @@ def _multipart(raw: bytes, depth: int) -> Message | None:
         elif ctype == "message":
             return None
         else:
-            part = _leaf(data)
+            part = _leaf(raw, first, cut)
         if part is None:
             return None
         parts.append(part)
-    first = marks[0].start()
-    if first:
-        preamble = body[:first]
-        preamble = preamble[:-2] if preamble.endswith(b"\r\n") else preamble[:-1] if preamble.endswith(b"\n") else preamble
-        msg.preamble = preamble.decode("ascii", "surrogateescape")
+    if marks[0].start() > end:
+        msg.preamble = raw[end:_without_line_end(raw, end, marks[0].start())].decode("ascii", "surrogateescape")
     close = marks[-1]
-    msg.epilogue = body[close.end():].decode("ascii", "surrogateescape") if close.group(2) else ""
+    msg.epilogue = raw[close.end():stop].decode("ascii", "surrogateescape") if close.group(2) else ""
     msg._payload = parts  # type: ignore[attr-defined]
     return msg
 
 
-def _delimiters(body: bytes, sep: bytes) -> list[re.Match[bytes]]:
-    """Delimiter lines (`--boundary`, `--boundary--`, trailing blanks allowed), found by
-    bytes.find of the boundary after a newline and confirmed by a regex anchored there: a
+def _without_line_end(raw: bytes, start: int, stop: int) -> int:
+    """Where raw[start:stop] ends without its last CRLF or LF."""
+    if raw.endswith(b"\r\n", start, stop):
+        return stop - 2
+    return stop - 1 if raw.endswith(b"\n", start, stop) else stop
+
+
+def _delimiters(raw: bytes, sep: bytes, start: int, stop: int) -> list[re.Match[bytes]]:
+    """Delimiter lines (`--boundary`, `--boundary--`, trailing blanks allowed) in raw[start:stop],
+    found by bytes.find of the boundary after a newline and confirmed by a regex anchored there: a
     multiline `^` regex would be tried at every byte of a megabyte of base64."""
     rest = re.compile(re.escape(sep) + rb"(--)?[ \t]*(\r?\n|\Z)")
     marks: list[re.Match[bytes]] = []
-    m = rest.match(body, 0)
+    m = rest.match(raw, start, stop)  # endpos: \Z matches at `stop` as at the end of a slice
     if m is not None:
         marks.append(m)
     needle = b"\n" + sep
-    pos = body.find(needle)
+    pos = raw.find(needle, start, stop)
     while pos >= 0:
-        m = rest.match(body, pos + 1)
+        m = rest.match(raw, pos + 1, stop)
         if m is not None:
             marks.append(m)
-        pos = body.find(needle, pos + 1)
+        pos = raw.find(needle, pos + 1, stop)
     return marks
 
 
-def _content_maintype(data: bytes) -> str:
-    """The main type a part's header block declares, cheaply (the part is parsed properly later)."""
-    end = header_end(data)
-    block = data[:end] if end >= 0 else data
-    m = _CTYPE_LINE.search(block)
+def _content_maintype(raw: bytes, start: int, stop: int) -> str:
+    """The main type the header block of the part raw[start:stop] declares, cheaply (the part is
+    parsed properly later). A part starts after a delimiter's line end, so `^` matches at `start`."""
+    end = header_end(raw, start, stop)
+    m = _CTYPE_LINE.search(raw, start, end if end >= 0 else stop)
     if m is None:
         return "text"
     return m.group(1).decode("ascii", "replace").lower()
@@ -263,11 +291,12 @@ def _content_maintype(data: bytes) -> str:
 _CTYPE_LINE = re.compile(rb"(?im)^content-type:[ \t]*(?:\r?\n[ \t]+)?([a-z0-9!#$&^_.+-]+)/")
 
 
-def header_end(raw: bytes) -> int:
-    """Offset just past the empty line that ends the header block (CRLF or bare LF, as mail
-    saved to disk by mbox, Maildir and most clients has it), or -1 when there is none."""
-    lf = raw.find(b"\n\n")
-    crlf = raw.find(b"\n\r\n", 0, lf + 2 if lf >= 0 else len(raw))
+def header_end(raw: bytes, start: int = 0, stop: int | None = None) -> int:
+    """Offset just past the empty line that ends the header block of raw[start:stop] (CRLF or
+    bare LF, as mail saved to disk by mbox, Maildir and most clients has it), or -1 when there is none."""
+    stop = len(raw) if stop is None else stop
+    lf = raw.find(b"\n\n", start, stop)
+    crlf = raw.find(b"\n\r\n", start, lf + 2 if lf >= 0 else stop)
     if crlf >= 0:
         return crlf + 3
     return lf + 2 if lf >= 0 else -1
@@ -352,13 +381,13 @@ def walk_parsed(msg: Message, prefix: str, budget: Budget, depth: int,
                 continue
             disposition = part.get_content_disposition()
             budget.start_part()
-            payload = payload_bytes(part)
             if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
                 is_html = ctype == "text/html"
                 bodies[is_html] += 1
                 base = "body" if bodies[is_html] == 1 else f"body{bodies[is_html]}"
-                parts.extend(_body(part, payload, prefix + base, is_html, budget))
+                parts.extend(_body(part, body_buffer(part), prefix + base, is_html, budget))
                 continue
+            payload = payload_bytes(part)
             name = _unique(filename or f"part{budget.parts}", used)
             path = prefix + name
             kind = sniff(payload, name)
@@ -370,7 +399,7 @@ def walk_parsed(msg: Message, prefix: str, budget: Budget, depth: int,
             if ctype in _ENCRYPTED_TYPES or ctype == "multipart/encrypted":
                 parts.append(Part(path=path, kind=kind, unscannable=ENCRYPTED, detail=f"encrypted mail ({ctype})"))
                 continue
-            parts.extend(extract_blob(path, payload, budget, depth))
+            parts.extend(extract_blob(path, payload, budget, depth, kind))
         except Unreadable as exc:
             parts.append(Part(path=prefix + f"part{budget.parts}", kind="eml", unscannable=exc.reason, detail=exc.detail))
         except RecursionError:
@@ -381,7 +410,7 @@ def walk_parsed(msg: Message, prefix: str, budget: Budget, depth: int,
     return parts
 
 
-def _body(part: Message, payload: bytes, path: str, is_html: bool, budget: Budget) -> list[Part]:
+def _body(part: Message, payload: bytes | memoryview, path: str, is_html: bool, budget: Budget) -> list[Part]:
     if is_html:
         path += ".html"
     try:
@@ -418,6 +447,16 @@ def _attached_message(part: Message, prefix: str, filename: str, used: set[str],
     return walk_parsed(inner_msg, path + "/", budget, depth + 1, attachments)
 
 
+def body_buffer(part: Message) -> bytes | memoryview:
+    """What payload_bytes gives, for decode_text alone: a body with no transfer encoding to undo is
+    handed over as a view into the message's bytes, not copied out of them first."""
+    if isinstance(part, _SinglePartMessage):
+        view = part.raw_view()
+        if view is not None and str(part.get("content-transfer-encoding", "")).lower() not in _TRANSFER_ENCODINGS:
+            return view
+    return payload_bytes(part)
+
+
 def payload_bytes(part: Message) -> bytes:
     """The decoded content. `email` already undoes base64/QP; 8-bit bodies come back as their raw bytes."""
     body = part._raw_body if isinstance(part, _SinglePartMessage) else None
@@ -426,7 +465,9 @@ def payload_bytes(part: Message) -> bytes:
         if cte not in _TRANSFER_ENCODINGS:
             return body  # what get_payload(decode=True) returns, without decoding and re-encoding it
         if cte == "base64":  # what get_payload(decode=True) does, minus the round trip through str
-            value, _defects = _decode_b(b"".join(body.splitlines()))
+            value, defects = _decode_b(b"".join(body.splitlines()))
+            for defect in defects:  # noted on the part, as get_payload notes them
+                part.policy.handle_defect(part, defect)
             return value
     data = part.get_payload(decode=True)
     if isinstance(data, bytes):

@@ -52,7 +52,17 @@ class TextColumns:
         if le < 0:
             le = len(text)
         m = ANY_DELIMITER.search(text, ls, le)
-        delim = "" if m is None else next(d for d in DELIMITERS if text.find(d, ls, le) >= 0)
+        delim = ""
+        if m is not None:
+            # the line's delimiter is the first of DELIMITERS it holds: the one found, unless one
+            # ranked before it is in the line too (a comma first, then a tab)
+            delim = m.group()
+            for d in DELIMITERS:
+                if d == delim:
+                    break
+                if text.find(d, ls, le) >= 0:
+                    delim = d
+                    break
         if not delim:
             return self._fixed(ls, le, pos), _NO_CATS
         col = text.count(delim, ls, pos)

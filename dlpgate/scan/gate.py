@@ -25,9 +25,13 @@ A gate returns, in character offsets of the raw text:
   offsets of each keyword found. Grouped by keyword, a text full of one keyword (`TEL` on every
   line) costs the scanner one list, not a Python step per hit. A keyword the gate was told is
   wanted only for its presence (`presence`: the scanner's product-list words 数量, 単価 ..., which
-  only say "this text names products") has one end in its list, its first occurrence's: hyperscan
+  only say "this text names products", and the phone words TEL, 電話, phone, which the scanner
+  finds itself where it reads them) has one end in its list, its first occurrence's: hyperscan
   stops reporting it after one match (HS_FLAG_SINGLEMATCH). On dense business text such words
-  were a third of all matches, each a Python callback (issue 19).
+  were a third of all matches, then TEL alone 10,555 of 25,310 (issue 19), each a Python
+  callback. When that one match ends inside a character (UTF-16 bytes of two characters that
+  spell the keyword one byte off), it is no hit and hyperscan reports no other: the keyword's
+  first real occurrence is then looked for with a regex.
 
 Two interchangeable implementations: `HyperscanGate` and `ReGate` (CPython `re` plus
 pyahocorasick, used when the hyperscan wheel is missing). Their keyword hits are identical; their
@@ -358,49 +362,93 @@ class HyperscanGate:
             db, scratch = self._local.engines[width, False]
         except (AttributeError, KeyError):
             db, scratch = self._engine((width, False))
-        found: defaultdict[int, list[int]] = defaultdict(list)
+        triggers = _Found()
+        found = triggers.keywords = defaultdict(list)
         try:
-            db.scan(data, _WATCHFUL[width], 0, found, scratch)
+            db.scan(data, _WATCHFUL[width], 0, triggers, scratch)
         except self._hs.ScanTerminated:  # digit-dense: start again with one trigger per run
             db, scratch = self._engine((width, True))
-            found = defaultdict(list)
-            db.scan(data, _COLLECTORS[width], 0, found, scratch)
-        if not found:
-            return _NOTHING
-        for ends in found.values():  # hyperscan does not promise end order across its engines
-            ends.sort()
-        return found.pop(TRIGGER_ID, _NO_TRIGGERS), found
+            triggers = _Found()
+            found = triggers.keywords = defaultdict(list)
+            db.scan(data, _COLLECTORS[width], 0, triggers, scratch)
+        if found:
+            misaligned = [i for i in found if i < 0]
+            for i in misaligned:
+                del found[i]
+                k = ~i
+                if k in self._presence and k not in found:
+                    self._first_aligned(text, k, found)
+            for ends in found.values():  # hyperscan does not promise end order across its engines
+                ends.sort()
+        if not triggers:
+            return (_NO_TRIGGERS, found) if found else _NOTHING
+        triggers.sort()
+        return triggers, found
+
+    def _first_aligned(self, text: str, k: int, found: defaultdict[int, list[int]]) -> None:
+        """A presence keyword whose one reported match ended inside a character (bytes of two
+        characters that spell it one byte off): hyperscan reports no other, so its first real
+        occurrence, if any, is looked for in the text."""
+        rx = re.compile("".join(char_class(raw_variants(c)) for c in self._keywords[k]))
+        best = -1
+        m = rx.search(text)
+        while m is not None and (best < 0 or m.start() < best):
+            best = m.end() if best < 0 else min(best, m.end())
+            m = rx.search(text, m.start() + 1)
+        if best >= 0:
+            found[k] = [best]
 
 
 _NO_TRIGGERS: list[int] = []  # shared: callers never mutate what a gate returns
 _NOTHING: Matches = (_NO_TRIGGERS, {})
 
-_Callback = Callable[[int, int, int, int, defaultdict[int, list[int]]], bool | None]
+
+class _Found(list[int]):
+    """A scan's trigger ends, with its keyword hits beside them (`keywords`): triggers are most of
+    the matches on business text, and appending to the context itself is the cheapest step a
+    callback can take (no dictionary lookup per match)."""
+
+    __slots__ = ("keywords",)
+    keywords: defaultdict[int, list[int]]
+
+
+_Callback = Callable[[int, int, int, int, _Found], bool | None]
 
 
 def _collector(width: int, watchful: bool) -> _Callback:
     """A match callback for `width`: byte ends become character ends, a match that ends inside a
     character is dropped, so the lists need no second pass. A watchful one stops the scan
-    (returns True) once triggers come densely (see _FLOOD). Constants are bound as defaults:
-    hyperscan calls with five arguments, and locals are the cheapest names to read."""
+    (returns True) once triggers come densely (see _FLOOD; looked at every 256th trigger, which
+    costs one test per trigger instead of three). Constants are bound as defaults: hyperscan calls
+    with five arguments, and locals are the cheapest names to read. A keyword match that ends inside
+    a character is noted under its id's complement (a presence keyword's only report may be one)."""
     if not watchful:
 
-        def collect(ident: int, start: int, end: int, flags: int, found: defaultdict[int, list[int]],
-                    off: int = width - 1, shift: int = width.bit_length() - 1) -> bool | None:
+        def collect(ident: int, start: int, end: int, flags: int, found: _Found,
+                    off: int = width - 1, shift: int = width.bit_length() - 1, trigger: int = TRIGGER_ID) -> bool | None:
             if not end & off:
-                found[ident].append(end >> shift)
+                if ident == trigger:
+                    found.append(end >> shift)
+                else:
+                    found.keywords[ident].append(end >> shift)
+            elif ident != trigger:
+                found.keywords[~ident]  # noted (defaultdict)
             return None
 
         return collect
 
-    def watch(ident: int, start: int, end: int, flags: int, found: defaultdict[int, list[int]],
+    def watch(ident: int, start: int, end: int, flags: int, found: _Found,
               off: int = width - 1, shift: int = width.bit_length() - 1, trigger: int = TRIGGER_ID,
               flood: int = _FLOOD, dense: int = _DENSE * width) -> bool | None:
-        if not end & off:
-            ends = found[ident]
-            ends.append(end >> shift)
-            if ident == trigger and len(ends) > flood and len(ends) * dense > end:
-                return True
+        if ident == trigger:
+            if not end & off:
+                found.append(end >> shift)
+                if not len(found) & 255 and len(found) > flood and len(found) * dense > end:
+                    return True
+        elif not end & off:
+            found.keywords[ident].append(end >> shift)
+        else:
+            found.keywords[~ident]  # noted (defaultdict)
         return None
 
     return watch

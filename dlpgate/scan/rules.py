@@ -163,6 +163,9 @@ class DetectorRules:
     # Fields that locate or reach someone without saying who: a table naming only these (会社名,
     # 住所, 電話番号: a list of suppliers or offices) is no personal records table.
     contact_fields: tuple[str, ...] = ()
+    # Phrases that end a birth date in a sentence (`3月2日生`, `1970年生まれ`): a line or sentence with
+    # one and an address is one person's record even without a table (scan/prose.py). Empty: off.
+    birth_phrases: tuple[str, ...] = ()
 
 
 def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
@@ -203,6 +206,7 @@ def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
     sensitive_medium = pr.integer("sensitive_medium", 0, minimum=0)
     header_rows = pr.integer("header_rows", 200, minimum=1)
     max_header_cell = pr.integer("max_header_cell", 30, minimum=1)
+    birth_phrases = _keywords(pr, "birth_phrases", non_empty=False)
     fields = []
     for fr in pr.tables("field"):
         name = fr.text("name", "")
@@ -246,6 +250,7 @@ def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
         sensitive_fields=sensitive,
         sensitive_medium=sensitive_medium,
         contact_fields=contact,
+        birth_phrases=birth_phrases,
         header_rows=header_rows,
         max_header_cell=max_header_cell,
         labels=tuple(labels),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from operator import mul
 
 
 def is_placeholder(digits: str) -> bool:
@@ -30,10 +31,16 @@ def is_datetime(digits: str) -> bool:
     return True
 
 
+_UPC_WEIGHTS = (3, 1) * 6  # odd positions (1st, 3rd ... 11th) thrice, even ones and the check digit once
+_UPC_ZERO = 48 * sum(_UPC_WEIGHTS)
+
+
 def is_upc_a(digits: str) -> bool:
     """Whether 12 digits end in a valid UPC-A (GTIN-12) check digit."""
     if len(digits) != 12:
         return False
+    if digits.isascii() and digits.isdigit():  # (3 * odd + even + check) = 0 mod 10, in one weighted sum
+        return (sum(map(mul, digits.encode(), _UPC_WEIGHTS)) - _UPC_ZERO) % 10 == 0
     odd = sum(ord(c) - 48 for c in digits[0:11:2])
     even = sum(ord(c) - 48 for c in digits[1:11:2])
     return (10 - (3 * odd + even) % 10) % 10 == ord(digits[11]) - 48

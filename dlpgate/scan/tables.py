@@ -44,6 +44,38 @@ class TableFacts:
     joined: tuple[tuple[str, str], ...] = ()
 
 
+# The rows a table ends with that are no one's record: a total (合計 25, 小計, Total), a closing 以上,
+# a note (※ 取扱注意, 注: …). Looked for only among the last rows, from the bottom up.
+_TOTAL_WORDS = frozenset({"合計", "小計", "総計", "計", "累計", "件数", "合計件数", "total", "subtotal", "grandtotal",
+                          "以上"})
+_NOTE_START = ("※", "＊", "*", "注:", "注：", "(注)", "（注）", "備考:", "備考：")
+_TRAILER_ROWS = 5
+_TRAILER_SCAN = 50  # rows looked at from the bottom, blank ones included
+_TOTAL_VALUE = re.compile(r"[¥￥$]?[0-9０-９\-/.:, ]+(?:件|名|人|円|世帯|人分)?$")
+
+
+def _trailer(rows: Sequence[Sequence[str]], last: int) -> int:
+    """How many of the non-blank rows at the bottom of a table (below its header row `last`) are a
+    total, a closing 以上 or a note, not records: a register of 25 with its 合計 row is 25 records."""
+    n = 0
+    seen = 0
+    for r in range(len(rows) - 1, max(last, len(rows) - 1 - _TRAILER_SCAN), -1):
+        cells = [c.strip() for c in rows[r] if c and c.strip()]
+        if not cells:
+            continue
+        seen += 1
+        if seen > _TRAILER_ROWS:
+            break
+        head = fold(cells[0]).replace("-", "")
+        if head in _TOTAL_WORDS and all(_TOTAL_VALUE.match(c) for c in cells[1:]):
+            n += 1
+        elif len(cells) == 1 and cells[0].startswith(_NOTE_START):
+            n += 1
+        else:
+            break
+    return n
+
+
 def _any_of(keywords: Iterable[str]) -> re.Pattern[str] | None:
     """A pattern found in a text exactly when one of `keywords` is a substring of it."""
     words = sorted(set(keywords), key=len, reverse=True)
@@ -130,6 +162,7 @@ class TableAnalyser:
             records = rows.records_after(last)
         else:
             records = sum(map(bool, map(str.strip, map("".join, rows[last + 1 :]))))
+        records -= _trailer(rows, last)
         if not records:  # a header with nothing under it: perhaps a form read across (label, value)
             down = self._down_a_column(table)
             if down is not None:
@@ -142,6 +175,11 @@ class TableAnalyser:
             column_context=self._column_context(rows, first, last),
             joined=self._joined(rows, first, last),
         )
+
+    def analyse_form(self, table: Table) -> TableFacts | None:
+        """A form's (label, value) rows: field names down the first column, never a header across
+        (a short value under an address row — 住所 / 氏名 伊藤 愛 — would read as a two-row header)."""
+        return self._down_a_column(table) or self._keyword_columns(table)
 
     def _cell_category(self, cell: str) -> set[str]:
         if not cell or len(cell) > self._rules.max_header_cell or _NUMBER_CELL.match(cell):
@@ -422,6 +460,33 @@ def body_table_at(text: str, position: int, name: str,
 
 # The bars among columns.DELIMITERS (a Markdown or box-drawn table pasted from a chat, ｜ typed in
 # Japanese input): a row's outer bars and each cell's padding are trimmed, its |---| rule skipped.
+# Label/value pairs of a form typed into text. A label is a short run without spaces or colons; its
+# value runs to the next label (after a space, tab, 、 or comma) or to the end of the line, so one
+# line may hold a whole record: 氏名：試験 太郎　生年月日：昭和45年3月2日　住所：架空市本町1-2-3.
+_PAIR = re.compile(r"([^\s:：、,，]{1,20})[ \t\u3000]*[:：][ \t\u3000]*"
+                   r"(.*?)(?=[ \t\u3000、,，]+[^\s:：、,，]{1,20}[ \t\u3000]*[:：]|[ \t\u3000]*$)")
+# A label and its value with no colon, cut at the first blank (氏名　試験 太郎, TEL 03-...): only for a
+# label that is a field name and a value that is not one (a space-separated header is no form).
+_SPACED_PAIR = re.compile(r"[ \t\u3000]*([^\s:：]{1,20})[ \t\u3000]+(\S.*?)[ \t\u3000\r]*$")
+
+
+def form_pairs(line: str, is_field: Callable[[str], bool]) -> list[tuple[str, str]]:
+    """The (label, value) pairs of one line of a form typed into text: every `label：value` pair
+    on it, or else one `label value` pair whose label is a field name (`is_field`) and whose value is
+    neither a field name nor wholly bracketed (`（必須）` in a blank template)."""
+    pairs = [(m.group(1), m.group(2)) for m in _PAIR.finditer(line) if m.group(2) or m.end() < len(line)]
+    if pairs:
+        return [(label, value.rstrip()) for label, value in pairs if value.strip()]
+    m = _SPACED_PAIR.match(line)
+    if m is None or not is_field(m.group(1)):
+        return []
+    value = m.group(2)
+    first = value.split(None, 1)[0]
+    if is_field(first) or _QUALIFIER.match(value):
+        return []
+    return [(m.group(1), value)]
+
+
 _BARS = ("|", "｜", "│", "┃")
 _RULE_CELL = re.compile(r"[ \t]*:?[-ー─━=]{2,}:?[ \t]*$|[ \t]*$")
 

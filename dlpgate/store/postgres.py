@@ -37,7 +37,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -1020,16 +1020,6 @@ class PgStore:
                                  (0, len(body)), data=body))
         return out
 
-    def renew_leases(self) -> int:
-        """Push this node's lease deadlines forward (called while the node lives)."""
-        now = self.clock()
-        with self.transaction() as c:
-            cur = c.execute("UPDATE messages SET lease_until = %s WHERE state = 'delivering' AND lease_node = %s",
-                            (now + self.lease_seconds, self.node))
-            c.execute("INSERT INTO nodes (node, started, heartbeat) VALUES (%s, %s, %s) ON CONFLICT (node)"
-                      " DO UPDATE SET heartbeat = excluded.heartbeat", (self.node, now, now))
-            return int(cur.rowcount or 0)
-
     def _retire(self, c: Any, ids: Sequence[str]) -> None:
         """Move finished messages out of the hot table (same transaction as their last move)."""
         if ids:
@@ -1412,6 +1402,7 @@ class AsyncPgStore(AsyncStore):
             self.linger = DELIVERED_LINGER
         self._leader = False
         self._on_due: list[tuple[Any, Callable[[float], None]]] = []
+        self._claimed: Callable[[], Collection[str]] | None = None  # the deliverer's claims (`holds`)
         self._watch_stop = threading.Event()
         super().__init__(root, clock=clock, signer=signer)
         self._watcher = threading.Thread(target=self._watch, name="dlpgate-store-watch", daemon=True)
@@ -1433,6 +1424,16 @@ class AsyncPgStore(AsyncStore):
         import asyncio
 
         self._on_due.append((asyncio.get_running_loop(), callback))
+
+    def holds(self, claimed: Callable[[], Collection[str]]) -> None:
+        """Renew the leases of exactly what `claimed()` names (the deliverer's queued and in-flight
+        messages), not of every row leased to this node: a claim can commit and its answer be lost
+        (the database stopping between its commit and its reply). Such rows are leased to this node
+        yet held by nobody; renewing them by node name kept them `delivering` for as long as the node
+        lived. Unrenewed, their lease ends and any node claims them again (audited `recovered`).
+        Called on the event loop; `claimed()` is read from the watcher thread, so it returns a
+        snapshot (a tuple of a set is taken whole under the GIL)."""
+        self._claimed = claimed
 
     def is_leader(self) -> bool:
         return self._leader if self._want_lead else True
@@ -1478,8 +1479,10 @@ class AsyncPgStore(AsyncStore):
                 if now - last_renew >= self.lease_seconds / 3:
                     last_renew = now
                     t = self._clock()
-                    conn.execute("UPDATE messages SET lease_until = %s WHERE state = 'delivering' AND lease_node = %s",
-                                 (t + self.lease_seconds, self.node))
+                    held = list(self._claimed()) if self._claimed is not None else []
+                    if held:  # a process without a deliverer holds no claims
+                        conn.execute("UPDATE messages SET lease_until = %s WHERE state = 'delivering'"
+                                     " AND lease_node = %s AND id = ANY(%s)", (t + self.lease_seconds, self.node, held))
                     conn.execute("INSERT INTO nodes (node, started, heartbeat) VALUES (%s, %s, %s) ON CONFLICT (node)"
                                  " DO UPDATE SET heartbeat = excluded.heartbeat", (self.node, t, t))
                 for n in conn.notifies(timeout=self.WATCH_EVERY):

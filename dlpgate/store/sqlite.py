@@ -22,7 +22,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -1140,6 +1140,10 @@ class AsyncStore:
 
     def on_due(self, callback: Callable[[float], None]) -> None:
         """Wake-ups from other gateways: none for the embedded engine (the pipeline pokes directly)."""
+
+    def holds(self, claimed: Callable[[], Collection[str]]) -> None:
+        """The deliverer's claimed messages, for lease renewal: the embedded engine has no leases
+        (one gateway; its start recovers everything left `delivering`)."""
 
     def open_reader(self) -> Store:
         """A read-only store beside the writer (the control API's lists, exports, verify)."""

@@ -398,6 +398,50 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
     add("neg_bar_product_codes.eml", eml("価格表\n" + "\n".join(bars)), False, kind="bars")
     add("pos_roster.csv.bz2", bz2.compress(roster12), True, 12, ("my_number", "personal_records"), kind="bzip2")
     add("neg_orders.tar.xz", lzma.compress(lf.tar_bytes({"out/orders.csv": csv_of(orders(100))})), False, kind="xz")
+    # in-house and municipal system exports name their columns in romaji (SHIMEI, JUSHO, SEINENGAPPI ...);
+    # the same exports of orders or products (SHOHIN_MEI, JUCHU_NO) are no personal records
+    add("pos_romaji_columns.csv", csv_of([("SETAI_NO", "SHIMEI", "SHIMEI_KANA", "SEINENGAPPI", "ZOKUGARA", "JUSHO")] + [
+        (digits(r, 8), p["name"], "ミホン タロウ", p["birth"], r.choice(["01", "02", "03"]), p["address"])
+        for p in ppl[:25]]), True, 25, ("personal_records",), kind="header variant")
+    # a municipal export keyed by its own resident number (宛名番号), 続き柄 spelt with き, 世帯コード
+    add("pos_atena_register.csv", csv_of([("宛名番号", "氏名", "続き柄", "世帯コード")] + [
+        (digits(r, 10), p["name"], r.choice(["世帯主", "妻", "子"]), digits(r, 8)) for p in ppl[:30]]), True, 30,
+        ("personal_records",), kind="header variant")
+    add("neg_supplier_contacts.csv", csv_of([("会社名", "連絡先", "所在地")] + [
+        (f"見本商事{i}", f"03-0000-{i:04d}", f"架空県見本市{i}-1") for i in range(30)]), False, kind="suppliers")
+    # a case note describes people in sentences: a birth date and an address per line, no header
+    notes = [f"{p['name']}（昭和{r.randint(20, 63)}年{r.randint(1, 12)}月{r.randint(1, 28)}日生、{p['address']}）は"
+             f"{r.choice(['児童手当', '介護保険', '国民健康保険'])}の対象。" for p in ppl[:9]]
+    add("pos_case_notes.eml", eml("ケース記録の引き継ぎです。\n\n" + "\n".join(notes)), True, 9, ("personal_records",),
+        kind="sentences")
+    plant = [f"{2020 + i % 5}年{i % 12 + 1}月{i % 28 + 1}日生産開始、工場 架空県見本市本町{i}-1-2、"
+             f"ライン{i} 製品コード {digits(r, 8)}" for i in range(1, 30)]
+    add("neg_production_dates.eml", eml("生産計画\n" + "\n".join(plant)), False, kind="sentences")
+    # forms typed into a body: a whole record per line (label：value pairs), or blocks whose labels and
+    # values are cut by blanks; an event notice's pairs and a blank template are no records
+    inline = [f"氏名：{p['name']}　生年月日：{p['birth']}　住所：{p['address']}" for p in ppl[:11]]
+    add("pos_inline_form_lines.eml", eml("対象者\n" + "\n".join(inline)), True, 11, ("personal_records",), kind="forms")
+    blocks = [f"【{i}】\n氏名　{p['name']}\n生年月日　{p['birth']}\n住所　{p['address']}" for i, p in enumerate(ppl[:7], 1)]
+    add("pos_space_form_blocks.eml", eml("\n\n".join(blocks)), True, 7, ("personal_records",), kind="forms")
+    add("neg_event_notice_pairs.eml", eml("説明会のご案内\n日時：12月3日 10:00　場所：架空県見本市本町1-2-3　"
+                                          "連絡先：03-0000-0000\n持ち物：筆記用具　担当：総務課"), False, kind="forms")
+    add("neg_blank_template.eml", eml("申込書の書き方\n氏名 （必須）\n住所 （必須）\n電話番号 （任意）\n"
+                                      "生年月日 （任意）"), False, kind="forms")
+    # a register ends with its total and a note: 25 records, not 27
+    add("pos_roster_total_row.xlsx", fx.xlsx_bytes({"名簿": [("No", "氏名", "生年月日", "住所")] + [
+        (str(i), p["name"], p["birth"], p["address"]) for i, p in enumerate(ppl[:25], 1)] + [
+        ("合計", "25名", "", ""), ("※取扱注意", "", "", "")]}), True, 25, ("personal_records",), kind="totals")
+    # customers' and policy holders' names are names; a supplier list's contact person is not a register
+    add("pos_customer_orders.csv", csv_of([("注文番号", "注文日", "お客様名", "電話番号", "住所", "商品")] + [
+        (digits(r, 8), "2026/11/01", p["name"], p["phone"], p["address"], "タオル") for p in ppl[:30]]), True, 30,
+        ("personal_records",), kind="header variant")
+    add("neg_supplier_contact_person.csv", csv_of([("会社名", "担当者名", "電話番号", "住所")] + [
+        (f"見本商事{i}", p["name"], f"03-0000-{i:04d}", f"架空県見本市{i}-1") for i, p in enumerate(ppl[:20])]), False,
+        kind="suppliers")
+    add("neg_romaji_orders.csv", csv_of([("JUCHU_NO", "JUCHU_BI", "SHOHIN_CD", "SHOHIN_MEI", "SURYO", "TANKA")] + [
+        (valid_only(r, lambda: digits(r, 12)) if i % 9 == 0 else digits(r, 12), f"2026{r.randint(1, 12):02d}{r.randint(1, 28):02d}",
+         digits(r, 8), r.choice(["ボールペン", "コピー用紙", "封筒"]), r.randint(1, 50), r.randint(100, 9999))
+        for i in range(150)]), False, kind="header variant")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
         (valid_only(r, lambda: digits(r, 12)), "1200") for _ in range(4)]), False, kind="doc")
     return cases

@@ -1,0 +1,116 @@
+"""People described in sentences (case notes, hand-over memos): a birth date and an address on one
+line or in one sentence is one person's record, without any table header."""
+
+from __future__ import annotations
+
+import pytest
+
+from dlpgate.scan.scanner import Scanner
+
+SCANNERS = [Scanner.load(engine="hyperscan"), Scanner.load(engine="re")]
+
+
+def records(scanner: Scanner, text: str) -> tuple[int, list[tuple[str, str, int]]]:
+    res = scanner.scan("body", text)
+    return res.records, [(f.detector, f.severity, f.count) for f in res.findings]
+
+
+@pytest.mark.parametrize("scanner", SCANNERS, ids=["hyperscan", "re"])
+@pytest.mark.parametrize("text, want", [
+    # one person per line, in the ways a case note writes a birth date and an address
+    ("見本 太郎（昭和45年3月2日生、架空市本町1丁目2番3号）は受給者。\n見本 花子（平成2年10月20日生、架空市緑町3-4-5）も同じ。", 2),
+    ("見本 一郎　１９７０年３月２日生まれ　架空県見本市中央二丁目5番\n", 1),
+    ("対象：見本 次郎 S45年生まれ 住まいは架空市東町12番地", 1),
+    ("見本 三郎 昭和50年1月1日生 架空市西町4-1-7\n見本 四郎 昭和51年2月2日生 架空市西町4-1-8\n見本 五郎 昭和52年3月3日生 架空市西町4-1-9", 3),
+    # two people in one line, each in a sentence of its own
+    ("見本 太郎は昭和45年3月2日生、架空市本町1-2-3在住。妻の花子は昭和47年5月6日生、同市本町1-2-3。", 2),
+])
+def test_people_in_sentences_are_records(scanner: Scanner, text: str, want: int) -> None:
+    got, findings = records(scanner, text)
+    assert got == want
+    assert ("personal_records", "medium", want) in findings  # a birth date is a sensitive field
+
+
+@pytest.mark.parametrize("scanner", SCANNERS, ids=["hyperscan", "re"])
+@pytest.mark.parametrize("text", [
+    "2024年4月1日生産開始。工場：架空市本町1-2-3",  # 生産: no birth
+    "3月2日生じた不具合の報告。本社 架空県見本市中央1-2-3",  # 生じた: no birth
+    "毎日生活相談を受け付けています。窓口 架空市本町1丁目2番",  # no date before 日生
+    "日生劇場の公演（架空区有楽町1-1-1）",
+    "見本 太郎（昭和45年3月2日生）から電話があった。",  # a birth date without an address
+    "架空市本町1丁目2番3号の工事は3月2日に終わります。",  # an address without a birth phrase
+])
+def test_dates_and_addresses_that_are_no_person(scanner: Scanner, text: str) -> None:
+    assert records(scanner, text) == (0, [])
+
+
+# ---- forms typed into text: several label：value pairs on a line, or label and value cut by blanks
+FORM_PEOPLE = [("試験 太郎", "昭和45年3月2日", "架空市本町1丁目2番3号"), ("見本 愛", "平成2年10月20日", "架空市緑町3-4-5"),
+               ("例示 花子", "昭和50年1月1日", "架空市西町4-1-7")]
+
+
+@pytest.mark.parametrize("scanner", SCANNERS, ids=["hyperscan", "re"])
+@pytest.mark.parametrize("layout", ["inline", "inline_comma", "spaced_blocks", "tab_blocks", "colon_blocks"])
+def test_forms_typed_into_text_count_one_record_per_person(scanner: Scanner, layout: str) -> None:
+    people = FORM_PEOPLE * 3  # a short name (見本 愛) right under an address row is no header row
+    if layout == "inline":
+        text = "\n".join(f"氏名：{n}　生年月日：{b}　住所：{a}" for n, b, a in people)
+    elif layout == "inline_comma":
+        text = "\n".join(f"氏名: {n}、生年月日: {b}、住所: {a}" for n, b, a in people)
+    else:
+        sep = {"spaced_blocks": "　", "tab_blocks": "\t", "colon_blocks": "："}[layout]
+        text = "\n\n".join(f"【対象者{i}】\n氏名{sep}{n}\n生年月日{sep}{b}\n住所{sep}{a}\n続柄{sep}世帯主"
+                           for i, (n, b, a) in enumerate(people, 1))
+    got, findings = records(scanner, "対象者の一覧です。\n\n" + text)
+    assert got == len(people)
+    assert ("personal_records", "medium", len(people)) in findings
+
+
+@pytest.mark.parametrize("scanner", SCANNERS, ids=["hyperscan", "re"])
+@pytest.mark.parametrize("text", [
+    "日時：12月3日 10:00　場所：架空市本町1-2-3　連絡先：03-0000-0000\n持ち物：筆記用具　会場：第2会議室",
+    "申込書の書き方\n氏名 （必須）\n住所 （必須）\n電話番号 （任意）\n生年月日 （任意）",
+    "氏名 フリガナ 住所 生年月日\n（上記の列で作成してください）",
+])
+def test_notices_templates_and_bare_headers_are_no_records(scanner: Scanner, text: str) -> None:
+    assert records(scanner, text)[0] == 0
+
+
+def test_form_pairs() -> None:
+    from dlpgate.scan.tables import form_pairs
+
+    is_field = SCANNERS[0]._is_field
+    assert form_pairs("氏名：試験 太郎　生年月日：昭和45年3月2日　住所：架空市1-2", is_field) == [
+        ("氏名", "試験 太郎"), ("生年月日", "昭和45年3月2日"), ("住所", "架空市1-2")]
+    assert form_pairs("氏名：試験、個人番号：0000、住所：架空市", is_field) == [
+        ("氏名", "試験"), ("個人番号", "0000"), ("住所", "架空市")]
+    assert form_pairs("  住所 ： 架空市 1-2", is_field) == [("住所", "架空市 1-2")]
+    assert form_pairs("氏名　試験 太郎", is_field) == [("氏名", "試験 太郎")]
+    assert form_pairs("TEL 03-0000-0000", is_field) == [("TEL", "03-0000-0000")]
+    assert form_pairs("備考：注意：要確認", is_field) == [("備考", "注意：要確認")]
+    for blank in ("住所：", "氏名 フリガナ 住所", "氏名 （必須）", "ご案内 本日は晴天", ""):
+        assert form_pairs(blank, is_field) == []
+
+
+# ---- a table's closing rows: a total, 以上, a note are no one's record
+ROSTER = [("氏名", "住所", "生年月日")] + [(f"試験 {i}", "架空市本町1-2", "1970/01/01") for i in range(12)]
+
+
+@pytest.mark.parametrize("tail", [
+    [], [("合計", "12名", "")], [("合 計", "", ""), ("※取扱注意", "", "")], [("以上",)], [("Total", "12")],
+    [("小計", "12"), ("", "", ""), ("備考：住所は番地まで",)],
+])
+def test_totals_and_notes_under_a_table_are_not_records(tail: list[tuple[str, ...]]) -> None:
+    from dlpgate.extract.model import Table
+
+    scanner = SCANNERS[0]
+    assert scanner._tables.analyse(Table("t", tuple(ROSTER + tail))).records == 12
+    text = "\n".join(",".join(row) for row in ROSTER + tail)  # the same table typed into a body
+    assert records(scanner, text)[0] == 12
+
+
+def test_a_person_in_the_last_row_still_counts() -> None:
+    from dlpgate.extract.model import Table
+
+    rows = ROSTER + [("計 花子", "架空市本町1-2", "1970/01/01"), ("試験 x", "合計", "")]
+    assert SCANNERS[0]._tables.analyse(Table("t", tuple(rows))).records == 14
