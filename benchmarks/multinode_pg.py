@@ -68,6 +68,9 @@ seconds = 0
 listen = ""
 [policy]
 internal_domains = ["example.jp"]
+[audit]
+# one signing key for the cluster, as docs/multinode.md asks of every deployment
+key = "{(tmp / 'audit.key').as_posix()}"
 """)
     return cfg
 

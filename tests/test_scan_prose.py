@@ -90,3 +90,27 @@ def test_form_pairs() -> None:
     assert form_pairs("備考：注意：要確認", is_field) == [("備考", "注意：要確認")]
     for blank in ("住所：", "氏名 フリガナ 住所", "氏名 （必須）", "ご案内 本日は晴天", ""):
         assert form_pairs(blank, is_field) == []
+
+
+# ---- a table's closing rows: a total, 以上, a note are no one's record
+ROSTER = [("氏名", "住所", "生年月日")] + [(f"試験 {i}", "架空市本町1-2", "1970/01/01") for i in range(12)]
+
+
+@pytest.mark.parametrize("tail", [
+    [], [("合計", "12名", "")], [("合 計", "", ""), ("※取扱注意", "", "")], [("以上",)], [("Total", "12")],
+    [("小計", "12"), ("", "", ""), ("備考：住所は番地まで",)],
+])
+def test_totals_and_notes_under_a_table_are_not_records(tail: list[tuple[str, ...]]) -> None:
+    from dlpgate.extract.model import Table
+
+    scanner = SCANNERS[0]
+    assert scanner._tables.analyse(Table("t", tuple(ROSTER + tail))).records == 12
+    text = "\n".join(",".join(row) for row in ROSTER + tail)  # the same table typed into a body
+    assert records(scanner, text)[0] == 12
+
+
+def test_a_person_in_the_last_row_still_counts() -> None:
+    from dlpgate.extract.model import Table
+
+    rows = ROSTER + [("計 花子", "架空市本町1-2", "1970/01/01"), ("試験 x", "合計", "")]
+    assert SCANNERS[0]._tables.analyse(Table("t", tuple(rows))).records == 14

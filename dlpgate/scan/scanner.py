@@ -548,22 +548,30 @@ class Scanner:
             full[k] = ends
         return full, True
 
+    def _field_hits(self, hits: dict[int, list[int]]) -> tuple[list[int], frozenset[str]]:
+        """The keywords among `hits` that name field groups, and the groups they name together."""
+        fields = self._fields
+        present = [k for k in hits if fields[k]]
+        return present, frozenset().union(*[fields[k] for k in present]) if present else frozenset()
+
+    def _label_ends_upto(self, text: str, hits: dict[int, list[int]], present: Sequence[int]) -> list[int] | None:
+        """The sorted ends of every hit of the field keywords `present` (the lazy ones looked for in
+        the text), or None past FORM_LINES of them: forms and pasted columns read a few label lines."""
+        hits, complete = self._with_lazy_ends(text, hits, present, FORM_LINES)
+        ends = sorted(end for k in present for end in hits[k])
+        return ends if complete and len(ends) <= FORM_LINES else None
+
     def _body_forms(self, part: str, text: str, hits: dict[int, list[int]]) -> list[TableFacts]:
         """Label/value lines in a text (`氏名：試験 太郎`, `住所：...`, `氏名　試験 太郎`, or a whole
         record on one line: `氏名：… 生年月日：… 住所：…`; tables.form_pairs): a form pasted into a body
         is read as the rows (label, value) of a table whose field names run down a column, one record
         per block (a label seen again starts the next one). Only lines holding a field keyword are
         read, and only when the text names `min_fields` groups at all."""
-        fields = self._fields
-        present = [k for k in hits if fields[k]]
-        if not present:
-            return []
-        groups = frozenset().union(*[fields[k] for k in present])
+        present, groups = self._field_hits(hits)
         if len(groups) < self.rules.min_fields or FORM_NAME_GROUP not in groups:
             return []  # a person's form names the person
-        hits, complete = self._with_lazy_ends(text, hits, present, FORM_LINES)
-        ends = sorted(end for k in present for end in hits[k])
-        if not complete or len(ends) > FORM_LINES:
+        ends = self._label_ends_upto(text, hits, present)
+        if ends is None:
             return []  # field words on hundreds of lines are a listing or a log, not a form
         rows: list[tuple[str, ...]] = []
         last = -1
@@ -582,13 +590,11 @@ class Scanner:
     def _body_columns(self, part: str, text: str, hits: dict[int, list[int]]) -> list[TableFacts]:
         """A table pasted column by column (tables.column_blocks): its label lines are among the
         lines of the field-word hits, read only when the text names `min_fields` groups at all."""
-        fields = self._fields
-        present = [k for k in hits if fields[k]]
-        if not present or len(frozenset().union(*[fields[k] for k in present])) < self.rules.min_fields:
+        present, groups = self._field_hits(hits)
+        if len(groups) < self.rules.min_fields:
             return []
-        hits, complete = self._with_lazy_ends(text, hits, present, FORM_LINES)
-        ends = [end for k in present for end in hits[k]]
-        if not complete or len(ends) > FORM_LINES:
+        ends = self._label_ends_upto(text, hits, present)
+        if ends is None:
             return []  # field words on hundreds of lines: a listing or a log
         # A label line is short: most texts name fields inside sentences (TEL 03-..., 個人番号：...)
         # and stop here, after a bounded look for the line's end.

@@ -44,6 +44,38 @@ class TableFacts:
     joined: tuple[tuple[str, str], ...] = ()
 
 
+# The rows a table ends with that are no one's record: a total (合計 25, 小計, Total), a closing 以上,
+# a note (※ 取扱注意, 注: …). Looked for only among the last rows, from the bottom up.
+_TOTAL_WORDS = frozenset({"合計", "小計", "総計", "計", "累計", "件数", "合計件数", "total", "subtotal", "grandtotal",
+                          "以上"})
+_NOTE_START = ("※", "＊", "*", "注:", "注：", "(注)", "（注）", "備考:", "備考：")
+_TRAILER_ROWS = 5
+_TRAILER_SCAN = 50  # rows looked at from the bottom, blank ones included
+_TOTAL_VALUE = re.compile(r"[¥￥$]?[0-9０-９\-/.:, ]+(?:件|名|人|円|世帯|人分)?$")
+
+
+def _trailer(rows: Sequence[Sequence[str]], last: int) -> int:
+    """How many of the non-blank rows at the bottom of a table (below its header row `last`) are a
+    total, a closing 以上 or a note, not records: a register of 25 with its 合計 row is 25 records."""
+    n = 0
+    seen = 0
+    for r in range(len(rows) - 1, max(last, len(rows) - 1 - _TRAILER_SCAN), -1):
+        cells = [c.strip() for c in rows[r] if c and c.strip()]
+        if not cells:
+            continue
+        seen += 1
+        if seen > _TRAILER_ROWS:
+            break
+        head = fold(cells[0]).replace("-", "")
+        if head in _TOTAL_WORDS and all(_TOTAL_VALUE.match(c) for c in cells[1:]):
+            n += 1
+        elif len(cells) == 1 and cells[0].startswith(_NOTE_START):
+            n += 1
+        else:
+            break
+    return n
+
+
 def _any_of(keywords: Iterable[str]) -> re.Pattern[str] | None:
     """A pattern found in a text exactly when one of `keywords` is a substring of it."""
     words = sorted(set(keywords), key=len, reverse=True)
@@ -130,6 +162,7 @@ class TableAnalyser:
             records = rows.records_after(last)
         else:
             records = sum(map(bool, map(str.strip, map("".join, rows[last + 1 :]))))
+        records -= _trailer(rows, last)
         if not records:  # a header with nothing under it: perhaps a form read across (label, value)
             down = self._down_a_column(table)
             if down is not None:

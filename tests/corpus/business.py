@@ -427,6 +427,17 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
                                           "連絡先：03-0000-0000\n持ち物：筆記用具　担当：総務課"), False, kind="forms")
     add("neg_blank_template.eml", eml("申込書の書き方\n氏名 （必須）\n住所 （必須）\n電話番号 （任意）\n"
                                       "生年月日 （任意）"), False, kind="forms")
+    # a register ends with its total and a note: 25 records, not 27
+    add("pos_roster_total_row.xlsx", fx.xlsx_bytes({"名簿": [("No", "氏名", "生年月日", "住所")] + [
+        (str(i), p["name"], p["birth"], p["address"]) for i, p in enumerate(ppl[:25], 1)] + [
+        ("合計", "25名", "", ""), ("※取扱注意", "", "", "")]}), True, 25, ("personal_records",), kind="totals")
+    # customers' and policy holders' names are names; a supplier list's contact person is not a register
+    add("pos_customer_orders.csv", csv_of([("注文番号", "注文日", "お客様名", "電話番号", "住所", "商品")] + [
+        (digits(r, 8), "2026/11/01", p["name"], p["phone"], p["address"], "タオル") for p in ppl[:30]]), True, 30,
+        ("personal_records",), kind="header variant")
+    add("neg_supplier_contact_person.csv", csv_of([("会社名", "担当者名", "電話番号", "住所")] + [
+        (f"見本商事{i}", p["name"], f"03-0000-{i:04d}", f"架空県見本市{i}-1") for i, p in enumerate(ppl[:20])]), False,
+        kind="suppliers")
     add("neg_romaji_orders.csv", csv_of([("JUCHU_NO", "JUCHU_BI", "SHOHIN_CD", "SHOHIN_MEI", "SURYO", "TANKA")] + [
         (valid_only(r, lambda: digits(r, 12)) if i % 9 == 0 else digits(r, 12), f"2026{r.randint(1, 12):02d}{r.randint(1, 28):02d}",
          digits(r, 8), r.choice(["ボールペン", "コピー用紙", "封筒"]), r.randint(1, 50), r.randint(100, 9999))
