@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import random
 import sys
 from collections.abc import Iterator
@@ -90,8 +91,41 @@ def test_no_view_of_what_is_not_a_plain_compact_str() -> None:
     long = "個人番号 621498320257\n" * 200
     assert STORAGE.view(Sub(long)) is None  # a subclass keeps its characters elsewhere
     assert STORAGE.view("é" * 5000) is None  # latin-1 is not the ASCII form
-    assert STORAGE.view("\u3042" * 7) is None  # too short to tell the layout by size alone
-    assert STORAGE.view("\u3042" * 8) is not None
+    assert STORAGE.view(long) is not None
+
+
+def _cache_utf8(text: str) -> None:
+    """What sqlite3 or any C argument parser with "s" does to a str: its UTF-8 form is kept on it."""
+    as_utf8 = ctypes.pythonapi.PyUnicode_AsUTF8AndSize
+    as_utf8.restype, as_utf8.argtypes = ctypes.c_void_p, (ctypes.py_object, ctypes.c_void_p)
+    assert as_utf8(text, None)
+
+
+def test_a_str_whose_size_looks_like_another_kind_is_copied() -> None:
+    """A UCS-2 str of n characters whose cached UTF-8 is 2n + 1 bytes has the size of a UCS-4 str
+    of n: a kind guessed from the size would view 4n bytes of a 2n-byte buffer. The kind comes
+    from the str's state, and the size must then match it exactly, so the gate copies this one and
+    finds what it finds on any copy of it."""
+    assert STORAGE is not None
+    # ASCII characters a, three-byte ones c: UTF-8 a + 3c is 2(a + c) + 1 when c = a + 1
+    text = "個人番号 621498320257\n" + "x" * 3000 + "\u3042" * 3011
+    assert len(text.encode()) == 2 * len(text) + 1
+    assert STORAGE.view(text) is not None
+    _cache_utf8(text)
+    assert sys.getsizeof(text) == STORAGE._header + 4 * (len(text) + 1)  # the size of a UCS-4 str
+    assert STORAGE.view(text) is None
+    with in_place(True):
+        found = HS.gate.matches(text)
+    with in_place(False):
+        assert found == HS.gate.matches(text)
+    assert found[0] and found[1]  # the trigger and the keyword
+
+
+def test_kind_read_from_state_matches_every_kind() -> None:
+    assert STORAGE is not None
+    for text, kind, ascii in (("a" * 10, 1, True), ("é" * 10, 1, False), ("\u3042" * 10, 2, False),
+                              ("\U0001f600" * 10, 4, False)):
+        assert STORAGE._state(text) == (kind, True, ascii)
 
 
 def test_self_check_refuses_a_layout_it_does_not_expect(monkeypatch: pytest.MonkeyPatch) -> None:

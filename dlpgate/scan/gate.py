@@ -418,29 +418,36 @@ class _StrStorage:
     """Read-only views of a str's own characters in the gate's fixed-width forms (module doc).
 
     A CPython compact str keeps its characters right after a fixed header: 1 byte each for ASCII
-    text, else 1 (latin-1), 2 (UCS-2) or 4 (UCS-4) bytes, and one terminating character;
-    `sys.getsizeof` is that header plus (length + 1) * kind. On a little-endian machine ASCII
-    storage is the ASCII encoding, UCS-2 storage the UTF-16-LE one (no pair: a str that needs one
-    is UCS-4; a lone surrogate is stored as `surrogatepass` encodes it) and UCS-4 storage the
-    UTF-32-LE one, so a view of it is exactly what the gate would have encoded, with no copy and
-    no fresh pages. A latin-1 str is not ASCII (é is one byte that the ASCII database does not
-    know) and is encoded as before.
+    text, else 1 (latin-1), 2 (UCS-2) or 4 (UCS-4) bytes (its kind), and one terminating
+    character. On a little-endian machine ASCII storage is the ASCII encoding, UCS-2 storage the
+    UTF-16-LE one (no pair: a str that needs one is UCS-4; a lone surrogate is stored as
+    `surrogatepass` encodes it) and UCS-4 storage the UTF-32-LE one, so a view of it is exactly
+    what the gate would have encoded, with no copy and no fresh pages. A latin-1 str is not
+    ASCII (é is one byte that the ASCII database does not know) and is encoded as before.
 
-    `probe` builds one only on CPython, learns the two header sizes from sample strings and
-    checks, for each kind, that the size arithmetic holds at several lengths and that the view
-    equals the encoding; any difference or error leaves the gate on the copying path. `view`
-    gives no view (the caller copies) for anything but an exact str whose size is the compact
-    layout's for its length: a subclass, or a string left in a legacy or non-compact form by a C
-    extension, adds or moves bytes, and the arithmetic then fails. The view does not keep the
-    str alive: the caller holds it for as long as the view is used. A view is read-only
-    (PyBUF_READ), so nothing can write through it.
+    The kind is read from the str's state field (its kind, compact and ascii bits), not guessed
+    from its size: `sys.getsizeof` also counts a cached UTF-8 form, and a UCS-2 str of n
+    characters whose UTF-8 is 2n + 1 bytes long has the size of a UCS-4 one (a view that size
+    would read past the characters). The size must then be exactly the compact layout's for that
+    kind and length: a str with a cached UTF-8 or wchar_t form, a subclass, or one left
+    non-compact by a C extension, is encoded instead.
+
+    `probe` builds one only on CPython, learns the header sizes and where the state field lies
+    from sample strings, and checks for each kind, at several lengths, that the state reads as
+    that kind and that the view equals the encoding; any difference or error leaves the gate on
+    the copying path. The view does not keep the str alive: the caller holds it for as long as
+    the view is used. A view is read-only (PyBUF_READ), so nothing can write through it.
     """
 
     _READ = 0x100  # PyBUF_READ
+    # state bits (CPython 3.3+ default build): interned:2, kind:3, compact:1, ascii:1
+    _KIND_SHIFT, _COMPACT, _ASCII = 2, 1 << 5, 1 << 6
 
-    def __init__(self, ascii_header: int, header: int, from_memory: Callable[[int, int, int], Any]) -> None:
+    def __init__(self, ascii_header: int, header: int, state_at: int,
+                 from_memory: Callable[[int, int, int], Any]) -> None:
         self._ascii_header = ascii_header
         self._header = header
+        self._state_at = state_at
         self._from_memory = from_memory
 
     @classmethod
@@ -452,43 +459,55 @@ class _StrStorage:
         try:
             prototype = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int)
             from_memory = prototype(("PyMemoryView_FromMemory", ctypes.pythonapi))
-            storage = cls(sys.getsizeof("a" * 64) - 65, sys.getsizeof("\u3042" * 64) - 2 * 65, from_memory)
+            # the object header (refcount, type), then length and hash, then the state field
+            length_at = sys.getsizeof(object())
+            state_at = length_at + 2 * ctypes.sizeof(ctypes.c_ssize_t)
+            storage = cls(sys.getsizeof("a" * 64) - 65, sys.getsizeof("\u3042" * 64) - 2 * 65, state_at, from_memory)
             samples = [
                 ("ascii", 1, "\x00\x7f" + "".join(map(chr, range(128)))),
+                ("latin-1", 1, "\xe9\xff\x00" + "".join(map(chr, range(256)))),
                 ("utf-16-le", 2, "\u3042\x00\xe9\ufffe\uffff\ud800\udfff" + "".join(map(chr, range(0x3000, 0x3100)))),
                 ("utf-32-le", 4, "\U0001f600\x00\u3042\U0010ffff\ud800" + "".join(map(chr, range(0x1f300, 0x1f400)))),
             ]
             for encoding, width, sample in samples:
                 for length in (_IN_PLACE_MIN, _IN_PLACE_MIN + 1, 3 * _IN_PLACE_MIN + 5, 40_000):
                     text = "".join([sample] * (length // len(sample) + 1))[:length]
-                    got = storage.view(text)
-                    if got is None or got[1] != width or got[0].tobytes() != text.encode(encoding, "surrogatepass"):
+                    if ctypes.c_ssize_t.from_address(id(text) + length_at).value != length:
                         return None
-            if storage.view("\xe9" * (2 * _IN_PLACE_MIN)) is not None:  # latin-1: not ASCII
-                return None
+                    if storage._state(text) != (width, True, encoding == "ascii"):
+                        return None
+                    got = storage.view(text)
+                    if encoding == "latin-1":  # not ASCII: never viewed
+                        if got is not None:
+                            return None
+                    elif got is None or got[1] != width or got[0].tobytes() != text.encode(encoding, "surrogatepass"):
+                        return None
         except Exception:  # noqa: BLE001 - any surprise at all means: copy, as without this
             return None
         return storage
+
+    def _state(self, text: str) -> tuple[int, bool, bool]:
+        """(kind, compact, ascii) as the str's state field holds them."""
+        state = ctypes.c_uint32.from_address(id(text) + self._state_at).value
+        return state >> self._KIND_SHIFT & 7, bool(state & self._COMPACT), bool(state & self._ASCII)
 
     def view(self, text: str) -> tuple[memoryview, int] | None:
         """(read-only view of `text`'s characters, width) or None: encode it instead."""
         if type(text) is not str:
             return None
-        n = len(text)
-        size = sys.getsizeof(text)
-        if text.isascii():
-            if size != self._ascii_header + n + 1:
-                return None
-            return self._from_memory(id(text) + self._ascii_header, n, self._READ), 1
-        width, rest = divmod(size - self._header, n + 1)
-        if rest or (width != 2 and width != 4) or n < 8:  # n + 1 > 8: no other header fits the sum
+        kind, compact, ascii = self._state(text)
+        if not compact or ascii != text.isascii():
             return None
-        return self._from_memory(id(text) + self._header, n * width, self._READ), width
+        n = len(text)
+        header = self._ascii_header if ascii else self._header
+        if (kind != 1 if ascii else kind != 2 and kind != 4) or sys.getsizeof(text) != header + (n + 1) * kind:
+            return None
+        return self._from_memory(id(text) + header, n * kind, self._READ), kind
 
 
-# Shorter texts are encoded: a view costs ~1.2 us (the ctypes call), an encode of 2,048 UCS-2
+# Shorter texts are encoded: a view costs ~2.3 us (two ctypes calls), an encode of 4,096 UCS-2
 # characters about as much.
-_IN_PLACE_MIN = 2048
+_IN_PLACE_MIN = 4096
 _STORAGE = _StrStorage.probe()
 
 
