@@ -82,7 +82,11 @@ def _judge(path: str, scanner: Scanner, policy: Policy) -> Iterator[tuple[dict[s
         mapped = _mapped(path)
         if mapped is not None:
             if _is_message(path, head):
-                record, explanation = judge_message(mapped, _header_recipients(mapped), scanner, policy, explain=True)
+                try:
+                    record, explanation = judge_message(mapped, _header_recipients(mapped), scanner, policy,
+                                                        explain=True)
+                finally:
+                    _unmap(mapped)
                 yield {"path": path, **record}, explanation
                 return
             mapped.close()  # another kind of file: its readers take bytes
@@ -132,6 +136,16 @@ def _mapped(path: str) -> mmap.mmap | None:
             return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except (OSError, ValueError):  # not a regular file, a file system without mmap
         return None
+
+
+def _unmap(mapped: mmap.mmap) -> None:
+    """Close a judged message's mapping now (and its file descriptor: a mapping holds one), not
+    when a parsed message that points at it is collected; should a view of it still be alive,
+    the mapping goes with the last one."""
+    try:
+        mapped.close()
+    except BufferError:
+        pass
 
 
 def _judge_bytes(path: str, data: bytes, scanner: Scanner, policy: Policy) -> tuple[dict[str, object], list[str]]:

@@ -65,7 +65,8 @@ def test_mapped_message_judged_as_read(tmp_path: Path, shape: str, monkeypatch: 
     real = offline_scan._mapped
     monkeypatch.setattr(offline_scan, "_mapped", lambda p: maps.append(real(p)) or maps[-1])
     mapped = judged(path)
-    assert len(maps) == 1 and isinstance(maps[0], mmap.mmap)  # the mapping was judged
+    assert len(maps) == 1 and isinstance(maps[0], mmap.mmap)  # the mapping was judged ...
+    assert maps[0].closed  # ... and closed once judged (a mapping holds a file descriptor)
     monkeypatch.setattr(offline_scan, "_mapped", lambda p: None)
     read = judged(path)
     assert mapped == read
