@@ -438,6 +438,10 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
     add("neg_supplier_contact_person.csv", csv_of([("会社名", "担当者名", "電話番号", "住所")] + [
         (f"見本商事{i}", p["name"], f"03-0000-{i:04d}", f"架空県見本市{i}-1") for i, p in enumerate(ppl[:20])]), False,
         kind="suppliers")
+    # a name in two columns (姓 | 名) beside a birth date: a few residents are a register
+    add("pos_sei_mei_short.csv", csv_of([("姓", "名", "生年月日", "電話番号")] + [
+        (p["name"].split()[0] if " " in p["name"] else p["name"][:2], "太郎", p["birth"], p["phone"])
+        for p in ppl[:6]]), True, 6, ("personal_records",), kind="header variant")
     add("neg_romaji_orders.csv", csv_of([("JUCHU_NO", "JUCHU_BI", "SHOHIN_CD", "SHOHIN_MEI", "SURYO", "TANKA")] + [
         (valid_only(r, lambda: digits(r, 12)) if i % 9 == 0 else digits(r, 12), f"2026{r.randint(1, 12):02d}{r.randint(1, 28):02d}",
          digits(r, 8), r.choice(["ボールペン", "コピー用紙", "封筒"]), r.randint(1, 50), r.randint(100, 9999))
