@@ -114,3 +114,43 @@ def test_a_person_in_the_last_row_still_counts() -> None:
 
     rows = ROSTER + [("計 花子", "架空市本町1-2", "1970/01/01"), ("試験 x", "合計", "")]
     assert SCANNERS[0]._tables.analyse(Table("t", tuple(rows))).records == 14
+
+
+# ---- a register exported without its header row
+
+def _sheet(rows: list[str]) -> tuple[int, list[tuple[str, str, int]]]:
+    from dlpgate.extract.model import Table
+
+    res = SCANNERS[0].scan("list.csv", "", (Table("list.csv", tuple(tuple(x.split(",")) for x in rows)),))
+    return res.records, [(f.detector, f.severity, f.count) for f in res.findings]
+
+
+SURNAMES = ["試験", "見本", "例示", "架空", "仮名", "模擬", "検証", "標本"]
+GIVEN = ["太郎", "花子", "一郎", "美咲", "健太", "陽子", "翔太", "由美"]
+
+
+@pytest.mark.parametrize("make", [
+    lambda i: f"{SURNAMES[i % 8]} {GIVEN[(i + i // 8) % 8]},架空市本町{i}丁目{i % 5 + 1}番,{1940 + i * 2}/0{i % 9 + 1}/1{i % 9}",
+    lambda i: f"{1000 + i},{SURNAMES[i % 8]}　{GIVEN[(i + i // 8) % 8]},昭和{10 + i}年{i % 12 + 1}月{i % 28 + 1}日,男",
+    lambda i: f"{SURNAMES[i % 8]} {GIVEN[(i + i // 8) % 8]},架空県見本市中央{i}-{i % 7 + 1}-3,090-0000-{i:04d}",
+    lambda i: f"ミホン {['タロウ', 'ハナコ', 'イチロウ', 'ユミ'][i % 4]}{'ア' * (i // 4 + 1)},{1950 + i}-01-{i % 28 + 1:02d}",
+])
+def test_a_register_without_its_header_is_records(make) -> None:  # type: ignore[no-untyped-def]
+    got, findings = _sheet([make(i) for i in range(24)])
+    assert got == 24 and findings and findings[0][0] == "personal_records"
+
+
+@pytest.mark.parametrize("make", [
+    lambda i: f"2026/{i % 12 + 1}/{i % 28 + 1},会議 室,架空市本町{i}-1",  # one venue: no one's name
+    lambda i: f"{['札幌', '仙台', '金沢', '静岡', '京都', '広島', '福岡', '熊本'][i % 8]}{i} 支店,架空区本町{i}-1-2,03-0000-{i:04d}",
+    lambda i: f"{['ノート パソコン', 'ボール ペン', 'マウス パッド'][i % 3]}{i},架空市本町{i}-2,{i % 9 + 1}",  # kana + address
+    lambda i: f"{10_000_000 + i},2026/{i % 12 + 1}/{i % 28 + 1},架空市本町{i}-{i % 9 + 1},A4用紙,3",  # dates within a year
+    lambda i: f"株式会社見本{i},架空都千代田区{i}-1-2,03-0000-{i:04d}",
+])
+def test_headerless_business_lists_are_no_records(make) -> None:  # type: ignore[no-untyped-def]
+    assert _sheet([make(i) for i in range(24)]) == (0, [])
+
+
+def test_a_headerless_table_of_four_rows_says_too_little() -> None:
+    rows = [f"{SURNAMES[i]} {GIVEN[i]},架空市本町{i}丁目1番,{1950 + 9 * i}/01/01" for i in range(4)]
+    assert _sheet(rows) == (0, [])

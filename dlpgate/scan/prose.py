@@ -21,7 +21,7 @@ _DIGIT = "0-9０-９"
 _DASH = "\\-－ー‐−"
 # An address: a prefecture/municipality/town word, a short place name, then a block number written
 # as 1丁目2番3号, 三丁目, 12番地 or 1-2-3.
-_ADDRESS = re.compile(
+ADDRESS = re.compile(
     f"[都道府県市区郡町村][^\\s、。,()（）]{{0,20}}?"
     f"(?:[{_DIGIT}一二三四五六七八九十]+\\s*(?:丁目|番地|番|号)|[{_DIGIT}]+\\s*[{_DASH}]\\s*[{_DIGIT}]+)"
 )
@@ -52,6 +52,6 @@ def person_sentences(text: str, phrase_hits: Iterable[tuple[int, int]]) -> int:
         if first in seen:
             continue
         seen.add(first)
-        if _ADDRESS.search(text, first, stop) is not None:
+        if ADDRESS.search(text, first, stop) is not None:
             count += 1
     return count

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from dlpgate.extract.model import Rows, Table
 from dlpgate.scan.columns import DELIMITERS
+from dlpgate.scan.headerless import people_columns
 from dlpgate.scan.normalize import fold, normalise
 from dlpgate.scan.rules import DetectorRules
 
@@ -154,7 +155,7 @@ class TableAnalyser:
         rows = table.rows
         header = self.find_header(rows)
         if header is None:
-            return self._down_a_column(table) or self._keyword_columns(table)
+            return self._down_a_column(table) or self._keyword_columns(table) or self._headerless(table)
         first, last = header
         fields = self.row_fields(rows[first]) | self.row_fields(rows[last])
         # A record is a row with a non-blank cell: its cells joined hold a non-blank character.
@@ -222,6 +223,20 @@ class TableAnalyser:
                 if value.isdigit() and 11 <= len(value) <= 19:
                     out.append((category, value))
         return tuple(out)
+
+    def _headerless(self, table: Table) -> TableFacts | None:
+        """A register without its header row (headerless.py): people told by their cells."""
+        fields = people_columns(table.rows)
+        known = {g.name for g in self._rules.record_fields}
+        if not fields or not set(fields) <= known:
+            return None
+        rows = table.rows
+        if isinstance(rows, Rows):
+            records = rows.records_after(-1)
+        else:
+            records = sum(map(bool, map(str.strip, map("".join, rows))))
+        records -= _trailer(rows, -1)
+        return TableFacts(name=table.name, records=records, fields=fields, header_row=-1, column_context={})
 
     def _keyword_columns(self, table: Table) -> TableFacts | None:
         """No personal-records header: still a column headed by an identifier keyword (`個人番号`

@@ -442,6 +442,16 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
     add("pos_sei_mei_short.csv", csv_of([("姓", "名", "生年月日", "電話番号")] + [
         (p["name"].split()[0] if " " in p["name"] else p["name"][:2], "太郎", p["birth"], p["phone"])
         for p in ppl[:6]]), True, 6, ("personal_records",), kind="header variant")
+    # a register exported without its header row; branch and product lists without one are no register
+    add("pos_headerless_register.csv", csv_of([(p["name"], p["address"], p["birth"], r.choice(["世帯主", "妻", "子"]))
+                                               for p in ppl[:30]]), True, 30, ("personal_records",), kind="headerless")
+    add("neg_headerless_branches.csv", csv_of([(f"{c} 支店", f"架空県見本市本町{i}-1-2", f"03-0000-{i:04d}") for i, c in
+                                               enumerate(["札幌", "仙台", "新潟", "金沢", "静岡", "京都", "神戸", "広島",
+                                                          "高松", "福岡", "熊本", "那覇"])]), False, kind="headerless")
+    add("neg_headerless_deliveries.csv", csv_of([(digits(r, 8), f"2026/{r.randint(1, 12)}/{r.randint(1, 28)}",
+                                                  r.choice(["ノート パソコン", "ボール ペン", "マウス パッド"]),
+                                                  f"架空県見本市本町{i}-{r.randint(1, 9)}") for i in range(60)]), False,
+        kind="headerless")
     add("neg_romaji_orders.csv", csv_of([("JUCHU_NO", "JUCHU_BI", "SHOHIN_CD", "SHOHIN_MEI", "SURYO", "TANKA")] + [
         (valid_only(r, lambda: digits(r, 12)) if i % 9 == 0 else digits(r, 12), f"2026{r.randint(1, 12):02d}{r.randint(1, 28):02d}",
          digits(r, 8), r.choice(["ボールペン", "コピー用紙", "封筒"]), r.randint(1, 50), r.randint(100, 9999))
