@@ -5,8 +5,9 @@ column of personal names (surname, a blank, given name), a column of home addres
 and a block number), a column of dates spread over decades (birth dates; an order export's dates
 fall within a year or two). A table in which most rows hold an address beside a name or a birth
 date, or a name beside a birth date, is a list of people — names and addresses that differ row to
-row (a column repeating 会議 室 or one venue is no one's name or home). Only the first rows are sampled, so a
-business sheet without a personal header costs a few hundred regex tests.
+row (a column repeating 会議 室 or one venue is no one's name or home). Only the first rows are
+sampled, and a column stops at its first misses too many, so a business sheet without a personal
+header costs a few hundred regex tests.
 """
 
 from __future__ import annotations
@@ -24,9 +25,6 @@ _KANA_NAME = re.compile(r"[ァ-ヴー]{2,8}[ \u3000]+[ァ-ヴー]{1,8}")
 _NOT_A_NAME = ("支店", "本店", "本社", "支社", "営業所", "事務所", "出張所", "工場", "店", "課", "部", "室", "係",
                "局", "所", "園", "校", "館", "署", "センター", "センタ-", "会", "組", "線", "駅", "町", "市", "区", "村")
 
-
-def _is_name(cell: str) -> bool:
-    return _NAME.fullmatch(cell) is not None and not cell.endswith(_NOT_A_NAME)
 _WESTERN = re.compile(r"((?:19|20)\d\d)\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}日?")
 _ERA = re.compile(r"(明治|大正|昭和|平成|令和|[MTSHR])\s*(\d{1,2}|元)\s*[年./]\s*\d{1,2}\s*[月./]\s*\d{1,2}日?")
 _ERA_START = {"明治": 1867, "M": 1867, "大正": 1911, "T": 1911, "昭和": 1925, "S": 1925, "平成": 1988, "H": 1988,
@@ -37,6 +35,10 @@ SHARE = 0.8  # of a column's sampled cells must look alike
 MIN_YEARS, MIN_SPAN = 4, 15  # birth dates: at least this many distinct years, this far apart
 MAX_ADDRESS = 80
 DISTINCT = 0.5  # of a name or address column's cells differ from each other
+
+
+def _is_name(cell: str) -> bool:
+    return _NAME.fullmatch(cell) is not None and not cell.endswith(_NOT_A_NAME)
 
 
 def _year(cell: str) -> int | None:

@@ -77,6 +77,16 @@ def _trailer(rows: Sequence[Sequence[str]], last: int) -> int:
     return n
 
 
+def _records_below(rows: Sequence[Sequence[str]], last: int) -> int:
+    """The records under header row `last` (-1: no header): rows with a non-blank cell (their cells
+    joined hold a non-blank character), less a closing total or note (_trailer)."""
+    if isinstance(rows, Rows):
+        records = rows.records_after(last)
+    else:
+        records = sum(map(bool, map(str.strip, map("".join, rows[last + 1 :]))))
+    return records - _trailer(rows, last)
+
+
 def _any_of(keywords: Iterable[str]) -> re.Pattern[str] | None:
     """A pattern found in a text exactly when one of `keywords` is a substring of it."""
     words = sorted(set(keywords), key=len, reverse=True)
@@ -158,12 +168,7 @@ class TableAnalyser:
             return self._down_a_column(table) or self._keyword_columns(table) or self._headerless(table)
         first, last = header
         fields = self.row_fields(rows[first]) | self.row_fields(rows[last])
-        # A record is a row with a non-blank cell: its cells joined hold a non-blank character.
-        if isinstance(rows, Rows):
-            records = rows.records_after(last)
-        else:
-            records = sum(map(bool, map(str.strip, map("".join, rows[last + 1 :]))))
-        records -= _trailer(rows, last)
+        records = _records_below(rows, last)
         if not records:  # a header with nothing under it: perhaps a form read across (label, value)
             down = self._down_a_column(table)
             if down is not None:
@@ -230,13 +235,8 @@ class TableAnalyser:
         known = {g.name for g in self._rules.record_fields}
         if not fields or not set(fields) <= known:
             return None
-        rows = table.rows
-        if isinstance(rows, Rows):
-            records = rows.records_after(-1)
-        else:
-            records = sum(map(bool, map(str.strip, map("".join, rows))))
-        records -= _trailer(rows, -1)
-        return TableFacts(name=table.name, records=records, fields=fields, header_row=-1, column_context={})
+        return TableFacts(name=table.name, records=_records_below(table.rows, -1), fields=fields, header_row=-1,
+                          column_context={})
 
     def _keyword_columns(self, table: Table) -> TableFacts | None:
         """No personal-records header: still a column headed by an identifier keyword (`個人番号`
