@@ -246,7 +246,7 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
                     if (header - {"negative"}) or not labelled(rs, hits):
                         pop[0] += 1  # a number a label explains is no candidate of the set
                     continue
-                if in_trace_header(text, rs):
+                if in_trace_header(text, rs) and digits not in column:  # a column speaks for its cells
                     continue
                 verdict = judge(kind, digits, separated, rs, re_, hits, column, header)
                 if verdict is None:
@@ -264,7 +264,7 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
             if kind == "eleven" and "my_number" in column.get(digits, ()) and is_valid_my_number("0" + digits):
                 judged.setdefault("my_number", []).append((rs, "0" + digits, "high"))
                 continue
-            if kind and in_trace_header(text, rs):
+            if kind and in_trace_header(text, rs) and digits not in column:
                 continue
             verdict = judge(kind, digits, separated, rs, re_, hits, column) if kind else None
             if verdict is not None:
