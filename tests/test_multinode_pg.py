@@ -33,7 +33,7 @@ from tests.test_crash import DLPGATE
 
 SENDER = "tanaka@soumu.example.jp"
 PARTNER = "partner@example.com"
-GW_ID = re.compile(rb"with ESMTP id ([0-9a-f]+)")
+GW_ID = re.compile(rb"with ESMTP id ([0-9a-z]+)")
 
 
 def node_config(tmp: Path, name: str, url: str, upstream: int, *, delay: float = 0, lease: float = 3) -> tuple[Path, int]:
@@ -248,7 +248,7 @@ def test_three_nodes_hold_on_a_released_through_b(pg_url: str, tmp_path: Path) -
         code, out, err = run_cli(["quarantine", "list", "--json", "--config", str(nodes[1].cfg)])
         assert code == 0, err
         assert '"state": "held"' in out, out
-        mid = re.search(r'"id": "([0-9a-f]+)"', out).group(1)  # type: ignore[union-attr]
+        mid = re.search(r'"id": "([0-9a-z]+)"', out).group(1)  # type: ignore[union-attr]
         # released with node B's CLI
         code, out, err = run_cli(["quarantine", "release", mid, "--approver", "kacho@example.jp",
                                   "--reason", "checked", "--config", str(nodes[1].cfg)])

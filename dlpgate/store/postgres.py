@@ -53,6 +53,7 @@ from .model import (
     FINAL,
     GENESIS,
     HELD,
+    ID_CHARS,
     REJECTED,
     RELEASED,
     AttemptResult,
@@ -797,7 +798,7 @@ class PgStore:
     def resolve_id(self, prefix: str) -> str:
         """A full message id from a unique prefix (NotFound / InputError for none or several)."""
         p = prefix.strip().lower()
-        if not p or any(ch not in "0123456789abcdef" for ch in p):
+        if not p or any(ch not in ID_CHARS for ch in p):
             raise NotFound(f"no message with id {prefix!r}")
         with self._read() as c:
             rows = c.execute("SELECT id FROM messages_all WHERE id >= %s AND id < %s ORDER BY id LIMIT 2",

@@ -37,6 +37,7 @@ from .model import (
     EXPIRED,
     GENESIS,
     HELD,
+    ID_CHARS,
     QUEUED,
     RECALLED,
     REJECTED,
@@ -626,7 +627,7 @@ class Store:
     def resolve_id(self, prefix: str) -> str:
         """A full message id from a unique prefix (NotFound / InputError for none or several)."""
         p = prefix.strip().lower()
-        if not p or any(ch not in "0123456789abcdef" for ch in p):
+        if not p or any(ch not in ID_CHARS for ch in p):
             raise NotFound(f"no message with id {prefix!r}")
         rows = self.conn.execute("SELECT id FROM messages WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
                                  (p, p + "g")).fetchall()
