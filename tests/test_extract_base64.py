@@ -1,0 +1,86 @@
+"""mime.decode_base64_body gives what `email` gives (decode_b of the body's lines joined): the
+same bytes and the same defects, for canonical base64 (the fast path) and for anything else."""
+
+from __future__ import annotations
+
+import base64
+from email._encoded_words import decode_b
+
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from dlpgate.extract.mime import decode_base64_body
+
+
+def _email_way(body: bytes) -> tuple[bytes, list[str]]:
+    value, defects = decode_b(b"".join(body.splitlines()))
+    return value, [type(d).__name__ for d in defects]
+
+
+def _ours(body: bytes) -> tuple[bytes, list[str]]:
+    value, defects = decode_base64_body(body)
+    return value, [type(d).__name__ for d in defects]
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> bytes:
+    """Base64 as mailers write it (76-character lines, LF or CRLF), often damaged: characters
+    inserted (outside the alphabet, padding, line ends) or removed."""
+    data = draw(st.binary(max_size=300))
+    text = bytearray(base64.encodebytes(data))
+    if draw(st.booleans()):
+        text = bytearray(bytes(text).replace(b"\n", b"\r\n"))
+    for _ in range(draw(st.integers(0, 3))):
+        if not text:
+            break
+        at = draw(st.integers(0, len(text)))
+        if draw(st.booleans()):
+            text[at:at] = draw(st.sampled_from([b"=", b"==", b"!", b" ", b"\r", b"\n", b"A", b"\xff", b"-", b"_"]))
+        else:
+            del text[at:at + draw(st.integers(1, 3))]
+    return bytes(text)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(bodies())
+def test_same_bytes_and_defects_as_email(body: bytes) -> None:
+    assert _ours(body) == _email_way(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_any_bytes_at_all(body: bytes) -> None:
+    assert _ours(body) == _email_way(body)
+
+
+def test_canonical_and_damaged_cases() -> None:
+    data = bytes(range(256)) * 40
+    for body in (base64.encodebytes(data), base64.encodebytes(data).replace(b"\n", b"\r\n"),
+                 base64.b64encode(data), b"", b"QQ==\n", b"QUI=\n", b"QUJD\n",
+                 b"QQ=\n", b"Q===\n", b"QU=J\n", b"QQ==QQ==\n", b"QU!J\n", b"QUJ\n", b"Q\n", b"QUJDRA\r\n"):
+        assert _ours(body) == _email_way(body), body[:20]
+    assert _ours(base64.encodebytes(data)) == (data, [])
+    assert "InvalidBase64CharactersDefect" in _ours(b"QU!J\n")[1]  # the slow path, defects and all
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.sampled_from([b"", b"!", b"=", b"\xff", b" ", b"-"]), st.integers(0, 400))
+def test_pybase64_and_the_stdlib_agree(data: bytes, junk: bytes, at: int) -> None:
+    """The fast path's two decoders (pybase64, or the stdlib's strict mode where it is missing)
+    give the same bytes for canonical base64 and both refuse a character outside the alphabet,
+    on the inputs that reach them (whole quanta, padding only at the end)."""
+    from dlpgate.extract import mime
+
+    text = bytearray(base64.b64encode(data))
+    if junk and text:
+        text[at % len(text)] = junk[0]  # one character replaced: the length stays whole quanta
+    assume(mime._padded(bytes(text)))  # any other shape takes email's own way
+    results = []
+    for decode in (mime._strict_b64decode, mime._strict_b64decode_stdlib):
+        try:
+            results.append(decode(bytes(text)))
+        except ValueError:  # binascii.Error
+            results.append(None)
+    assert results[0] == results[1]
+    if not junk:
+        assert results[0] == data
