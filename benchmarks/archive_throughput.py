@@ -1,6 +1,7 @@
 """The archive audit's speed figures, each against its peer in the same run. Prints; asserts nothing.
 
     .venv/bin/python benchmarks/archive_throughput.py [--scan-mb 20] [--message-mb 50] [--archive-mb 200]
+    .venv/bin/python benchmarks/archive_throughput.py --only archive --jobs 1 --other /tmp/main-ab --repeat 5
 
 1. scanner: the full scanner (all detectors, normalisation, proximity, masking; hyperscan gate)
    against hyperscan compiled with the same patterns and a Python callback per match (matching
@@ -12,7 +13,9 @@
    difference has none of the start-up's noise). Peer: the scanner alone on the same text in this process.
 3. `dlpgate archive` of a generated mbox of ordinary business mail, ~20% of messages with an
    attachment (xlsx, docx, pdf, zip with a csv), with --jobs 1 and --jobs 2: MB/s each and the
-   ratio. The machine's cores are shared with whatever else runs: read the ratios.
+   ratio. The machine's cores are shared with whatever else runs: read the ratios. With `--other
+   CHECKOUT` the same runs of that checkout's code (PYTHONPATH) are alternated with ours, round by
+   round, and the per-round CPU ratio printed: the A/B that the machine's ±25% drift cannot fake.
 """
 
 from __future__ import annotations
@@ -229,41 +232,58 @@ def write_mbox(path: Path, megabytes: float, seed: int = 7) -> tuple[int, int]:
     return count, attached
 
 
-def archive_figures(mb: float, repeat: int, tmp: Path) -> None:
+def archive_figures(mb: float, repeat: int, tmp: Path, jobs_list: tuple[int, ...] = (1, 2),
+                    other: Path | None = None) -> None:
     path = tmp / "sent.mbox"
     t = time.perf_counter()
     count, attached = write_mbox(path, mb)
     size = path.stat().st_size / 1e6
     print(f"[dlpgate archive of a {size:.0f} MB mbox: {count} messages (mean {size * 1e3 / count:.0f} kB), ~20% with "
           f"xlsx/docx/pdf/zip ({100 * attached / 1e6 / size:.0f}% of the bytes); generated in "
-          f"{time.perf_counter() - t:.0f} s; {os.cpu_count()} cores]")
+          f"{time.perf_counter() - t:.0f} s; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}]")
     small = tmp / "one.mbox"
     small.write_bytes(b"From a@b Mon Jan  1 00:00:00 2024\nFrom: a@b\nTo: c@d\nSubject: s\n\nhello\n")
-    runs: dict[int, tuple[float, float, float]] = {}  # jobs -> best (wall, parent CPU, worker CPU)
-    start: tuple[float, float, float] | None = None
+    trees = {"ours": ROOT} if other is None else {"ours": ROOT, "other": other.resolve()}
+    # tree -> jobs -> best (wall, parent CPU, worker CPU); tree -> best start-up; tree -> jobs -> every net CPU
+    runs: dict[str, dict[int, tuple[float, float, float]]] = {name: {} for name in trees}
+    start: dict[str, tuple[float, float, float]] = {}
+    nets: dict[str, dict[int, list[float]]] = {name: {j: [] for j in jobs_list} for name in trees}
     for _ in range(repeat):
-        got = _archive_run([str(small)])
-        if start is None or got[1] + got[2] < start[1] + start[2]:
-            start = got
-        for jobs in (1, 2):  # alternated: a burst of load from elsewhere hits both alike
-            got = _archive_run([str(path), "--jobs", str(jobs)])
-            if jobs not in runs or got[1] + got[2] < runs[jobs][1] + runs[jobs][2]:
-                runs[jobs] = got
-    assert start is not None
-    base = start[1] + start[2]
-    for jobs in (1, 2):
-        wall, parent, workers = runs[jobs]
-        cpu = parent + workers - base
-        print(f"  --jobs {jobs}: {size / cpu:6.1f} MB per CPU-second net of start-up (target >= 50 per core); "
-              f"CPU {parent:.1f} s in the reader process + {workers:.1f} s in workers; wall {wall:.1f} s "
-              f"({size / max(wall - start[0], 1e-9):.1f} MB/s)")
-    w1, w2 = runs[1][0] - start[0], runs[2][0] - start[0]
-    cpu1 = runs[1][1] + runs[1][2] - base
-    parent2, workers2 = runs[2][1] - start[1], runs[2][2]
-    bound = cpu1 / max(parent2, workers2 / 2)
-    print(f"  --jobs 2 vs 1: {w1 / w2:.2f}x wall on this machine (target >= 1.7x); on 2 free cores the CPU "
-          f"split allows {bound:.2f}x (jobs 1 CPU / max(reader CPU, worker CPU / 2) with 2 jobs); "
-          f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        for name, root in trees.items():
+            got = _archive_run([str(small)], root)
+            if name not in start or got[1] + got[2] < start[name][1] + start[name][2]:
+                start[name] = got
+        for jobs in jobs_list:  # alternated: a burst of load from elsewhere hits both alike
+            for name, root in trees.items():
+                got = _archive_run([str(path), "--jobs", str(jobs)], root)
+                nets[name][jobs].append(got[1] + got[2])
+                if jobs not in runs[name] or got[1] + got[2] < runs[name][jobs][1] + runs[name][jobs][2]:
+                    runs[name][jobs] = got
+    for name, root in trees.items():
+        base = start[name][1] + start[name][2]
+        if other is not None:
+            print(f"  {name} ({root}): start-up {base:.2f} CPU-s")
+        for jobs in jobs_list:
+            wall, parent, workers = runs[name][jobs]
+            cpu = parent + workers - base
+            every = ", ".join(f"{size / (c - base):.1f}" for c in nets[name][jobs])
+            print(f"  --jobs {jobs}: {size / cpu:6.1f} MB per CPU-second net of start-up (target >= 50 per core; "
+                  f"every round: {every}); CPU {parent:.1f} s in the reader process + {workers:.1f} s in workers; "
+                  f"wall {wall:.1f} s ({size / max(wall - start[name][0], 1e-9):.1f} MB/s)")
+        if 1 in jobs_list and 2 in jobs_list:
+            w1, w2 = runs[name][1][0] - start[name][0], runs[name][2][0] - start[name][0]
+            cpu1 = runs[name][1][1] + runs[name][1][2] - base
+            parent2, workers2 = runs[name][2][1] - start[name][1], runs[name][2][2]
+            bound = cpu1 / max(parent2, workers2 / 2)
+            print(f"  --jobs 2 vs 1: {w1 / w2:.2f}x wall on this machine (target >= 1.7x); on 2 free cores the CPU "
+                  f"split allows {bound:.2f}x (jobs 1 CPU / max(reader CPU, worker CPU / 2) with 2 jobs)")
+    if other is not None:
+        for jobs in jobs_list:
+            ratios = sorted((o - start["other"][1] - start["other"][2]) / (u - start["ours"][1] - start["ours"][2])
+                            for u, o in zip(nets["ours"][jobs], nets["other"][jobs], strict=True))
+            print(f"  --jobs {jobs}: other/ours CPU per round {', '.join(f'{r:.2f}' for r in ratios)} "
+                  f"(median {ratios[len(ratios) // 2]:.2f}x: ours is that much faster)")
+    print(f"  load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 _WRAPPER = ("import resource, sys, time\nfrom dlpgate.cli import main\nt = time.perf_counter()\nmain(sys.argv[1:])\n"
@@ -271,9 +291,10 @@ _WRAPPER = ("import resource, sys, time\nfrom dlpgate.cli import main\nt = time.
             "print('CPU', time.perf_counter() - t, s.ru_utime + s.ru_stime, c.ru_utime + c.ru_stime, file=sys.stderr)\n")
 
 
-def _archive_run(args: list[str]) -> tuple[float, float, float]:
-    """(wall, CPU of the reader process, CPU of its workers) of one `dlpgate archive` run."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def _archive_run(args: list[str], root: Path = ROOT) -> tuple[float, float, float]:
+    """(wall, CPU of the reader process, CPU of its workers) of one `dlpgate archive` run of the
+    code in checkout `root`."""
+    env = dict(os.environ, PYTHONPATH=str(root))
     proc = subprocess.run([sys.executable, "-c", _WRAPPER, "archive", *args], capture_output=True, env=env, check=False)
     line = [ln for ln in proc.stderr.decode().splitlines() if ln.startswith("CPU ")][-1]
     wall, parent, workers = (float(x) for x in line.split()[1:])
@@ -287,6 +308,9 @@ def main() -> None:
     ap.add_argument("--archive-mb", type=float, default=200.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", choices=("scanner", "scan", "archive"))
+    ap.add_argument("--jobs", default="1,2", help="archive: the --jobs values timed, comma-separated (default 1,2)")
+    ap.add_argument("--other", type=Path, help="archive: also time this checkout's code (e.g. a worktree of "
+                    "main), alternated with this tree's in every round, and print the CPU ratio per round")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="dlpgate-bench-") as d:
         tmp = Path(d)
@@ -295,7 +319,7 @@ def main() -> None:
         if args.only in (None, "scan"):
             scan_figures(args.message_mb, args.repeat, tmp)
         if args.only in (None, "archive"):
-            archive_figures(args.archive_mb, args.repeat, tmp)
+            archive_figures(args.archive_mb, args.repeat, tmp, tuple(int(j) for j in args.jobs.split(",")), args.other)
 
 
 if __name__ == "__main__":

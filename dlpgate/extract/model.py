@@ -92,6 +92,14 @@ class Rows(Sequence[tuple[str, ...]]):
         blank = self._blank
         return below - (len(blank) - bisect_right(blank, header)) if blank else below
 
+    def head_text(self, n: int) -> str | None:
+        """The text of the first `n` rows (cells joined by tabs, rows by line ends) without splitting
+        them, or None when one of them is kept as cells (a cell holds a tab, or the row has none)."""
+        n = min(n, len(self))
+        if self._odd and any(r < n for r in self._odd):
+            return None
+        return self.text[:self._starts[n] - 1] if n else ""
+
     def column(self, i: int, first: int) -> list[str]:
         """Cell `i` of every row from row `first` on that has one."""
         text, starts, odd = self.text, self._starts, self._odd

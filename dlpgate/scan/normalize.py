@@ -120,6 +120,29 @@ def fold(text: str) -> str:
     return normalise(folded or text)
 
 
+_OPENING = re.compile("[" + re.escape(_OPEN) + "]")
+_BLANKS_BUT_CELL_ENDS = re.compile(r"[^\S\t\n]+")
+
+
+def fold_cover(text: str) -> str | None:
+    """For cells joined by tabs, rows by line ends (no cell holding either): a text that holds the
+    fold of every cell as a substring, so one keyword search over it can say that no cell's fold
+    holds a keyword (tables.py: a sheet's first 200 rows at once, instead of a fold per cell). None
+    when the cells hold an opening bracket after NFKC: a fold cuts a bracketed qualifier out, which
+    can join what it separated (`氏(漢字)名`), so each cell must be folded.
+
+    Why it covers: `fold` is NFKC, then deletions -- blanks, brackets, trailing numbering -- and
+    `normalise`, which maps character by character. NFKC of the joined text is the cells' NFKC
+    joined (tab and line feed are stable: nothing composes with them, nothing decomposes to them);
+    without brackets the deletions inside a cell are its blanks, removed here too, and a trailing
+    number, which leaves a prefix of the rest; `normalise` maps each character as in a fold, and a
+    cell that folds to nothing but numbering keeps all of it. Property-tested (tests/test_scan_tables_fast.py)."""
+    text = unicodedata.normalize("NFKC", text)
+    if _OPENING.search(text) is not None:
+        return None
+    return normalise(_BLANKS_BUT_CELL_ENDS.sub("", text))
+
+
 def _halfwidth_map() -> dict[str, str]:
     """Full-width katakana (and the voiced ones) -> their half-width spelling, from NFKC itself."""
     out: dict[str, str] = {}
