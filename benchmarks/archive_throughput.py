@@ -295,7 +295,9 @@ def _archive_run(args: list[str], root: Path = ROOT) -> tuple[float, float, floa
     """(wall, CPU of the reader process, CPU of its workers) of one `dlpgate archive` run of the
     code in checkout `root`."""
     env = dict(os.environ, PYTHONPATH=str(root))
-    proc = subprocess.run([sys.executable, "-c", _WRAPPER, "archive", *args], capture_output=True, env=env, check=False)
+    # run in `root`: `python -c` puts the working directory first on sys.path, before PYTHONPATH
+    proc = subprocess.run([sys.executable, "-c", _WRAPPER, "archive", *args], capture_output=True, env=env, check=False,
+                          cwd=root)
     line = [ln for ln in proc.stderr.decode().splitlines() if ln.startswith("CPU ")][-1]
     wall, parent, workers = (float(x) for x in line.split()[1:])
     return wall, parent, workers
