@@ -301,26 +301,30 @@ def _next_from(buf: bytes, pos: int) -> int:
         pos = line
 
 
+_NOT_BLANK = re.compile(rb"[^ \t\n\r\x0b\x0c]")  # what bytes.strip() leaves
+
+
 def _mbox_item(path: str, buf: bytes, start: int, end: int, base: int) -> Item:
+    """The Item for the block buf[start:end], read where it lies: copying a block out of the buffer
+    (and a second time to strip it) cost the reader process more than finding the blocks."""
     offset = base + start
-    block = buf[start:end]
     position = base + end
-    if not block.strip():
+    if _NOT_BLANK.search(buf, start, end) is None:
         return Item("", None, end - start, position)  # blank lines before the first From_ line: nothing
-    if not block.startswith(b"From "):
+    if not buf.startswith(b"From ", start, end):
         return Item(f"{path}@{offset}", None, end - start, position,
                     "damaged block: bytes that are not a message (no From_ line)")
-    first = block.find(b"\n")
-    body_start = first + 1 if first >= 0 else len(block)
-    length = len(block) - body_start
+    first = buf.find(b"\n", start, end)
+    body_start = first + 1 if first >= 0 else end  # in buf
+    length = end - body_start
     # the empty line that separates a message from the next From_ line belongs to the format
-    if block.endswith(b"\n\n"):
+    if buf.endswith(b"\n\n", start, end):
         length -= 1
-    elif block.endswith(b"\r\n\r\n"):
+    elif buf.endswith(b"\r\n\r\n", start, end):
         length -= 2
-    if length <= 0 or not block[body_start:body_start + 1].strip():
+    if length <= 0 or not buf[body_start:body_start + 1].strip():
         return Item(f"{path}@{offset}", None, end - start, position, "damaged block: empty message")
-    return Item(f"{path}@{offset}", Source("mbox", path, offset + body_start, length), end - start, position)
+    return Item(f"{path}@{offset}", Source("mbox", path, base + body_start, length), end - start, position)
 
 
 _QUOTED_FROM = re.compile(rb"^>(>*From )", re.M)
@@ -328,9 +332,27 @@ _QUOTED_FROM = re.compile(rb"^>(>*From )", re.M)
 
 def unquote_mbox(data: bytes) -> bytes:
     """`>From ` -> `From `, `>>From ` -> `>From ` (mboxrd; for mboxo the same is the best guess)."""
-    if b">From " not in data:
+    if not has_quoted_from(data):
         return data
     return _QUOTED_FROM.sub(rb"\1", data)
+
+
+_GT_HOPS = 32
+
+
+def has_quoted_from(data: bytes) -> bool:
+    """Whether `>From ` is in `data`, found from one `>` to the next: a message holds a few (its
+    Message-ID's) and its base64 none, and memchr passes a megabyte in ~20 us where the six-byte
+    search took ~0.5 ms (issue 19: ~4% of `dlpgate archive` of business mail). After 32 `>` (a
+    quoted reply, HTML) the rest is searched for the six bytes as before."""
+    pos = data.find(b">")
+    for _ in range(_GT_HOPS):
+        if pos < 0:
+            return False
+        if data.startswith(b"From ", pos + 1):
+            return True
+        pos = data.find(b">", pos + 1)
+    return pos >= 0 and data.find(b">From ", pos) >= 0
 
 
 def load_item(item: Item, reason: Callable[[Exception], str],
