@@ -63,3 +63,33 @@ def test_a_block_read_where_it_lies_is_the_block_copied(before: bytes, block: by
     buf = before + block + after
     start, end = len(before), len(before) + len(block)
     assert _mbox_item("a.mbox", buf, start, end, base) == _block_item("a.mbox", buf, start, end, base)
+
+
+MBOX_PIECES = st.sampled_from([b"From a@b Mon Jan  1 00:00:00 2024\n", b"From x\n", b"\nFrom ", b"From ", b"\n", b"\r\n",
+                               b"\n\n", b"Subject: s\n", b"body text\n", b">From q\n", b"QUJD" * 5, b"\n\rFrom "])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(MBOX_PIECES, max_size=40).map(b"".join), st.sampled_from([7, 16, 64, 1 << 20]),
+       st.integers(0, 3))
+def test_mbox_split_by_the_index_as_by_a_search(data: bytes, read: int, skip: int) -> None:
+    """The reader finds the same messages with its `\\nFrom ` index (hyperscan) as by searching
+    its buffer, whatever the read size (separators straddling two reads) and the start position."""
+    import tempfile
+
+    from dlpgate.archive import readers
+
+    with tempfile.NamedTemporaryFile(suffix=".mbox") as f:
+        f.write(data)
+        f.flush()
+        start = min(skip, len(data))
+        old = readers.MBOX_READ, readers._FROM_DB
+        try:
+            readers.MBOX_READ = read
+            indexed = list(readers.read_mbox(f.name, start))
+            readers._FROM_DB = False  # no index: the buffer is searched
+            searched = list(readers.read_mbox(f.name, start))
+        finally:
+            readers.MBOX_READ, readers._FROM_DB = old
+    assert readers._FromIndex.new() is not None  # hyperscan is a dependency on this machine
+    assert indexed == searched
