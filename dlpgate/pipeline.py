@@ -120,7 +120,7 @@ class Engine:
         from .policy import Policy
         from .scan.scanner import Scanner
 
-        known = {f.name for f in fields(ExtractLimits)}
+        known = {f.name for f in fields(ExtractLimits)} - {"hash_attachments"}  # the send log needs them
         self.limits = ExtractLimits(**{k: v for k, v in limits.items() if k in known})
         self.scanner = Scanner.load(rules_dir)
         self.policy = Policy.load(rules_dir, internal_domains)

@@ -102,3 +102,24 @@ def test_delimiters_found_dash_to_dash_as_by_a_search(raw: bytes, start: int, st
     for needle in (b"\n--b1", b"\n-"):
         assert find_dashed(raw, needle, start, stop, hops, window) == raw.find(needle, start, stop)
         assert find_dashed(raw, needle, start, len(raw)) == raw.find(needle, start, len(raw))
+
+
+def test_attachment_hashes_left_out_only_when_asked() -> None:
+    """`dlpgate archive` judges without attachment hashes (ExtractLimits.hash_attachments): the same
+    parts and findings, the attachments' SHA-256 "" instead of the digest the gateway's send log keeps."""
+    import hashlib
+
+    from dlpgate.extract import DEFAULT_LIMITS, ExtractLimits, extract_message
+
+    data = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 50
+    raw = (b"From: a@example.jp\nTo: b@example.com\nSubject: s\nMIME-Version: 1.0\n"
+           b'Content-Type: multipart/mixed; boundary="b1"\n\n--b1\nContent-Type: text/plain; charset=utf-8\n\n'
+           b"\xe6\xb0\x8f\xe5\x90\x8d 1234-5678-9012\n--b1\nContent-Type: image/png\n"
+           b'Content-Disposition: attachment; filename="p.png"\nContent-Transfer-Encoding: base64\n\n'
+           + base64.encodebytes(data) + b"--b1--\n")
+    full = extract_message(raw, DEFAULT_LIMITS)
+    bare = extract_message(raw, ExtractLimits(hash_attachments=False))
+    assert full.parts == bare.parts
+    assert [a.sha256 for a in full.attachments] == [hashlib.sha256(data).hexdigest()]
+    assert [a.sha256 for a in bare.attachments] == [""]
+    assert [(a.filename, a.size) for a in full.attachments] == [(a.filename, a.size) for a in bare.attachments]

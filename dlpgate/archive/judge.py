@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
+from dlpgate.extract.model import ExtractLimits
 from dlpgate.masking import mask_text
 
 from .readers import Item, load_item
@@ -31,6 +32,8 @@ class Settings:
 
 
 _STATE: dict[str, Any] = {}
+# the gateway's limits; no attachment hashes: a result holds none (the send log's are the gateway's)
+_LIMITS = ExtractLimits(hash_attachments=False)
 
 
 def init(settings: Settings, in_pool: bool = True) -> None:
@@ -74,7 +77,7 @@ def judge_raw(location: str, raw: bytes, size: int) -> dict[str, Any]:
     when = _date(h.date)
     if when is not None and ((settings.since and when < settings.since) or (settings.until and when >= settings.until)):
         return {"location": mask_location(location), "skipped": "date", "bytes": size}
-    record, _ = judge_message(raw, (h.to, h.cc, h.bcc, h.sender), _STATE["scanner"], _STATE["policy"])
+    record, _ = judge_message(raw, (h.to, h.cc, h.bcc, h.sender), _STATE["scanner"], _STATE["policy"], _LIMITS)
     domains = sorted({a.rpartition("@")[2].lower().strip(">") for a in (*h.to, *h.cc, *h.bcc)} - {""})
     return {
         "location": mask_location(location),

@@ -426,7 +426,7 @@ def walk_parsed(msg: Message, prefix: str, budget: Budget, depth: int,
             kind = sniff(payload, name)
             if attachments is not None:
                 attachments.append(Attachment(filename=path, content_type=kind, size=len(payload),
-                                              sha256=hashlib.sha256(payload).hexdigest()))
+                                              sha256=_digest(payload, budget)))
             if ctype in _SIGNATURE_TYPES:
                 continue
             if ctype in _ENCRYPTED_TYPES or ctype == "multipart/encrypted":
@@ -441,6 +441,11 @@ def walk_parsed(msg: Message, prefix: str, budget: Budget, depth: int,
             parts.append(Part(path=prefix + f"part{budget.parts}", kind="eml", unscannable=CORRUPT,
                               detail=f"unreadable MIME part ({type(exc).__name__})"))
     return parts
+
+
+def _digest(data: bytes, budget: Budget) -> str:
+    """An attachment's SHA-256 for the send log, or "" where nothing keeps it (ExtractLimits)."""
+    return hashlib.sha256(data).hexdigest() if budget.limits.hash_attachments else ""
 
 
 def _body(part: Message, payload: bytes | memoryview, path: str, is_html: bool, budget: Budget) -> list[Part]:
@@ -472,7 +477,7 @@ def _attached_message(part: Message, prefix: str, filename: str, used: set[str],
         except Exception:
             raw = b""
         attachments.append(Attachment(filename=path, content_type="eml", size=len(raw),
-                                      sha256=hashlib.sha256(raw).hexdigest()))
+                                      sha256=_digest(raw, budget)))
     try:
         enter_container("eml", depth, budget)
     except Exception as exc:
