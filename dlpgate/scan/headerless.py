@@ -8,6 +8,9 @@ date, or a name beside a birth date, is a list of people — names and addresses
 row (a column repeating 会議 室 or one venue is no one's name or home). Only the first rows are
 sampled, and a column stops at its first misses too many, so a business sheet without a personal
 header costs a few hundred regex tests.
+
+Such a register also reaches mail bodies: cells copied out of a spreadsheet and pasted into the
+text land as tab-separated lines (`tab_blocks`), with no header when only the people were selected.
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ import re
 from collections.abc import Callable, Sequence
 
 from dlpgate.scan.prose import ADDRESS
+
+# Lines pasted from a spreadsheet: at least MIN_ROWS consecutive lines, each holding a tab.
+# Anchored at line starts and possessive, so a text of short tab runs costs one pass, not one
+# pass per character (60 ms for 6.7 MB of three-line runs, 14 ms for 6.7 MB of TSV).
+_TAB_BLOCK = re.compile(r"^(?:[^\n\t]*+\t[^\n]*+(?:\n|\Z)){5,}", re.M)
 
 # surname, a blank, given name: in kanji (given names may be kana), or both in katakana. A kana
 # name alone with an address is too weak (ノート パソコン beside a delivery address): it needs a
@@ -98,3 +106,15 @@ def people_columns(rows: Sequence[Sequence[str]]) -> tuple[str, ...]:
     if len(found) < 2:
         return ()
     return tuple(g for g in ("name", "address", "birth_date") if g in found)
+
+
+def tab_blocks(text: str) -> list[tuple[int, int]]:
+    """The spans of the runs of MIN_ROWS or more consecutive tab-holding lines in `text`."""
+    assert MIN_ROWS == 5  # the pattern's {5,}
+    return [m.span() for m in _TAB_BLOCK.finditer(text)]
+
+
+def tab_rows(text: str, start: int, end: int, limit: int | None = None) -> tuple[tuple[str, ...], ...]:
+    """The rows of a tab block (cells split at tabs), the first `limit` of them if given."""
+    lines = text[start:end].splitlines() if limit is None else text[start:end].split("\n", limit)[:limit]
+    return tuple(tuple(line.rstrip("\r").split("\t")) for line in lines)
