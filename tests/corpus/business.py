@@ -477,6 +477,17 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
         kind="forms")
     add("neg_bracket_tags.eml", eml("【重要】システム停止のお知らせ\n【日時】12月5日 22:00～\n【場所】架空県見本市本町1-2-3"
                                     "\n【連絡先】03-0000-0000\n【担当】総務課 見本"), False, kind="forms")
+    # family-register fields (本籍, 筆頭者) and numbers public bodies give people (被保険者番号, 基礎年金番号)
+    # beside a name: a handful of rows is a register; insurers' and suppliers' lists are not
+    add("pos_domicile_list.csv", csv_of([("氏名", "本籍", "筆頭者")] + [
+        (p["name"], f"架空県見本市本町{i}番地", p["name"]) for i, p in enumerate(ppl[:5], 1)]), True, 5,
+        ("personal_records",), kind="header variant")
+    add("pos_insured_list.csv", csv_of([("被保険者番号", "氏名", "性別")] + [
+        (digits(r, 8), p["name"], r.choice(["男", "女"])) for p in ppl[:8]]), True, 8, ("personal_records",),
+        kind="header variant")
+    add("neg_insurers.csv", csv_of([("保険者番号", "保険者名", "郵便番号", "所在地", "電話番号")] + [
+        (digits(r, 8), f"見本健康保険組合{i}", f"{r.randint(100, 999)}-{r.randint(1000, 9999)}", f"架空県見本市本町{i}-1",
+         f"03-0000-{i:04d}") for i in range(25)]), False, kind="suppliers")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
         (valid_only(r, lambda: digits(r, 12)), "1200") for _ in range(4)]), False, kind="doc")
     return cases
