@@ -4,6 +4,8 @@ line or in one sentence is one person's record, without any table header."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dlpgate.scan.scanner import Scanner
 
@@ -146,6 +148,10 @@ def test_a_register_without_its_header_is_records(make) -> None:  # type: ignore
     lambda i: f"{['ノート パソコン', 'ボール ペン', 'マウス パッド'][i % 3]}{i},架空市本町{i}-2,{i % 9 + 1}",  # kana + address
     lambda i: f"{10_000_000 + i},2026/{i % 12 + 1}/{i % 28 + 1},架空市本町{i}-{i % 9 + 1},A4用紙,3",  # dates within a year
     lambda i: f"株式会社見本{i},架空都千代田区{i}-1-2,03-0000-{i:04d}",
+    # a company's or an addressee's name written like a person's (two words, a blank between)
+    lambda i: f"{['株式会社', '有限会社', '合同会社'][i % 3]} 見本{['商事', '電機', '物流'][i % 3]}{i},架空県見本市本町{i}-1-2,03-0000-{i:04d}",
+    lambda i: f"見本{['電機', '物流', '企画'][i % 3]}{i} 御中,架空県見本市本町{i}-1-2,03-0000-{i:04d}",
+    lambda i: f"例示{i} {['商事', '工業', '産業', '建設'][i % 4]},架空県見本市本町{i}-1-2,{1950 + i * 3}/04/01",  # founding dates
 ])
 def test_headerless_business_lists_are_no_records(make) -> None:  # type: ignore[no-untyped-def]
     assert _sheet([make(i) for i in range(24)]) == (0, [])
@@ -225,3 +231,24 @@ def test_labels_in_brackets_are_a_form(scanner: Scanner, layout: str) -> None:
     assert records(scanner, "【重要】氏名：試験 太郎\n【重要】住所：架空市本町1-2\n【至急】生年月日：昭和45年3月2日")[0] == 1
     # a blank template (labels only) is no record
     assert records(scanner, "【氏名】\n【住所】\n【生年月日】\n")[0] == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a\tb", "x", "", "c\td\te", "\t", "f\tg\r"]), st.booleans()), max_size=30),
+       st.booleans())
+def test_tab_blocks_are_the_runs_of_five_tab_lines(lines, final_newline: bool) -> None:  # type: ignore[no-untyped-def]
+    from dlpgate.scan.headerless import tab_blocks
+
+    texts = [t for t, _ in lines]
+    text = "\n".join(texts) + ("\n" if final_newline and texts else "")
+    want, run, pos = [], [], 0
+    for t in [*texts, None]:  # the naive reading: line by line
+        if t is not None and "\t" in t:
+            run.append((pos, pos + len(t) + 1))
+        else:
+            if len(run) >= 5:
+                want.append((run[0][0], min(run[-1][1], len(text))))
+            run = []
+        if t is not None:
+            pos += len(t) + 1
+    assert tab_blocks(text) == want

@@ -488,6 +488,17 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
     add("neg_insurers.csv", csv_of([("保険者番号", "保険者名", "郵便番号", "所在地", "電話番号")] + [
         (digits(r, 8), f"見本健康保険組合{i}", f"{r.randint(100, 999)}-{r.randint(1000, 9999)}", f"架空県見本市本町{i}-1",
          f"03-0000-{i:04d}") for i in range(25)]), False, kind="suppliers")
+    # headerless lists that look like people and are not: companies written as two words (株式会社 見本商事,
+    # 見本電機 御中) beside their addresses, and public buildings beside the dates they were built
+    add("neg_headerless_companies.csv", csv_of([(f"{r.choice(['株式会社', '有限会社'])} {w}{k}" if i % 2 else f"{w}{k} 御中",
+                                                 f"架空県見本市本町{i}-1-2", f"03-0000-{i:04d}") for i, (w, k) in enumerate(
+        (w, k) for w in ["見本", "例示", "架空", "試験", "模擬", "標本", "検証", "仮名"] for k in ["商事", "電機", "物流"]
+    )]), False,
+        kind="headerless")
+    add("neg_headerless_buildings.csv", csv_of([(f"見本{r.choice(['小学校', '公民館', '市営住宅', '体育館'])}{i}号棟",
+                                                 f"架空県見本市本町{i}-{r.randint(1, 9)}",
+                                                 f"{r.randint(1960, 2015)}/{r.randint(1, 12):02d}/{r.randint(1, 28):02d}",
+                                                 f"{r.randint(200, 9000)}㎡") for i in range(30)]), False, kind="headerless")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
         (valid_only(r, lambda: digits(r, 12)), "1200") for _ in range(4)]), False, kind="doc")
     return cases
