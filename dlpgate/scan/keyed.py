@@ -31,17 +31,19 @@ def whole(pattern: str) -> re.Pattern[str]:
     return re.compile(f"(?<![0-9a-z])(?:{pattern})(?![0-9a-z])")
 
 
-def find_after(text: str, keyword_ends: Iterable[int], shape: re.Pattern[str], window: int) -> dict[str, str]:
+def find_after(text: str, keyword_ends: Iterable[int], shape: re.Pattern[str], window: int,
+               next_line: bool = True) -> dict[str, str]:
     """The distinct values of `shape` that start within `window` characters after one of
-    `keyword_ends` in `text`, on the keyword's line or the next (a label above its value): each
-    normalised value mapped to its first spelling in the text."""
+    `keyword_ends` in `text`, on the keyword's line or (`next_line`) the next: a label above its
+    value. Each normalised value is mapped to its first spelling in the text. A table's rows are
+    lines of cells, where the next line is another record's: there only the keyword's own row counts."""
     found: dict[str, str] = {}
     n = len(text)
     for end in sorted(set(keyword_ends)):
         stop = min(n, end + window)
         first_newline = text.find("\n", end, stop)
         if first_newline >= 0:
-            second = text.find("\n", first_newline + 1, stop)
+            second = text.find("\n", first_newline + 1, stop) if next_line else first_newline
             stop = second if second >= 0 else stop
         for m in shape.finditer(normalise(text[end:stop])):
             found.setdefault(m.group(), text[end + m.start():end + m.end()])

@@ -492,7 +492,7 @@ class Scanner:
             ends = [end for k in ids.intersection(hits) for end in hits[k]]
             if not ends:
                 continue
-            values = find_after(text, ends, shape, self.rules.proximity)
+            values = find_after(text, ends, shape, self.rules.proximity, next_line=not tables)
             for table in tables:
                 for value, raw in in_columns(table.rows, ident.keywords, shape, self.rules.header_rows).items():
                     values.setdefault(value, raw)
