@@ -518,6 +518,10 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
         kind="keyed")
     add("neg_part_codes.eml", eml("部品の発注です。\n" + "\n".join(
         f"品番 TK{digits(r, 7)} 数量 {r.randint(1, 9)}　型式 AB{digits(r, 8)}CD" for _ in range(20))), False, kind="keyed")
+    # an HTML mail whose register sits in <pre> (tab-separated lines, as a client pastes plain text)
+    pre = "\n".join(["氏名\t生年月日\t住所"] + [f"{p['name']}\t{p['birth']}\t{p['address']}" for p in ppl[:13]])
+    add("pos_html_pre_register.eml", eml("", html_body=f"<html><body><p>一覧です</p><pre>{html.escape(pre)}</pre></body></html>"),
+        True, 13, ("personal_records",), kind="html")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
         (valid_only(r, lambda: digits(r, 12)), "1200") for _ in range(4)]), False, kind="doc")
     return cases
