@@ -123,3 +123,35 @@ def test_attachment_hashes_left_out_only_when_asked() -> None:
     assert [a.sha256 for a in full.attachments] == [hashlib.sha256(data).hexdigest()]
     assert [a.sha256 for a in bare.attachments] == [""]
     assert [(a.filename, a.size) for a in full.attachments] == [(a.filename, a.size) for a in bare.attachments]
+
+
+HEADER_LINES = st.sampled_from([
+    b"Subject: a", b"Subject:", b"To: a@example.jp", b"X-Y:  spaced ", b" folded", b"\tfolded", b"  ",
+    b"Content-Type: text/plain; charset=utf-8", b"Content-Type: multipart/mixed; boundary=b1",
+    b"Content-Type: message/rfc822", b"Content-Type: message/delivery-status", b"Content-Type: multipart/digest",
+    b"From a@b Mon Jan  1 00:00:00 2024", b"From: a@b", b":no name", b"Bad Name: x", b"no colon",
+    b"Subject: \xe6\xb0\x8f\xe5\x90\x8d", b"X-\xff: y", b"Subject: a\rb", b"X:\x0bv\x0c", b"X: a:b:c", b"\x7fX: y"])
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(HEADER_LINES, max_size=8), st.booleans())
+def test_header_blocks_built_as_the_feed_parser_builds_them(lines: list[bytes], headersonly: bool) -> None:
+    """mime.header_block makes of a header block what BytesParser makes of it: the same class,
+    header fields (names and raw values), defects, payload, envelope line and content type."""
+    from email.parser import BytesParser
+
+    from dlpgate.extract import mime
+
+    block = b"\n".join(lines) + b"\n\n"
+    for policy in (mime._SINGLE_PART_POLICY, mime._PARSE_POLICY):
+        ours = mime.header_block(block, policy, headersonly)
+        theirs = BytesParser(policy=policy).parsebytes(block, headersonly=headersonly)
+
+        def described(m: object) -> tuple[object, ...]:
+            payload = m.get_payload()  # type: ignore[attr-defined]
+            if isinstance(payload, list):
+                payload = [described(p) for p in payload]
+            return (type(m), m._headers, [(type(d), str(d)) for d in m.defects], payload,  # type: ignore[attr-defined]
+                    m.get_unixfrom(), m.get_content_type(), m.policy, m.preamble, m.epilogue)  # type: ignore[attr-defined]
+
+        assert described(ours) == described(theirs)
