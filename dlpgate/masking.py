@@ -25,7 +25,11 @@ def mask_text(text: str) -> str:
     """Mask every identifier-like digit run, and every keyed identifier's shape, inside free text."""
     if not text:
         return text
-    spans = [(s, e, False) for s, e in identifier_spans(text)] + [(s, e, True) for s, e in keyed_spans(text)]
+    digits = identifier_spans(text)
+    # a keyed shape inside a digit run (a pension number's 10 digits in a 12-digit run) is that run:
+    # masked as digits are, first four kept; one with letters beyond the run masks the whole span
+    spans = [(s, e, False) for s, e in digits] + [
+        (s, e, True) for s, e in keyed_spans(text) if not any(a <= s and e <= b for a, b in digits)]
     if not spans:
         return text
     merged: list[tuple[int, int, bool]] = []
