@@ -333,8 +333,9 @@ class Notices:
                  with_expiry: bool = True) -> list[str]:
         t = self._t
         none = t("none")
-        lines = [f"{t('f.id')}: {f.id}", f"{t('f.sender')}: {f.sender or '<>'}",
-                 f"{t('f.recipients')}: {_one_line(', '.join(f.recipients), 300)}",
+        # addresses are the sender's input too (`p123456789018@example.com`): masked like the subject
+        lines = [f"{t('f.id')}: {f.id}", f"{t('f.sender')}: {mask_text(f.sender) or '<>'}",
+                 f"{t('f.recipients')}: {_one_line(mask_text(', '.join(f.recipients)), 300)}",
                  f"{t('f.subject')}: {_one_line(f.subject, 200) or none}"]
         if f.reason:
             lines.append(f"{t('f.reason')}: {_one_line(mask_text(f.reason), 300)}")
@@ -417,7 +418,7 @@ class Notices:
         if to:
             body = [self._t("wait.intro"), "", *self._link("link.decide", f"/m/{m.id}"), "",
                     *self._summary(f, with_approvers=who), "", *self._commands(m.id)]
-            out.append(self._notice(to, self._t("wait.subject", sender=m.sender or "<>",
+            out.append(self._notice(to, self._t("wait.subject", sender=mask_text(m.sender) or "<>",
                                                 subject=self._subject(f)), body, "approval_request",
                                     m.id, m.arrived))
         return out
@@ -459,7 +460,7 @@ class Notices:
             body = [self._t("second.intro", approver=approver, left=left), "",
                     *self._link("link.decide", f"/m/{f.id}"), "",
                     *self._summary(f, with_approvers=who), "", *self._commands(f.id)]
-            return [self._notice(to, self._t("second.subject", sender=f.sender or "<>", subject=subj), body,
+            return [self._notice(to, self._t("second.subject", sender=mask_text(f.sender) or "<>", subject=subj), body,
                                  "second_approval", f.id, now)]
         if not f.sender:
             return ()
@@ -490,7 +491,7 @@ class Notices:
         body = [self._t("remind.intro", age=self._age(now - f.arrived)), "",
                 *self._link("link.decide", f"/m/{f.id}"), "",
                 *self._summary(f, with_approvers=who), "", *self._commands(f.id)]
-        return [self._notice(to, self._t("remind.subject", sender=f.sender or "<>", subject=self._subject(f)),
+        return [self._notice(to, self._t("remind.subject", sender=mask_text(f.sender) or "<>", subject=self._subject(f)),
                              body, "reminder", f.id, now)]
 
     # ---- housekeeping (server, every 30 s) ---------------------------------------------

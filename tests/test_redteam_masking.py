@@ -13,6 +13,8 @@ All identifiers are synthetic My Numbers with a valid check digit.
 from __future__ import annotations
 
 import unicodedata
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,3 +106,191 @@ def test_character_tables_are_whole() -> None:
         c for c in every if unicodedata.category(c) in ("Zs", "Pd") and c not in RAW_SEPARATORS + " \u301c\u3030")
     assert spans.OTHER_DIGITS == "".join(
         c for c in every if c.isdigit() and unicodedata.category(c) != "Nd") + spans.KANJI_DIGITS
+
+
+# ----------------------------------------------------------------- hostile places, end to end
+# One held message carries a different number in each place a sender controls; every output of a
+# real gateway (SMTP reply, notices, CLI text and JSON, audit export, send log, logs, metrics) is
+# searched for each of them.
+
+def _b64_words(text: str, charset: str, cut: int) -> str:
+    """`text` as two RFC 2047 encoded-words split at character `cut` (a number split across them)."""
+    import base64
+
+    a, b = text[:cut], text[cut:]
+    ea, eb = a.encode(charset), b.encode(charset)  # apart: an ISO-2022-JP word ends in ASCII mode
+    return (f"=?{charset}?B?{base64.b64encode(ea).decode()}?=\r\n"
+            f" =?{charset}?B?{base64.b64encode(eb).decode()}?=")
+
+
+def _zip_with_member(name: str, data: bytes) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(name, data)
+    return buf.getvalue()
+
+
+def _xlsx(sheet: str, comment_text: str, n_body: str) -> bytes:
+    import io
+
+    from openpyxl import Workbook
+    from openpyxl.comments import Comment
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = sheet
+    ws["A1"] = "氏名"
+    ws["B1"] = "個人番号"
+    ws["A2"] = "見本 太郎"
+    ws["B2"] = n_body
+    ws["A2"].comment = Comment(comment_text, "x")
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()
+
+
+def hostile_mail(nums: dict[str, str], sender: str, rcpts: list[str]) -> bytes:
+    import base64
+    from urllib.parse import quote
+
+    n = nums
+    subject = (_b64_words(f"個人番号 {n['subject iso-2022-jp']}", "iso-2022-jp", 8) + "\r\n "
+               + _b64_words(f"件 {grouped(n['subject shift_jis'], chr(0x3000))}", "shift_jis", 6)
+               + f"\r\n {n['subject folded'][:4]}\r\n {n['subject folded'][4:8]}\u200b{n['subject folded'][8:]}")
+    fname = f"名簿_{grouped(n['filename rfc2231'], chr(0x200b))}.csv"
+    enc = quote(fname.encode("utf-8"), safe="")
+    cut = enc.index("%E2%80%8B") + 9  # the continuation splits the number
+    csv = f"氏名,個人番号\n山田,{n['csv body']}\n".encode()
+    zipped = _zip_with_member(f"内訳/{grouped(n['zip member'], '-')}.txt", f"個人番号 {n['zip body']}\n".encode())
+    xlsx = _xlsx(f"S{n['sheet name'][:4]}\u00a0{n['sheet name'][4:]}"[:31], f"確認 {grouped(n['xlsx comment'], ' ')}",
+                 n["xlsx cell"])
+    boundary = "b0undary"
+    display = base64.b64encode(f"山田 {grouped(n['from display name'], chr(0xa0))}".encode()).decode()
+    lines = [
+        f"From: =?utf-8?B?{display}?= <{sender}>",
+        f"To: {', '.join(rcpts)}",
+        f"Subject: {subject}",
+        f"Message-ID: <{n['message-id']}.{grouped(n['message-id'], chr(0x2060))}@example.jp>",
+        f"X-Case-Number: {n['x header']}",
+        f"Reply-To: <r{n['reply-to']}@example.jp>",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/mixed; boundary="{boundary}"',
+        "",
+        f"--{boundary}",
+        "Content-Type: text/plain; charset=utf-8",
+        "",
+        f"マイナンバー {n['body']} を送ります。https://example.com/?q={n['url']}",
+        f"--{boundary}",
+        "Content-Type: text/csv",
+        "Content-Transfer-Encoding: base64",
+        f"Content-Disposition: attachment; filename*0*=utf-8''{enc[:cut]};\r\n filename*1*={enc[cut:]}",
+        "",
+        base64.encodebytes(csv).decode().strip().replace("\n", "\r\n"),
+        f"--{boundary}",
+        "Content-Type: application/zip",
+        "Content-Transfer-Encoding: base64",
+        'Content-Disposition: attachment; filename="naiyo.zip"',
+        "",
+        base64.encodebytes(zipped).decode().strip().replace("\n", "\r\n"),
+        f"--{boundary}",
+        "Content-Type: application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "Content-Transfer-Encoding: base64",
+        'Content-Disposition: attachment; filename="meibo.xlsx"',
+        "",
+        base64.encodebytes(xlsx).decode().strip().replace("\n", "\r\n"),
+        f"--{boundary}--",
+        "",
+    ]
+    return "\r\n".join(lines).encode("utf-8")
+
+
+PLACES = ("subject iso-2022-jp", "subject shift_jis", "subject folded", "filename rfc2231", "csv body",
+          "zip member", "zip body", "sheet name", "xlsx comment", "xlsx cell", "from display name",
+          "message-id", "x header", "reply-to", "body", "url", "ehlo", "rcpt local part",
+          "reject reason", "refused approver claim", "refused id")
+
+
+async def test_hostile_places_end_to_end(tmp_path: Path, capfd: Any, caplog: Any) -> None:
+    import asyncio
+    import json
+    import logging
+    import smtplib
+
+    from prometheus_client import generate_latest
+
+    from dlpgate import metrics
+    from tests.conftest import Sink, running
+    from tests.test_approval_loop import cli, gateway_config, held_id, poke, wait_for
+    from tests.test_approval_support import synthetic_numbers
+    from tests.test_leakproof_masking import decoded
+
+    caplog.set_level(logging.DEBUG, logger="dlpgate")
+    nums = dict(zip(PLACES, synthetic_numbers(len(PLACES), seed=3333), strict=True))
+    sender = "tanaka@soumu.example.jp"
+    odd_rcpt = f"p{nums['rcpt local part']}@example.com"
+    rcpts = ["partner@example.com", odd_rcpt]
+    sink = Sink()
+    sink.start()
+    try:
+        cfg, c = gateway_config(tmp_path, sink)
+        checked: dict[str, str] = {}
+        async with running(cfg) as gw:
+            def send() -> tuple[int, str]:
+                with smtplib.SMTP("127.0.0.1", gw.smtp_port, timeout=30) as s:
+                    s.ehlo(f"h{nums['ehlo']}.example.jp")
+                    assert s.mail(sender)[0] == 250
+                    for r in rcpts:
+                        assert s.rcpt(r)[0] == 250
+                    code, text = s.data(hostile_mail(nums, sender, rcpts))
+                    return code, text.decode()
+
+            code, reply = await asyncio.to_thread(send)
+            assert code == 250, reply
+            checked["smtp reply"] = reply
+            mid = held_id(reply)
+            poke(gw)
+            h = sink.handler
+            await wait_for(lambda: h.to(sender) and h.to("kacho@example.jp"))
+            checked["notice to sender"] = decoded(h.to(sender)[0].data)
+            checked["notice to approver"] = decoded(h.to("kacho@example.jp")[0].data)
+            for argv in (("quarantine", "list"), ("quarantine", "list", "--json"), ("quarantine", "show", mid),
+                         ("quarantine", "show", mid, "--json")):
+                code, out, err = await cli(*argv, "--config", c)
+                assert code == 0, err
+                checked[" ".join(argv).replace(mid, "ID")] = out + err
+            shown = json.loads(checked["quarantine show ID --json"])
+            assert len(shown["mime_parts"]) >= 4 and shown["findings"], shown
+            # refusals: a claimed approver address and an id that carry numbers
+            code, out, err = await cli("quarantine", "release", mid, "--approver",
+                                       f"a{nums['refused approver claim']}@example.jp", "--config", c)
+            assert code == 2
+            checked["refused approver claim"] = out + err
+            code, out, err = await cli("quarantine", "release", grouped(nums["refused id"], "\u200b"), "--config", c)
+            assert code == 2
+            checked["refused id"] = out + err
+            code, out, err = await cli("quarantine", "reject", mid, "--reason",
+                                       f"番号 {grouped(nums['reject reason'], chr(0xad))} は不可", "--config", c)
+            assert code == 0, err
+            checked["reject output"] = out + err
+            poke(gw)
+            await wait_for(lambda: len(h.to(sender)) >= 2)
+            checked["notice after reject"] = "\n".join(decoded(x.data) for x in h.to(sender)[1:])
+            for argv in (("audit", "export"), ("audit", "export", "--json"), ("log", "search"),
+                         ("log", "search", "--json"), ("quarantine", "show", mid), ("quarantine", "show", mid, "--json")):
+                code, out, err = await cli(*argv, "--config", c)
+                assert code == 0, err
+                checked["after: " + " ".join(argv).replace(mid, "ID")] = out + err
+        checked["metrics"] = generate_latest(metrics.REGISTRY).decode()
+    finally:
+        sink.stop()
+    captured = capfd.readouterr()
+    checked["stdout/stderr"] = captured.out + captured.err
+    checked["log records"] = "\n".join(
+        f"{r.getMessage()} {json.dumps({k: str(v) for k, v in r.__dict__.items()}, ensure_ascii=False)}"
+        for r in caplog.records)
+    found = sorted({f"{place} -> {where}" for where, text in checked.items() for place, d in nums.items()
+                    if leaks(text, d)})
+    assert not found, "\n".join(found)
