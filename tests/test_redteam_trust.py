@@ -16,7 +16,7 @@ import pytest
 from dlpgate.config import DelayConfig, QuarantineConfig, load_config
 from dlpgate.control import Caller
 from dlpgate.errors import PermissionDenied
-from tests.conftest import Sink, make_config, running
+from tests.conftest import Sink, make_config, running, wait_until
 from tests.test_approval_loop import held_id, poke
 from tests.test_approval_support import config_toml, mail_with_numbers, synthetic_numbers
 
@@ -61,3 +61,34 @@ async def test_no_self_approval_through_an_address_variant(tmp_path: Path, sink:
         res = await gw.authority.call(bucho, "quarantine.decide", {"id": mid, "decision": "reject", "reason": "no"})
         assert res["state"] == "rejected"
         poke(gw)
+
+
+@pytest.mark.parametrize("state", ["released", "delayed"])
+async def test_a_release_written_into_the_database_is_named_by_verify(tmp_path: Path, sink: Sink,
+                                                                      state: str) -> None:
+    """Someone who can write the database but not read the signing key (the threat model's case:
+    a database administrator of a shared PostgreSQL store, a restored copy) turns a held message
+    into `released` (or `delayed`) with one UPDATE, no decision anywhere.
+    Before: the deliverer sent it and `audit verify` said the log was intact. After: verify names
+    the message (exit 1). The deliverer still sends it: stopping that belongs in the store's claim
+    (both engines), left for its owner (see the report of this branch)."""
+    import sqlite3
+    import time
+
+    from tests.test_approval_loop import cli, gateway_config
+
+    cfg, c = gateway_config(tmp_path, sink)
+    n = synthetic_numbers(3, seed=43)
+    async with running(cfg) as gw:
+        reply = await asyncio.to_thread(_send, gw.smtp_port, "tanaka@soumu.example.jp",
+                                        mail_with_numbers("tanaka@soumu.example.jp", ["partner@example.com"], n))
+        mid = held_id(reply)
+        db = sqlite3.connect(tmp_path / "store" / "dlpgate.db")
+        with db:
+            db.execute("UPDATE messages SET state = ?, due_at = ? WHERE id = ?", (state, time.time(), mid))
+        db.close()
+        poke(gw)
+        await wait_until(lambda: sink.handler.to("partner@example.com"), timeout=15)
+        code, out, err = await cli("audit", "verify", "--config", c)
+        assert code == 1, out + err
+        assert mid in out + err and "no release after it was held" in out + err
