@@ -92,3 +92,81 @@ async def test_a_release_written_into_the_database_is_named_by_verify(tmp_path: 
         code, out, err = await cli("audit", "verify", "--config", c)
         assert code == 1, out + err
         assert mid in out + err and "no release after it was held" in out + err
+
+
+# ------------------------------------------------------------- the console's trusted proxy, locally
+
+def _get_as(uid: int | None, port: int, path: str, headers: dict[str, str]) -> tuple[int, str]:
+    """An HTTP GET from this host, from a process running as `uid` (a forked child drops to it; None:
+    this process): (status, location or body)."""
+    import http.client
+    import json
+    import os
+
+    def once() -> tuple[int, str]:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.request("GET", path, headers=headers)
+        r = c.getresponse()
+        body = r.read().decode("utf-8", "replace")
+        c.close()
+        return r.status, r.getheader("location") or body
+
+    if uid is None:
+        return once()
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: become the account, ask, report through the pipe
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            out = json.dumps(once())
+        except BaseException as e:  # noqa: BLE001
+            out = json.dumps([0, repr(e)])
+        os.write(wfd, out.encode())
+        os._exit(0)
+    os.close(wfd)
+    data = b""
+    while chunk := os.read(rfd, 65536):
+        data += chunk
+    os.close(rfd)
+    os.waitpid(pid, 0)
+    status, text = json.loads(data)
+    return int(status), str(text)
+
+
+def _web_config(tmp_path: Path, sink: Sink, web: str) -> Path:
+    from tests.test_web_proxy_tls import write_config
+
+    return write_config(tmp_path, sink, web)
+
+
+async def test_a_local_user_cannot_pose_as_the_local_proxy(tmp_path: Path, sink: Sink) -> None:
+    """`trusted_proxies = ["127.0.0.1/32"]` (the deploy sample's line for a proxy on the same host):
+    every local account can connect from 127.0.0.1 and send `X-Remote-User: kacho`.
+    Before: any local user was signed in as kacho (and could release his mail). After: a loopback
+    proxy needs `web.proxy_users` (a config error without it), and the header is believed only from
+    a connection whose socket belongs to one of those accounts (the kernel's socket table)."""
+    import os
+
+    from dlpgate.errors import ConfigError
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root: a child process drops to the proxy's account")
+    with pytest.raises(ConfigError, match="web.proxy_users"):
+        load_config(_web_config(tmp_path, sink, 'listen = "127.0.0.1:0"\ntrusted_proxies = ["127.0.0.1/32"]'))
+    with pytest.raises(ConfigError, match=r"web.proxy_users\[0\]"):
+        load_config(_web_config(tmp_path, sink, 'listen = "127.0.0.1:0"\ntrusted_proxies = ["127.0.0.1/32"]\n'
+                                                'proxy_users = ["no-such-account-dlpgate"]'))
+    cfg = load_config(_web_config(tmp_path, sink, 'listen = "127.0.0.1:0"\ntrusted_proxies = ["127.0.0.0/8"]\n'
+                                                  'proxy_users = ["nobody"]'))
+    nobody = 65534
+    async with running(cfg) as gw:
+        port = gw.web.port
+        forged = {"X-Remote-User": "kacho"}
+        # root (any local account but the proxy's) sends the header: not believed
+        status, where = await asyncio.to_thread(_get_as, None, port, "/approvals", forged)
+        assert status == 303 and where.startswith("/signin"), (status, where)
+        # the proxy's own account is
+        status, page = await asyncio.to_thread(_get_as, nobody, port, "/approvals", forged)
+        assert status == 200 and "kacho" in page, (status, page[:300])
