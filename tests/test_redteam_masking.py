@@ -294,3 +294,38 @@ async def test_hostile_places_end_to_end(tmp_path: Path, capfd: Any, caplog: Any
     found = sorted({f"{place} -> {where}" for where, text in checked.items() for place, d in nums.items()
                     if leaks(text, d)})
     assert not found, "\n".join(found)
+
+
+def test_archive_and_offline_scan_outputs_of_hostile_places(tmp_path: Path) -> None:
+    """`dlpgate archive --json --report` and `dlpgate scan --json --explain` over the same hostile
+    message (saved as an mbox and as an .eml): JSON lines, stderr, the HTML and CSV reports."""
+    import subprocess
+    import sys
+
+    from tests.test_approval_support import synthetic_numbers
+
+    nums = dict(zip(PLACES, synthetic_numbers(len(PLACES), seed=3434), strict=True))
+    raw = hostile_mail(nums, "tanaka@soumu.example.jp", ["partner@example.com", f"p{nums['rcpt local part']}@example.com"])
+    # the file names are the sender's too: a saved message named after its subject
+    eml = tmp_path / f"件名_{grouped(nums['ehlo'], chr(0x200b))}.eml"
+    eml.write_bytes(raw)
+    mbox = tmp_path / "archive.mbox"
+    mbox.write_bytes(b"From tanaka@soumu.example.jp Mon Dec  1 10:00:00 2026\n" + raw.replace(b"\r\n", b"\n") + b"\n")
+    report = tmp_path / "report"
+    cli = [sys.executable, "-m", "dlpgate.cli"]
+    outputs: dict[str, str] = {}
+    for name, argv in (("archive --json", [*cli, "archive", str(mbox), str(eml), "--json", "--report", str(report)]),
+                       ("scan --json --explain", [*cli, "scan", "--json", "--explain", str(eml)]),
+                       ("scan", [*cli, "scan", str(eml)])):
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        assert p.returncode in (0, 1), p.stderr
+        outputs[name] = p.stdout + p.stderr
+    assert '"verdict": "hold"' in outputs["archive --json"] and '"verdict": "hold"' in outputs["scan --json --explain"]
+    files = sorted(report.rglob("*"))
+    assert any(f.suffix == ".html" for f in files) and any(f.suffix == ".csv" for f in files), files
+    for f in files:
+        if f.is_file():
+            outputs[f"report {f.name}"] = f.read_text(encoding="utf-8", errors="replace")
+    found = sorted({f"{place} -> {where}" for where, text in outputs.items() for place, d in nums.items()
+                    if leaks(text, d)})
+    assert not found, "\n".join(found)
