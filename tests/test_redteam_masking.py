@@ -329,3 +329,73 @@ def test_archive_and_offline_scan_outputs_of_hostile_places(tmp_path: Path) -> N
     found = sorted({f"{place} -> {where}" for where, text in outputs.items() for place, d in nums.items()
                     if leaks(text, d)})
     assert not found, "\n".join(found)
+
+
+async def test_web_console_pages_of_the_hostile_message(tmp_path: Path, sink: Any) -> None:
+    """The console over HTTP (signed in through a trusted proxy: this process, in web.proxy_users):
+    every page the approver and the sender see of the hostile message, a reject whose typed
+    reason carries a number split by soft hyphens, the refusal page the sender gets for deciding
+    on their own mail, and the audit download."""
+    import asyncio
+    import re
+    import smtplib
+    import urllib.parse
+
+    from dlpgate.config import load_config
+    from tests.conftest import running
+    from tests.test_approval_support import synthetic_numbers
+    from tests.test_web_proxy_tls import PROXY_USER, _cookie, _root, get, write_config
+
+    nums = dict(zip(PLACES, synthetic_numbers(len(PLACES), seed=3535), strict=True))
+    cfg = load_config(write_config(tmp_path, sink, 'listen = "127.0.0.1:0"\ntrusted_proxies = ["127.0.0.2/32"]\n'
+                                   + PROXY_USER))
+    sender = "tanaka@soumu.example.jp"
+    pages: dict[str, str] = {}
+    async with running(cfg) as gw:
+        def send() -> str:
+            with smtplib.SMTP("127.0.0.1", gw.smtp_port, timeout=30) as s:
+                s.ehlo(f"h{nums['ehlo']}.example.jp")
+                rcpts = ["partner@example.com", f"p{nums['rcpt local part']}@example.com"]
+                s.sendmail(sender, rcpts, hostile_mail(nums, sender, rcpts))
+                return ""
+        await asyncio.to_thread(send)
+        rows = await gw.authority.call(_root(), "quarantine.list", {"state": "held"})
+        mid = rows[0]["id"]
+        port = gw.web.port
+
+        async def as_(login: str, path: str, cookie: str = "", **kw: Any) -> Any:
+            hdrs = {"X-Remote-User": login, **({"cookie": cookie} if cookie else {})}
+            r = await asyncio.to_thread(get, port, path, source="127.0.0.2", headers=hdrs, **kw)
+            pages[f"{login} {kw.get('method', 'GET')} {path.replace(mid, 'ID')}"] = r.body.decode()
+            return r
+
+        r = await as_("kacho", "/approvals")
+        assert r.status == 200 and mid in r.body.decode()
+        cookie = _cookie(r, "dlpgate_session")
+        r = await as_("kacho", f"/m/{mid}", cookie)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', r.body.decode()).group(1)  # type: ignore[union-attr]
+        reason = f"番号 {grouped(nums['reject reason'], chr(0xad))} は送れません"
+        body = urllib.parse.urlencode({"csrf": csrf, "decision": "reject", "reason": reason})
+        r = await as_("kacho", f"/m/{mid}/decide", cookie, method="POST", body=body)
+        nonce = re.search(r'name="nonce" value="([^"]+)"', r.body.decode()).group(1)  # type: ignore[union-attr]
+        # the sender, signed in too, tries to decide on their own mail: a refusal page
+        r = await as_("tanaka", "/mine")
+        tcookie = _cookie(r, "dlpgate_session")
+        tcsrf = re.search(r'name="csrf" value="([^"]+)"', r.body.decode()).group(1)  # type: ignore[union-attr]
+        body2 = urllib.parse.urlencode({"csrf": tcsrf, "decision": "release", "reason": reason})
+        r = await as_("tanaka", f"/m/{mid}/decide", tcookie, method="POST", body=body2)
+        tnonce = re.search(r'name="nonce" value="([^"]+)"', r.body.decode()).group(1)  # type: ignore[union-attr]
+        r = await as_("tanaka", "/confirm", tcookie, method="POST",
+                      body=urllib.parse.urlencode({"csrf": tcsrf, "nonce": tnonce}))
+        assert r.status == 403, r.status  # the authority refuses self-approval
+        r = await as_("kacho", "/confirm", cookie, method="POST", body=urllib.parse.urlencode({"csrf": csrf, "nonce": nonce}))
+        assert r.status == 200
+        await as_("kacho", f"/m/{mid}", cookie)
+        r = await as_("kacho", f"/admin/audit.json?id={mid}", cookie)
+        assert r.status == 200 and "rejected" in r.body.decode()
+        await as_("tanaka", "/mine", tcookie)
+        await as_("tanaka", f"/m/{mid}", tcookie)
+    found = sorted({f"{place} -> {where}" for where, text in pages.items() for place, d in nums.items()
+                    if leaks(text, d)})
+    assert not found, "\n".join(found)
+    assert mask_number(nums["reject reason"]) in pages["kacho POST /m/ID/decide"]  # the typed reason, masked
