@@ -399,3 +399,30 @@ async def test_web_console_pages_of_the_hostile_message(tmp_path: Path, sink: An
                     if leaks(text, d)})
     assert not found, "\n".join(found)
     assert mask_number(nums["reject reason"]) in pages["kacho POST /m/ID/decide"]  # the typed reason, masked
+
+
+@pytest.mark.parametrize("argv", [
+    ["audit", "export", "--since", "{n}x"],
+    ["config", "check", "--config", "/nonexistent/dlpgate_{n}.toml"],
+    ["rules", "check", "/nonexistent/rules_{n}"],
+    ["auth", "list", "/nonexistent/users_{n}"],
+    ["web-user", "list", "/nonexistent/accounts_{n}"],
+    ["archive", "/nonexistent/mail_{n}.mbox"],
+    ["scan", "/nonexistent/mail_{n}.eml"],
+    ["archive", "/nonexistent/x.mbox", "--jobs", "{n}x"],
+    ["quarantine", "list", "--state", "{n}"],
+])
+def test_the_clis_one_line_errors_mask_what_was_typed(argv: list[str], tmp_path: Path) -> None:
+    """A mistyped command quoting an identifier back (a path named after its content, a pasted
+    number where a time or state was wanted) prints its one line masked, exit 2 (scan: 2 too)."""
+    from tests.test_approval_support import run_cli
+
+    n = "\u200b".join((N[:4], N[4:8], N[8:])) if argv[0] == "scan" else N
+    args = [a.replace("{n}", n) for a in argv]
+    if argv[0] == "quarantine":
+        args += ["--config", str(tmp_path / "none.toml")]
+        (tmp_path / "none.toml").write_text(f'[store]\npath = "{tmp_path}/s"\n')
+    code, out, err = run_cli(args)
+    assert code in (1, 2), (code, out, err)
+    assert err.strip(), out
+    assert not leaks(out + err, N), out + err
