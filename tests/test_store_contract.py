@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dlpgate.errors import NotFound, PermissionDenied, StateError
+from dlpgate.errors import InputError, NotFound, PermissionDenied, StateError
 from dlpgate.store import (
     DELAYED,
     DELIVERED,
@@ -334,3 +335,19 @@ def test_counts_for_the_exporter(store: Any) -> None:
     store.accept(msg(store))
     assert store.count_in_states((HELD, DELAYED, "deferred")) == {HELD: 1, DELAYED: 1}
     assert store.oldest_in_state(HELD) == T0 and store.oldest_in_state("deferred") is None
+
+
+def test_a_prefix_finds_ids_whose_next_letter_comes_after_g(store: Any) -> None:
+    """`quarantine release fnf` must find `fnfj...` on both engines: the prefix's upper bound was
+    `prefix + "g"`, right for hex ids only (found through test_cli_admin's ambiguous-prefix case)."""
+    for mid in ("fnfjbbbbbbbbbbbbbb", "fnfzbbbbbbbbbbbbbb", "fnzbbbbbbbbbbbbbbb"):
+        m = msg(store, state=HELD)
+        rel = write_spool_file(store.root, mid, b"Subject: x\r\n\r\nx\r\n")
+        store.accept(replace(m, id=mid, spool=rel))
+    assert store.resolve_id("fnfj") == "fnfjbbbbbbbbbbbbbb"
+    assert store.resolve_id("fnfz") == "fnfzbbbbbbbbbbbbbb"
+    assert store.resolve_id("fnz") == "fnzbbbbbbbbbbbbbbb"
+    with pytest.raises(InputError, match="ambiguous: it starts 2"):
+        store.resolve_id("fnf")
+    with pytest.raises(NotFound):
+        store.resolve_id("fnb")
