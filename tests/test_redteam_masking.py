@@ -41,7 +41,7 @@ def leaks(text: str, digits: str) -> bool:
     return digits in digits_of(text)
 
 
-N = my_number("12345678901")  # 123456789018
+N = my_number("98765432100")  # 987654321008
 ARABIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
 SUPER = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 CIRCLED = str.maketrans("0123456789", "⓪①②③④⑤⑥⑦⑧⑨")
@@ -426,3 +426,29 @@ def test_the_clis_one_line_errors_mask_what_was_typed(argv: list[str], tmp_path:
     assert code in (1, 2), (code, out, err)
     assert err.strip(), out
     assert not leaks(out + err, N), out + err
+
+
+def test_json_log_lines_mask_every_kind_of_extra_field() -> None:
+    """The formatters are the last line of defence: an extra field that is a tuple, a dict, a set
+    or any object (printed with str) is masked like a str or a list (the JSON formatter passed
+    everything but str and list through as it was)."""
+    import json
+    import logging
+    from pathlib import PurePosixPath
+
+    from dlpgate.logs import JsonFormatter, TextFormatter
+
+    spaced = grouped(N, "\u3000")
+    rec = logging.LogRecord("dlpgate.test", logging.INFO, __file__, 1, "accepted", (), None)
+    rec.rcpts = (f"p{N}@example.com",)
+    rec.detail = {"part": f"名簿_{spaced}.csv", "nested": [{"x": spaced}], "n": 3}
+    rec.names = {f"{N}.csv"}
+    rec.path = PurePosixPath(f"/tmp/{N}.eml")
+    rec.msg_id = "fnfjhntfjxgshgjgpf"
+    rec.size = 98765432100  # a number-typed field is a count, not text: left alone
+    for fmt in (JsonFormatter(), TextFormatter("%(message)s")):
+        out = fmt.format(rec)
+        assert not leaks(out.replace("98765432100", ""), N), out
+        assert "fnfjhntfjxgshgjgpf" in out
+    d = json.loads(JsonFormatter().format(rec))
+    assert d["detail"]["n"] == 3 and d["size"] == 98765432100
