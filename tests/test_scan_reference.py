@@ -213,6 +213,16 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
                     fact = ANALYSER.analyse(table)
                     if fact is not None and fact.records:
                         facts = [fact]
+        if not any(f.records for f in facts):  # nor those: people pasted from a sheet without its header
+            block: list[tuple[str, ...]] = []
+            for line in [*text.split("\n"), ""]:  # runs of 5+ lines holding a tab, read line by line
+                if "\t" in line:
+                    block.append(tuple(line.rstrip("\r").split("\t")))
+                    continue
+                fact = ANALYSER.headerless(Table(part, tuple(block))) if len(block) >= 5 else None
+                if fact is not None and fact.records:
+                    facts.append(fact)
+                block = []
     if not any(f.records for f in facts) and RULES.birth_phrases:  # nor a table: people described one per line or sentence
         n = person_sentences(text, [(s, s + len(w)) for w in RULES.birth_phrases for s in occurrences(norm, w)])
         if n:
@@ -654,3 +664,19 @@ def test_forms_typed_inline_or_with_blanks_match_the_reference() -> None:
         lines = [join.join(f"{k}{sep}{v}" for k, v in zip(("氏名", "生年月日", "住所", "個人番号"), p, strict=True)
                            if r.random() < 0.85) for p in people]
         check(r.choice(["", "一覧\n\n", "日時：12月3日 10:00　場所：会議室\n"]) + r.choice(["\n", "\n\n"]).join(lines))
+
+
+def test_pasted_rows_notes_under_headers_and_bracket_labels_match_the_reference() -> None:
+    r = random.Random(17)
+    for seed in range(40):
+        r.seed(seed)
+        rows = [f"{r.choice(['試験', '見本', '例示'])} {r.choice(['太郎', '愛', '一'])}\t架空市本町{r.randint(1, 9)}丁目{r.randint(1, 9)}番"
+                f"\t{r.randint(1930, 2010)}/{r.randint(1, 12)}/{r.randint(1, 28)}" + r.choice(["", f"\t{number(r)}"])
+                for _ in range(r.randint(3, 12))]
+        if r.random() < 0.3:
+            rows.insert(r.randrange(len(rows)), r.choice(["", "（※敬称略）", "注文\t123456789012\t3"]))
+        head = r.choice(["", "氏名\t住所\t生年月日\n", "氏名\t住所\t生年月日\n（※住所は住民票のとおり）\n", "氏名\t住所\n\n"])
+        check(r.choice(["", "一覧です。\n"]) + head + "\n".join(rows))
+        people = [f"【氏名】試験 {i}{r.choice(['', chr(10)])}【住所】架空市本町{i}-1{r.choice(['', chr(10)])}"
+                  f"【生年月日】昭和{r.randint(20, 60)}年1月1日" for i in range(r.randint(1, 5))]
+        check("\n".join(people))

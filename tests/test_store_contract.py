@@ -351,3 +351,26 @@ def test_a_prefix_finds_ids_whose_next_letter_comes_after_g(store: Any) -> None:
         store.resolve_id("fnf")
     with pytest.raises(NotFound):
         store.resolve_id("fnb")
+
+
+def test_ids_of_both_formats_resolve_from_a_prefix(store: Any) -> None:
+    """Ids are letters since December 2026 (digit-free, so masking never stars one); a store kept
+    from before holds hex ids beside them, and a prefix of either finds its message."""
+    import dataclasses
+    import os
+
+    from dlpgate.errors import InputError
+    from dlpgate.store import new_id
+
+    old = msg(store)
+    new = [dataclasses.replace(msg(store), id=new_id()) for _ in range(2)]
+    for m in (old, *new):
+        store.accept(m)
+    for m in (old, *new):
+        assert store.resolve_id(m.id[:12]) == m.id and store.resolve_id(m.id.upper()) == m.id
+    shared = os.path.commonprefix([new[0].id, new[1].id])  # made a moment apart: their time letters
+    assert shared
+    with pytest.raises(InputError, match="ambiguous"):
+        store.resolve_id(shared)
+    with pytest.raises(NotFound):
+        store.resolve_id("zz%")  # LIKE and range characters are refused before any query

@@ -34,6 +34,7 @@ from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask
 from dlpgate.scan.columns import ANY_DELIMITER as _ANY_DELIMITER
 from dlpgate.scan.columns import FIXED_MIN, TextColumns
 from dlpgate.scan.gate import Gate, make_gate
+from dlpgate.scan.headerless import SAMPLE, people_columns, tab_blocks, tab_rows
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
 from dlpgate.scan.normalize import (
     NORMALISE_TABLE,
@@ -375,7 +376,11 @@ class Scanner:
         if tables:
             facts = [f for f in (self._tables.analyse(t) for t in tables) if f is not None]
         elif not triggers and (not hits or self._inert(hits)):
-            return _EMPTY  # the common case: nothing, or only keywords that find nothing alone
+            # the common case: nothing, or only keywords that find nothing alone — unless people
+            # were pasted from a spreadsheet without its header (no keyword, no long number)
+            facts = self._pasted_rows(part, text) if "\t" in text else []
+            if not facts:
+                return _EMPTY
         else:
             # each reading in turn while none found a record (a header-like line with nothing under
             # it — 続柄　世帯主 in a form typed with spaces — does not stop the next reading)
@@ -384,6 +389,8 @@ class Scanner:
                 facts = self._body_forms(part, text, hits) or facts
             if hits and not _counted(facts):
                 facts = self._body_columns(part, text, hits) or facts
+            if not _counted(facts) and "\t" in text:
+                facts = self._pasted_rows(part, text) or facts
         if not _counted(facts) and not self._birth_ids.isdisjoint(hits):  # people described in sentences
             facts = self._sentences(part, text, hits) or facts
         occurrences = self._occurrences(text, triggers, hits, _merged_context(facts)) if triggers else {}
@@ -442,6 +449,18 @@ class Scanner:
         top = max(rank[severity[words[k]]] for k in present)
         first = min((hits[k][0], k) for k in present if rank[severity[words[k]]] == top)[1]
         return sum(len(hits[k]) for k in present), words[first]
+
+    def _pasted_rows(self, part: str, text: str) -> list[TableFacts]:
+        """Rows pasted from a spreadsheet without their header (tab-separated lines in a body):
+        records when their cells are people's names, homes and birth dates (headerless.py)."""
+        out = []
+        for start, end in tab_blocks(text):
+            if not people_columns(tab_rows(text, start, end, SAMPLE)):
+                continue  # judged on its first rows, as a sheet is; split whole only when it is people
+            facts = self._tables.headerless(Table(part, tab_rows(text, start, end)))
+            if facts is not None and facts.records:
+                out.append(facts)
+        return out
 
     def _sentences(self, part: str, text: str, hits: dict[int, list[int]]) -> list[TableFacts]:
         """People described one per line or sentence (a birth phrase and an address), as records."""

@@ -44,19 +44,10 @@ ID_ALPHABET = "bcdfghjklmnpqrstvwxz"
 # What an id may hold: these letters, and the hex of ids written before them. A prefix typed by a
 # person is checked against it before it reaches a LIKE pattern.
 ID_CHARS = frozenset("0123456789abcdef" + ID_ALPHABET)
-
-
-def after_prefix(prefix: str) -> str:
-    """The least string above every id starting with `prefix` (ids are [0-9a-z]): trailing z's
-    dropped, the last other character plus one (`fnf` -> `fng`, `fnz` -> `fo`; no `{`, which a
-    linguistic collation of a PostgreSQL database would not sort after the letters). The bound
-    `prefix + "g"` was right for hex ids only: under consonant ids it missed every id whose next
-    character comes after g, so `quarantine release fnf` found no message `fnfj...`."""
-    head = prefix.rstrip("z")
-    if not head:
-        return "~" * (len(prefix) + 1)  # all z's: nothing sorts above (no id starts with a run of z's today)
-    last = head[-1]
-    return head[:-1] + ("a" if last == "9" else chr(ord(last) + 1))
+# Above every id that starts with a given prefix: ids hold only [0-9a-z] and are at most 19 long, and
+# such strings sort alike under the C collation and the linguistic ones a PostgreSQL may use.
+def id_prefix_bound(prefix: str) -> str:
+    return prefix + "z" * 24
 
 
 _TIME_CHARS = 10  # 20**10 ms: until the year 2293
