@@ -31,7 +31,7 @@ from typing import Any
 
 from .config import DEFAULT_CONFIG_PATH, ApproverRoute, Config
 from .errors import InputError, PermissionDenied, StateError
-from .identities import Identities
+from .identities import Identities, mailbox
 from .masking import mask_text
 from .notices import Notice, queue_notice
 from .store import DELAYED, HELD, RELEASED, AsyncStore, NewMessage, Store, write_spool_file
@@ -73,18 +73,19 @@ class Router:
 
     def for_sender(self, sender: str) -> Authorised:
         me = sender.strip().lower()
+        box = mailbox(me)  # kacho+x@ is kacho@: he is not among the approvers of his own mail
         approvers: list[str] = []
         deputies: list[str] = []
         for r in self.routes:
             if any(sender_matches(p, me) for p in r.senders):
-                approvers += [a for a in r.approvers if a != me and a not in approvers]
-                deputies += [d for d in r.deputies if d != me and d not in deputies]
+                approvers += [a for a in r.approvers if mailbox(a) != box and a not in approvers]
+                deputies += [d for d in r.deputies if mailbox(d) != box and d not in deputies]
         return Authorised(tuple(approvers), tuple(d for d in deputies if d not in approvers))
 
     def check(self, msg_id: str, approver: str, sender: str) -> None:
         """Raise PermissionDenied unless `approver` may decide on mail from `sender`."""
         who = approver.strip().lower()
-        if who and who == sender.strip().lower():
+        if who and mailbox(who) == mailbox(sender):
             raise PermissionDenied(f"message {msg_id}: {who} sent it and may not approve or reject it"
                                    " (no self-approval)")
         if who not in self.for_sender(sender):

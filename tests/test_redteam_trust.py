@@ -170,3 +170,18 @@ async def test_a_local_user_cannot_pose_as_the_local_proxy(tmp_path: Path, sink:
         # the proxy's own account is
         status, page = await asyncio.to_thread(_get_as, nobody, port, "/approvals", forged)
         assert status == 200 and "kacho" in page, (status, page[:300])
+
+
+def test_a_sender_writing_his_address_with_an_extension_is_not_his_own_approver() -> None:
+    """The routes drop the sender from the approvers of his own mail by mailbox, not by spelling:
+    kacho+x@ gets no approval request for his own mail, and the notice can say how many others
+    there are (with the spelling compared, he counted as one of them)."""
+    from dlpgate.approvals import Router
+    from dlpgate.config import ApproverRoute
+
+    r = Router([ApproverRoute(senders=("example.jp",), approvers=("kacho@example.jp", "bucho@example.jp"),
+                              deputies=("kacho@example.jp",))])
+    who = r.for_sender("Kacho+x@Example.JP")
+    assert who.approvers == ("bucho@example.jp",) and who.deputies == ()
+    with pytest.raises(PermissionDenied, match="self-approval"):
+        r.check("m", "kacho@example.jp", "kacho+x@example.jp")
