@@ -74,6 +74,9 @@ HOSTILE = {
     "circled digits": N.translate(CIRCLED),
     "kanji numerals": N.translate(KANJI_T),
     "kanji numerals grouped": grouped(N.translate(KANJI_T), "\u3000"),
+    "keycap digits": "".join(c + "\ufe0f\u20e3" for c in N),
+    "underlined digits": "".join(c + "\u0332" for c in N),
+    "variation selector in a group": f"{N[:4]}\ufe0f{N[4:]}",
 }
 
 

@@ -11,7 +11,8 @@ scanner judged harmless in one place is still hidden in a subject line (fail saf
 
 A reader sees more than the scanner reads, so masking reads more too (fail safe again):
 - invisible characters between digits (zero-width space and joiners, word joiner, soft hyphen,
-  byte order mark, bidi controls: Unicode format characters) are ignored, any number of them:
+  byte order mark, bidi controls: Unicode format characters) and marks drawn on a digit (keycap
+  1️⃣, underline, variation selectors) are ignored, any number of them:
   `1234<ZWSP>5678<ZWSP>9018` looks like one number and is one;
 - Unicode spaces (no-break, thin, figure, narrow no-break ...) and dashes (small em dash, two-em
   dash ...) the normaliser does not fold separate digit groups like a space or a hyphen;
@@ -51,6 +52,12 @@ def _chars(keep: object) -> str:
 
 # Invisible between two digits: any number of them is no gap at all.
 INVISIBLE = _chars(lambda c: unicodedata.category(c) == "Cf")
+# Marks drawn on the character before them: a digit with a keycap (1️⃣: U+FE0F U+20E3), underlined
+# (U+0332) or accented is still that digit. The combining blocks whose marks fit any script.
+_MARK_BLOCKS = ((0x0300, 0x036F), (0x1AB0, 0x1AFF), (0x1DC0, 0x1DFF), (0x20D0, 0x20FF), (0xFE00, 0xFE0F),
+                (0xFE20, 0xFE2F), (0xE0100, 0xE01EF))
+MARKS = "".join(chr(cp) for lo, hi in _MARK_BLOCKS for cp in range(lo, hi + 1)
+                if unicodedata.category(chr(cp)) in ("Mn", "Me"))
 # Spaces and dashes the normaliser does not fold: one more separator each.
 EXTRA_SEPARATORS = _chars(lambda c: unicodedata.category(c) in ("Zs", "Pd") and c not in RAW_SEPARATORS
                           and c not in _RANGE_MARKS and c != " ")
@@ -75,7 +82,7 @@ def _range_class(chars: str) -> str:
     return "[" + "".join(out) + "]"
 
 
-_INVIS = _range_class(INVISIBLE) + "*"
+_INVIS = _range_class(INVISIBLE + MARKS) + "*"
 _FOLD = r"\r?\n[ \t]"
 # What masking looks for: the scanner's run with a margin, up to three separators (or tabs, or a
 # header fold) between digits (`1234  5678  9018`, `1234 - 5678 - 9018`). The scanner reads such
@@ -85,10 +92,14 @@ MASK_RUN_PATTERN = char_class(RAW_DIGITS) + "(?:" + _GAP + char_class(RAW_DIGITS
 _RUN = re.compile(MASK_RUN_PATTERN)
 # Any decimal digit the normaliser does not know, in runs broken the same way.
 _OTHER_RUN = re.compile(r"\d(?:" + _GAP + r"\d)*")
+# The same two without the fold, for text with no line break (nearly all): the alternation costs.
+_LINE_GAP = char_class(RAW_SEPARATORS + "\t") + "{0,3}"
+_LINE_RUN = re.compile(char_class(RAW_DIGITS) + "(?:" + _LINE_GAP + char_class(RAW_DIGITS) + ")*")
+_LINE_OTHER_RUN = re.compile(r"\d(?:" + _LINE_GAP + r"\d)*")
 # Text holding an invisible character, an unfolded space or dash, or a digit of no script (rare):
 # the same runs with invisible characters anywhere between digits and those spaces and dashes as
 # separators, digits of every kind. Kept apart: the wide classes cost 4x on every Japanese line.
-_WIDE = INVISIBLE + EXTRA_SEPARATORS + OTHER_DIGITS
+_WIDE = INVISIBLE + MARKS + EXTRA_SEPARATORS + OTHER_DIGITS
 _WIDE_BMP = re.compile(_range_class("".join(c for c in _WIDE if c <= "\uffff")))
 _WIDE_ASTRAL = re.compile(_range_class("".join(c for c in _WIDE if c > "\uffff")))
 _WIDE_GAP = (_INVIS + "(?:(?:" + _range_class(RAW_SEPARATORS + "\t" + EXTRA_SEPARATORS) + "|" + _FOLD + ")"
@@ -115,10 +126,15 @@ def _digit_count(run: str) -> int:
 
 def identifier_spans(text: str, min_digits: int = MIN_DIGITS) -> list[tuple[int, int]]:
     """Sorted, non-overlapping [start, end) spans of digit runs with at least `min_digits` digits."""
+    folded = "\n" in text
     if text.isascii():
-        return [m.span() for m in _RUN.finditer(text) if _digit_count(m.group()) >= min_digits]
+        return [m.span() for m in (_RUN if folded else _LINE_RUN).finditer(text)
+                if _digit_count(m.group()) >= min_digits]
     wide = _WIDE_BMP.search(text) is not None or (max(text) > "\uffff" and _WIDE_ASTRAL.search(text) is not None)
-    run, other = (_WIDE_RUN, _WIDE_OTHER_RUN) if wide else (_RUN, _OTHER_RUN)
+    if wide:
+        run, other = _WIDE_RUN, _WIDE_OTHER_RUN
+    else:
+        run, other = (_RUN, _OTHER_RUN) if folded else (_LINE_RUN, _LINE_OTHER_RUN)
     spans = [m.span() for m in run.finditer(text) if _digit_count(m.group()) >= min_digits]
     known = spans
     for m in other.finditer(text):
