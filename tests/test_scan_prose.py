@@ -252,3 +252,31 @@ def test_tab_blocks_are_the_runs_of_five_tab_lines(lines, final_newline: bool) -
         if t is not None:
             pos += len(t) + 1
     assert tab_blocks(text) == want
+
+
+# ---- a mailing list pasted into a body: a name, an honorific and an address on each line
+
+@pytest.mark.parametrize("scanner", SCANNERS, ids=["hyperscan", "re"])
+@pytest.mark.parametrize("line", [
+    lambda i, n: f"{i}. {n} 様　架空市本町{i}丁目{i % 5 + 1}番{i}号",
+    lambda i, n: f"〒100-00{i:02d} 架空県見本市緑町{i}-{i % 7 + 1}-3 {n}様",
+    lambda i, n: f"{n} 殿 ／ 架空市西町{i}-1 ／ 090-0000-{i:04d}",
+])
+def test_a_mailing_list_is_records(scanner: Scanner, line) -> None:  # type: ignore[no-untyped-def]
+    names = [f"{SURNAMES[i % 8]} {GIVEN[(i + i // 8) % 8]}" for i in range(12)]
+    got, findings = records(scanner, "発送先リストです。\n\n" + "\n".join(line(i, n) for i, n in enumerate(names, 1)))
+    assert got == 12 and findings[0][0] == "personal_records" and findings[0][1] == "medium"
+    # four lines are a letter's addresses, not a list
+    assert records(scanner, "\n".join(line(i, n) for i, n in enumerate(names[:4], 1)))[0] == 0
+
+
+@pytest.mark.parametrize("scanner", SCANNERS, ids=["hyperscan", "re"])
+@pytest.mark.parametrize("line", [
+    lambda i: f"見本商事{'' if i % 2 else ' '}株式会社 ご担当者様　架空市本町{i}-1-2",  # a role, not a person
+    lambda i: f"{['見本商事', '例示電機', '架空物流'][i % 3]} 様　架空県見本市本町{i}-1-2",  # an organisation
+    lambda i: f"様式第{i}号 架空市本町{i}-2 の提出について",  # 様式: no honorific
+    lambda i: f"お客様各位　{i}月{i}日 架空市本町{i}-1 にて説明会",
+    lambda i: f"見本 太郎様　ご注文番号 {10_000 + i}",  # no address
+])
+def test_lines_with_honorifics_that_are_no_list(scanner: Scanner, line) -> None:  # type: ignore[no-untyped-def]
+    assert records(scanner, "\n".join(line(i) for i in range(1, 13))) == (0, [])

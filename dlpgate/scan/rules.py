@@ -166,6 +166,9 @@ class DetectorRules:
     # Phrases that end a birth date in a sentence (`3月2日生`, `1970年生まれ`): a line or sentence with
     # one and an address is one person's record even without a table (scan/prose.py). Empty: off.
     birth_phrases: tuple[str, ...] = ()
+    # Honorifics after a name (様, 殿): lines of a name, one of these and an address are a mailing
+    # list's records when there are a few (scan/prose.py: addressed_people). Empty: off.
+    honorifics: tuple[str, ...] = ()
 
 
 def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
@@ -207,6 +210,7 @@ def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
     header_rows = pr.integer("header_rows", 200, minimum=1)
     max_header_cell = pr.integer("max_header_cell", 30, minimum=1)
     birth_phrases = _keywords(pr, "birth_phrases", non_empty=False)
+    honorifics = _keywords(pr, "honorifics", non_empty=False)
     fields = []
     for fr in pr.tables("field"):
         name = fr.text("name", "")
@@ -251,6 +255,7 @@ def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
         sensitive_medium=sensitive_medium,
         contact_fields=contact,
         birth_phrases=birth_phrases,
+        honorifics=honorifics,
         header_rows=header_rows,
         max_header_cell=max_header_cell,
         labels=tuple(labels),

@@ -47,7 +47,7 @@ from dlpgate.scan.normalize import (
     raw_variants,
 )
 from dlpgate.scan.prose import FIELDS as SENTENCE_FIELDS
-from dlpgate.scan.prose import person_sentences
+from dlpgate.scan.prose import LIST_FIELDS, addressed_people, person_sentences
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
 from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
 from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at, column_blocks, form_pairs
@@ -329,7 +329,7 @@ class Scanner:
         self._licence_ids = frozenset(k for k, c in enumerate(self._categories) if LICENCE in c)
         self._name_ids = frozenset(k for k, f in enumerate(self._fields) if FORM_NAME_GROUP in f)
         self._resident_ids = frozenset(k for k, c in enumerate(self._categories) if RESIDENT in c)
-        self._birth_ids = frozenset(k for k, w in enumerate(self._words) if w in birth)
+        self._birth_ids = frozenset(k for k, w in enumerate(self._words) if w in rules.birth_phrases)
         self._longest_keyword = max(self._lengths)
         self._lazy_ids = frozenset(k for k, w in enumerate(self._words) if w in lazy)
         self._lazy_regex = {k: re.compile(raw_keyword_regex(self._words[k])) for k in self._lazy_ids}
@@ -380,7 +380,9 @@ class Scanner:
             # were pasted from a spreadsheet without its header (no keyword, no long number)
             facts = self._pasted_rows(part, text) if "\t" in text else []
             if not facts:
-                return _EMPTY
+                facts = self._mailing_list(part, text)
+                if not facts:
+                    return _EMPTY
         else:
             # each reading in turn while none found a record (a header-like line with nothing under
             # it — 続柄　世帯主 in a form typed with spaces — does not stop the next reading)
@@ -393,6 +395,8 @@ class Scanner:
                 facts = self._pasted_rows(part, text) or facts
         if not _counted(facts) and not self._birth_ids.isdisjoint(hits):  # people described in sentences
             facts = self._sentences(part, text, hits) or facts
+        if not _counted(facts):  # a mailing list
+            facts = self._mailing_list(part, text) or facts
         occurrences = self._occurrences(text, triggers, hits, _merged_context(facts)) if triggers else {}
         for f in facts:
             if f.joined:
@@ -468,6 +472,15 @@ class Scanner:
         found = [(end - lengths[k], end) for k in self._birth_ids.intersection(hits) for end in hits[k]]
         n = person_sentences(text, found)
         return [TableFacts(part, n, SENTENCE_FIELDS, -1, {})] if n else []
+
+    def _mailing_list(self, part: str, text: str) -> list[TableFacts]:
+        """A mailing list (name, honorific, address on each line), as records (prose.py).
+
+        Honorifics are not gate keywords: a one-character literal (様 is two bytes in a str's
+        storage) slowed the whole hyperscan pass by a third on letters; they are counted and
+        found with str methods instead."""
+        n = addressed_people(text, self.rules.honorifics) if self.rules.honorifics else 0
+        return [TableFacts(part, n, LIST_FIELDS, -1, {})] if n else []
 
     def _body_tables(self, part: str, text: str, hits: dict[int, list[int]]) -> list[TableFacts]:
         """Tab/comma-separated blocks in text whose first line is a personal-records header.

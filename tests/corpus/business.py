@@ -499,6 +499,15 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
                                                  f"架空県見本市本町{i}-{r.randint(1, 9)}",
                                                  f"{r.randint(1960, 2015)}/{r.randint(1, 12):02d}/{r.randint(1, 28):02d}",
                                                  f"{r.randint(200, 9000)}㎡") for i in range(30)]), False, kind="headerless")
+    # a mailing list pasted into a body (name, honorific, address per line); a letter addressed to a
+    # few companies' people and a notice to customers are no list
+    listed = [f"{i}. {p['name']} 様　{p['address']}" for i, p in enumerate(ppl[:14], 1)]
+    add("pos_mailing_list.eml", eml("年賀状の発送先です。\n\n" + "\n".join(listed)), True, 14, ("personal_records",),
+        kind="sentences")
+    add("neg_letter_honorifics.eml", eml("見本商事株式会社\n営業部 例示 花子 様\n\nいつもお世話になっております。\n"
+                                         "皆様におかれましては…。お客様各位には様式第3号をお送りします。\n"
+                                         "〒100-0001 架空県見本市本町1-2-3 見本電機 様\n架空物流 御中 架空県見本市緑町4-5\n"
+                                         "見本 太郎 様（ご注文番号 20261202）"), False, kind="sentences")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
         (valid_only(r, lambda: digits(r, 12)), "1200") for _ in range(4)]), False, kind="doc")
     return cases
