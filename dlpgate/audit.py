@@ -296,6 +296,9 @@ def summary(r: ExportRow) -> str:
         return "; ".join(f"{x.get('rcpt')}: {x.get('code')}" for x in d.get("recipients", []))
     if e == "deferred":
         return str(d.get("error", ""))[:120]
+    if e == "tampered":
+        return (f"due ({d.get('found', '?')}) without a decision in the signed chain: not delivered, back to"
+                f" {d.get('restored', '?')}")
     if d.get("reason"):
         return str(d["reason"])[:120]
     return ""

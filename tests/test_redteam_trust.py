@@ -16,7 +16,7 @@ import pytest
 from dlpgate.config import DelayConfig, QuarantineConfig, load_config
 from dlpgate.control import Caller
 from dlpgate.errors import PermissionDenied
-from tests.conftest import Sink, make_config, running, wait_until
+from tests.conftest import Sink, make_config, running, states, wait_until
 from tests.test_approval_loop import held_id, poke
 from tests.test_approval_support import config_toml, mail_with_numbers, synthetic_numbers
 
@@ -64,14 +64,14 @@ async def test_no_self_approval_through_an_address_variant(tmp_path: Path, sink:
 
 
 @pytest.mark.parametrize("state", ["released", "delayed"])
-async def test_a_release_written_into_the_database_is_named_by_verify(tmp_path: Path, sink: Sink,
+async def test_a_release_written_into_the_database_is_refused_and_named(tmp_path: Path, sink: Sink,
                                                                       state: str) -> None:
     """Someone who can write the database but not read the signing key (the threat model's case:
     a database administrator of a shared PostgreSQL store, a restored copy) turns a held message
     into `released` (or `delayed`) with one UPDATE, no decision anywhere.
-    Before: the deliverer sent it and `audit verify` said the log was intact. After: verify names
-    the message (exit 1). The deliverer still sends it: stopping that belongs in the store's claim
-    (both engines), left for its owner (see the report of this branch)."""
+    Before: the deliverer sent it and `audit verify` said the log was intact. After: the claim
+    puts it back to held (a `tampered` entry, an error in the log) and nothing goes out; a verify
+    run before the claim (or on a copy) names the message."""
     import sqlite3
     import time
 
@@ -85,13 +85,25 @@ async def test_a_release_written_into_the_database_is_named_by_verify(tmp_path: 
         mid = held_id(reply)
         db = sqlite3.connect(tmp_path / "store" / "dlpgate.db")
         with db:
-            db.execute("UPDATE messages SET state = ?, due_at = ? WHERE id = ?", (state, time.time(), mid))
+            db.execute("UPDATE messages SET state = ?, due_at = ? WHERE id = ?", (state, time.time() + 3600, mid))
         db.close()
-        poke(gw)
-        await wait_until(lambda: sink.handler.to("partner@example.com"), timeout=15)
+        # found before the deliverer gets to it (due in an hour): verify names it
         code, out, err = await cli("audit", "verify", "--config", c)
         assert code == 1, out + err
         assert mid in out + err and "no release after it was held" in out + err
+        # due now: the claim refuses it
+        db = sqlite3.connect(tmp_path / "store" / "dlpgate.db")
+        with db:
+            db.execute("UPDATE messages SET due_at = ? WHERE id = ?", (time.time(), mid))
+        db.close()
+        poke(gw)
+        await wait_until(lambda: states(tmp_path / "store") == ["held"] and _events(tmp_path, mid)[-1] == "tampered")
+        await asyncio.sleep(1)
+        assert not sink.handler.to("partner@example.com"), "a release nobody decided was delivered"
+        code, out, err = await cli("audit", "verify", "--config", c)
+        assert code == 0, out + err
+        code, out, err = await cli("quarantine", "show", mid, "--config", c)
+        assert "without a decision in the signed chain" in out, out
 
 
 # ------------------------------------------------------------- the console's trusted proxy, locally
@@ -185,3 +197,13 @@ def test_a_sender_writing_his_address_with_an_extension_is_not_his_own_approver(
     assert who.approvers == ("bucho@example.jp",) and who.deputies == ()
     with pytest.raises(PermissionDenied, match="self-approval"):
         r.check("m", "kacho@example.jp", "kacho+x@example.jp")
+
+
+def _events(tmp_path: Path, mid: str) -> list[str]:
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "store" / "dlpgate.db")
+    try:
+        return [r[0] for r in db.execute("SELECT event FROM audit WHERE msg_id = ? ORDER BY seq", (mid,))]
+    finally:
+        db.close()

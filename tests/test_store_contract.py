@@ -374,3 +374,27 @@ def test_ids_of_both_formats_resolve_from_a_prefix(store: Any) -> None:
         store.resolve_id(shared)
     with pytest.raises(NotFound):
         store.resolve_id("zz%")  # LIKE and range characters are refused before any query
+
+
+def test_a_state_written_into_the_database_is_not_claimed(store: Any, engine: Engine) -> None:
+    """Red team: with write access to the database and not to the signing key (a DBA of a shared
+    PostgreSQL store), one UPDATE turns a held message into `released` (or `delayed`) with no
+    decision. Before: the next claim handed it to the deliverer and it went out. After: the claim
+    reads the message's last halting chain entry and puts it back (held; rejected, expired or
+    recalled alike), with a `tampered` entry; a real release, and mail that was never held, go out as before."""
+    ph = "?" if engine.kind == "sqlite" else "%s"
+    forged = [msg(store, state=HELD, expires_at=T0 + 100) for _ in range(3)]
+    released = msg(store, state=HELD, expires_at=T0 + 100)
+    clean = msg(store)
+    for m in (*forged, released, clean):
+        store.accept(m)
+    assert store.decide(released.id, "boss@example.jp", "release", "ok", login="boss") == RELEASED
+    with store.transaction() as c:
+        for m, state in zip(forged, ("released", "delayed", "deferred"), strict=True):
+            c.execute(f"UPDATE messages SET state = {ph}, due_at = {ph} WHERE id = {ph}", (state, T0, m.id))
+    claimed = {c.id for c in store.claim_due(10)}
+    assert claimed == {released.id, clean.id}
+    assert [store.get(m.id)["state"] for m in forged] == [HELD, HELD, HELD]
+    for m in forged:
+        assert "tampered" in [e.event for e in store.audit_entries(msg_id=m.id)]
+    assert store.claim_due(10) == []
