@@ -7,6 +7,7 @@ Everything is validated at load: an unknown key, a wrong type or an empty keywor
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,10 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from dlpgate.errors import RuleError
+from dlpgate.scan.keyed import KeyedIdentifier
 from dlpgate.scan.model import SEVERITIES
 from dlpgate.scan.normalize import normalise
 
 DETECTORS_FILE = "detectors.toml"
+# Detector names the scanner and the policy give findings: a `[[keyed]]` identifier takes another.
+RESERVED_DETECTORS = frozenset({"my_number", "resident_code", "credit_card", "drivers_licence", "personal_records",
+                                "label", "unscannable", "exposed_recipients", "first_contact"})
 
 
 def default_rules_dir() -> Path:
@@ -169,13 +174,15 @@ class DetectorRules:
     # Honorifics after a name (様, 殿): lines of a name, one of these and an address are a mailing
     # list's records when there are a few (scan/prose.py: addressed_people). Empty: off.
     honorifics: tuple[str, ...] = ()
+    # Identifiers told by their shape right after a keyword (passport, residence card ...: scan/keyed.py).
+    keyed: tuple[KeyedIdentifier, ...] = ()
 
 
 def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
     path = Path(rules_dir) / DETECTORS_FILE
     root = TomlReader(read_toml(path), str(path))
     root.only(("proximity", "negative_window", "my_number", "resident_code", "credit_card", "drivers_licence",
-               "personal_records", "label"))
+               "personal_records", "label", "keyed"))
     proximity = root.integer("proximity", 100, minimum=1)
     negative_window = root.integer("negative_window", 20, minimum=0)
 
@@ -230,6 +237,26 @@ def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
         raise pr.error("field", f"needs at least min_fields ({min_fields}) field groups")
     pr.finish()
 
+    keyed: list[KeyedIdentifier] = []
+    for kr in root.tables("keyed"):
+        name = kr.text("name", "")
+        if not name or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise kr.error("name", "missing, or not a lower-case identifier")
+        if name in RESERVED_DETECTORS or name in {k.name for k in keyed}:
+            raise kr.error("name", f"{name!r} is already a detector")
+        pattern = kr.text("pattern", "")
+        try:
+            shape = re.compile(pattern)
+        except re.error as e:
+            raise kr.error("pattern", f"not a regular expression: {e}") from None
+        if not pattern or shape.match(""):
+            raise kr.error("pattern", "must not match an empty string")
+        if re.search(r"(?<!\\)[A-Z]", pattern.replace("\\\\", "")):
+            raise kr.error("pattern", "is matched on normalised text: write letters in lower case")
+        keyed.append(KeyedIdentifier(name, _keywords(kr, "keywords"), pattern,
+                                     kr.text("severity", "medium", choices=SEVERITIES)))
+        kr.finish()
+
     labels = []
     for lr in root.tables("label"):
         severity = lr.text("severity", "", choices=SEVERITIES)
@@ -256,6 +283,7 @@ def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
         contact_fields=contact,
         birth_phrases=birth_phrases,
         honorifics=honorifics,
+        keyed=tuple(keyed),
         header_rows=header_rows,
         max_header_cell=max_header_cell,
         labels=tuple(labels),

@@ -35,6 +35,8 @@ from dlpgate.scan.columns import ANY_DELIMITER as _ANY_DELIMITER
 from dlpgate.scan.columns import FIXED_MIN, TextColumns
 from dlpgate.scan.gate import Gate, make_gate
 from dlpgate.scan.headerless import SAMPLE, people_columns, tab_blocks, tab_rows
+from dlpgate.scan.keyed import find_after, in_columns, whole
+from dlpgate.scan.keyed import masked as keyed_mask
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
 from dlpgate.scan.normalize import (
     NORMALISE_TABLE,
@@ -50,6 +52,7 @@ from dlpgate.scan.prose import FIELDS as SENTENCE_FIELDS
 from dlpgate.scan.prose import LIST_FIELDS, addressed_people, person_sentences
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
 from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
+from dlpgate.scan.spans import register_keyed
 from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at, column_blocks, form_pairs
 
 # A maximal digit run on raw text: a digit, then digits each optionally after one separator.
@@ -298,6 +301,7 @@ class Scanner:
                 categories.setdefault(w, set())
         product = set(rules.product_context)  # words, not header names: no spellings
         birth = set(rules.birth_phrases)  # sentence records (prose.py): rare words, reported by the gate
+        birth.update(w for k in rules.keyed for w in k.keywords)  # keyed identifiers (keyed.py): likewise
         for w in birth:
             categories.setdefault(w, set())
         for w in product:  # reported by the gate, judged only as "a product list"
@@ -330,6 +334,10 @@ class Scanner:
         self._name_ids = frozenset(k for k, f in enumerate(self._fields) if FORM_NAME_GROUP in f)
         self._resident_ids = frozenset(k for k, c in enumerate(self._categories) if RESIDENT in c)
         self._birth_ids = frozenset(k for k, w in enumerate(self._words) if w in rules.birth_phrases)
+        self._keyed = tuple((k, whole(k.pattern), frozenset(i for i, w in enumerate(self._words) if w in k.keywords))
+                            for k in rules.keyed)
+        self._keyed_ids = frozenset().union(*(ids for _k, _s, ids in self._keyed))
+        register_keyed(k.pattern for k in rules.keyed)  # masking hides what this scanner may report
         self._longest_keyword = max(self._lengths)
         self._lazy_ids = frozenset(k for k, w in enumerate(self._words) if w in lazy)
         self._lazy_regex = {k: re.compile(raw_keyword_regex(self._words[k])) for k in self._lazy_ids}
@@ -401,10 +409,11 @@ class Scanner:
         for f in facts:
             if f.joined:
                 self._add_joined(occurrences, f.joined)
-        if not occurrences and not facts and self._label_ids.isdisjoint(hits):
+        keyed = self._keyed_findings(part, text, hits, tables) if not self._keyed_ids.isdisjoint(hits) else []
+        if not occurrences and not facts and self._label_ids.isdisjoint(hits) and not keyed:
             return _EMPTY
         return ScanResult(
-            findings=self._findings(part, occurrences, self._labels(hits), facts),
+            findings=self._findings(part, occurrences, self._labels(hits), facts) + tuple(keyed),
             records=max((f.records for f in facts if _names_people(f.fields, self.rules)), default=0),
         )
 
@@ -434,7 +443,8 @@ class Scanner:
     def _inert(self, hits: dict[int, list[int]]) -> bool:
         """Whether these keyword hits, with no digit run and no table, can give no finding:
         no confidentiality label, and too few field groups for a body-table header."""
-        if not self._label_ids.isdisjoint(hits) or not self._birth_ids.isdisjoint(hits):
+        if (not self._label_ids.isdisjoint(hits) or not self._birth_ids.isdisjoint(hits)
+                or not self._keyed_ids.isdisjoint(hits)):
             return False
         fields = self._fields
         present = [fields[k] for k in hits if fields[k]]
@@ -472,6 +482,24 @@ class Scanner:
         found = [(end - lengths[k], end) for k in self._birth_ids.intersection(hits) for end in hits[k]]
         n = person_sentences(text, found)
         return [TableFacts(part, n, SENTENCE_FIELDS, -1, {})] if n else []
+
+    def _keyed_findings(self, part: str, text: str, hits: dict[int, list[int]],
+                        tables: Sequence[Table]) -> list[Finding]:
+        """Passports, residence cards, pension numbers ... right after their keywords, or down a
+        column headed by one (keyed.py)."""
+        out = []
+        for ident, shape, ids in self._keyed:
+            ends = [end for k in ids.intersection(hits) for end in hits[k]]
+            if not ends:
+                continue
+            values = find_after(text, ends, shape, self.rules.proximity, next_line=not tables)
+            for table in tables:
+                for value, raw in in_columns(table.rows, ident.keywords, shape, self.rules.header_rows).items():
+                    values.setdefault(value, raw)
+            if values:
+                out.append(Finding(ident.name, ident.name, len(values), ident.severity, part,
+                                   keyed_mask(values[min(values)])))
+        return out
 
     def _mailing_list(self, part: str, text: str) -> list[TableFacts]:
         """A mailing list (name, honorific, address on each line), as records (prose.py).

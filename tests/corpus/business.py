@@ -508,6 +508,20 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
                                          "皆様におかれましては…。お客様各位には様式第3号をお送りします。\n"
                                          "〒100-0001 架空県見本市本町1-2-3 見本電機 様\n架空物流 御中 架空県見本市緑町4-5\n"
                                          "見本 太郎 様（ご注文番号 20261202）"), False, kind="sentences")
+    # identifiers without a check digit, told by their shape after a keyword: a passport and a residence
+    # card in a foreign resident's case mail; the same shapes as part numbers in an order are nothing
+    add("pos_passport_residence_card.eml", eml(f"転入手続きの件です。\n旅券番号：TK{digits(r, 7)}\n"
+                                               f"在留カード番号：AB{digits(r, 8)}CD\nよろしくお願いします。"),
+        True, None, ("passport", "residence_card"), kind="keyed")
+    add("pos_pension_numbers.csv", csv_of([("基礎年金番号", "受付日")] + [
+        (f"{digits(r, 4)}-{digits(r, 6)}", "2026/11/01") for _ in range(6)]), True, None, ("pension_number",),
+        kind="keyed")
+    add("neg_part_codes.eml", eml("部品の発注です。\n" + "\n".join(
+        f"品番 TK{digits(r, 7)} 数量 {r.randint(1, 9)}　型式 AB{digits(r, 8)}CD" for _ in range(20))), False, kind="keyed")
+    # an HTML mail whose register sits in <pre> (tab-separated lines, as a client pastes plain text)
+    pre = "\n".join(["氏名\t生年月日\t住所"] + [f"{p['name']}\t{p['birth']}\t{p['address']}" for p in ppl[:13]])
+    add("pos_html_pre_register.eml", eml("", html_body=f"<html><body><p>一覧です</p><pre>{html.escape(pre)}</pre></body></html>"),
+        True, 13, ("personal_records",), kind="html")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
         (valid_only(r, lambda: digits(r, 12)), "1200") for _ in range(4)]), False, kind="doc")
     return cases
