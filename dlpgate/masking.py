@@ -11,6 +11,8 @@ the scanner can see escapes the mask.
 
 from __future__ import annotations
 
+import re
+
 from dlpgate.scan.keyed import masked
 from dlpgate.scan.spans import identifier_spans, keyed_spans, run_digits
 
@@ -47,3 +49,17 @@ def mask_text(text: str) -> str:
         pos = e
     out.append(text[pos:])
     return "".join(out)
+
+
+# what a reader puts at the end of a location to find a message again: an mbox offset, a PST item
+_LOCATION_SUFFIX = re.compile(r"(@\d+|/\d+)$")
+
+
+def mask_location(location: str) -> str:
+    """A file path or archive location masked like any text (a file may be named after its
+    content: `名簿_<number>.eml`), except the offset or item number a reader put at its end, which
+    is what finds the message again (`archive.mbox@123456789`)."""
+    m = _LOCATION_SUFFIX.search(location)
+    if m is None:
+        return mask_text(location)
+    return mask_text(location[:m.start()]) + m.group(0)
