@@ -29,7 +29,7 @@ ID_KEYWORDS = sorted(set(RULES.my_number_keywords) | set(RULES.card_keywords) | 
 # mark, half-width kana and voiced marks, full-width letters, circled and parenthesised numbers
 TRICKY = (" ", "\u3000", "\u00a0", "(", ")", "（", "）", "【", "】", "[", "]", "<", ">", "「", "」", "-", "_", ".", "#",
           ":", "ー", "ｰ", "－", "1", "１", "①", "⑴", "㈱", "ｶ", "ﾞ", "ﾟ", "\u3099", "\u0301", "Ａ", "ｍ", "Y", "氏", "名",
-          "住", "所", "番", "号", "\u2028", "\x1c", "\r", "\f")
+          "住", "所", "番", "号", "\u2028", "\x1c", "\r", "\f", "\u200b", "\u00ad", "\u2009", "\ufeff")
 WORDS = ("部品", "A12345", "数量", "単価", "2024/3/5", "1,234", "123456789012", "山田 太郎", "架空市本町1-2-3",
          "1970/01/02", "昭和45年3月2日", "ヤマダ タロウ", "札幌 支店", "備考", "No", "(漢字)", "（西暦）", "合計", "※ 取扱注意",
          "", " ", "1234-5678-9012", "男", "世帯主")
@@ -38,7 +38,7 @@ WORDS = ("部品", "A12345", "数量", "単価", "2024/3/5", "1,234", "123456789
 _HALF = {unicodedata.normalize("NFKC", chr(c)): chr(c) for c in range(0xFF66, 0xFF9E)}
 
 
-BLANKS = ("\u3000", " ", "\u00a0", "\r", "\f", "\x1c", "\u2028")
+BLANKS = ("\u3000", " ", "\u00a0", "\r", "\f", "\x1c", "\u2028", "\u200b", "\u2009")
 
 
 def _spelling(word: str, how: int, blank: str = "\u3000") -> str:
