@@ -707,3 +707,29 @@ def test_dense_business_lines_match_the_reference(seed: int) -> None:
     text = r.choice(["\n", "、", "。"]).join(lines)
     check(text)
     check(text + "\n" + text[: r.randint(0, 40)])
+
+
+def test_a_text_sifted_in_several_chunks_matches_the_reference() -> None:
+    """More triggers than one chunk of scanner._sift holds (its run strings are freed chunk by
+    chunk): tracking numbers that pass and fail, under a label and bare, corporate numbers,
+    placeholders, a refused run (full-width) at a chunk's end, lines with a comma."""
+    r = random.Random(23)
+    lines = []
+    for i in range(5200):
+        n = number(r) if r.random() < 0.2 else "".join(r.choice("0123456789") for _ in range(12))
+        k = i % 7
+        if k == 0:
+            lines.append(f"お問い合わせ番号（追跡番号）：{n[:4]}-{n[4:8]}-{n[8:]}")
+        elif k == 1:
+            lines.append(f"Order #{i:08d} shipped on 2024/01/05, tracking {n}.")
+        elif k == 2:
+            lines.append(f"法人番号 {r.randrange(10**12, 10**13)}")
+        elif k == 3:
+            lines.append(f"確認 {n[:4]} {n[4:8]} {n[8:]}")
+        elif k == 4:
+            lines.append(r.choice(["000000000000", "1111-1111-1111", n.translate(FULL), n]) + " 円")
+        else:
+            lines.append(f"JAN {r.randrange(10**12, 10**13)} / {n}")
+    text = "\n".join(lines)
+    assert len(HS.gate.matches(text)[0]) > 4096
+    check(text)
