@@ -11,7 +11,8 @@ the scanner can see escapes the mask.
 
 from __future__ import annotations
 
-from dlpgate.scan.spans import identifier_spans, run_digits
+from dlpgate.scan.keyed import masked
+from dlpgate.scan.spans import identifier_spans, keyed_spans, run_digits
 
 
 def mask_number(digits: str) -> str:
@@ -21,17 +22,24 @@ def mask_number(digits: str) -> str:
 
 
 def mask_text(text: str) -> str:
-    """Mask every identifier-like digit run inside free text."""
+    """Mask every identifier-like digit run, and every keyed identifier's shape, inside free text."""
     if not text:
         return text
-    spans = identifier_spans(text)
+    spans = [(s, e, False) for s, e in identifier_spans(text)] + [(s, e, True) for s, e in keyed_spans(text)]
     if not spans:
         return text
+    merged: list[tuple[int, int, bool]] = []
+    for s, e, keyed in sorted(spans):
+        if merged and s < merged[-1][1]:  # overlapping (AB12345678CD holds an 8-digit run): one span
+            ls, le, lk = merged[-1]
+            merged[-1] = (ls, max(le, e), lk or keyed)
+        else:
+            merged.append((s, e, keyed))
     out: list[str] = []
     pos = 0
-    for s, e in spans:
+    for s, e, keyed in merged:
         out.append(text[pos:s])
-        out.append(mask_number(text[s:e]))
+        out.append(masked(text[s:e]) if keyed else mask_number(text[s:e]))
         pos = e
     out.append(text[pos:])
     return "".join(out)

@@ -174,6 +174,14 @@ def test_html_cells_keep_breaks_and_tables() -> None:
     assert part.tables[0].rows == (("氏名", "番号"), ("佐藤", "1234", "5678"))
 
 
+def test_html_preformatted_text_keeps_its_lines_and_tabs() -> None:
+    rows = "氏名\t住所\r\n佐藤 一郎\t架空市本町1-2\n鈴木&nbsp;花子\t架空市緑町3-4"
+    html = f"<html><body><p>一覧  です</p><pre>{rows}</pre><p>以上\tです</p></body></html>"
+    text = by_path(extract_file("a.html", html.encode()).parts)["a.html"].text
+    assert "氏名\t住所\n佐藤 一郎\t架空市本町1-2\n鈴木 花子\t架空市緑町3-4" in text
+    assert "一覧 です" in text and "以上 です" in text  # outside <pre>, whitespace still collapses
+
+
 def test_eml_attachment_inside_zip() -> None:
     eml = fx.email_bytes("転送本文 " + MY_NUMBER, attachments=[("a.csv", fx.csv_bytes(ROWS[:3]))])
     parts = by_path(extract_file("old.zip", fx.zip_bytes({"fwd.eml": eml})).parts)

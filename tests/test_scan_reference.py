@@ -21,7 +21,7 @@ from dlpgate.scan.columns import TextColumns
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
 from dlpgate.scan.normalize import NORMALISE_TABLE, fold, keyword_spellings, raw_keyword_regex, raw_variants
 from dlpgate.scan.prose import FIELDS as SENTENCE_FIELDS
-from dlpgate.scan.prose import person_sentences
+from dlpgate.scan.prose import LIST_FIELDS, addressed_people, person_sentences
 from dlpgate.scan.scanner import _LONGEST_RUN, FORM_LINES, FORM_NAME_GROUP, Scanner, _trie_pattern
 from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
 from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at, column_blocks, form_pairs
@@ -213,10 +213,24 @@ def reference(part: str, text: str, tables: tuple[Table, ...] = ()) -> ScanResul
                     fact = ANALYSER.analyse(table)
                     if fact is not None and fact.records:
                         facts = [fact]
+        if not any(f.records for f in facts):  # nor those: people pasted from a sheet without its header
+            block: list[tuple[str, ...]] = []
+            for line in [*text.split("\n"), ""]:  # runs of 5+ lines holding a tab, read line by line
+                if "\t" in line:
+                    block.append(tuple(line.rstrip("\r").split("\t")))
+                    continue
+                fact = ANALYSER.headerless(Table(part, tuple(block))) if len(block) >= 5 else None
+                if fact is not None and fact.records:
+                    facts.append(fact)
+                block = []
     if not any(f.records for f in facts) and RULES.birth_phrases:  # nor a table: people described one per line or sentence
         n = person_sentences(text, [(s, s + len(w)) for w in RULES.birth_phrases for s in occurrences(norm, w)])
         if n:
             facts = [TableFacts(part, n, SENTENCE_FIELDS, -1, {})]
+    if not any(f.records for f in facts) and RULES.honorifics:  # nor sentences: a mailing list
+        n = addressed_people(text, RULES.honorifics)
+        if n:
+            facts = [TableFacts(part, n, LIST_FIELDS, -1, {})]
     column: dict[str, frozenset[str]] = {}
     for f in facts:
         for digits, cats in f.column_context.items():
@@ -733,3 +747,30 @@ def test_a_text_sifted_in_several_chunks_matches_the_reference() -> None:
     text = "\n".join(lines)
     assert len(HS.gate.matches(text)[0]) > 4096
     check(text)
+
+
+def test_pasted_rows_notes_under_headers_and_bracket_labels_match_the_reference() -> None:
+    r = random.Random(17)
+    for seed in range(40):
+        r.seed(seed)
+        rows = [f"{r.choice(['試験', '見本', '例示'])} {r.choice(['太郎', '愛', '一'])}\t架空市本町{r.randint(1, 9)}丁目{r.randint(1, 9)}番"
+                f"\t{r.randint(1930, 2010)}/{r.randint(1, 12)}/{r.randint(1, 28)}" + r.choice(["", f"\t{number(r)}"])
+                for _ in range(r.randint(3, 12))]
+        if r.random() < 0.3:
+            rows.insert(r.randrange(len(rows)), r.choice(["", "（※敬称略）", "注文\t123456789012\t3"]))
+        head = r.choice(["", "氏名\t住所\t生年月日\n", "氏名\t住所\t生年月日\n（※住所は住民票のとおり）\n", "氏名\t住所\n\n"])
+        check(r.choice(["", "一覧です。\n"]) + head + "\n".join(rows))
+        people = [f"【氏名】試験 {i}{r.choice(['', chr(10)])}【住所】架空市本町{i}-1{r.choice(['', chr(10)])}"
+                  f"【生年月日】昭和{r.randint(20, 60)}年1月1日" for i in range(r.randint(1, 5))]
+        check("\n".join(people))
+
+
+def test_mailing_lists_match_the_reference() -> None:
+    r = random.Random(23)
+    for seed in range(40):
+        r.seed(seed)
+        lines = [r.choice([f"{i}. 見本 {r.choice(['太郎', '花子'])} 様　架空市本町{i}丁目{r.randint(1, 9)}番",
+                           f"〒100-000{i % 10} 架空市緑町{i}-{r.randint(1, 9)} 例示 一郎 殿",
+                           "いつもお世話になっております。見本様", "ご担当者様　架空市本町1-2-3", "様式第1号 架空市本町1-2",
+                           f"注文 {number(r)} 数量 3"]) for i in range(r.randint(1, 12))]
+        check("\n".join(lines))

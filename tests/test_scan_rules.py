@@ -39,7 +39,7 @@ def test_default_rules_load() -> None:
         ("distinct_high = 3", "distinct_high = 0", "my_number.distinct_high"),
         ('contact_fields = ["address", "phone", "email"]', 'contact_fields = ["adress"]',
          "personal_records.contact_fields"),
-        ('"disaster_address", "health"]', '"disaster_address", "helth"]', "personal_records.sensitive_fields"),
+        ('"disaster_address", "health",', '"disaster_address", "helth",', "personal_records.sensitive_fields"),
         ('keywords = ["住民票コード", "住民票番号"]', "keywords = []", "resident_code.keywords"),
         ('severity = "high"', 'severity = "urgent"', "label[0].severity"),
         ("min_fields = 2", "min_fields = 2\ncolour = 1", "personal_records.colour"),

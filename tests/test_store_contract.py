@@ -334,3 +334,26 @@ def test_counts_for_the_exporter(store: Any) -> None:
     store.accept(msg(store))
     assert store.count_in_states((HELD, DELAYED, "deferred")) == {HELD: 1, DELAYED: 1}
     assert store.oldest_in_state(HELD) == T0 and store.oldest_in_state("deferred") is None
+
+
+def test_ids_of_both_formats_resolve_from_a_prefix(store: Any) -> None:
+    """Ids are letters since December 2026 (digit-free, so masking never stars one); a store kept
+    from before holds hex ids beside them, and a prefix of either finds its message."""
+    import dataclasses
+    import os
+
+    from dlpgate.errors import InputError
+    from dlpgate.store import new_id
+
+    old = msg(store)
+    new = [dataclasses.replace(msg(store), id=new_id()) for _ in range(2)]
+    for m in (old, *new):
+        store.accept(m)
+    for m in (old, *new):
+        assert store.resolve_id(m.id[:12]) == m.id and store.resolve_id(m.id.upper()) == m.id
+    shared = os.path.commonprefix([new[0].id, new[1].id])  # made a moment apart: their time letters
+    assert shared
+    with pytest.raises(InputError, match="ambiguous"):
+        store.resolve_id(shared)
+    with pytest.raises(NotFound):
+        store.resolve_id("zz%")  # LIKE and range characters are refused before any query

@@ -15,6 +15,8 @@ _BLOCK = frozenset("address article aside blockquote br dd details dialog div dl
                    "footer form h1 h2 h3 h4 h5 h6 header hr li main nav ol p pre section summary ul title "
                    "caption option".split())
 _SKIP = frozenset(("script", "style", "template", "noscript"))
+# Preformatted text keeps its line breaks and tabs: a register pasted into <pre> is tab-separated lines.
+_PRE = frozenset(("pre", "textarea", "xmp", "listing", "plaintext"))
 _SPACE = re.compile(r"[ \t\r\n\f\u00a0]+")
 CHUNK = 256 * 1024
 
@@ -83,6 +85,7 @@ class _ToText(HTMLParser):
         self.tables: list[list[tuple[str, ...]]] = []
         self._stack: list[_Cell] = []
         self._skip = 0
+        self._pre = 0
 
     def _sink(self) -> list[str]:
         for t in reversed(self._stack):
@@ -91,6 +94,8 @@ class _ToText(HTMLParser):
         return self.out
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _PRE:
+            self._pre += 1
         if tag in _SKIP:
             self._skip += 1
         elif tag == "table":
@@ -113,6 +118,8 @@ class _ToText(HTMLParser):
             self._sink().append("\n" if self._sink() is self.out else " ")
 
     def handle_endtag(self, tag: str) -> None:
+        if tag in _PRE:
+            self._pre = max(0, self._pre - 1)
         if tag in _SKIP:
             self._skip = max(0, self._skip - 1)
         elif tag == "table" and self._stack:
@@ -151,7 +158,11 @@ class _ToText(HTMLParser):
 
     def handle_data(self, data: str) -> None:
         if not self._skip:
-            self._sink().append(_SPACE.sub(" ", data))
+            sink = self._sink()
+            if self._pre and sink is self.out:  # lines and tabs as written
+                sink.append(data.replace("\r\n", "\n").replace("\r", "\n").replace("\u00a0", " "))
+            else:
+                sink.append(_SPACE.sub(" ", data))
 
     def close(self) -> None:
         super().close()

@@ -3,11 +3,15 @@
 With no header there are no field names to read, but the cells still say what they are: a
 column of personal names (surname, a blank, given name), a column of home addresses (a town word
 and a block number), a column of dates spread over decades (birth dates; an order export's dates
-fall within a year or two). A table in which most rows hold an address beside a name or a birth
-date, or a name beside a birth date, is a list of people — names and addresses that differ row to
+fall within a year or two). A table in which most rows hold a name beside an address or a birth
+date is a list of people (addresses beside dates alone are as often a list of buildings and the
+dates they were built) — names and addresses that differ row to
 row (a column repeating 会議 室 or one venue is no one's name or home). Only the first rows are
 sampled, and a column stops at its first misses too many, so a business sheet without a personal
 header costs a few hundred regex tests.
+
+Such a register also reaches mail bodies: cells copied out of a spreadsheet and pasted into the
+text land as tab-separated lines (`tab_blocks`), with no header when only the people were selected.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ import re
 from collections.abc import Callable, Sequence
 
 from dlpgate.scan.prose import ADDRESS
+
+# Consecutive lines pasted from a spreadsheet, each holding a tab: matched only where a tab was
+# found (str.find), from its line's start, so a large text with one stray tab costs nothing more.
+_TAB_LINES = re.compile(r"(?:[^\n\t]*+\t[^\n]*+(?:\n|\Z))+")
 
 # surname, a blank, given name: in kanji (given names may be kana), or both in katakana. A kana
 # name alone with an address is too weak (ノート パソコン beside a delivery address): it needs a
@@ -37,8 +45,13 @@ MAX_ADDRESS = 80
 DISTINCT = 0.5  # of a name or address column's cells differ from each other
 
 
+# Words that make a cell an organisation's name wherever they stand (株式会社 見本商事, 見本商事 御中).
+_ORGANISATION = re.compile(r"会社|法人|組合|協会|連合|御中|株式|有限|商事|商店|工業|産業|物産|建設|運輸|病院|医院|学校")
+
+
 def _is_name(cell: str) -> bool:
-    return _NAME.fullmatch(cell) is not None and not cell.endswith(_NOT_A_NAME)
+    return (_NAME.fullmatch(cell) is not None and not cell.endswith(_NOT_A_NAME)
+            and _ORGANISATION.search(cell) is None)
 
 
 def _year(cell: str) -> int | None:
@@ -95,6 +108,28 @@ def people_columns(rows: Sequence[Sequence[str]]) -> tuple[str, ...]:
         found.discard("kana")
         if "birth_date" in found:
             found.add("name")
-    if len(found) < 2:
-        return ()
+    if len(found) < 2 or "name" not in found:
+        return ()  # addresses beside dates alone are as often buildings and their construction dates
     return tuple(g for g in ("name", "address", "birth_date") if g in found)
+
+
+def tab_blocks(text: str) -> list[tuple[int, int]]:
+    """The spans of the runs of MIN_ROWS or more consecutive tab-holding lines in `text`: one
+    find per run and one C-level match over it (6.7 MB of TSV: ~10 ms; of three-line runs: ~20 ms)."""
+    out = []
+    find, rfind, count = text.find, text.rfind, text.count
+    pos = find("\t")
+    while pos >= 0:
+        start = rfind("\n", 0, pos) + 1
+        m = _TAB_LINES.match(text, start)
+        end = m.end() if m is not None else pos + 1
+        if m is not None and count("\n", start, end) + (not text.endswith("\n", start, end)) >= MIN_ROWS:
+            out.append((start, end))
+        pos = find("\t", end)
+    return out
+
+
+def tab_rows(text: str, start: int, end: int, limit: int | None = None) -> tuple[tuple[str, ...], ...]:
+    """The rows of a tab block (cells split at tabs), the first `limit` of them if given."""
+    lines = text[start:end].splitlines() if limit is None else text[start:end].split("\n", limit)[:limit]
+    return tuple(tuple(line.rstrip("\r").split("\t")) for line in lines)

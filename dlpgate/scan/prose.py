@@ -10,12 +10,22 @@ holding one and an address (a municipality or town word followed by a block numb
 person's record. The
 result is reported as records with the fields birth date and address, so the same rules as for a
 table decide the severity (a birth date is a sensitive field: medium from the first record).
+
+A mailing list pasted into a body names its people with an honorific instead of a header —
+
+    1. 見本 太郎 様　架空市本町1丁目2番3号
+    2. 例示 花子 様　架空市緑町4-5-6
+
+The gate finds the honorifics (rules: `honorifics`: 様, 殿), and a line holding a person's name right
+before one (not 皆様, お客様, ご担当者様, 見本商事 様, 様式) and an address is one person's record
+(fields name and address: a contact list, low below `medium` records). A letter's one address line is
+not a list: fewer than MIN_LIST such lines count nothing.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 _DIGIT = "0-9０-９"
 _DASH = "\\-－ー‐−"
@@ -31,6 +41,20 @@ _SENTENCE_END = "。\n"
 _NUMERAL = frozenset("0123456789０１２３４５６７８９一二三四五六七八九十〇元")
 _ENDS_PHRASE = re.compile(r"[\s、。，,.)）」』/／・:：]|まれ|の|$")
 FIELDS = ("address", "birth_date")  # the field groups a sentence-record names
+LIST_FIELDS = ("name", "address")  # the field groups a line of a mailing list names
+MIN_LIST = 5  # lines of name, honorific and address that make a list (a letter has a 様 or three)
+
+# The name before an honorific: a surname (and a given name, a blank between or not), kanji or kana.
+_NAME_BEFORE = re.compile(r"(?:[一-龥々〆ヶ]{1,5}[ \u3000]?[一-龥々〆ヶぁ-んァ-ヴー]{1,5}|[ァ-ヴー]{2,8}[ \u3000]?[ァ-ヴー]{1,8})[ \u3000]*$")
+# ... that is no person's: a role, a group, an organisation (ご担当者様, 見本商事 様, 総務課 御中 様).
+_NOT_A_PERSON = re.compile(r"者$|員$|各位|皆|客|会社|法人|組合|協会|連合|株式|有限|商事|商店|工業|産業|物産|建設|運輸"
+                           r"|電機|電気|物流|製作|事務|銀行|金庫|工務|不動産|印刷|食品|製薬|化学|機械|技研|精工|通信"
+                           r"|企画|設計|開発|病院|医院|学校|役場|役所|県庁|センター|システム|サービス|グループ"
+                           r"|[課部室係局所園校館署店社会庁]$")
+# What every address's block number holds (ADDRESS): a digit or a kanji block word.
+_BLOCK_NUMBER = re.compile(f"[{_DIGIT}]|丁目|番地")
+# 様 that goes on into a word (様式, 様子, 様々, 様相) is no honorific: the characters after it that say so.
+_WORD_GOES_ON = frozenset("式子々相態変")
 
 
 def _unit(text: str, pos: int) -> tuple[int, int]:
@@ -55,3 +79,37 @@ def person_sentences(text: str, phrase_hits: Iterable[tuple[int, int]]) -> int:
         if ADDRESS.search(text, first, stop) is not None:
             count += 1
     return count
+
+
+def addressed_people(text: str, honorifics: Sequence[str]) -> int:
+    """How many distinct lines of `text` hold a person's name right before an honorific and an
+    address, when MIN_LIST or more do (0 otherwise). Honorifics are found with str.find (C): a
+    letter with a 様 or two costs a count and nothing more."""
+    if sum(text.count(w) for w in honorifics) < MIN_LIST:
+        return 0
+    hits = []
+    for w in honorifics:
+        at = text.find(w)
+        while at >= 0:
+            hits.append((at, at + len(w)))
+            at = text.find(w, at + 1)
+    if len(honorifics) > 1:
+        hits.sort()
+    count, last = 0, -1
+    find, rfind = text.find, text.rfind
+    for start, end in hits:
+        first = rfind("\n", 0, start) + 1
+        if first == last or text[end:end + 1] in _WORD_GOES_ON:
+            continue
+        stop = find("\n", end)
+        stop = stop if stop >= 0 else len(text)
+        if _BLOCK_NUMBER.search(text, first, stop) is None:
+            continue  # a letter's greeting line (見本 太郎 様): no address on it, one cheap search
+        name = _NAME_BEFORE.search(text, max(first, start - 14), start)
+        if name is None or _NOT_A_PERSON.search(name.group().strip()) is not None:
+            continue
+        if ADDRESS.search(text, first, stop) is None:
+            continue
+        last = first
+        count += 1
+    return count if count >= MIN_LIST else 0

@@ -7,6 +7,7 @@ Everything is validated at load: an unknown key, a wrong type or an empty keywor
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,10 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from dlpgate.errors import RuleError
+from dlpgate.scan.keyed import KeyedIdentifier
 from dlpgate.scan.model import SEVERITIES
 from dlpgate.scan.normalize import normalise
 
 DETECTORS_FILE = "detectors.toml"
+# Detector names the scanner and the policy give findings: a `[[keyed]]` identifier takes another.
+RESERVED_DETECTORS = frozenset({"my_number", "resident_code", "credit_card", "drivers_licence", "personal_records",
+                                "label", "unscannable", "exposed_recipients", "first_contact"})
 
 
 def default_rules_dir() -> Path:
@@ -166,13 +171,18 @@ class DetectorRules:
     # Phrases that end a birth date in a sentence (`3月2日生`, `1970年生まれ`): a line or sentence with
     # one and an address is one person's record even without a table (scan/prose.py). Empty: off.
     birth_phrases: tuple[str, ...] = ()
+    # Honorifics after a name (様, 殿): lines of a name, one of these and an address are a mailing
+    # list's records when there are a few (scan/prose.py: addressed_people). Empty: off.
+    honorifics: tuple[str, ...] = ()
+    # Identifiers told by their shape right after a keyword (passport, residence card ...: scan/keyed.py).
+    keyed: tuple[KeyedIdentifier, ...] = ()
 
 
 def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
     path = Path(rules_dir) / DETECTORS_FILE
     root = TomlReader(read_toml(path), str(path))
     root.only(("proximity", "negative_window", "my_number", "resident_code", "credit_card", "drivers_licence",
-               "personal_records", "label"))
+               "personal_records", "label", "keyed"))
     proximity = root.integer("proximity", 100, minimum=1)
     negative_window = root.integer("negative_window", 20, minimum=0)
 
@@ -207,6 +217,7 @@ def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
     header_rows = pr.integer("header_rows", 200, minimum=1)
     max_header_cell = pr.integer("max_header_cell", 30, minimum=1)
     birth_phrases = _keywords(pr, "birth_phrases", non_empty=False)
+    honorifics = _keywords(pr, "honorifics", non_empty=False)
     fields = []
     for fr in pr.tables("field"):
         name = fr.text("name", "")
@@ -225,6 +236,26 @@ def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
     if len(fields) < min_fields:
         raise pr.error("field", f"needs at least min_fields ({min_fields}) field groups")
     pr.finish()
+
+    keyed: list[KeyedIdentifier] = []
+    for kr in root.tables("keyed"):
+        name = kr.text("name", "")
+        if not name or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise kr.error("name", "missing, or not a lower-case identifier")
+        if name in RESERVED_DETECTORS or name in {k.name for k in keyed}:
+            raise kr.error("name", f"{name!r} is already a detector")
+        pattern = kr.text("pattern", "")
+        try:
+            shape = re.compile(pattern)
+        except re.error as e:
+            raise kr.error("pattern", f"not a regular expression: {e}") from None
+        if not pattern or shape.match(""):
+            raise kr.error("pattern", "must not match an empty string")
+        if re.search(r"(?<!\\)[A-Z]", pattern.replace("\\\\", "")):
+            raise kr.error("pattern", "is matched on normalised text: write letters in lower case")
+        keyed.append(KeyedIdentifier(name, _keywords(kr, "keywords"), pattern,
+                                     kr.text("severity", "medium", choices=SEVERITIES)))
+        kr.finish()
 
     labels = []
     for lr in root.tables("label"):
@@ -251,6 +282,8 @@ def load_detector_rules(rules_dir: str | os.PathLike[str]) -> DetectorRules:
         sensitive_medium=sensitive_medium,
         contact_fields=contact,
         birth_phrases=birth_phrases,
+        honorifics=honorifics,
+        keyed=tuple(keyed),
         header_rows=header_rows,
         max_header_cell=max_header_cell,
         labels=tuple(labels),

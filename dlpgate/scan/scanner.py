@@ -35,6 +35,9 @@ from dlpgate.scan.checks import is_card_number, is_valid_my_number, mask, my_num
 from dlpgate.scan.columns import ANY_DELIMITER as _ANY_DELIMITER
 from dlpgate.scan.columns import FIXED_MIN, TextColumns
 from dlpgate.scan.gate import Gate, make_gate
+from dlpgate.scan.headerless import SAMPLE, people_columns, tab_blocks, tab_rows
+from dlpgate.scan.keyed import find_after, in_columns, whole
+from dlpgate.scan.keyed import masked as keyed_mask
 from dlpgate.scan.model import SEVERITY_RANK, Finding, ScanResult
 from dlpgate.scan.normalize import (
     NORMALISE_TABLE,
@@ -47,9 +50,10 @@ from dlpgate.scan.normalize import (
     raw_variants,
 )
 from dlpgate.scan.prose import FIELDS as SENTENCE_FIELDS
-from dlpgate.scan.prose import person_sentences
+from dlpgate.scan.prose import LIST_FIELDS, addressed_people, person_sentences
 from dlpgate.scan.rules import DetectorRules, default_rules_dir, load_detector_rules
 from dlpgate.scan.shapes import in_trace_header, is_datetime, is_placeholder, is_upc_a
+from dlpgate.scan.spans import register_keyed
 from dlpgate.scan.tables import TableAnalyser, TableFacts, body_table_at, column_blocks, form_pairs
 
 # A maximal digit run on raw text: a digit, then digits each optionally after one separator.
@@ -416,6 +420,7 @@ class Scanner:
                 categories.setdefault(w, set())
         product = set(rules.product_context)  # words, not header names: no spellings
         birth = set(rules.birth_phrases)  # sentence records (prose.py): rare words, reported by the gate
+        birth.update(w for k in rules.keyed for w in k.keywords)  # keyed identifiers (keyed.py): likewise
         for w in birth:
             categories.setdefault(w, set())
         for w in product:  # reported by the gate, judged only as "a product list"
@@ -447,7 +452,11 @@ class Scanner:
         self._licence_ids = frozenset(k for k, c in enumerate(self._categories) if LICENCE in c)
         self._name_ids = frozenset(k for k, f in enumerate(self._fields) if FORM_NAME_GROUP in f)
         self._resident_ids = frozenset(k for k, c in enumerate(self._categories) if RESIDENT in c)
-        self._birth_ids = frozenset(k for k, w in enumerate(self._words) if w in birth)
+        self._birth_ids = frozenset(k for k, w in enumerate(self._words) if w in rules.birth_phrases)
+        self._keyed = tuple((k, whole(k.pattern), frozenset(i for i, w in enumerate(self._words) if w in k.keywords))
+                            for k in rules.keyed)
+        self._keyed_ids = frozenset().union(*(ids for _k, _s, ids in self._keyed))
+        register_keyed(k.pattern for k in rules.keyed)  # masking hides what this scanner may report
         self._longest_keyword = max(self._lengths)
         self._lazy_ids = frozenset(k for k, w in enumerate(self._words) if w in lazy)
         self._lazy_regex = {k: re.compile(raw_keyword_regex(self._words[k])) for k in self._lazy_ids}
@@ -494,7 +503,13 @@ class Scanner:
         if tables:
             facts = [f for f in (self._tables.analyse(t) for t in tables) if f is not None]
         elif not triggers and (not hits or self._inert(hits)):
-            return _EMPTY  # the common case: nothing, or only keywords that find nothing alone
+            # the common case: nothing, or only keywords that find nothing alone — unless people
+            # were pasted from a spreadsheet without its header (no keyword, no long number)
+            facts = self._pasted_rows(part, text) if "\t" in text else []
+            if not facts:
+                facts = self._mailing_list(part, text)
+                if not facts:
+                    return _EMPTY
         else:
             # each reading in turn while none found a record (a header-like line with nothing under
             # it — 続柄　世帯主 in a form typed with spaces — does not stop the next reading)
@@ -503,16 +518,21 @@ class Scanner:
                 facts = self._body_forms(part, text, hits) or facts
             if hits and not _counted(facts):
                 facts = self._body_columns(part, text, hits) or facts
+            if not _counted(facts) and "\t" in text:
+                facts = self._pasted_rows(part, text) or facts
         if not _counted(facts) and not self._birth_ids.isdisjoint(hits):  # people described in sentences
             facts = self._sentences(part, text, hits) or facts
+        if not _counted(facts):  # a mailing list
+            facts = self._mailing_list(part, text) or facts
         occurrences = self._occurrences(text, triggers, hits, _merged_context(facts)) if triggers else {}
         for f in facts:
             if f.joined:
                 self._add_joined(occurrences, f.joined)
-        if not occurrences and not facts and self._label_ids.isdisjoint(hits):
+        keyed = self._keyed_findings(part, text, hits, tables) if not self._keyed_ids.isdisjoint(hits) else []
+        if not occurrences and not facts and self._label_ids.isdisjoint(hits) and not keyed:
             return _EMPTY
         return ScanResult(
-            findings=self._findings(part, occurrences, self._labels(hits), facts),
+            findings=self._findings(part, occurrences, self._labels(hits), facts) + tuple(keyed),
             records=max((f.records for f in facts if _names_people(f.fields, self.rules)), default=0),
         )
 
@@ -542,7 +562,8 @@ class Scanner:
     def _inert(self, hits: dict[int, list[int]]) -> bool:
         """Whether these keyword hits, with no digit run and no table, can give no finding:
         no confidentiality label, and too few field groups for a body-table header."""
-        if not self._label_ids.isdisjoint(hits) or not self._birth_ids.isdisjoint(hits):
+        if (not self._label_ids.isdisjoint(hits) or not self._birth_ids.isdisjoint(hits)
+                or not self._keyed_ids.isdisjoint(hits)):
             return False
         fields = self._fields
         present = [fields[k] for k in hits if fields[k]]
@@ -562,12 +583,51 @@ class Scanner:
         first = min((hits[k][0], k) for k in present if rank[severity[words[k]]] == top)[1]
         return sum(len(hits[k]) for k in present), words[first]
 
+    def _pasted_rows(self, part: str, text: str) -> list[TableFacts]:
+        """Rows pasted from a spreadsheet without their header (tab-separated lines in a body):
+        records when their cells are people's names, homes and birth dates (headerless.py)."""
+        out = []
+        for start, end in tab_blocks(text):
+            if not people_columns(tab_rows(text, start, end, SAMPLE)):
+                continue  # judged on its first rows, as a sheet is; split whole only when it is people
+            facts = self._tables.headerless(Table(part, tab_rows(text, start, end)))
+            if facts is not None and facts.records:
+                out.append(facts)
+        return out
+
     def _sentences(self, part: str, text: str, hits: dict[int, list[int]]) -> list[TableFacts]:
         """People described one per line or sentence (a birth phrase and an address), as records."""
         lengths = self._lengths
         found = [(end - lengths[k], end) for k in self._birth_ids.intersection(hits) for end in hits[k]]
         n = person_sentences(text, found)
         return [TableFacts(part, n, SENTENCE_FIELDS, -1, {})] if n else []
+
+    def _keyed_findings(self, part: str, text: str, hits: dict[int, list[int]],
+                        tables: Sequence[Table]) -> list[Finding]:
+        """Passports, residence cards, pension numbers ... right after their keywords, or down a
+        column headed by one (keyed.py)."""
+        out = []
+        for ident, shape, ids in self._keyed:
+            ends = [end for k in ids.intersection(hits) for end in hits[k]]
+            if not ends:
+                continue
+            values = find_after(text, ends, shape, self.rules.proximity, next_line=not tables)
+            for table in tables:
+                for value, raw in in_columns(table.rows, ident.keywords, shape, self.rules.header_rows).items():
+                    values.setdefault(value, raw)
+            if values:
+                out.append(Finding(ident.name, ident.name, len(values), ident.severity, part,
+                                   keyed_mask(values[min(values)])))
+        return out
+
+    def _mailing_list(self, part: str, text: str) -> list[TableFacts]:
+        """A mailing list (name, honorific, address on each line), as records (prose.py).
+
+        Honorifics are not gate keywords: a one-character literal (様 is two bytes in a str's
+        storage) slowed the whole hyperscan pass by a third on letters; they are counted and
+        found with str methods instead."""
+        n = addressed_people(text, self.rules.honorifics) if self.rules.honorifics else 0
+        return [TableFacts(part, n, LIST_FIELDS, -1, {})] if n else []
 
     def _body_tables(self, part: str, text: str, hits: dict[int, list[int]]) -> list[TableFacts]:
         """Tab/comma-separated blocks in text whose first line is a personal-records header.

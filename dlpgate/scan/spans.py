@@ -11,11 +11,16 @@ scanner judged harmless in one place is still hidden in a subject line (fail saf
 
 Digits outside the normaliser's table (Arabic-Indic, mathematical bold ...) are not read by the
 scanner; runs of them are reported too (any Unicode decimal digit), again to fail safe.
+
+Identifiers the scanner tells by shape after a keyword (passports, residence cards: `[[keyed]]` in
+the rules, scan/keyed.py) are hidden by their shape alone, keyword or not (`keyed_spans`): the
+shipped rules' shapes always, and those of any rules a Scanner of this process loaded.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from dlpgate.scan.normalize import RAW_DIGITS, RAW_SEPARATORS, char_class, normalise
 
@@ -66,3 +71,41 @@ def run_digits(run: str) -> str:
     """The ASCII digits of a raw run, as the scanner reads them (`１２３４　５６` -> `123456`)."""
     folded = normalise(run)
     return "".join(str(int(c)) if c.isdigit() else "" for c in folded)
+
+
+_keyed_patterns: list[str] = []
+_keyed_rx: re.Pattern[str] | None = None
+_shipped_loaded = False
+
+
+def register_keyed(patterns: Iterable[str]) -> None:
+    """Add identifier shapes to mask (a Scanner registers its rules' `[[keyed]]` patterns)."""
+    global _keyed_rx
+    new = [p for p in patterns if p not in _keyed_patterns]
+    if new:
+        _keyed_patterns.extend(new)
+        _keyed_rx = None
+
+
+def _keyed() -> re.Pattern[str] | None:
+    global _keyed_rx, _shipped_loaded
+    if not _shipped_loaded:
+        _shipped_loaded = True
+        from dlpgate.scan.rules import default_rules_dir, load_detector_rules
+
+        try:
+            register_keyed(k.pattern for k in load_detector_rules(default_rules_dir()).keyed)
+        except Exception:  # noqa: BLE001 - a broken shipped file: `rules check` reports it; digits still masked
+            pass
+    if _keyed_rx is None and _keyed_patterns:
+        # not required whole, unlike the scanner: TK1234567x is masked too (fail safe)
+        _keyed_rx = re.compile("|".join(f"(?:{p})" for p in _keyed_patterns))
+    return _keyed_rx
+
+
+def keyed_spans(text: str) -> list[tuple[int, int]]:
+    """[start, end) spans of every keyed identifier shape in `text` (normalised: ＴＫ１２３４５６７ too)."""
+    rx = _keyed()
+    if rx is None or not text:
+        return []
+    return [m.span() for m in rx.finditer(normalise(text))]

@@ -165,7 +165,7 @@ class TableAnalyser:
         rows = table.rows
         header = self.find_header(rows)
         if header is None:
-            return self._down_a_column(table) or self._keyword_columns(table) or self._headerless(table)
+            return self._down_a_column(table) or self._keyword_columns(table) or self.headerless(table)
         first, last = header
         fields = self.row_fields(rows[first]) | self.row_fields(rows[last])
         records = _records_below(rows, last)
@@ -229,7 +229,7 @@ class TableAnalyser:
                     out.append((category, value))
         return tuple(out)
 
-    def _headerless(self, table: Table) -> TableFacts | None:
+    def headerless(self, table: Table) -> TableFacts | None:
         """A register without its header row (headerless.py): people told by their cells."""
         fields = people_columns(table.rows)
         known = {g.name for g in self._rules.record_fields}
@@ -429,6 +429,34 @@ def column_blocks(text: str, starts: Sequence[int], name: str, is_field: Callabl
     return Table(name=name, rows=tuple(rows))
 
 
+# Lines between a header and its first row that are not rows: a blank, a note typed under the
+# header (（※住所は住民票記載のとおり）), a unit line. Up to this many are stepped over when a row with
+# as many cells as the header follows, and only under a header of three cells or more (a label
+# and its value, 続柄<TAB>世帯主, in a form of blocks, is no header to read past blanks from).
+_NOTE_LINES = 2
+
+
+def _past_notes(text: str, pos: int, delimiter: str, width: int) -> int:
+    """Where the rows under a header of `width` cells start: `pos`, or past up to _NOTE_LINES
+    lines without the delimiter when the line after them is a row as wide as the header."""
+    if width < 3:
+        return pos
+    n = len(text)
+    at = pos
+    for _ in range(_NOTE_LINES + 1):
+        if at >= n:
+            return pos
+        nxt = text.find("\n", at)
+        if nxt < 0:
+            nxt = n
+        line = text[at:nxt]
+        if delimiter in line:
+            cells = len(_bar_cells(line, delimiter)) if delimiter in _BARS else line.count(delimiter) + 1
+            return at if at == pos or cells == width else pos
+        at = nxt + 1
+    return pos
+
+
 def body_table_at(text: str, position: int, name: str,
                   is_field: Callable[[str], bool] | None = None) -> tuple[Table, int] | None:
     """The delimited block whose first line holds `position`, and its end offset.
@@ -456,6 +484,7 @@ def body_table_at(text: str, position: int, name: str,
     rows = [_bar_cells(line, delimiter) if barred else tuple(line.split(delimiter))]
     pos = end + 1
     n = len(text)
+    pos = _past_notes(text, pos, delimiter, len(rows[0]))
     while pos < n:
         nxt = text.find("\n", pos)
         if nxt < 0:
@@ -485,10 +514,21 @@ _PAIR = re.compile(r"([^\s:：、,，]{1,20})[ \t\u3000]*[:：][ \t\u3000]*"
 _SPACED_PAIR = re.compile(r"[ \t\u3000]*([^\s:：]{1,20})[ \t\u3000]+(\S.*?)[ \t\u3000\r]*$")
 
 
+# A label in brackets, its value running to the next bracketed label or the line's end:
+# 【氏名】試験 太郎, ［住所］架空市本町1-2-3, 〈生年月日〉昭和45年3月2日 (a colon after the bracket is allowed).
+_BRACKET_PAIR = re.compile(r"[【［\[〔〈《]([^】］\]〕〉》\s]{1,20})[】］\]〕〉》][ \t\u3000]*[:：]?[ \t\u3000]*"
+                           r"(.*?)(?=[ \t\u3000]*[【［\[〔〈《][^】］\]〕〉》\s]{1,20}[】］\]〕〉》]|[ \t\u3000]*$)")
+
+
 def form_pairs(line: str, is_field: Callable[[str], bool]) -> list[tuple[str, str]]:
-    """The (label, value) pairs of one line of a form typed into text: every `label：value` pair
-    on it, or else one `label value` pair whose label is a field name (`is_field`) and whose value is
-    neither a field name nor wholly bracketed (`（必須）` in a blank template)."""
+    """The (label, value) pairs of one line of a form typed into text: the `【label】value` pairs when
+    a bracketed label is a field name, else every `label：value` pair on it, or else one `label value`
+    pair whose label is a field name (`is_field`) and whose value is neither a field name nor wholly
+    bracketed (`（必須）` in a blank template)."""
+    if "【" in line or "［" in line or "[" in line or "〔" in line or "〈" in line or "《" in line:
+        bracketed = [(m.group(1), m.group(2).rstrip()) for m in _BRACKET_PAIR.finditer(line)]
+        if any(is_field(label) for label, _v in bracketed):
+            return [(label, value) for label, value in bracketed if value.strip()]
     pairs = [(m.group(1), m.group(2)) for m in _PAIR.finditer(line) if m.group(2) or m.end() < len(line)]
     if pairs:
         return [(label, value.rstrip()) for label, value in pairs if value.strip()]

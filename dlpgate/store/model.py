@@ -44,6 +44,12 @@ ID_ALPHABET = "bcdfghjklmnpqrstvwxz"
 # What an id may hold: these letters, and the hex of ids written before them. A prefix typed by a
 # person is checked against it before it reaches a LIKE pattern.
 ID_CHARS = frozenset("0123456789abcdef" + ID_ALPHABET)
+# Above every id that starts with a given prefix: ids hold only [0-9a-z] and are at most 19 long, and
+# such strings sort alike under the C collation and the linguistic ones a PostgreSQL may use.
+def id_prefix_bound(prefix: str) -> str:
+    return prefix + "z" * 24
+
+
 _TIME_CHARS = 10  # 20**10 ms: until the year 2293
 _RANDOM_CHARS = 8  # 20**8: 34.6 random bits per millisecond
 

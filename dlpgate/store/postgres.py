@@ -65,6 +65,7 @@ from .model import (
     _dumps,
     _entry_hash,
     accept_audit,
+    id_prefix_bound,
     os_user,
 )
 from .spool import _UNSYNCED, _UNSYNCED_LOCK
@@ -802,12 +803,12 @@ class PgStore:
             raise NotFound(f"no message with id {prefix!r}")
         with self._read() as c:
             rows = c.execute("SELECT id FROM messages_all WHERE id >= %s AND id < %s ORDER BY id LIMIT 2",
-                             (p, p + "g")).fetchall()
+                             (p, id_prefix_bound(p))).fetchall()
             if not rows:
                 raise NotFound(f"no message with id {prefix!r}")
             if len(rows) > 1 and rows[0]["id"] != p:
                 n = _scalar(c.execute("SELECT count(*) FROM messages_all WHERE id >= %s AND id < %s",
-                                      (p, p + "g")).fetchone())
+                                      (p, id_prefix_bound(p))).fetchone())
                 raise InputError(f"id {prefix!r} is ambiguous: it starts {n} message ids; give more characters")
         return str(rows[0]["id"])
 

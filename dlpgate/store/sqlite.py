@@ -51,6 +51,7 @@ from .model import (
     _dumps,
     _entry_hash,
     accept_audit,
+    id_prefix_bound,
     new_id,
     os_user,
 )
@@ -630,11 +631,11 @@ class Store:
         if not p or any(ch not in ID_CHARS for ch in p):
             raise NotFound(f"no message with id {prefix!r}")
         rows = self.conn.execute("SELECT id FROM messages WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
-                                 (p, p + "g")).fetchall()
+                                 (p, id_prefix_bound(p))).fetchall()
         if not rows:
             raise NotFound(f"no message with id {prefix!r}")
         if len(rows) > 1 and rows[0]["id"] != p:
-            n = self.conn.execute("SELECT count(*) FROM messages WHERE id >= ? AND id < ?", (p, p + "g")).fetchone()[0]
+            n = self.conn.execute("SELECT count(*) FROM messages WHERE id >= ? AND id < ?", (p, id_prefix_bound(p))).fetchone()[0]
             raise InputError(f"id {prefix!r} is ambiguous: it starts {n} message ids; give more characters")
         return str(rows[0]["id"])
 

@@ -456,6 +456,72 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
         (valid_only(r, lambda: digits(r, 12)) if i % 9 == 0 else digits(r, 12), f"2026{r.randint(1, 12):02d}{r.randint(1, 28):02d}",
          digits(r, 8), r.choice(["ボールペン", "コピー用紙", "封筒"]), r.randint(1, 50), r.randint(100, 9999))
         for i in range(150)]), False, kind="header variant")
+    # a register pasted from a spreadsheet into the body without its header row (tab-separated); an
+    # order list and a job log pasted the same way are no register
+    pasted = [f"{p['name']}\t{p['address']}\t{p['birth']}\t{r.choice(['世帯主', '妻', '子'])}" for p in ppl[:22]]
+    add("pos_pasted_headerless.eml", eml("お疲れ様です。昨日の分です。\n\n" + "\n".join(pasted) + "\n\nよろしくお願いします。"),
+        True, 22, ("personal_records",), kind="headerless")
+    orders_pasted = [f"{digits(r, 8)}\t2026/{r.randint(1, 12)}/{r.randint(1, 28)}\t{r.choice(['ノート パソコン', 'ボール ペン'])}"
+                     f"\t架空県見本市本町{i}-{r.randint(1, 9)}\t{r.randint(1, 9)}" for i in range(40)]
+    add("neg_pasted_orders.eml", eml("出荷予定です。\n" + "\n".join(orders_pasted)), False, kind="headerless")
+    log = [f"2026-11-{r.randint(1, 28):02d} {r.randint(0, 23):02d}:{r.randint(0, 59):02d}\tINFO\tbatch {digits(r, 6)} done"
+           f"\t{r.randint(10, 9999)} ms\t{r.choice(['見本 太郎', '例示 花子'])}" for _ in range(80)]
+    add("neg_pasted_job_log.eml", eml("夜間バッチの結果\n" + "\n".join(log)), False, kind="headerless")
+    # a note typed under a register's header before its rows; labels written in brackets
+    noted = ["氏名\t住所\t生年月日\t続柄", "（※住所は住民票記載のとおり。敬称略）"] + [
+        f"{p['name']}\t{p['address']}\t{p['birth']}\t{r.choice(['世帯主', '妻', '子'])}" for p in ppl[:16]]
+    add("pos_note_under_header.eml", eml("対象者一覧です。\n\n" + "\n".join(noted)), True, 16, ("personal_records",),
+        kind="header variant")
+    bracketed = [f"【氏名】{p['name']}\n【住所】{p['address']}\n【生年月日】{p['birth']}" for p in ppl[:9]]
+    add("pos_bracket_labels.eml", eml("申請者情報\n\n" + "\n\n".join(bracketed)), True, 9, ("personal_records",),
+        kind="forms")
+    add("neg_bracket_tags.eml", eml("【重要】システム停止のお知らせ\n【日時】12月5日 22:00～\n【場所】架空県見本市本町1-2-3"
+                                    "\n【連絡先】03-0000-0000\n【担当】総務課 見本"), False, kind="forms")
+    # family-register fields (本籍, 筆頭者) and numbers public bodies give people (被保険者番号, 基礎年金番号)
+    # beside a name: a handful of rows is a register; insurers' and suppliers' lists are not
+    add("pos_domicile_list.csv", csv_of([("氏名", "本籍", "筆頭者")] + [
+        (p["name"], f"架空県見本市本町{i}番地", p["name"]) for i, p in enumerate(ppl[:5], 1)]), True, 5,
+        ("personal_records",), kind="header variant")
+    add("pos_insured_list.csv", csv_of([("被保険者番号", "氏名", "性別")] + [
+        (digits(r, 8), p["name"], r.choice(["男", "女"])) for p in ppl[:8]]), True, 8, ("personal_records",),
+        kind="header variant")
+    add("neg_insurers.csv", csv_of([("保険者番号", "保険者名", "郵便番号", "所在地", "電話番号")] + [
+        (digits(r, 8), f"見本健康保険組合{i}", f"{r.randint(100, 999)}-{r.randint(1000, 9999)}", f"架空県見本市本町{i}-1",
+         f"03-0000-{i:04d}") for i in range(25)]), False, kind="suppliers")
+    # headerless lists that look like people and are not: companies written as two words (株式会社 見本商事,
+    # 見本電機 御中) beside their addresses, and public buildings beside the dates they were built
+    add("neg_headerless_companies.csv", csv_of([(f"{r.choice(['株式会社', '有限会社'])} {w}{k}" if i % 2 else f"{w}{k} 御中",
+                                                 f"架空県見本市本町{i}-1-2", f"03-0000-{i:04d}") for i, (w, k) in enumerate(
+        (w, k) for w in ["見本", "例示", "架空", "試験", "模擬", "標本", "検証", "仮名"] for k in ["商事", "電機", "物流"]
+    )]), False,
+        kind="headerless")
+    add("neg_headerless_buildings.csv", csv_of([(f"見本{r.choice(['小学校', '公民館', '市営住宅', '体育館'])}{i}号棟",
+                                                 f"架空県見本市本町{i}-{r.randint(1, 9)}",
+                                                 f"{r.randint(1960, 2015)}/{r.randint(1, 12):02d}/{r.randint(1, 28):02d}",
+                                                 f"{r.randint(200, 9000)}㎡") for i in range(30)]), False, kind="headerless")
+    # a mailing list pasted into a body (name, honorific, address per line); a letter addressed to a
+    # few companies' people and a notice to customers are no list
+    listed = [f"{i}. {p['name']} 様　{p['address']}" for i, p in enumerate(ppl[:14], 1)]
+    add("pos_mailing_list.eml", eml("年賀状の発送先です。\n\n" + "\n".join(listed)), True, 14, ("personal_records",),
+        kind="sentences")
+    add("neg_letter_honorifics.eml", eml("見本商事株式会社\n営業部 例示 花子 様\n\nいつもお世話になっております。\n"
+                                         "皆様におかれましては…。お客様各位には様式第3号をお送りします。\n"
+                                         "〒100-0001 架空県見本市本町1-2-3 見本電機 様\n架空物流 御中 架空県見本市緑町4-5\n"
+                                         "見本 太郎 様（ご注文番号 20261202）"), False, kind="sentences")
+    # identifiers without a check digit, told by their shape after a keyword: a passport and a residence
+    # card in a foreign resident's case mail; the same shapes as part numbers in an order are nothing
+    add("pos_passport_residence_card.eml", eml(f"転入手続きの件です。\n旅券番号：TK{digits(r, 7)}\n"
+                                               f"在留カード番号：AB{digits(r, 8)}CD\nよろしくお願いします。"),
+        True, None, ("passport", "residence_card"), kind="keyed")
+    add("pos_pension_numbers.csv", csv_of([("基礎年金番号", "受付日")] + [
+        (f"{digits(r, 4)}-{digits(r, 6)}", "2026/11/01") for _ in range(6)]), True, None, ("pension_number",),
+        kind="keyed")
+    add("neg_part_codes.eml", eml("部品の発注です。\n" + "\n".join(
+        f"品番 TK{digits(r, 7)} 数量 {r.randint(1, 9)}　型式 AB{digits(r, 8)}CD" for _ in range(20))), False, kind="keyed")
+    # an HTML mail whose register sits in <pre> (tab-separated lines, as a client pastes plain text)
+    pre = "\n".join(["氏名\t生年月日\t住所"] + [f"{p['name']}\t{p['birth']}\t{p['address']}" for p in ppl[:13]])
+    add("pos_html_pre_register.eml", eml("", html_body=f"<html><body><p>一覧です</p><pre>{html.escape(pre)}</pre></body></html>"),
+        True, 13, ("personal_records",), kind="html")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
         (valid_only(r, lambda: digits(r, 12)), "1200") for _ in range(4)]), False, kind="doc")
     return cases
