@@ -199,6 +199,8 @@ _SIFT_MIN = 8
 # Triggers sifted per chunk: the chunk's run strings are freed and their memory reused by the next
 # (all of a 50 MB message's ~47,000 at once were ~2,000 more fresh pages than the loop's).
 _SIFT_CHUNK = 4096
+# A text this long is asked whether it holds an honorific before they are counted (_mailing_list).
+_LONG_TEXT = 1 << 16
 # 12 ASCII digits, contiguous or 4-4-4 with ASCII separators: the runs _sift reads the check digit of.
 _SIFTED_RUN = re.compile(r"[0-9]{4}(?:[0-9]{8}|[-. ][0-9]{4}[-. ][0-9]{4})")
 
@@ -625,8 +627,19 @@ class Scanner:
 
         Honorifics are not gate keywords: a one-character literal (様 is two bytes in a str's
         storage) slowed the whole hyperscan pass by a third on letters; they are counted and
-        found with str methods instead."""
-        n = addressed_people(text, self.rules.honorifics) if self.rules.honorifics else 0
+        found with str methods instead. Whether the text holds any is asked first with `in`
+        (issue 19: a one-character `in` skips ahead like memchr, ~0.14 ms per 10 MB of dense text,
+        where addressed_people's str.count reads every character, ~2 ms: a tenth of the scan of
+        dense business text, which holds no honorific). In the keywords' hyperscan database the
+        honorifics cost nothing on long texts but made 2.7 kB messages 11% slower."""
+        honorifics = self.rules.honorifics
+        if len(text) >= _LONG_TEXT:  # (a letter holds one or two: its count costs less than a test first)
+            for w in honorifics:
+                if w in text:
+                    break
+            else:
+                return []
+        n = addressed_people(text, honorifics) if honorifics else 0
         return [TableFacts(part, n, LIST_FIELDS, -1, {})] if n else []
 
     def _body_tables(self, part: str, text: str, hits: dict[int, list[int]]) -> list[TableFacts]:
