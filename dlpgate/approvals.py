@@ -31,7 +31,7 @@ from typing import Any
 
 from .config import DEFAULT_CONFIG_PATH, ApproverRoute, Config
 from .errors import InputError, PermissionDenied, StateError
-from .identities import Identities
+from .identities import Identities, mailbox
 from .masking import mask_text
 from .notices import Notice, queue_notice
 from .store import DELAYED, HELD, RELEASED, AsyncStore, NewMessage, Store, write_spool_file
@@ -73,18 +73,19 @@ class Router:
 
     def for_sender(self, sender: str) -> Authorised:
         me = sender.strip().lower()
+        box = mailbox(me)  # kacho+x@ is kacho@: he is not among the approvers of his own mail
         approvers: list[str] = []
         deputies: list[str] = []
         for r in self.routes:
             if any(sender_matches(p, me) for p in r.senders):
-                approvers += [a for a in r.approvers if a != me and a not in approvers]
-                deputies += [d for d in r.deputies if d != me and d not in deputies]
+                approvers += [a for a in r.approvers if mailbox(a) != box and a not in approvers]
+                deputies += [d for d in r.deputies if mailbox(d) != box and d not in deputies]
         return Authorised(tuple(approvers), tuple(d for d in deputies if d not in approvers))
 
     def check(self, msg_id: str, approver: str, sender: str) -> None:
         """Raise PermissionDenied unless `approver` may decide on mail from `sender`."""
         who = approver.strip().lower()
-        if who and who == sender.strip().lower():
+        if who and mailbox(who) == mailbox(sender):
             raise PermissionDenied(f"message {msg_id}: {who} sent it and may not approve or reject it"
                                    " (no self-approval)")
         if who not in self.for_sender(sender):
@@ -333,8 +334,9 @@ class Notices:
                  with_expiry: bool = True) -> list[str]:
         t = self._t
         none = t("none")
-        lines = [f"{t('f.id')}: {f.id}", f"{t('f.sender')}: {f.sender or '<>'}",
-                 f"{t('f.recipients')}: {_one_line(', '.join(f.recipients), 300)}",
+        # addresses are the sender's input too (`p123456789018@example.com`): masked like the subject
+        lines = [f"{t('f.id')}: {f.id}", f"{t('f.sender')}: {mask_text(f.sender) or '<>'}",
+                 f"{t('f.recipients')}: {_one_line(mask_text(', '.join(f.recipients)), 300)}",
                  f"{t('f.subject')}: {_one_line(f.subject, 200) or none}"]
         if f.reason:
             lines.append(f"{t('f.reason')}: {_one_line(mask_text(f.reason), 300)}")
@@ -417,7 +419,7 @@ class Notices:
         if to:
             body = [self._t("wait.intro"), "", *self._link("link.decide", f"/m/{m.id}"), "",
                     *self._summary(f, with_approvers=who), "", *self._commands(m.id)]
-            out.append(self._notice(to, self._t("wait.subject", sender=m.sender or "<>",
+            out.append(self._notice(to, self._t("wait.subject", sender=mask_text(m.sender) or "<>",
                                                 subject=self._subject(f)), body, "approval_request",
                                     m.id, m.arrived))
         return out
@@ -459,7 +461,7 @@ class Notices:
             body = [self._t("second.intro", approver=approver, left=left), "",
                     *self._link("link.decide", f"/m/{f.id}"), "",
                     *self._summary(f, with_approvers=who), "", *self._commands(f.id)]
-            return [self._notice(to, self._t("second.subject", sender=f.sender or "<>", subject=subj), body,
+            return [self._notice(to, self._t("second.subject", sender=mask_text(f.sender) or "<>", subject=subj), body,
                                  "second_approval", f.id, now)]
         if not f.sender:
             return ()
@@ -490,7 +492,7 @@ class Notices:
         body = [self._t("remind.intro", age=self._age(now - f.arrived)), "",
                 *self._link("link.decide", f"/m/{f.id}"), "",
                 *self._summary(f, with_approvers=who), "", *self._commands(f.id)]
-        return [self._notice(to, self._t("remind.subject", sender=f.sender or "<>", subject=self._subject(f)),
+        return [self._notice(to, self._t("remind.subject", sender=mask_text(f.sender) or "<>", subject=self._subject(f)),
                              body, "reminder", f.id, now)]
 
     # ---- housekeeping (server, every 30 s) ---------------------------------------------

@@ -52,6 +52,7 @@ def verify(store: StoreEngine, key: PublicKey | None = None, witness: Path | Non
     signed_any = False
     fps: set[str] = set()
     after = 0
+    stopped: dict[str, tuple[int, str]] = {}  # msg_id -> (seq, event) of its last hold/reject/expiry/recall
     while True:
         page = store.audit_chain(after)
         if not page:
@@ -73,6 +74,10 @@ def verify(store: StoreEngine, key: PublicKey | None = None, witness: Path | Non
                                                    " rewritten without the key, or this is not the gateway's key)")
                 fps.add(e.sig.rpartition(":")[0])
                 last_signed = e.seq
+            if e.event in _STOPPED:
+                stopped[e.msg_id] = (e.seq, e.event)
+            elif e.event in ("released", "purged"):
+                stopped.pop(e.msg_id, None)
             prev, expect = e.hash, expect + 1
         after = page[-1].seq
     msg = f"{n} entries, chain intact"
@@ -112,10 +117,30 @@ def verify(store: StoreEngine, key: PublicKey | None = None, witness: Path | Non
         first = last_signed + 1
         return VerifyReport(False, f"entry {first}: not signed (entries {first}..{n} were added without the key)")
     # decisions people see are read from the chain; the table must not hold one the chain lacks
-    problem = _approvals_covered(store)
+    problem = _approvals_covered(store) or _sent_without_release(store, stopped)
     if problem:
         return VerifyReport(False, problem)
     return VerifyReport(True, msg)
+
+
+# chain events after which a message goes nowhere unless a later `released` entry says so
+_STOPPED = frozenset({"held", "rejected", "expired", "recalled"})
+_ON_ITS_WAY = frozenset({"delayed", "delivering", "deferred", "released", "delivered", "bounced"})
+
+
+def _sent_without_release(store: StoreEngine, stopped: Mapping[str, tuple[int, str]]) -> str:
+    """'' unless a message the chain last left held, rejected, expired or recalled is on its way out
+    (or gone out) all the same: a state written into the database without a decision. Only such
+    messages are looked up (held and refused mail), not every message of the store."""
+    for mid, (seq, event) in sorted(stopped.items(), key=lambda kv: kv[1][0]):
+        try:
+            state = str(store.get(mid)["state"])
+        except NotFound:
+            continue
+        if state in _ON_ITS_WAY:
+            return (f"message {mid} is {state} but the signed chain has no release after it was {event}"
+                    f" (entry {seq}): its state was written into the database without a decision (forged)")
+    return ""
 
 
 def short(h: str) -> str:
@@ -271,6 +296,9 @@ def summary(r: ExportRow) -> str:
         return "; ".join(f"{x.get('rcpt')}: {x.get('code')}" for x in d.get("recipients", []))
     if e == "deferred":
         return str(d.get("error", ""))[:120]
+    if e == "tampered":
+        return (f"due ({d.get('found', '?')}) without a decision in the signed chain: not delivered, back to"
+                f" {d.get('restored', '?')}")
     if d.get("reason"):
         return str(d["reason"])[:120]
     return ""

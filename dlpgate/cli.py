@@ -28,8 +28,18 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors in one line, naming the command and where help is."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        _say_error(f"{self.prog}: error: {message} (see {self.prog} --help)")
         raise SystemExit(2)
+
+
+def _say_error(line: str) -> None:
+    """One error line on stderr, masked and terminal-safe: errors quote what was typed (a path
+    named after its content, a number pasted where a time was wanted), and no full identifier
+    reaches the terminal."""
+    from .masking import mask_text
+    from .terminal import for_terminal
+
+    print(for_terminal(mask_text(line)), file=sys.stderr)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -205,9 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _config_for(args)
         return int(args.func(args, config))
     except DlpgateError as e:
-        from .terminal import for_terminal
-
-        print(for_terminal(f"dlpgate: {e}"), file=sys.stderr)
+        _say_error(f"dlpgate: {e}")
         return 2
     except KeyboardInterrupt:
         return 130
@@ -215,15 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except OSError as e:  # a file or directory the user named: what and why, in one line
         where = f"{e.filename}: " if e.filename else ""
-        print(f"dlpgate: {where}{e.strerror or e}", file=sys.stderr)
+        _say_error(f"dlpgate: {where}{e.strerror or e}")
         return 2
     except Exception as e:  # a bug: one line, the traceback only on request (or in the gateway's log)
         if os.environ.get("DLPGATE_DEBUG"):
             raise
         if args.func is cmd_serve:
             logging.getLogger("dlpgate").critical("gateway failed", exc_info=True, extra={"event": "crashed"})
-        print(f"dlpgate: internal error: {type(e).__name__}: {e} (DLPGATE_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        _say_error(f"dlpgate: internal error: {type(e).__name__}: {e} (DLPGATE_DEBUG=1 shows the traceback)")
         return 70
     finally:
         os.umask(old_umask)

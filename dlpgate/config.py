@@ -210,6 +210,9 @@ class WebConfig:
     require_totp: str = "approvers"  # "approvers" (and admins) | "all" | "none"
     trusted_proxies: tuple[str, ...] = ()  # CIDRs of reverse proxies whose login header is believed
     proxy_login_header: str = "X-Remote-User"
+    # accounts of this host whose connections may carry the login header: required when a trusted
+    # proxy is on loopback (every local user can connect from 127.0.0.1), checked per connection
+    proxy_users: tuple[str, ...] = ()
     session_idle: float = 900.0  # seconds without a request before a session ends
     lockout_after: int = 5  # failed sign-ins of one account before it is locked
     lockout_seconds: float = 900.0
@@ -460,6 +463,14 @@ def _validate_web(web: WebConfig) -> None:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             raise ConfigError(f"web.trusted_proxies[{i}]: not a CIDR network: {net!r}") from None
+    for i, name in enumerate(web.proxy_users):
+        if account_uid(name) is None:
+            raise ConfigError(f"web.proxy_users[{i}]: no account {name!r} on this host")
+    local = [n for n in web.trusted_proxies if _covers_loopback(n)]
+    if local and not web.proxy_users:
+        raise ConfigError(f"web.proxy_users: web.trusted_proxies names this host ({local[0]}): every local account can"
+                          f" connect from it and send {web.proxy_login_header}; list the proxy's account(s) in"
+                          " web.proxy_users (only their connections are believed)")
     if bool(web.tls_cert) != bool(web.tls_key):
         raise ConfigError("web.tls_cert: tls_cert and tls_key must be set together")
     if web.base_url and not web.base_url.startswith(("https://", "http://")):
@@ -481,6 +492,30 @@ def _validate_web(web: WebConfig) -> None:
         raise ConfigError("web.session_idle: at least 60 seconds")
     if web.lockout_after < 1:
         raise ConfigError("web.lockout_after: at least 1")
+
+
+def account_uid(name: str) -> int | None:
+    """The uid of an account named by login or number, None when this host has no such account."""
+    import pwd
+
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        pass
+    if name.isdigit():
+        try:
+            return pwd.getpwuid(int(name)).pw_uid
+        except KeyError:
+            return None
+    return None
+
+
+def _covers_loopback(net: str) -> bool:
+    """Whether a CIDR holds loopback addresses (127.0.0.0/8, ::1): connections from this host."""
+    n = ipaddress.ip_network(net, strict=False)
+    if isinstance(n, ipaddress.IPv4Network):
+        return n.overlaps(ipaddress.IPv4Network("127.0.0.0/8"))
+    return ipaddress.IPv6Address("::1") in n
 
 
 def _is_loopback(host: str) -> bool:

@@ -40,7 +40,22 @@ class Identity:
     known: bool  # in [[people]] or an administrator
 
     def owns(self, address: str) -> bool:
-        return address.strip().lower() in self.addresses
+        """Whether `address` is one of this person's mailboxes, however it is spelled: case, a
+        quoted local part, an address extension (`tanaka+x@`, which mail servers deliver to and
+        accept from tanaka's own login) name the same mailbox. Without this, a supervisor who also
+        sends as a member of the department approved his own mail sent as `tanaka+x@`."""
+        box = mailbox(address)
+        return any(mailbox(a) == box for a in self.addresses)
+
+
+def mailbox(address: str) -> str:
+    """The mailbox an address names: lower case, unquoted local part, no `+extension`."""
+    local, at, domain = address.strip().lower().rpartition("@")
+    if not at:
+        return domain
+    if len(local) >= 2 and local[0] == local[-1] == '"':
+        local = local[1:-1]
+    return local.partition("+")[0] + "@" + domain
 
 
 def _merge(people: Sequence[Person], legacy: Iterable[tuple[str, Sequence[str]]]) -> tuple[Person, ...]:

@@ -25,16 +25,25 @@ class JsonFormatter(logging.Formatter):
              "level": record.levelname, "logger": record.name, "msg": mask_text(record.getMessage())}
         for k, v in record.__dict__.items():
             if k not in _STD and not k.startswith("_"):
-                d[k] = v if k in _UNMASKED or not isinstance(v, str | list) else _masked(v)
+                d[k] = v if k in _UNMASKED else _masked(v)
         if record.exc_info:
             d["exc"] = mask_text(self.formatException(record.exc_info))
         return json.dumps(d, ensure_ascii=False, default=str)
 
 
-def _masked(v: str | list[object]) -> str | list[object]:
+def _masked(v: object) -> object:
+    """An extra field's value, masked whatever its type: text, lists, tuples and sets item by item,
+    dicts value by value, numbers and booleans as they are (counts, not text), anything else by
+    its str (what json.dumps would print)."""
     if isinstance(v, str):
         return mask_text(v)
-    return [mask_text(x) if isinstance(x, str) else x for x in v]
+    if v is None or isinstance(v, bool | int | float):
+        return v
+    if isinstance(v, dict):
+        return {k: _masked(x) for k, x in v.items()}
+    if isinstance(v, list | tuple | set | frozenset):
+        return [_masked(x) for x in v]
+    return mask_text(str(v))
 
 
 class TextFormatter(logging.Formatter):

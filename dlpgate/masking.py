@@ -11,6 +11,8 @@ the scanner can see escapes the mask.
 
 from __future__ import annotations
 
+import re
+
 from dlpgate.scan.keyed import masked
 from dlpgate.scan.spans import identifier_spans, keyed_spans, run_digits
 
@@ -25,7 +27,11 @@ def mask_text(text: str) -> str:
     """Mask every identifier-like digit run, and every keyed identifier's shape, inside free text."""
     if not text:
         return text
-    spans = [(s, e, False) for s, e in identifier_spans(text)] + [(s, e, True) for s, e in keyed_spans(text)]
+    digits = identifier_spans(text)
+    # a keyed shape inside a digit run (a pension number's 10 digits in a 12-digit run) is that run:
+    # masked as digits are, first four kept; one with letters beyond the run masks the whole span
+    spans = [(s, e, False) for s, e in digits] + [
+        (s, e, True) for s, e in keyed_spans(text) if not any(a <= s and e <= b for a, b in digits)]
     if not spans:
         return text
     merged: list[tuple[int, int, bool]] = []
@@ -43,3 +49,17 @@ def mask_text(text: str) -> str:
         pos = e
     out.append(text[pos:])
     return "".join(out)
+
+
+# what a reader puts at the end of a location to find a message again: an mbox offset, a PST item
+_LOCATION_SUFFIX = re.compile(r"(@\d+|/\d+)$")
+
+
+def mask_location(location: str) -> str:
+    """A file path or archive location masked like any text (a file may be named after its
+    content: `名簿_<number>.eml`), except the offset or item number a reader put at its end, which
+    is what finds the message again (`archive.mbox@123456789`)."""
+    m = _LOCATION_SUFFIX.search(location)
+    if m is None:
+        return mask_text(location)
+    return mask_text(location[:m.start()]) + m.group(0)

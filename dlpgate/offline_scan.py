@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from dlpgate.errors import DlpgateError
 from dlpgate.extract.model import Extraction, ExtractLimits
-from dlpgate.masking import mask_text
+from dlpgate.masking import mask_location, mask_text
 from dlpgate.policy import MessageFacts, Policy
 from dlpgate.scan.scanner import Scanner
 from dlpgate.terminal import for_terminal
@@ -259,6 +259,8 @@ def run(
     for path in paths:
         try:
             for record, explanation in _judge(path, scanner, policy):
+                # a file may be named after its content, as `dlpgate archive` says of its locations
+                record = {**record, "path": mask_location(str(record["path"]))}
                 if as_json:
                     print(for_terminal(json.dumps(record, ensure_ascii=False)), file=out)
                 else:
@@ -268,11 +270,11 @@ def run(
                 if (record["findings"] or record["verdict"] == "unreadable") and status == 0:
                     status = 1
         except OSError as exc:
-            print(f"dlpgate scan: {path}: {exc.strerror or exc}", file=err)
+            print(for_terminal(f"dlpgate scan: {mask_location(path)}: {mask_text(exc.strerror or str(exc))}"), file=err)
             status = 2
             continue
         except DlpgateError as exc:
-            print(f"dlpgate scan: {path}: {exc}", file=err)
+            print(for_terminal(f"dlpgate scan: {mask_location(path)}: {mask_text(str(exc))}"), file=err)
             status = 2
             continue
     return status

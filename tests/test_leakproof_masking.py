@@ -11,6 +11,7 @@ import asyncio
 import email
 import json
 import logging
+import re
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
@@ -22,7 +23,7 @@ from prometheus_client import generate_latest
 
 from dlpgate import metrics
 from dlpgate.masking import mask_number, mask_text
-from dlpgate.scan.normalize import RAW_SEPARATORS, normalise
+from dlpgate.scan.normalize import RAW_DIGITS, RAW_SEPARATORS, char_class, normalise
 from dlpgate.scan.scanner import _RAW_RUN, Scanner
 from dlpgate.scan.spans import RAW_RUN_PATTERN
 from dlpgate.store import Store
@@ -48,8 +49,21 @@ def test_spans_use_the_scanners_run_pattern() -> None:
     assert RAW_RUN_PATTERN == _RAW_RUN.pattern
     from dlpgate.scan.spans import MASK_RUN_PATTERN
 
-    # masking's run is the scanner's with more room between digits: it matches everything that does
-    assert MASK_RUN_PATTERN.replace("{0,3}", "?").replace("\\\t", "") == RAW_RUN_PATTERN
+    # masking's run is the scanner's with more room between digits: same digits, every separator
+    # the scanner takes among its own (test_mask_runs_cover_the_scanners_runs checks the matches)
+    assert MASK_RUN_PATTERN.startswith(char_class(RAW_DIGITS) + "(?:")
+    assert all(re.fullmatch(MASK_RUN_PATTERN, f"12{sep}34") for sep in RAW_SEPARATORS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=RAW_DIGITS[:12] + RAW_SEPARATORS + "ab\t\u200b", max_size=40))
+def test_mask_runs_cover_the_scanners_runs(text: str) -> None:
+    """Every candidate run the scanner sees lies inside one run masking sees."""
+    from dlpgate.scan.spans import _RUN
+
+    mask_runs = [m.span() for m in _RUN.finditer(text)]
+    for m in _RAW_RUN.finditer(text):
+        assert any(a <= m.start() and m.end() <= b for a, b in mask_runs), (text, m.group())
 
 
 def test_masking_keeps_a_margin_beyond_the_scanner() -> None:

@@ -111,3 +111,16 @@ def test_a_column_headed_by_a_keyword_counts_every_cell(scanner: Scanner) -> Non
         (str(i), f"見本 {i}", f"TK{1234500 + i}", "品番 TK9999999") for i in range(40))
     got = {f.detector: f.count for f in scanner.scan("t.csv", "", (Table("t.csv", rows),)).findings}
     assert got["passport"] == 40  # the 備考 column's part number is no passport
+
+
+@pytest.mark.parametrize("scanner", SCANNERS, ids=["hyperscan", "re"])
+@pytest.mark.parametrize("sep", ["\u00a0", "\u2009", "\u202f", "\u2007", "\u200b", "\u2060", "\ufeff", "\u00ad"])
+def test_a_my_number_parted_by_other_spaces_or_invisible_characters_is_found(scanner: Scanner, sep: str) -> None:
+    """No-break and thin spaces come in from Word and web pages; zero-width characters are a cheap
+    way to dodge a scanner: each reads as one separator (red team, 2 December 2026)."""
+    from dlpgate.scan.checks import my_number_check_digit
+
+    n = "62149832025" + str(my_number_check_digit("62149832025"))
+    for text in (f"個人番号 {n[:4]}{sep}{n[4:8]}{sep}{n[8:]}", f"マイナンバー{sep}{n}"):
+        got = {f.detector: (f.severity, f.sample) for f in scanner.scan("body", text).findings}
+        assert got.get("my_number") == ("high", "6214********"), (repr(sep), got)

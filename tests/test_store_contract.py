@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dlpgate.errors import NotFound, PermissionDenied, StateError
+from dlpgate.errors import InputError, NotFound, PermissionDenied, StateError
 from dlpgate.store import (
     DELAYED,
     DELIVERED,
@@ -336,6 +337,22 @@ def test_counts_for_the_exporter(store: Any) -> None:
     assert store.oldest_in_state(HELD) == T0 and store.oldest_in_state("deferred") is None
 
 
+def test_a_prefix_finds_ids_whose_next_letter_comes_after_g(store: Any) -> None:
+    """`quarantine release fnf` must find `fnfj...` on both engines: the prefix's upper bound was
+    `prefix + "g"`, right for hex ids only (found through test_cli_admin's ambiguous-prefix case)."""
+    for mid in ("fnfjbbbbbbbbbbbbbb", "fnfzbbbbbbbbbbbbbb", "fnzbbbbbbbbbbbbbbb"):
+        m = msg(store, state=HELD)
+        rel = write_spool_file(store.root, mid, b"Subject: x\r\n\r\nx\r\n")
+        store.accept(replace(m, id=mid, spool=rel))
+    assert store.resolve_id("fnfj") == "fnfjbbbbbbbbbbbbbb"
+    assert store.resolve_id("fnfz") == "fnfzbbbbbbbbbbbbbb"
+    assert store.resolve_id("fnz") == "fnzbbbbbbbbbbbbbbb"
+    with pytest.raises(InputError, match="ambiguous: it starts 2"):
+        store.resolve_id("fnf")
+    with pytest.raises(NotFound):
+        store.resolve_id("fnb")
+
+
 def test_ids_of_both_formats_resolve_from_a_prefix(store: Any) -> None:
     """Ids are letters since December 2026 (digit-free, so masking never stars one); a store kept
     from before holds hex ids beside them, and a prefix of either finds its message."""
@@ -357,3 +374,27 @@ def test_ids_of_both_formats_resolve_from_a_prefix(store: Any) -> None:
         store.resolve_id(shared)
     with pytest.raises(NotFound):
         store.resolve_id("zz%")  # LIKE and range characters are refused before any query
+
+
+def test_a_state_written_into_the_database_is_not_claimed(store: Any, engine: Engine) -> None:
+    """Red team: with write access to the database and not to the signing key (a DBA of a shared
+    PostgreSQL store), one UPDATE turns a held message into `released` (or `delayed`) with no
+    decision. Before: the next claim handed it to the deliverer and it went out. After: the claim
+    reads the message's last halting chain entry and puts it back (held; rejected, expired or
+    recalled alike), with a `tampered` entry; a real release, and mail that was never held, go out as before."""
+    ph = "?" if engine.kind == "sqlite" else "%s"
+    forged = [msg(store, state=HELD, expires_at=T0 + 100) for _ in range(3)]
+    released = msg(store, state=HELD, expires_at=T0 + 100)
+    clean = msg(store)
+    for m in (*forged, released, clean):
+        store.accept(m)
+    assert store.decide(released.id, "boss@example.jp", "release", "ok", login="boss") == RELEASED
+    with store.transaction() as c:
+        for m, state in zip(forged, ("released", "delayed", "deferred"), strict=True):
+            c.execute(f"UPDATE messages SET state = {ph}, due_at = {ph} WHERE id = {ph}", (state, T0, m.id))
+    claimed = {c.id for c in store.claim_due(10)}
+    assert claimed == {released.id, clean.id}
+    assert [store.get(m.id)["state"] for m in forged] == [HELD, HELD, HELD]
+    for m in forged:
+        assert "tampered" in [e.event for e in store.audit_entries(msg_id=m.id)]
+    assert store.claim_due(10) == []

@@ -139,7 +139,7 @@ def test_config_accepts_tls_or_loopback(tmp_path: Path) -> None:
     p = tmp_path / "c.toml"
     p.write_text('[web]\nlisten = "0.0.0.0:8443"\ntls_cert = "c.pem"\ntls_key = "k.pem"\nusers_file = "u"\n')
     assert load_config(p).web.listen == "0.0.0.0:8443"
-    p.write_text('[web]\nlisten = "[::1]:8080"\ntrusted_proxies = ["::1/128"]\n')
+    p.write_text('[web]\nlisten = "[::1]:8080"\ntrusted_proxies = ["::1/128"]\nproxy_users = ["0"]\n')
     assert load_config(p).web.trusted_proxies == ("::1/128",)
     assert load_config(None).web.listen == ""
 

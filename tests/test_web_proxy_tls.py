@@ -31,6 +31,17 @@ addresses = ["tanaka@soumu.example.jp"]
 """
 
 
+def _me() -> str:
+    import os
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+# the proxy is this test process: a loopback proxy is believed only from its account (web.proxy_users)
+PROXY_USER = f'proxy_users = ["{_me()}"]'
+
+
 def write_config(tmp: Path, sink: Sink, web: str) -> Path:
     p = tmp / "dlpgate.toml"
     p.write_text(f"""
@@ -70,7 +81,7 @@ def get(port: int, path: str, *, source: str = "127.0.0.1", headers: dict[str, s
 
 
 async def test_trusted_proxy_passes_the_login_only_from_its_address(tmp_path: Path, sink: Sink) -> None:
-    cfg = load_config(write_config(tmp_path, sink, 'listen = "127.0.0.1:0"\ntrusted_proxies = ["127.0.0.2/32"]'))
+    cfg = load_config(write_config(tmp_path, sink, 'listen = "127.0.0.1:0"\ntrusted_proxies = ["127.0.0.2/32"]\n' + PROXY_USER))
     async with running(cfg) as gw:
         port = gw.web.port
         # the proxy (127.0.0.2) says who signed in at the directory: the page is theirs
@@ -200,7 +211,7 @@ async def test_a_person_with_two_approver_addresses_chooses_one(tmp_path: Path, 
     from .conftest import send_ok, wait_until
     from .test_web_support import held_mail
 
-    p = write_config(tmp_path, sink, 'listen = "127.0.0.1:0"\ntrusted_proxies = ["127.0.0.2/32"]')
+    p = write_config(tmp_path, sink, 'listen = "127.0.0.1:0"\ntrusted_proxies = ["127.0.0.2/32"]\n' + PROXY_USER)
     text = p.read_text().replace('addresses = ["kacho@example.jp"]', 'addresses = ["kacho@example.jp", "kacho2@example.jp"]')
     text = text.replace('approvers = ["kacho@example.jp"]', 'approvers = ["kacho@example.jp", "kacho2@example.jp"]')
     p.write_text(text)

@@ -9,7 +9,6 @@ masking.mask_text; recipients are reduced to their domains.
 
 from __future__ import annotations
 
-import re
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from datetime import UTC, datetime
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
-from dlpgate.masking import mask_text
+from dlpgate.masking import mask_location, mask_text
 
 from .readers import Item, load_item
 
@@ -86,18 +85,6 @@ def judge_raw(location: str, raw: bytes, size: int) -> dict[str, Any]:
         **record,
         "bytes": size,
     }
-
-
-_SUFFIX = re.compile(r"(@\d+|/\d+)$")
-
-
-def mask_location(location: str) -> str:
-    """A location masked like any text (a file may be named after its content), except the offset
-    or item number the reader put at its end, which is what finds the message again."""
-    m = _SUFFIX.search(location)
-    if m is None:
-        return mask_text(location)
-    return mask_text(location[:m.start()]) + m.group(0)
 
 
 def damaged(location: str, error: str, size: int) -> dict[str, Any]:

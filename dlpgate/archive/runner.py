@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from dlpgate.errors import DlpgateError, InputError
+from dlpgate.masking import mask_text
 from dlpgate.terminal import for_terminal
 
 from . import judge
@@ -132,7 +133,8 @@ def run(paths: Sequence[str], options: Options, out: TextIO | None = None, err: 
     try:
         return _run(list(paths), options, out, err)
     except DlpgateError as exc:
-        print(for_terminal(f"dlpgate archive: {exc}"), file=err)
+        # masked: it may quote a path named after its content
+        print(for_terminal(mask_text(f"dlpgate archive: {exc}")), file=err)
         return 2
 
 

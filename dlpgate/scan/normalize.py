@@ -1,7 +1,7 @@
 """Cheap, length-preserving normalisation for matching.
 
 One `str.translate` table maps full-width ASCII to ASCII, upper case to lower case, the ideographic
-space to a space and every dash look-alike (including the katakana long mark `ー`, which IMEs put
+space, the other spaces and the zero-width characters to a space and every dash look-alike (including the katakana long mark `ー`, which IMEs put
 between digit groups) to `-`. Each character maps to exactly one character, so a position in the
 normalised text is the same position in the raw text: findings and proximity need no offset map.
 
@@ -18,6 +18,8 @@ from collections.abc import Iterable
 
 # Separators allowed between digit groups (after normalisation): space, hyphen, full stop.
 SEPARATORS = "- ."
+OTHER_SPACES = "\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f"
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
 DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u30fc\uff70\ufe63\uff0d"  # ‐ ‑ ‒ – — ― − ー ｰ ﹣ －
 
 
@@ -32,6 +34,13 @@ def _build_table() -> dict[int, int]:
     table[0x3000] = ord(" ")
     for ch in DASHES:
         table[ord(ch)] = ord("-")
+    # Other spaces (no-break from Word and web pages, the typographic widths) and the invisible
+    # characters (zero-width space, joiners, word joiner, BOM) read as a space, the soft hyphen as a
+    # hyphen: `1234<U+00A0>5678<U+00A0>9018` and digits parted by zero-width spaces are the grouped
+    # number a reader sees, not three short ones that slip past the scanner.
+    for ch in OTHER_SPACES + INVISIBLE:
+        table[ord(ch)] = ord(" ")
+    table[0x00AD] = ord("-")
     return table
 
 

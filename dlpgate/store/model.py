@@ -182,6 +182,17 @@ class AuditEntry:
 
 # decisions people make (the approvals view is derived from these chain entries)
 DECISION_EVENTS = ("approved", "released", "rejected")
+# chain events after which a message goes nowhere unless a later `released` entry says so; each is
+# also the state the message is in. A due row whose last such entry is one of these (and not a
+# release) was moved on by a write into the database, not by a decision: the claim refuses it.
+HALTING_EVENTS = ("held", "rejected", "expired", "recalled")
+_LAST_HALT_OR_RELEASE = ("(SELECT a.event FROM audit a WHERE a.msg_id = {id} AND a.event IN"
+                         " ('held','rejected','expired','recalled','released') ORDER BY a.seq DESC LIMIT 1)")
+
+
+def last_halt_sql(id_expr: str) -> str:
+    """SQL (both engines) for a message's last halting or `released` chain event."""
+    return _LAST_HALT_OR_RELEASE.format(id=id_expr)
 Signer = Callable[[int, str], str]  # (seq, hash) -> signature text (dlpgate.auditkey.AuditKey.sign)
 
 

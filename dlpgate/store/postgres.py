@@ -52,6 +52,7 @@ from .model import (
     EXPIRED,
     FINAL,
     GENESIS,
+    HALTING_EVENTS,
     HELD,
     ID_CHARS,
     REJECTED,
@@ -66,6 +67,7 @@ from .model import (
     _entry_hash,
     accept_audit,
     id_prefix_bound,
+    last_halt_sql,
     os_user,
 )
 from .spool import _UNSYNCED, _UNSYNCED_LOCK
@@ -980,7 +982,8 @@ class PgStore:
         " AS other FROM messages WHERE state = 'delivering')"
         " SELECT nxt.due AS next_due, lease.any AS lease_any, lease.other AS lease_other, u.*,"
         " ARRAY(SELECT rcpt FROM recipients r WHERE r.msg_id = u.id AND r.state = 'pending' ORDER BY pos) AS rcpts,"
-        " (SELECT string_agg(data, ''::bytea ORDER BY n) FROM message_chunks ch WHERE ch.msg_id = u.id) AS data"
+        " (SELECT string_agg(data, ''::bytea ORDER BY n) FROM message_chunks ch WHERE ch.msg_id = u.id) AS data,"
+        " " + last_halt_sql("u.id") + " AS last_halt"
         " FROM nxt CROSS JOIN lease LEFT JOIN upd u ON true")
 
     def claim_due(self, limit: int) -> list[Claimed]:
@@ -1006,11 +1009,29 @@ class PgStore:
             with self.transaction() as c:
                 self.reclaim_expired(c, now)
             more, nd = self.claim_due_next(limit - sum(1 for r in rows if r["id"] is not None))
-            return self._claimed(rows) + more, nd
+            return self._claimed(self._refuse_forged(rows, now)) + more, nd
         nd = head["next_due"]
         if head["lease_other"] is not None:  # another node's lease: its message is due again if that node dies
             nd = head["lease_other"] if nd is None else min(nd, head["lease_other"])
-        return self._claimed(rows), (None if nd is None else float(nd))
+        return self._claimed(self._refuse_forged(rows, now)), (None if nd is None else float(nd))
+
+    def _refuse_forged(self, rows: Sequence[Any], now: float) -> Sequence[Any]:
+        """Claimed rows whose chain last left them held, rejected, expired or recalled go back to
+        that state (with a `tampered` entry and an error in the log) instead of out: their state
+        was written into the database without a decision. The check rides in the claim statement
+        (one index probe a row); only such rows cost a transaction."""
+        forged = [r for r in rows if r["id"] is not None and r["last_halt"] in HALTING_EVENTS]
+        if not forged:
+            return rows
+        with self.transaction() as c:
+            for r in forged:
+                c.execute("UPDATE messages SET state = %s, due_at = NULL, lease_node = NULL, lease_until = NULL,"
+                          " updated = %s WHERE id = %s AND state = 'delivering'", (r["last_halt"], now, r["id"]))
+                self._audit(c, r["id"], "tampered", detail={"found": "due", "restored": r["last_halt"]})
+                log.error("message %s was due without a decision in the signed chain (last: %s): not delivered,"
+                          " back to %s", r["id"], r["last_halt"], r["last_halt"],
+                          extra={"event": "tampered", "msg_id": r["id"]})
+        return [r for r in rows if not (r["id"] is not None and r["last_halt"] in HALTING_EVENTS)]
 
     def _claimed(self, rows: Sequence[Any]) -> list[Claimed]:
         got = sorted((r for r in rows if r["id"] is not None), key=lambda r: (r["due_at"] or 0.0, r["id"]))

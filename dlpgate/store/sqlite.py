@@ -17,6 +17,7 @@ import asyncio
 import builtins
 import contextlib
 import json
+import logging
 import os
 import queue
 import sqlite3
@@ -36,6 +37,7 @@ from .model import (
     DELIVERING,
     EXPIRED,
     GENESIS,
+    HALTING_EVENTS,
     HELD,
     ID_CHARS,
     QUEUED,
@@ -52,6 +54,7 @@ from .model import (
     _entry_hash,
     accept_audit,
     id_prefix_bound,
+    last_halt_sql,
     new_id,
     os_user,
 )
@@ -69,6 +72,8 @@ from .spool import (
 )
 
 T = TypeVar("T")
+
+log = logging.getLogger("dlpgate.store")
 
 
 _SCHEMA = """
@@ -747,9 +752,13 @@ class Store:
         with self.transaction() as c:
             # INDEXED BY: the partial index on due_at keeps this O(batch) with 100k rows queued;
             # only the columns a delivery needs (not the findings and parts JSON)
-            rows = c.execute("SELECT id, state, sender, spool, client, helo, arrived, attempts, first_attempt, kind"
+            rows = c.execute("SELECT id, state, sender, spool, client, helo, arrived, attempts, first_attempt, kind, "
+                             + last_halt_sql("messages.id") + " AS last_halt"
                              " FROM messages INDEXED BY messages_due WHERE state IN ('delayed','deferred',"
                              "'released') AND due_at <= ? ORDER BY due_at LIMIT ?", (now, limit)).fetchall()
+            if not rows:
+                return out
+            rows = self._refuse_forged(c, rows, now)
             if not rows:
                 return out
             pending: dict[str, list[str]] = {r["id"]: [] for r in rows}
@@ -768,6 +777,19 @@ class Store:
             c.executemany("UPDATE messages SET state='delivering', prev_state=?, first_attempt=?, updated=?"
                           " WHERE id=?", updates)
         return out
+
+    def _refuse_forged(self, c: sqlite3.Connection, rows: list[sqlite3.Row], now: float) -> list[sqlite3.Row]:
+        """Due rows whose chain last left them held, rejected, expired or recalled go back to that
+        state (with a `tampered` entry and an error in the log) instead of out: their state was
+        written into the database without a decision."""
+        forged = [r for r in rows if r["last_halt"] in HALTING_EVENTS]
+        for r in forged:
+            c.execute("UPDATE messages SET state=?, due_at=NULL, updated=? WHERE id=?", (r["last_halt"], now, r["id"]))
+            self._audit(c, r["id"], "tampered", detail={"found": r["state"], "restored": r["last_halt"]})
+            log.error("message %s was %s without a decision in the signed chain (last: %s): not delivered,"
+                      " back to %s", r["id"], r["state"], r["last_halt"], r["last_halt"],
+                      extra={"event": "tampered", "msg_id": r["id"]})
+        return [r for r in rows if r["last_halt"] not in HALTING_EVENTS] if forged else rows
 
     def finish_attempt(self, msg_id: str, outcomes: Sequence[RcptOutcome], *, retry_at: float | None,
                        give_up: bool, notices: Sequence[NewMessage] = ()) -> AttemptResult:

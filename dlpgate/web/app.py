@@ -38,6 +38,7 @@ from ..masking import mask_text
 from .accounts import AccountFile, normal_login, totp_matches
 from .guard import COOKIE, PRE_COOKIE, Session, Sessions, Throttle, csrf_ok
 from .i18n import LANGS, translate
+from .peer import local_peer_uid
 
 log = logging.getLogger("dlpgate.web")
 
@@ -111,6 +112,7 @@ class Console:
         self.by_account = Throttle(web.lockout_after, web.lockout_seconds, clock)
         self.by_address = Throttle(max(20, 4 * web.lockout_after), web.lockout_seconds, clock)
         self.proxies = tuple(ipaddress.ip_network(n, strict=False) for n in web.trusted_proxies)
+        self.proxy_uids = _uids(web.proxy_users)
         self.secure_cookie = bool(web.tls_cert) or web.base_url.startswith("https://")
         self._totp_step: dict[str, int] = {}  # login -> last accepted TOTP step (no replay)
         self.env = Environment(loader=FileSystemLoader(str(HERE / "templates")),
@@ -145,6 +147,7 @@ class Console:
         if users != (str(self.accounts.path) if self.accounts else ""):
             self.accounts = AccountFile(users) if users else None
         self.proxies = tuple(ipaddress.ip_network(n, strict=False) for n in config.web.trusted_proxies)
+        self.proxy_uids = _uids(config.web.proxy_users)
 
     # ------------------------------------------------------------------ plumbing
     def _lang(self, session: Session | None) -> str:
@@ -191,6 +194,18 @@ class Console:
                 return s
         return None
 
+    def _proxy_account(self, request: Request) -> bool:
+        """A connection from a trusted proxy's address is the proxy's only if it comes from another
+        host, or from this host's socket of an account in `[web] proxy_users` (peer.py): every local
+        account can connect from 127.0.0.1."""
+        client, server = request.client, request.scope.get("server")
+        if client is None or not server:
+            return False
+        uid = local_peer_uid((client.host, client.port), (str(server[0]), int(server[1])))
+        if uid is None:
+            return not _loopback(client.host)  # another host's proxy (a loopback peer must be found)
+        return uid in self.proxy_uids
+
     def _client(self, request: Request) -> str:
         return request.client.host if request.client is not None else ""
 
@@ -212,6 +227,10 @@ class Console:
         s = self.sessions.get(request.cookies.get(COOKIE))
         if self.proxies and self._from_proxy(request):
             login = normal_login(request.headers.get(self.config.web.proxy_login_header, ""))
+            if login and (s is None or s.login != login) and not self._proxy_account(request):
+                log.warning("login header refused: the connection is from this host but not from an account in"
+                            " web.proxy_users", extra={"event": "web_proxy_refused", "client": self._client(request)})
+                login = ""
             if login and (s is None or s.login != login):
                 s = self.sessions.new(login, self._lang(s))
                 request.state.new_cookie = s
@@ -588,6 +607,12 @@ def needs_totp(config: Config, me: Mapping[str, Any]) -> bool:
         return True
     roles = set(me.get("roles") or ())
     return policy == "approvers" and bool(roles & {"approver", "deputy", "admin"} or me.get("approver_addresses"))
+
+
+def _uids(names: tuple[str, ...]) -> frozenset[int]:
+    from ..config import account_uid
+
+    return frozenset(u for u in (account_uid(n) for n in names) if u is not None)
 
 
 def _loopback(addr: str) -> bool:

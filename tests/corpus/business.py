@@ -522,6 +522,11 @@ def build() -> list[BizCase]:  # noqa: C901 - one list of cases, read top to bot
     pre = "\n".join(["氏名\t生年月日\t住所"] + [f"{p['name']}\t{p['birth']}\t{p['address']}" for p in ppl[:13]])
     add("pos_html_pre_register.eml", eml("", html_body=f"<html><body><p>一覧です</p><pre>{html.escape(pre)}</pre></body></html>"),
         True, 13, ("personal_records",), kind="html")
+    # My Numbers parted by no-break spaces (pasted from Word or a web page) and by zero-width spaces
+    nbsp = [my_number(r) for _ in range(3)]
+    add("pos_mn_invisible_separators.eml", eml("個人番号の確認です。\n" + "\n".join(
+        f"{p['name']}　個人番号 {n[:4]}{sep}{n[4:8]}{sep}{n[8:]}" for p, n, sep in zip(ppl, nbsp, ["\u00a0", "\u200b", "\u2009"], strict=False))),
+        True, None, ("my_number",), kind="my number")
     add("neg_legacy_orders.doc", lf.doc_bytes(["受注一覧"], [("注文番号", "金額")] + [
         (valid_only(r, lambda: digits(r, 12)), "1200") for _ in range(4)]), False, kind="doc")
     return cases
