@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +13,7 @@ from dlpgate.scan.checks import (
     luhn_valid,
     mask,
     my_number_check_digit,
+    my_number_failures,
 )
 
 eleven = st.text(alphabet="0123456789", min_size=11, max_size=11)
@@ -88,3 +90,21 @@ def test_the_scanners_inline_check_agrees_with_the_check_digit(digits: str) -> N
 
     total = sum(map(mul, digits.encode(), scanner._WEIGHTS)) - scanner._WEIGHTED_ZERO
     assert (total % 11 > (digits[11] == "0")) == (not is_valid_my_number(digits))
+
+
+@settings(max_examples=200)
+@given(st.lists(st.text(alphabet="0123456789", min_size=12, max_size=12) | st.sampled_from(
+    ["000000000000", "999999999999", "621498320257", "000000000019", "999999999990"]), max_size=60))
+def test_my_number_failures_in_bulk_equal_the_check_one_by_one(numbers: list[str]) -> None:
+    """Every block of the blob at once (weighted sums in the bytes of one product) says what
+    is_valid_my_number says of each: the largest sums (all nines) do not carry into a neighbour."""
+    got = my_number_failures("".join(numbers).encode())
+    assert len(got) == len(numbers)
+    assert [b == 0 for b in got] == [is_valid_my_number(n) for n in numbers]
+
+
+def test_my_number_failures_refuses_what_is_not_blocks_of_digits() -> None:
+    for bad in (b"12345678901", b"12345678901x", "１２３４５６７８９０１２".encode()):
+        with pytest.raises(ValueError):
+            my_number_failures(bad)
+    assert my_number_failures(b"") == b""

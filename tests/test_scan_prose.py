@@ -268,6 +268,12 @@ def test_a_mailing_list_is_records(scanner: Scanner, line) -> None:  # type: ign
     assert got == 12 and findings[0][0] == "personal_records" and findings[0][1] == "medium"
     # four lines are a letter's addresses, not a list
     assert records(scanner, "\n".join(line(i, n) for i, n in enumerate(names[:4], 1)))[0] == 0
+    # in a long text (the scanner asks first whether it holds an honorific at all: _LONG_TEXT)
+    prose = "いつもお世話になっております。ご確認ください。\n" * 3000
+    assert len(prose) > 65536
+    assert records(scanner, prose + "\n".join(line(i, n) for i, n in enumerate(names, 1)) + "\n" + prose)[0] == 12
+    assert records(scanner, prose + "\n".join(line(i, n).replace("様", "").replace("殿", "")
+                                               for i, n in enumerate(names, 1)))[0] == 0
 
 
 @pytest.mark.parametrize("scanner", SCANNERS, ids=["hyperscan", "re"])

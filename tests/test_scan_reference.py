@@ -670,6 +670,85 @@ def test_forms_typed_inline_or_with_blanks_match_the_reference() -> None:
         check(r.choice(["", "一覧\n\n", "日時：12月3日 10:00　場所：会議室\n"]) + r.choice(["\n", "\n\n"]).join(lines))
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32))
+def test_dense_business_lines_match_the_reference(seed: int) -> None:
+    """Lines as dense as business mail (benchmarks/dense_corpus.py: tracking, order, corporate and
+    JAN numbers, phones, amounts), enough triggers for the scanner to sift the commonest runs before
+    its trigger loop (scanner._sift: 13-digit runs dropped, 4-4-4 and 12-digit ASCII runs' check
+    digits computed at once): every neighbour that continues or ends a run, placeholders, full-width
+    digits inside a run, passing and failing numbers under a negative label, on a comma line or
+    beside an identifier keyword, at the text's ends too."""
+    r = random.Random(seed)
+
+    def twelve() -> str:
+        k = r.random()
+        if k < 0.1:
+            return r.choice("0123456789") * 12  # a placeholder
+        body = number(r) if k < 0.5 else "".join(r.choice("0123456789") for _ in range(12))
+        if r.random() < 0.1:
+            i = r.randrange(12)
+            body = body[:i] + body[i].translate(FULL) + body[i + 1 :]
+        return body
+
+    def run() -> str:
+        k = r.random()
+        if k < 0.35:
+            n = twelve()
+            sep = r.choice("-. ") if r.random() < 0.9 else r.choice("ー−　")
+            return f"{n[:4]}{sep}{n[4:8]}{r.choice([sep, sep, '-', ''])}{n[8:]}"
+        if k < 0.6:
+            return twelve()
+        if k < 0.8:
+            return "".join(r.choice("0123456789") for _ in range(13))  # corporate / JAN
+        if k < 0.9:
+            return "".join(r.choice("0123456789") for _ in range(r.choice([11, 14, 15, 16])))
+        return r.choice(["4111111111111111", "4111-1111-1111-1111", "03-1234-5678", "2024-123456", "1234567890"])
+
+    before = ["", "", "追跡番号：", "お問い合わせ番号（追跡番号）：", "tracking ", "法人番号 ", "JANコード ", "TEL ", "注文番号 ",
+              "マイナンバー：", "確認番号 ", "Order #12345678 shipped on 2024/01/05, tracking ", "5", "5-", "-", "ー", "１",
+              "x,", "\t", "a"]
+    after = ["", "", ".", "。", "\n", "-", "-5", " 5", "5", "ー1", "円", ",x", " / 数量 3", "）"]
+    lines = []
+    for _ in range(r.randint(8, 60)):
+        line = r.choice(before) + run() + r.choice(after)
+        if r.random() < 0.3:
+            line += " / " + r.choice(before) + run() + r.choice(after)
+        lines.append(line)
+    # (lines and runs are kept apart: two runs joined by a space, or by nothing, make one run
+    # longer than _LOOK, which the scanner reads cut at its search window, not as the reference
+    # does: a difference older than the sift, on main too)
+    text = r.choice(["\n", "、", "。"]).join(lines)
+    check(text)
+    check(text + "\n" + text[: r.randint(0, 40)])
+
+
+def test_a_text_sifted_in_several_chunks_matches_the_reference() -> None:
+    """More triggers than one chunk of scanner._sift holds (its run strings are freed chunk by
+    chunk): tracking numbers that pass and fail, under a label and bare, corporate numbers,
+    placeholders, a refused run (full-width) at a chunk's end, lines with a comma."""
+    r = random.Random(23)
+    lines = []
+    for i in range(5200):
+        n = number(r) if r.random() < 0.2 else "".join(r.choice("0123456789") for _ in range(12))
+        k = i % 7
+        if k == 0:
+            lines.append(f"お問い合わせ番号（追跡番号）：{n[:4]}-{n[4:8]}-{n[8:]}")
+        elif k == 1:
+            lines.append(f"Order #{i:08d} shipped on 2024/01/05, tracking {n}.")
+        elif k == 2:
+            lines.append(f"法人番号 {r.randrange(10**12, 10**13)}")
+        elif k == 3:
+            lines.append(f"確認 {n[:4]} {n[4:8]} {n[8:]}")
+        elif k == 4:
+            lines.append(r.choice(["000000000000", "1111-1111-1111", n.translate(FULL), n]) + " 円")
+        else:
+            lines.append(f"JAN {r.randrange(10**12, 10**13)} / {n}")
+    text = "\n".join(lines)
+    assert len(HS.gate.matches(text)[0]) > 4096
+    check(text)
+
+
 def test_pasted_rows_notes_under_headers_and_bracket_labels_match_the_reference() -> None:
     r = random.Random(17)
     for seed in range(40):
