@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from dlpgate.scan.prose import ADDRESS
+from dlpgate.scan.prose import ADDRESS, ORGANISATION
 
 # Consecutive lines pasted from a spreadsheet, each holding a tab: matched only where a tab was
 # found (str.find), from its line's start, so a large text with one stray tab costs nothing more.
@@ -45,8 +45,7 @@ MAX_ADDRESS = 80
 DISTINCT = 0.5  # of a name or address column's cells differ from each other
 
 
-# Words that make a cell an organisation's name wherever they stand (株式会社 見本商事, 見本商事 御中).
-_ORGANISATION = re.compile(r"会社|法人|組合|協会|連合|御中|株式|有限|商事|商店|工業|産業|物産|建設|運輸|病院|医院|学校")
+_ORGANISATION = re.compile(ORGANISATION)
 
 
 def _is_name(cell: str) -> bool:

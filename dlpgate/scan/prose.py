@@ -49,10 +49,12 @@ LINE_SPAN = 200  # characters a list's line may take: MIN_LIST honorifics within
 # The name before an honorific: a surname (and a given name, a blank between or not), kanji or kana.
 _NAME_BEFORE = re.compile(r"(?:[一-龥々〆ヶ]{1,5}[ \u3000]?[一-龥々〆ヶぁ-んァ-ヴー]{1,5}|[ァ-ヴー]{2,8}[ \u3000]?[ァ-ヴー]{1,8})[ \u3000]*$")
 # ... that is no person's: a role, a group, an organisation (ご担当者様, 見本商事 様, 総務課 御中 様).
-_NOT_A_PERSON = re.compile(r"者$|員$|各位|皆|客|会社|法人|組合|協会|連合|株式|有限|商事|商店|工業|産業|物産|建設|運輸"
-                           r"|電機|電気|物流|製作|事務|銀行|金庫|工務|不動産|印刷|食品|製薬|化学|機械|技研|精工|通信"
-                           r"|企画|設計|開発|病院|医院|学校|役場|役所|県庁|センター|システム|サービス|グループ"
-                           r"|[課部室係局所園校館署店社会庁]$")
+# Words that make a name an organisation's wherever they stand (株式会社 見本商事, 見本電機 御中): also
+# what headerless.py refuses as a person's name in a column.
+ORGANISATION = (r"会社|法人|組合|協会|連合|御中|株式|有限|商事|商店|工業|産業|物産|建設|運輸|電機|電気|物流|製作|事務"
+                r"|銀行|金庫|工務|不動産|印刷|食品|製薬|化学|機械|技研|精工|通信|企画|設計|開発|病院|医院|学校"
+                r"|役場|役所|県庁|センター|システム|サービス|グループ")
+_NOT_A_PERSON = re.compile(r"者$|員$|各位|皆|客|" + ORGANISATION + r"|[課部室係局所園校館署店社会庁]$")
 # What every address's block number holds (ADDRESS): a digit or a kanji block word.
 _BLOCK_NUMBER = re.compile(f"[{_DIGIT}]|丁目|番地")
 # 様 that goes on into a word (様式, 様子, 様々, 様相) is no honorific: the characters after it that say so.
