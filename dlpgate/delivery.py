@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import functools
+import hashlib
 import logging
 import os
 import ssl
@@ -291,6 +292,14 @@ class Delivery:
                         data = await asyncio.get_running_loop().run_in_executor(None, f.read)
         except OSError as e:
             return client, [RcptOutcome(r, 0, f"local spool unreadable: {e.strerror}") for r in c.recipients]
+        if c.sha256 is None or (c.sha256 and hashlib.sha256(data).hexdigest() != c.sha256):
+            # not what was accepted (and judged, and perhaps approved): someone who can write the
+            # spool or the database swapped the bytes, or inserted the row with no `accepted` entry
+            # in the signed chain. Never sent; the bounce is audited.
+            why = "not in the signed chain" if c.sha256 is None else "content changed after it was accepted"
+            log.error("message %s: %s (SHA-256 against the signed chain's `accepted` entry): not sent", c.id, why,
+                      extra={"event": "tampered", "msg_id": c.id})
+            return client, [RcptOutcome(r, 554, f"5.7.1 {why}: not sent") for r in c.recipients]
         data = received_header(c, self.hostname) + data
         for fresh_try in (False, True):
             try:

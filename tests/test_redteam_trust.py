@@ -106,6 +106,83 @@ async def test_a_release_written_into_the_database_is_refused_and_named(tmp_path
         assert "without a decision in the signed chain" in out, out
 
 
+async def test_bytes_swapped_under_an_approved_id_are_never_sent(tmp_path: Path, sink: Sink) -> None:
+    """Someone who can write the store swaps a held message's bytes (same length, other content)
+    and waits for a supervisor to release what he saw. Before: the swapped bytes went out under the
+    approval. After: the deliverer compares them with the SHA-256 the signed chain's `accepted`
+    entry recorded, sends nothing, bounces the message (audited) and logs an error."""
+    import sqlite3
+
+    from dlpgate.store import spool_span
+    from tests.test_approval_loop import cli, gateway_config
+
+    cfg, c = gateway_config(tmp_path, sink)
+    n = synthetic_numbers(3, seed=47)
+    async with running(cfg) as gw:
+        reply = await asyncio.to_thread(_send, gw.smtp_port, "tanaka@soumu.example.jp",
+                                        mail_with_numbers("tanaka@soumu.example.jp", ["partner@example.com"], n))
+        mid = held_id(reply)
+        db = sqlite3.connect(tmp_path / "store" / "dlpgate.db")
+        (rel,) = db.execute("SELECT spool FROM messages WHERE id = ?", (mid,)).fetchone()
+        db.close()
+        span = spool_span(rel)
+        path, off, size = (span[0], span[1], span[2]) if span else (rel, 0, None)
+        f = tmp_path / "store" / path
+        raw = bytearray(f.read_bytes())
+        end = off + (size if size is not None else len(raw) - off)
+        raw[end - 12:end - 2] = b"SWAPPED!!!"  # the body's last bytes, the length kept
+        f.write_bytes(bytes(raw))
+        code, out, err = await cli("quarantine", "release", mid, "--approver", "kacho@example.jp", "--reason",
+                                   "checked", "--config", c)
+        assert code == 0, out + err
+        poke(gw)
+
+        def state() -> str:
+            db = sqlite3.connect(tmp_path / "store" / "dlpgate.db")
+            try:
+                return str(db.execute("SELECT state FROM messages WHERE id = ?", (mid,)).fetchone()[0])
+            finally:
+                db.close()
+
+        await wait_until(lambda: state() == "bounced")
+        await asyncio.sleep(0.5)
+        assert not sink.handler.to("partner@example.com"), "swapped bytes were delivered under the approval"
+        db = sqlite3.connect(tmp_path / "store" / "dlpgate.db")
+        details = [d for (d,) in db.execute("SELECT detail FROM audit WHERE msg_id = ? ORDER BY seq", (mid,))]
+        db.close()
+        assert any("content changed after it was accepted" in d for d in details), details
+        # and the untouched mail of the same sender still goes out: the check refuses only a mismatch
+        n2 = synthetic_numbers(3, seed=48)
+        reply = await asyncio.to_thread(_send, gw.smtp_port, "tanaka@soumu.example.jp",
+                                        mail_with_numbers("tanaka@soumu.example.jp", ["partner@example.com"], n2))
+        code, out, err = await cli("quarantine", "release", held_id(reply), "--approver", "kacho@example.jp",
+                                   "--reason", "checked", "--config", c)
+        assert code == 0, out + err
+        poke(gw)
+        await wait_until(lambda: len(sink.handler.to("partner@example.com")) == 1)
+        good = held_id(reply)
+        # a row inserted whole (that message's copy under a new id, due now): no `accepted` entry in
+        # the signed chain, so it is not sent either
+        import time
+
+        from dlpgate.store import new_id
+
+        clone = new_id()
+        db = sqlite3.connect(tmp_path / "store" / "dlpgate.db")
+        with db:
+            db.execute("CREATE TEMP TABLE m AS SELECT * FROM messages WHERE id = ?", (good,))
+            db.execute("UPDATE m SET id = ?, state = 'delayed', due_at = ?", (clone, time.time()))
+            db.execute("INSERT INTO messages SELECT * FROM m")
+            db.execute("CREATE TEMP TABLE r AS SELECT * FROM recipients WHERE msg_id = ?", (good,))
+            db.execute("UPDATE r SET msg_id = ?, state = 'pending'", (clone,))
+            db.execute("INSERT INTO recipients SELECT * FROM r")
+        db.close()
+        poke(gw)
+        await wait_until(lambda: _events(tmp_path, clone)[-1:] == ["bounced"])
+        await asyncio.sleep(0.5)
+        assert len(sink.handler.to("partner@example.com")) == 1, "a row nobody accepted was delivered"
+
+
 # ------------------------------------------------------------- the console's trusted proxy, locally
 
 def _get_as(uid: int | None, port: int, path: str, headers: dict[str, str]) -> tuple[int, str]:

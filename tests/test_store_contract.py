@@ -398,3 +398,16 @@ def test_a_state_written_into_the_database_is_not_claimed(store: Any, engine: En
     for m in forged:
         assert "tampered" in [e.event for e in store.audit_entries(msg_id=m.id)]
     assert store.claim_due(10) == []
+
+
+def test_a_claim_carries_the_sha256_the_signed_chain_recorded(store: Any) -> None:
+    """The deliverer sends a claimed message only if its bytes hash to what the `accepted` entry
+    recorded (delivery.py): both engines hand that value over with the claim."""
+    ms = [msg(store, data=f"Subject: s{i}\r\n\r\n{'x' * (i * 5000)}\r\n".encode()) for i in range(3)]
+    for m in ms:
+        store.accept(m)
+    got = {c.id: c for c in store.claim_due(10)}
+    assert set(got) == {m.id for m in ms}
+    for m in ms:
+        c = got[m.id]
+        assert c.sha256 == m.sha256 == hashlib.sha256(c.read_bytes()).hexdigest()

@@ -143,6 +143,10 @@ class Claimed:
     first_attempt: float
     kind: str
     span: tuple[int, int] | None = None  # (offset, length) in `spool` when it is a segment
+    # the SHA-256 the signed chain's `accepted` entry recorded for these bytes: the deliverer sends
+    # nothing else (bytes swapped under an approved id are refused). None: the chain has no
+    # `accepted` entry for this id (a row inserted whole), refused too; "": an entry without one.
+    sha256: str | None = ""
 
     def read_bytes(self) -> bytes:
         """The message as accepted (its own file, or its span of a spool segment)."""
@@ -188,6 +192,29 @@ DECISION_EVENTS = ("approved", "released", "rejected")
 HALTING_EVENTS = ("held", "rejected", "expired", "recalled")
 _LAST_HALT_OR_RELEASE = ("(SELECT a.event FROM audit a WHERE a.msg_id = {id} AND a.event IN"
                          " ('held','rejected','expired','recalled','released') ORDER BY a.seq DESC LIMIT 1)")
+
+
+_ACCEPTED_DETAIL = ("(SELECT a.detail FROM audit a WHERE a.msg_id = {id} AND a.event = 'accepted'"
+                    " ORDER BY a.seq LIMIT 1)")
+
+
+def accepted_detail_sql(id_expr: str) -> str:
+    """SQL (both engines) for the detail JSON of a message's `accepted` chain entry."""
+    return _ACCEPTED_DETAIL.format(id=id_expr)
+
+
+def accepted_sha256(detail: str | None) -> str | None:
+    """The content SHA-256 an `accepted` entry's detail recorded: None without such an entry, ""
+    when the entry names none."""
+    if detail is None:
+        return None
+    if not detail:
+        return ""
+    try:
+        value = json.loads(detail).get("sha256", "")
+    except (ValueError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""
 
 
 def last_halt_sql(id_expr: str) -> str:

@@ -66,6 +66,8 @@ from .model import (
     _dumps,
     _entry_hash,
     accept_audit,
+    accepted_detail_sql,
+    accepted_sha256,
     id_prefix_bound,
     last_halt_sql,
     os_user,
@@ -983,7 +985,8 @@ class PgStore:
         " SELECT nxt.due AS next_due, lease.any AS lease_any, lease.other AS lease_other, u.*,"
         " ARRAY(SELECT rcpt FROM recipients r WHERE r.msg_id = u.id AND r.state = 'pending' ORDER BY pos) AS rcpts,"
         " (SELECT string_agg(data, ''::bytea ORDER BY n) FROM message_chunks ch WHERE ch.msg_id = u.id) AS data,"
-        " " + last_halt_sql("u.id") + " AS last_halt"
+        " " + last_halt_sql("u.id") + " AS last_halt,"
+        " " + accepted_detail_sql("u.id") + " AS accepted"
         " FROM nxt CROSS JOIN lease LEFT JOIN upd u ON true")
 
     def claim_due(self, limit: int) -> list[Claimed]:
@@ -1040,7 +1043,7 @@ class PgStore:
             body = bytes(r["data"] or b"")
             out.append(PgClaimed(r["id"], r["sender"], tuple(r["rcpts"]), Path(self._root_str), r["client"],
                                  r["helo"], r["arrived"], r["attempts"], r["first_attempt"], r["kind"],
-                                 (0, len(body)), data=body))
+                                 (0, len(body)), accepted_sha256(r["accepted"]), data=body))
         return out
 
     def _retire(self, c: Any, ids: Sequence[str]) -> None:

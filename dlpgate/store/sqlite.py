@@ -53,6 +53,8 @@ from .model import (
     _dumps,
     _entry_hash,
     accept_audit,
+    accepted_detail_sql,
+    accepted_sha256,
     id_prefix_bound,
     last_halt_sql,
     new_id,
@@ -753,7 +755,8 @@ class Store:
             # INDEXED BY: the partial index on due_at keeps this O(batch) with 100k rows queued;
             # only the columns a delivery needs (not the findings and parts JSON)
             rows = c.execute("SELECT id, state, sender, spool, client, helo, arrived, attempts, first_attempt, kind, "
-                             + last_halt_sql("messages.id") + " AS last_halt"
+                             + last_halt_sql("messages.id") + " AS last_halt, "
+                             + accepted_detail_sql("messages.id") + " AS accepted"
                              " FROM messages INDEXED BY messages_due WHERE state IN ('delayed','deferred',"
                              "'released') AND due_at <= ? ORDER BY due_at LIMIT ?", (now, limit)).fetchall()
             if not rows:
@@ -773,7 +776,8 @@ class Store:
                 span = spool_span(rel) if "#" in rel else None
                 out.append(Claimed(r["id"], r["sender"], tuple(pending[r["id"]]),
                                    self.root / (span[0] if span else rel), r["client"], r["helo"], r["arrived"],
-                                   r["attempts"], first, r["kind"], span[1:] if span else None))
+                                   r["attempts"], first, r["kind"], span[1:] if span else None,
+                                   accepted_sha256(r["accepted"])))
             c.executemany("UPDATE messages SET state='delivering', prev_state=?, first_attempt=?, updated=?"
                           " WHERE id=?", updates)
         return out
