@@ -35,6 +35,12 @@ def _send(port: int, mail_from: str, raw: bytes) -> str:
         return text.decode()
 
 
+async def _held(port: int, seed: int) -> str:
+    """The id of a message tanaka sends to the partner with three synthetic My Numbers (held)."""
+    raw = mail_with_numbers("tanaka@soumu.example.jp", ["partner@example.com"], synthetic_numbers(3, seed=seed))
+    return held_id(await asyncio.to_thread(_send, port, "tanaka@soumu.example.jp", raw))
+
+
 @pytest.mark.parametrize("mail_from", ["tanaka+x@soumu.example.jp", '"tanaka"@soumu.example.jp',
                                        "TANAKA+Approve.Me@Soumu.Example.JP", '"tanaka+y"@soumu.example.jp'])
 async def test_no_self_approval_through_an_address_variant(tmp_path: Path, sink: Sink, mail_from: str) -> None:
@@ -78,11 +84,8 @@ async def test_a_release_written_into_the_database_is_refused_and_named(tmp_path
     from tests.test_approval_loop import cli, gateway_config
 
     cfg, c = gateway_config(tmp_path, sink)
-    n = synthetic_numbers(3, seed=43)
     async with running(cfg) as gw:
-        reply = await asyncio.to_thread(_send, gw.smtp_port, "tanaka@soumu.example.jp",
-                                        mail_with_numbers("tanaka@soumu.example.jp", ["partner@example.com"], n))
-        mid = held_id(reply)
+        mid = await _held(gw.smtp_port, 43)
         db = sqlite3.connect(tmp_path / "store" / "dlpgate.db")
         with db:
             db.execute("UPDATE messages SET state = ?, due_at = ? WHERE id = ?", (state, time.time() + 3600, mid))
@@ -117,11 +120,8 @@ async def test_bytes_swapped_under_an_approved_id_are_never_sent(tmp_path: Path,
     from tests.test_approval_loop import cli, gateway_config
 
     cfg, c = gateway_config(tmp_path, sink)
-    n = synthetic_numbers(3, seed=47)
     async with running(cfg) as gw:
-        reply = await asyncio.to_thread(_send, gw.smtp_port, "tanaka@soumu.example.jp",
-                                        mail_with_numbers("tanaka@soumu.example.jp", ["partner@example.com"], n))
-        mid = held_id(reply)
+        mid = await _held(gw.smtp_port, 47)
         db = sqlite3.connect(tmp_path / "store" / "dlpgate.db")
         (rel,) = db.execute("SELECT spool FROM messages WHERE id = ?", (mid,)).fetchone()
         db.close()
@@ -152,15 +152,12 @@ async def test_bytes_swapped_under_an_approved_id_are_never_sent(tmp_path: Path,
         db.close()
         assert any("content changed after it was accepted" in d for d in details), details
         # and the untouched mail of the same sender still goes out: the check refuses only a mismatch
-        n2 = synthetic_numbers(3, seed=48)
-        reply = await asyncio.to_thread(_send, gw.smtp_port, "tanaka@soumu.example.jp",
-                                        mail_with_numbers("tanaka@soumu.example.jp", ["partner@example.com"], n2))
-        code, out, err = await cli("quarantine", "release", held_id(reply), "--approver", "kacho@example.jp",
+        good = await _held(gw.smtp_port, 48)
+        code, out, err = await cli("quarantine", "release", good, "--approver", "kacho@example.jp",
                                    "--reason", "checked", "--config", c)
         assert code == 0, out + err
         poke(gw)
         await wait_until(lambda: len(sink.handler.to("partner@example.com")) == 1)
-        good = held_id(reply)
         # a row inserted whole (that message's copy under a new id, due now): no `accepted` entry in
         # the signed chain, so it is not sent either
         import time
