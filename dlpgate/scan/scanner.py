@@ -121,6 +121,24 @@ class _Tally:
             self.distinct.add(digits)
 
 
+def _tally_of(out: dict[str, _Tally], detector: str) -> _Tally:
+    """The detector's tally in `out`, made at its first identifier."""
+    tally = out.get(detector)
+    if tally is None:
+        tally = out[detector] = _Tally()
+    return tally
+
+
+def _short_prose_line(text: str, cs: int, ce: int) -> bool:
+    """Whether the run [cs, ce) sits on a short line of prose (no column, no header): where a
+    negative label right before a passing run explains it (追跡番号：1234-5678-9012)."""
+    ls = text.rfind("\n", 0, cs) + 1
+    le = text.find("\n", ce)
+    if le < 0:
+        le = len(text)
+    return le - ls < FIXED_MIN and _ANY_DELIMITER.search(text, ls, le) is None
+
+
 _DIGITS = frozenset(RAW_DIGITS)
 # My Number check digit in one weighted sum of the ASCII bytes (checks.is_valid_my_number, inline):
 # the residue is 0 for a valid number, or 1 when the check digit is 0.
@@ -830,7 +848,6 @@ class Scanner:
         has_licence = lazy.has_licence = not self._licence_ids.isdisjoint(hits)
         plain = not has_licence and not column_context  # nothing can speak for a failing number
         look, back, longest = _LOOK, _TRIGGER_LONGEST, _LONGEST_RUN  # locals: read once per trigger
-        rfind, find, any_delimiter = text.rfind, text.find, _ANY_DELIMITER.search
         explain: Callable[[int], bool] | None = None  # made on first need
         run_found = False
         zeros, low_w, high_w, six = _ASCII_ZEROS, _LOW_WEIGHTS, _HIGH_WEIGHTS, _SIX_BYTES
@@ -915,21 +932,14 @@ class Scanner:
                     # header) with a negative label right before it and no identifier keyword since,
                     # _run finds nothing and notes nothing (_classify drops it before its
                     # population is counted). Told here in a line look-up and one short search.
-                    ls = rfind("\n", 0, cs) + 1
-                    le = find("\n", ce)
-                    if le < 0:
-                        le = len(text)
-                    if le - ls < FIXED_MIN and any_delimiter(text, ls, le) is None:
+                    if _short_prose_line(text, cs, ce):
                         if explain is None:
                             explain = self._explainer(text, *self._label_ends(hits))
                         if explain(cs):
                             continue
                 occ = self._run(text, text[cs:ce], cs, ce, hits, column_context, lazy, g, separated, valid)
                 if occ is not None:
-                    tally = out.get(occ[0])
-                    if tally is None:
-                        tally = out[occ[0]] = _Tally()
-                    tally.add(occ[1], occ[2], occ[3], distinct_enough)
+                    _tally_of(out, occ[0]).add(occ[1], occ[2], occ[3], distinct_enough)
                 continue
             else:
                 p = end - 1  # the trigger's last digit, or the non-digit just after its run
@@ -1004,10 +1014,7 @@ class Scanner:
                     continue  # no detector takes a run of that many digits
                 occ = self._run(text, raw, cs, ce, hits, column_context, lazy)
                 if occ is not None:
-                    tally = out.get(occ[0])
-                    if tally is None:
-                        tally = out[occ[0]] = _Tally()
-                    tally.add(occ[1], occ[2], occ[3], distinct_enough)
+                    _tally_of(out, occ[0]).add(occ[1], occ[2], occ[3], distinct_enough)
         if passing:
             self._passing(text, passing, hits, lazy, out)
         if sifted:  # (both ascending, runs apart: one merge in the sort)
@@ -1092,9 +1099,7 @@ class Scanner:
                     undecided.discard(key)
         for candidates, passing, found in populations.values():
             if found and passing * 100 >= rate * candidates:
-                tally = out.get("my_number")
-                if tally is None:
-                    tally = out["my_number"] = _Tally()
+                tally = _tally_of(out, "my_number")
                 for occ in found:
                     tally.add(occ[1], occ[2], occ[3], distinct_enough)
         return out
@@ -1104,25 +1109,17 @@ class Scanner:
         """The trigger loop's steps for a passing 12-digit ASCII run, for those `_sift` found (no
         column context, no licence keyword): one on a short line of prose that a negative label
         right before it explains is dropped (追跡番号：1234-5678-9012), any other goes to `_run`."""
-        rfind, find, any_delimiter, n = text.rfind, text.find, _ANY_DELIMITER.search, len(text)
         explain: Callable[[int], bool] | None = None
         distinct_enough = self.rules.distinct_high
         for cs, ce, g, separated in runs:
-            ls = rfind("\n", 0, cs) + 1
-            le = find("\n", ce)
-            if le < 0:
-                le = n
-            if le - ls < FIXED_MIN and any_delimiter(text, ls, le) is None:
+            if _short_prose_line(text, cs, ce):
                 if explain is None:
                     explain = self._explainer(text, *self._label_ends(hits))
                 if explain(cs):
                     continue
             occ = self._run(text, text[cs:ce], cs, ce, hits, _NO_CONTEXT, lazy, g, separated, True)
             if occ is not None:
-                tally = out.get(occ[0])
-                if tally is None:
-                    tally = out[occ[0]] = _Tally()
-                tally.add(occ[1], occ[2], occ[3], distinct_enough)
+                _tally_of(out, occ[0]).add(occ[1], occ[2], occ[3], distinct_enough)
 
     def _add_joined(self, out: dict[str, _Tally], joined: tuple[tuple[str, str], ...]) -> None:
         """Identifiers a table split over cells under one keyword header: high when they check."""
@@ -1140,10 +1137,7 @@ class Scanner:
                 continue
             if detector is None:
                 continue
-            tally = out.get(detector)
-            if tally is None:
-                tally = out[detector] = _Tally()
-            tally.add(0, digits, "high", self.rules.distinct_high)
+            _tally_of(out, detector).add(0, digits, "high", self.rules.distinct_high)
 
     def _categorise(self, cell: str) -> frozenset[str]:
         """The categories a header cell names (My Number, licence ... or a negative label)."""
